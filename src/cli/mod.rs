@@ -1,0 +1,126 @@
+//! Command-line interface: one file per command family, each turning parsed
+//! arguments into library calls.
+//!
+//! Exit codes are stable and documented in the README:
+//! 0 done, 1 failed (for `run`: a step failed and was undone), 2 invalid input,
+//! 3 refused or needs confirmation, 4 could not reach a required service
+//! (Kubernetes API server or Redis).
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Stable process exit statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The command did what was asked.
+    Done = 0,
+    /// The command ran and failed (for `run`: a step failed and was undone).
+    Failed = 1,
+    /// Arguments or input files are invalid; nothing was changed.
+    Invalid = 2,
+    /// The command refused to act, or needs a confirmation it could not get.
+    Refused = 3,
+    /// A required service (Kubernetes API server, Redis) could not be reached.
+    Unreachable = 4,
+}
+
+/// A command failure: what to tell the user and which exit status to use.
+pub struct Failure {
+    /// Exit status for the process.
+    pub exit: Exit,
+    /// The message, with its causes and any source snippet.
+    pub report: miette::Report,
+}
+
+impl Failure {
+    /// A failure with the given exit status.
+    pub fn new(exit: Exit, report: impl Into<miette::Report>) -> Self {
+        Self {
+            exit,
+            report: report.into(),
+        }
+    }
+
+    /// A failure built from a plain message.
+    pub fn msg(exit: Exit, message: impl std::fmt::Display) -> Self {
+        Self::new(exit, miette::miette!("{message}"))
+    }
+}
+
+/// Result of a command handler.
+pub type CommandResult = Result<Exit, Failure>;
+
+#[derive(Parser)]
+#[command(
+    name = "warroom",
+    version,
+    about = "War-room console, playbooks, fenced Redis locks and incident timeline",
+    long_about = None
+)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax); logs go to stderr.
+    #[arg(long, global = true, env = "WARROOM_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks that print numbers: throughput, latency and correctness counts.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Parses arguments, runs the command and maps its outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(Exit::Invalid as u8),
+            };
+        }
+    };
+    init_logging(&cli.log);
+    let outcome = match cli.command {
+        Some(Command::Bench(cmd)) => bench::run(cmd),
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            Ok(Exit::Done)
+        }
+    };
+    match outcome {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(failure) => {
+            eprintln!("{:?}", failure.report);
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A multi-threaded tokio runtime for commands that do network I/O.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the async runtime: {e}")))
+}

@@ -1,0 +1,14 @@
+//! warroom: the war-room console, playbooks, fenced Redis locks and incident
+//! timeline for lock-contention incidents (PM-003 and its successors).
+//!
+//! Modules, by what they own:
+//! - [`lock`]: the lock client services embed (fenced leases, Redlock, WATCH
+//!   mode, and the legacy PM-003 lock kept as a reference).
+//! - [`fence`]: the store side: writes checked against fencing tokens.
+//! - [`redis_node`]: `redis-server` processes started for drills and tests.
+//! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
+
+pub mod bench;
+pub mod fence;
+pub mod lock;
+pub mod redis_node;

@@ -1,0 +1,343 @@
+//! Redlock: a fenced lock over N independent Redis nodes (see the safety
+//! argument in the module above).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redis::aio::ConnectionManager;
+
+use super::event::{EventKind, LockEvent, LockMode};
+use super::lease::{Issuer, Lease, LeaseInner, acquire_with_retry};
+use super::sink::EventSink;
+use super::{FencingToken, LockError, LockOptions, fence_counter_key, grant_value, scripts};
+
+/// What one node said to one request.
+enum Answer<T> {
+    Value(T),
+    Failed,
+}
+
+pub(crate) struct RedlockShared {
+    nodes: Vec<ConnectionManager>,
+    options: LockOptions,
+    sink: Option<EventSink>,
+}
+
+impl RedlockShared {
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// Runs one request on every node in parallel, each bounded by the
+    /// per-node timeout.
+    async fn on_all<T, F, Fut>(&self, request: F) -> Vec<Answer<T>>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.on_nodes(&all, request).await
+    }
+
+    /// Runs one request on the given nodes in parallel, each bounded by the
+    /// per-node timeout; answers are in the order of `which`.
+    async fn on_nodes<T, F, Fut>(&self, which: &[usize], request: F) -> Vec<Answer<T>>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
+        let timeout = self.options.node_timeout();
+        join_all(which.iter().map(|&i| {
+            let fut = request(self.nodes[i].clone());
+            async move {
+                match tokio::time::timeout(timeout, fut).await {
+                    Ok(Ok(value)) => Answer::Value(value),
+                    Ok(Err(e)) => {
+                        tracing::debug!("lock node failed: {e}");
+                        Answer::Failed
+                    }
+                    Err(_) => Answer::Failed,
+                }
+            }
+        }))
+        .await
+    }
+
+    /// Compare-and-delete on every node (including those that timed out: they
+    /// may have set the key after all).
+    async fn unlock_all(&self, key: &str, value: &str) -> usize {
+        self.on_all(|mut conn| async move {
+            scripts::COMPARE_DELETE
+                .key(key)
+                .arg(value)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .into_iter()
+        .filter(|a| matches!(a, Answer::Value(1)))
+        .count()
+    }
+
+    fn publish(&self, event: LockEvent) {
+        if let Some(sink) = &self.sink {
+            sink.publish(event);
+        }
+    }
+
+    fn event(&self, kind: EventKind, key: &str, token: FencingToken) -> LockEvent {
+        LockEvent::new(kind, LockMode::Redlock, key, &self.options.holder).with_token(token.get())
+    }
+
+    async fn try_acquire(self: &Arc<Self>, key: &str) -> Result<Option<Lease>, LockError> {
+        let value = grant_value();
+        let ttl = self.options.ttl;
+        let ttl_ms = ttl.as_millis() as u64;
+        let fence_key = fence_counter_key(key);
+        let started = Instant::now();
+
+        // Round one: take the key and read the fence counter, on every node.
+        let claims = self
+            .on_all(|mut conn| {
+                let (fence_key, value) = (&fence_key, &value);
+                async move {
+                    scripts::REDLOCK_CLAIM
+                        .key(key)
+                        .key(fence_key)
+                        .arg(value)
+                        .arg(ttl_ms)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        let answered = claims
+            .iter()
+            .filter(|a| matches!(a, Answer::Value(_)))
+            .count();
+        let granted: Vec<usize> = claims
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| matches!(a, Answer::Value(c) if *c >= 0).then_some(i))
+            .collect();
+        if granted.len() < self.quorum() {
+            self.unlock_all(key, &value).await;
+            return self.no_grant(key, answered);
+        }
+        let highest = claims
+            .iter()
+            .filter_map(|a| match a {
+                Answer::Value(c) if *c >= 0 => Some(*c as u64),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let token = FencingToken::new(highest + 1);
+
+        // Round two: write the token back to the granting nodes, each only
+        // while that node's key still holds this grant.
+        let commits = self
+            .on_nodes(&granted, |mut conn| {
+                let (fence_key, value) = (&fence_key, &value);
+                async move {
+                    scripts::REDLOCK_COMMIT
+                        .key(key)
+                        .key(fence_key)
+                        .arg(value)
+                        .arg(token.get())
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        let committed = commits
+            .iter()
+            .filter(|a| matches!(a, Answer::Value(1)))
+            .count();
+        let drift = self.options.drift();
+        let elapsed = started.elapsed();
+        if committed < self.quorum() || elapsed + drift >= ttl {
+            self.unlock_all(key, &value).await;
+            let answered = commits
+                .iter()
+                .filter(|a| matches!(a, Answer::Value(_)))
+                .count();
+            return self.no_grant(key, answered);
+        }
+        self.publish(
+            self.event(EventKind::Acquired, key, token)
+                .with_ttl_ms(ttl_ms),
+        );
+        Ok(Some(Lease::new(LeaseInner::new(
+            key.to_string(),
+            value,
+            token,
+            ttl,
+            drift,
+            started,
+            Issuer::Redlock(self.clone()),
+        ))))
+    }
+
+    fn no_grant(&self, key: &str, answered: usize) -> Result<Option<Lease>, LockError> {
+        if answered < self.quorum() {
+            Err(LockError::NoQuorum {
+                key: key.to_string(),
+                answered,
+                nodes: self.nodes.len(),
+                quorum: self.quorum(),
+            })
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        lease: &LeaseInner,
+        started: Instant,
+    ) -> Result<bool, LockError> {
+        let ttl_ms = lease.ttl.as_millis() as u64;
+        let answers = self
+            .on_all(|mut conn| async move {
+                scripts::COMPARE_PEXPIRE
+                    .key(&lease.key)
+                    .arg(&lease.value)
+                    .arg(ttl_ms)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
+        let extended = answers
+            .iter()
+            .filter(|a| matches!(a, Answer::Value(1)))
+            .count();
+        let in_time = started.elapsed() + lease.drift < lease.ttl;
+        let held = extended >= self.quorum() && in_time;
+        let kind = if held {
+            EventKind::Extended
+        } else {
+            EventKind::Lost
+        };
+        let mut event = self.event(kind, &lease.key, lease.token);
+        if held {
+            event = event.with_ttl_ms(ttl_ms);
+        }
+        self.publish(event);
+        let answered = answers
+            .iter()
+            .filter(|a| matches!(a, Answer::Value(_)))
+            .count();
+        if !held && answered < self.quorum() {
+            return Err(LockError::NoQuorum {
+                key: lease.key.clone(),
+                answered,
+                nodes: self.nodes.len(),
+                quorum: self.quorum(),
+            });
+        }
+        Ok(held)
+    }
+
+    /// Publishes `released` (or `lost`) and waits for it before deleting, so
+    /// that a successor's `acquired` event can never come first.
+    pub(crate) async fn release(&self, lease: &LeaseInner, valid: bool) -> Result<bool, LockError> {
+        let kind = if valid {
+            EventKind::Released
+        } else {
+            EventKind::Lost
+        };
+        self.publish(self.event(kind, &lease.key, lease.token));
+        if let Some(sink) = &self.sink {
+            sink.flush(self.options.node_timeout() * 4).await;
+        }
+        let deleted = self.unlock_all(&lease.key, &lease.value).await;
+        Ok(deleted > 0 && valid)
+    }
+}
+
+/// The fenced lock over several independent Redis nodes.
+///
+/// Grants need a quorum (N/2+1); each request to a node is bounded by
+/// [`LockOptions::node_timeout`], so a paused or lost node costs at most that
+/// long. Events go to the first node's stream unless another sink is given.
+#[derive(Clone)]
+pub struct Redlock {
+    shared: Arc<RedlockShared>,
+}
+
+impl std::fmt::Debug for Redlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redlock")
+            .field("nodes", &self.shared.nodes.len())
+            .field("holder", &self.shared.options.holder)
+            .finish()
+    }
+}
+
+impl Redlock {
+    /// Prepares connections to every node. Nodes are connected lazily, so a
+    /// node that is down now does not stop the others from granting.
+    pub async fn connect(urls: &[String], options: LockOptions) -> Result<Self, LockError> {
+        let sink = match (&options.events, urls.first()) {
+            (Some(stream), Some(first)) => Some(EventSink::connect(first, stream.clone()).await?),
+            _ => None,
+        };
+        Self::connect_with_sink(urls, options, sink).await
+    }
+
+    /// Like [`Redlock::connect`], publishing events through `sink` (or not at
+    /// all with `None`) instead of the first node's stream.
+    pub async fn connect_with_sink(
+        urls: &[String],
+        options: LockOptions,
+        sink: Option<EventSink>,
+    ) -> Result<Self, LockError> {
+        options.validate()?;
+        if urls.is_empty() {
+            return Err(LockError::Options("redlock needs at least one node".into()));
+        }
+        let mut nodes = Vec::with_capacity(urls.len());
+        for url in urls {
+            nodes.push(super::connect(url, None, true).await?);
+        }
+        Ok(Self {
+            shared: Arc::new(RedlockShared {
+                nodes,
+                options,
+                sink,
+            }),
+        })
+    }
+
+    /// Number of nodes.
+    pub fn nodes(&self) -> usize {
+        self.shared.nodes.len()
+    }
+
+    /// Grants needed: N/2+1.
+    pub fn quorum(&self) -> usize {
+        self.shared.quorum()
+    }
+
+    /// The options this lock was made with.
+    pub fn options(&self) -> &LockOptions {
+        &self.shared.options
+    }
+
+    /// One attempt: a lease if a quorum granted, `None` if another holder has
+    /// it, [`LockError::NoQuorum`] if too few nodes answered.
+    pub async fn try_acquire(&self, key: &str) -> Result<Option<Lease>, LockError> {
+        self.shared.try_acquire(key).await
+    }
+
+    /// Attempts until granted or until `wait` has passed.
+    pub async fn acquire(&self, key: &str, wait: Duration) -> Result<Lease, LockError> {
+        acquire_with_retry(key, wait, self.shared.options.backoff, || {
+            self.try_acquire(key)
+        })
+        .await
+    }
+}

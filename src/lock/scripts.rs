@@ -1,0 +1,131 @@
+//! The Lua scripts that make each lock operation one atomic round trip.
+//!
+//! Conventions: `KEYS` are declared for every key touched (lock key, fence
+//! counter, event stream); an event `MAXLEN` of `"0"` means "publish nothing".
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Single node acquire. KEYS: lock, fence counter, stream.
+/// ARGV: value, ttl ms, holder, maxlen, mode. Returns the token or nil.
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+local token = redis.call('INCR', KEYS[2])
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+    'v', '1', 'kind', 'acquired', 'mode', ARGV[5], 'key', KEYS[1],
+    'holder', ARGV[3], 'token', token, 'ttl_ms', ARGV[2])
+end
+return token
+",
+    )
+});
+
+/// Single node release (compare-and-delete). KEYS: lock, stream.
+/// ARGV: value, holder, token, maxlen, mode. Returns 1 if released, 0 if the
+/// lease was already gone (then a `lost` event is published).
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local kind = 'lost'
+local released = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  kind = 'released'
+  released = 1
+end
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+    'v', '1', 'kind', kind, 'mode', ARGV[5], 'key', KEYS[1],
+    'holder', ARGV[2], 'token', ARGV[3])
+end
+return released
+",
+    )
+});
+
+/// Single node extend (compare-and-`PEXPIRE`). KEYS: lock, stream.
+/// ARGV: value, ttl ms, holder, token, maxlen, mode. Returns 1 or 0.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if ARGV[5] ~= '0' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+      'v', '1', 'kind', 'extended', 'mode', ARGV[6], 'key', KEYS[1],
+      'holder', ARGV[3], 'token', ARGV[4], 'ttl_ms', ARGV[2])
+  end
+  return 1
+end
+if ARGV[5] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+    'v', '1', 'kind', 'lost', 'mode', ARGV[6], 'key', KEYS[1],
+    'holder', ARGV[3], 'token', ARGV[4], 'reason', 'extend found the lease gone')
+end
+return 0
+",
+    )
+});
+
+/// Redlock round one on one node. KEYS: lock, fence counter.
+/// ARGV: value, ttl ms. Returns the node's fence counter (0 if none) when the
+/// key was set, -1 when another holder has it.
+pub(crate) static REDLOCK_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+return -1
+",
+    )
+});
+
+/// Redlock round two on one node: raise the fence counter to the token, only
+/// while this grant still owns the node's key. KEYS: lock, fence counter.
+/// ARGV: value, token. Returns 1 if the node still owned the key.
+pub(crate) static REDLOCK_COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return 1
+",
+    )
+});
+
+/// Compare-and-delete without events (Redlock nodes). KEYS: lock. ARGV: value.
+pub(crate) static COMPARE_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// Compare-and-`PEXPIRE` without events (Redlock nodes). KEYS: lock.
+/// ARGV: value, ttl ms.
+pub(crate) static COMPARE_PEXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
