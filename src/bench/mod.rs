@@ -1,1 +1,8 @@
-//! Benchmarks.
+//! Benchmarks that print numbers (`warroom bench …`). Each one measures a
+//! target from the project's requirements in one run and reports it; none of
+//! them is a pass/fail test.
+//!
+//! - [`lock`]: lock contention throughput, latency and correctness counts
+//!   (double grants, stale writes) per lock mode, against a peer library.
+
+pub mod lock;

@@ -1,19 +1,210 @@
 //! `warroom bench …`: benchmarks that print numbers.
 
-use clap::Subcommand;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use warroom::bench::lock::{
+    BenchError, BenchMode, LockBench, LockBenchReport, PauseSchedule, Peer,
+};
 
 use super::{CommandResult, Exit, Failure};
 
 /// Benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Lock contention benchmark and correctness checker.
-    Lock,
+    /// Lock contention benchmark and correctness checker: throughput, latency,
+    /// double grants and stale writes, optionally against a peer library.
+    Lock(LockArgs),
+}
+
+/// Output format.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// A table for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// PM-003's lock (GET then SET NX, unconditional DEL, unfenced writes).
+    Legacy,
+    /// Single-node fenced lock and fenced store.
+    Fenced,
+    /// Fenced Redlock over every --redis node; the store is on the first.
+    Redlock,
+    /// Optimistic WATCH/MULTI/EXEC updates, no lock.
+    Watch,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PeerArg {
+    /// The rslock crate (no fencing tokens).
+    Rslock,
+}
+
+/// `warroom bench lock` arguments.
+#[derive(Args)]
+pub struct LockArgs {
+    /// Redis URL(s), comma-separated; redlock uses them all, other modes one.
+    #[arg(long, value_delimiter = ',', default_value = "redis://127.0.0.1:6379")]
+    redis: Vec<String>,
+    /// Which lock the clients use.
+    #[arg(long, value_enum, default_value = "fenced")]
+    mode: ModeArg,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Distinct lock keys.
+    #[arg(long, default_value_t = 1024)]
+    keys: usize,
+    /// Seconds during which clients start new cycles.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Lock TTL in milliseconds (PM-003: 200).
+    #[arg(long, default_value_t = 200)]
+    ttl_ms: u64,
+    /// Every Nth grant stalls while holding (a GC pause).
+    #[arg(long)]
+    pause_every: Option<u64>,
+    /// Length of the stall in milliseconds (PM-003: 280–400); needs --pause-every.
+    #[arg(long, default_value_t = 300, requires = "pause_every")]
+    pause_ms: u64,
+    /// Also run the same benchmark against a peer library.
+    #[arg(long, value_enum)]
+    compare: Option<PeerArg>,
+    /// Do not publish lock events.
+    #[arg(long)]
+    no_events: bool,
+    /// Fenced mode: acquire, claim, write and release as four calls instead
+    /// of two scripts on the lock's node (lock-and-claim, write-and-release).
+    #[arg(long)]
+    separate_calls: bool,
+    /// Client runtime threads (1 leaves the other core to redis-server).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
 }
 
 /// Runs a benchmark command.
 pub fn run(cmd: BenchCommand) -> CommandResult {
     match cmd {
-        BenchCommand::Lock => Err(Failure::msg(Exit::Failed, "bench lock: being written")),
+        BenchCommand::Lock(args) => lock(args),
     }
+}
+
+fn lock(args: LockArgs) -> CommandResult {
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            "--duration must be a positive number of seconds",
+        ));
+    }
+    let bench = LockBench {
+        nodes: args
+            .redis
+            .iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        mode: match args.mode {
+            ModeArg::Legacy => BenchMode::Legacy,
+            ModeArg::Fenced => BenchMode::Fenced,
+            ModeArg::Redlock => BenchMode::Redlock,
+            ModeArg::Watch => BenchMode::Watch,
+        },
+        clients: args.clients,
+        keys: args.keys,
+        duration: Duration::from_secs_f64(args.duration),
+        ttl: Duration::from_millis(args.ttl_ms),
+        pauses: args.pause_every.map(|every| PauseSchedule {
+            every,
+            pause: Duration::from_millis(args.pause_ms),
+        }),
+        events: !args.no_events,
+        compare: args.compare.map(|PeerArg::Rslock| Peer::Rslock),
+        colocated: !args.separate_calls,
+    };
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    let report = runtime.block_on(bench.run()).map_err(|e| match e {
+        BenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
+        BenchError::Setup { .. } => Failure::msg(Exit::Unreachable, e),
+    })?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        ),
+        Output::Text => print!("{}", render(&report)),
+    }
+    Ok(Exit::Done)
+}
+
+fn render(r: &LockBenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let pauses = match (r.pause_every, r.pause_ms) {
+        (Some(every), Some(ms)) => format!(", every {every}th grant stalls {ms} ms"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{} clients, {} keys, {} node(s), ttl {} ms{pauses}, events {}",
+        r.clients,
+        r.keys,
+        r.nodes,
+        r.ttl_ms,
+        if r.events { "on" } else { "off" }
+    );
+    let mut runs = vec![&r.run];
+    if let Some(peer) = &r.compare {
+        runs.push(&peer.run);
+    }
+    let _ = write!(out, "{:<24}", "");
+    for run in &runs {
+        let _ = write!(out, "{:>14}", run.name);
+    }
+    out.push('\n');
+    let rows: [(&str, fn(&warroom::bench::lock::RunReport) -> String); 13] = [
+        ("cycles", |r| r.cycles.to_string()),
+        ("cycles/s", |r| format!("{:.0}", r.cycles_per_sec)),
+        ("latency p50 ms", |r| format!("{:.3}", r.latency_ms.p50)),
+        ("latency p99 ms", |r| format!("{:.3}", r.latency_ms.p99)),
+        ("double grants", |r| r.double_grants.to_string()),
+        ("stale writes accepted", |r| {
+            r.stale_writes_accepted.to_string()
+        }),
+        ("stale writes rejected", |r| {
+            r.stale_writes_rejected.to_string()
+        }),
+        ("claims rejected", |r| r.claims_rejected.to_string()),
+        ("lost updates", |r| r.lost_updates.to_string()),
+        ("writes accepted", |r| r.writes_accepted.to_string()),
+        ("pauses", |r| r.pauses.to_string()),
+        ("acquire failures", |r| r.acquire_failures.to_string()),
+        ("errors", |r| r.errors.to_string()),
+    ];
+    for (label, value) in rows {
+        let _ = write!(out, "{label:<24}");
+        for run in &runs {
+            let _ = write!(out, "{:>14}", value(run));
+        }
+        out.push('\n');
+    }
+    if let Some(ratio) = r.ratio {
+        let _ = writeln!(out, "{:<24}{:>14.2}", "throughput ratio", ratio);
+    }
+    out
 }

@@ -32,7 +32,10 @@
 //!
 //! (`fence < $2` would refuse a holder's second write under the same lease.)
 //!
-//! This module knows lock tokens and the event schema, nothing else.
+//! This module knows lock tokens and the event schema; [`colocated`] also
+//! knows how a single-node lease is stored, to combine calls. Nothing else.
+
+pub mod colocated;
 
 use std::sync::LazyLock;
 
@@ -122,7 +125,8 @@ return {1, fence}
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+local record = redis.call('HMGET', KEYS[1], 'fence', 'value')
+local fence = tonumber(record[1] or '0')
 local token = tonumber(ARGV[1])
 if token < fence then
   if ARGV[3] ~= '0' then
@@ -130,12 +134,12 @@ if token < fence then
       'v', '1', 'kind', 'rejected', 'mode', ARGV[4], 'key', KEYS[1],
       'holder', ARGV[2], 'token', ARGV[1], 'fence', tostring(fence))
   end
-  return {0, fence}
+  return {0, fence, false}
 end
 if token > fence then
   redis.call('HSET', KEYS[1], 'fence', ARGV[1])
 end
-return {1, fence, redis.call('HGET', KEYS[1], 'value')}
+return {1, fence, record[2]}
 ",
     )
 });

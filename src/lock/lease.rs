@@ -129,6 +129,27 @@ impl Lease {
         &self.inner.key
     }
 
+    /// The grant's random value (what compare-and-delete compares).
+    pub(crate) fn value(&self) -> &str {
+        &self.inner.value
+    }
+
+    /// The single node that granted this lease, if it was a [`super::FencedLock`].
+    pub(crate) fn single_node(&self) -> Option<&Arc<SingleShared>> {
+        match &self.inner.issuer {
+            Issuer::Single(shared) => Some(shared),
+            Issuer::Redlock(_) => None,
+        }
+    }
+
+    /// Marks the lease as given back (after a release done elsewhere).
+    pub(crate) fn mark_released(mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        self.inner.lost.store(true, Ordering::Release);
+    }
+
     /// The fencing token of this grant.
     pub fn token(&self) -> FencingToken {
         self.inner.token

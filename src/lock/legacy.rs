@@ -67,12 +67,21 @@ impl std::fmt::Debug for LegacyLock {
 impl LegacyLock {
     /// Connects to one node. Events (without tokens) go to the same node.
     pub async fn connect(url: &str, options: LockOptions) -> Result<Self, LockError> {
-        options.validate()?;
         let conn = super::connect(url, None, false).await?;
         let sink = options
             .events
             .clone()
             .map(|stream| EventSink::spawn(conn.clone(), stream));
+        Self::with_connection(conn, options, sink)
+    }
+
+    /// Uses an existing connection and event sink.
+    pub fn with_connection(
+        conn: ConnectionManager,
+        options: LockOptions,
+        sink: Option<EventSink>,
+    ) -> Result<Self, LockError> {
+        options.validate()?;
         Ok(Self {
             conn,
             options,

@@ -76,6 +76,7 @@ use std::time::Duration;
 
 pub use backoff::Backoff;
 pub use event::{EventKind, LockEvent, LockMode};
+pub(crate) use lease::{Issuer, LeaseInner, acquire_with_retry};
 pub use lease::{Lease, Release};
 pub use redlock::Redlock;
 pub use single::FencedLock;
@@ -224,7 +225,7 @@ pub fn default_holder() -> String {
 }
 
 /// A fresh random value identifying one grant.
-fn grant_value() -> String {
+pub(crate) fn grant_value() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
@@ -234,7 +235,7 @@ fn grant_value() -> String {
 ///
 /// With `lazy`, nothing is sent until the first request, so a node that is
 /// down at start-up does not prevent the others from being used.
-pub(crate) async fn connect(
+pub async fn connect(
     url: &str,
     response_timeout: Option<Duration>,
     lazy: bool,

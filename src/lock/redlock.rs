@@ -5,7 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use redis::aio::ConnectionManager;
 
 use super::event::{EventKind, LockEvent, LockMode};
@@ -30,55 +31,55 @@ impl RedlockShared {
         self.nodes.len() / 2 + 1
     }
 
-    /// Runs one request on every node in parallel, each bounded by the
-    /// per-node timeout.
-    async fn on_all<T, F, Fut>(&self, request: F) -> Vec<Answer<T>>
+    /// Awaits one request per node in parallel, each bounded by the per-node
+    /// timeout; answers come back in the order given.
+    async fn gather<T, Fut>(&self, requests: impl IntoIterator<Item = Fut>) -> Vec<Answer<T>>
     where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: Future<Output = Result<T, redis::RedisError>>,
-    {
-        let all: Vec<usize> = (0..self.nodes.len()).collect();
-        self.on_nodes(&all, request).await
-    }
-
-    /// Runs one request on the given nodes in parallel, each bounded by the
-    /// per-node timeout; answers are in the order of `which`.
-    async fn on_nodes<T, F, Fut>(&self, which: &[usize], request: F) -> Vec<Answer<T>>
-    where
-        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
         let timeout = self.options.node_timeout();
-        join_all(which.iter().map(|&i| {
-            let fut = request(self.nodes[i].clone());
-            async move {
-                match tokio::time::timeout(timeout, fut).await {
-                    Ok(Ok(value)) => Answer::Value(value),
-                    Ok(Err(e)) => {
-                        tracing::debug!("lock node failed: {e}");
-                        Answer::Failed
-                    }
-                    Err(_) => Answer::Failed,
+        join_all(requests.into_iter().map(|request| async move {
+            match tokio::time::timeout(timeout, request).await {
+                Ok(Ok(value)) => Answer::Value(value),
+                Ok(Err(e)) => {
+                    tracing::debug!("lock node failed: {e}");
+                    Answer::Failed
                 }
+                Err(_) => Answer::Failed,
             }
         }))
         .await
     }
 
+    /// One script invocation per chosen node.
+    fn invoke(
+        &self,
+        which: impl IntoIterator<Item = usize>,
+        invocation: impl Fn() -> redis::ScriptInvocation<'static>,
+    ) -> Vec<BoxFuture<'static, Result<i64, redis::RedisError>>> {
+        which
+            .into_iter()
+            .map(|i| {
+                let mut conn = self.nodes[i].clone();
+                let invocation = invocation();
+                async move { invocation.invoke_async::<i64>(&mut conn).await }.boxed()
+            })
+            .collect()
+    }
+
     /// Compare-and-delete on every node (including those that timed out: they
     /// may have set the key after all).
     async fn unlock_all(&self, key: &str, value: &str) -> usize {
-        self.on_all(|mut conn| async move {
-            scripts::COMPARE_DELETE
-                .key(key)
-                .arg(value)
-                .invoke_async::<i64>(&mut conn)
-                .await
-        })
-        .await
-        .into_iter()
-        .filter(|a| matches!(a, Answer::Value(1)))
-        .count()
+        let delete = || {
+            let mut delete = scripts::COMPARE_DELETE.key(key);
+            delete.arg(value);
+            delete
+        };
+        self.gather(self.invoke(0..self.nodes.len(), delete))
+            .await
+            .into_iter()
+            .filter(|a| matches!(a, Answer::Value(1)))
+            .count()
     }
 
     fn publish(&self, event: LockEvent) {
@@ -99,20 +100,12 @@ impl RedlockShared {
         let started = Instant::now();
 
         // Round one: take the key and read the fence counter, on every node.
-        let claims = self
-            .on_all(|mut conn| {
-                let (fence_key, value) = (&fence_key, &value);
-                async move {
-                    scripts::REDLOCK_CLAIM
-                        .key(key)
-                        .key(fence_key)
-                        .arg(value)
-                        .arg(ttl_ms)
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                }
-            })
-            .await;
+        let claim = || {
+            let mut claim = scripts::REDLOCK_CLAIM.key(key);
+            claim.key(&fence_key).arg(&value).arg(ttl_ms);
+            claim
+        };
+        let claims = self.gather(self.invoke(0..self.nodes.len(), claim)).await;
         let answered = claims
             .iter()
             .filter(|a| matches!(a, Answer::Value(_)))
@@ -138,19 +131,13 @@ impl RedlockShared {
 
         // Round two: write the token back to the granting nodes, each only
         // while that node's key still holds this grant.
+        let commit = || {
+            let mut commit = scripts::REDLOCK_COMMIT.key(key);
+            commit.key(&fence_key).arg(&value).arg(token.get());
+            commit
+        };
         let commits = self
-            .on_nodes(&granted, |mut conn| {
-                let (fence_key, value) = (&fence_key, &value);
-                async move {
-                    scripts::REDLOCK_COMMIT
-                        .key(key)
-                        .key(fence_key)
-                        .arg(value)
-                        .arg(token.get())
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                }
-            })
+            .gather(self.invoke(granted.iter().copied(), commit))
             .await;
         let committed = commits
             .iter()
@@ -200,16 +187,12 @@ impl RedlockShared {
         started: Instant,
     ) -> Result<bool, LockError> {
         let ttl_ms = lease.ttl.as_millis() as u64;
-        let answers = self
-            .on_all(|mut conn| async move {
-                scripts::COMPARE_PEXPIRE
-                    .key(&lease.key)
-                    .arg(&lease.value)
-                    .arg(ttl_ms)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
-            .await;
+        let pexpire = || {
+            let mut pexpire = scripts::COMPARE_PEXPIRE.key(&lease.key);
+            pexpire.arg(&lease.value).arg(ttl_ms);
+            pexpire
+        };
+        let answers = self.gather(self.invoke(0..self.nodes.len(), pexpire)).await;
         let extended = answers
             .iter()
             .filter(|a| matches!(a, Answer::Value(1)))
@@ -295,13 +278,33 @@ impl Redlock {
         options: LockOptions,
         sink: Option<EventSink>,
     ) -> Result<Self, LockError> {
-        options.validate()?;
-        if urls.is_empty() {
-            return Err(LockError::Options("redlock needs at least one node".into()));
-        }
         let mut nodes = Vec::with_capacity(urls.len());
         for url in urls {
             nodes.push(super::connect(url, None, true).await?);
+        }
+        // Connect and load the scripts now, in parallel, so that the first
+        // acquire is not spent on handshakes; a node that is down stays lazy.
+        join_all(nodes.iter().map(|conn| {
+            let mut conn = conn.clone();
+            async move {
+                let loading = scripts::preload(&mut conn, scripts::REDLOCK_SCRIPTS);
+                let _ = tokio::time::timeout(Duration::from_secs(2), loading).await;
+            }
+        }))
+        .await;
+        Self::with_connections(nodes, options, sink)
+    }
+
+    /// Uses existing connections, one per node (several locks in one process
+    /// can share them), publishing through `sink`.
+    pub fn with_connections(
+        nodes: Vec<ConnectionManager>,
+        options: LockOptions,
+        sink: Option<EventSink>,
+    ) -> Result<Self, LockError> {
+        options.validate()?;
+        if nodes.is_empty() {
+            return Err(LockError::Options("redlock needs at least one node".into()));
         }
         Ok(Self {
             shared: Arc::new(RedlockShared {

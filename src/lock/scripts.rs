@@ -129,3 +129,26 @@ return 0
 ",
     )
 });
+
+/// Scripts a Redlock node runs.
+pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] = &[
+    &REDLOCK_CLAIM,
+    &REDLOCK_COMMIT,
+    &COMPARE_DELETE,
+    &COMPARE_PEXPIRE,
+];
+
+/// Scripts a single fenced node runs.
+pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&ACQUIRE, &RELEASE, &EXTEND];
+
+/// Loads scripts into a node's script cache, so that their first use is one
+/// round trip (`EVALSHA`) rather than three (`EVALSHA`, `SCRIPT LOAD`, retry).
+pub(crate) async fn preload(
+    conn: &mut redis::aio::ConnectionManager,
+    scripts: &[&LazyLock<Script>],
+) -> Result<(), redis::RedisError> {
+    for script in scripts {
+        script.prepare_invoke().load_async(conn).await?;
+    }
+    Ok(())
+}

@@ -10,10 +10,10 @@ use super::lease::{Issuer, Lease, LeaseInner, acquire_with_retry};
 use super::{FencingToken, LockError, LockOptions, fence_counter_key, grant_value, scripts};
 
 pub(crate) struct SingleShared {
-    conn: ConnectionManager,
-    options: LockOptions,
-    stream_key: String,
-    maxlen: String,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) options: LockOptions,
+    pub(crate) stream_key: String,
+    pub(crate) maxlen: String,
 }
 
 impl SingleShared {
@@ -73,7 +73,8 @@ impl FencedLock {
     /// Connects to one node (`redis://`, `rediss://`, credentials in the URL).
     pub async fn connect(url: &str, options: LockOptions) -> Result<Self, LockError> {
         options.validate()?;
-        let conn = super::connect(url, None, false).await?;
+        let mut conn = super::connect(url, None, false).await?;
+        scripts::preload(&mut conn, scripts::SINGLE_SCRIPTS).await?;
         Self::with_connection(conn, options)
     }
 
@@ -100,6 +101,10 @@ impl FencedLock {
     /// The options this lock was made with.
     pub fn options(&self) -> &LockOptions {
         &self.shared.options
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<SingleShared> {
+        &self.shared
     }
 
     /// One attempt: a lease if the key was free, `None` if another holder has it.

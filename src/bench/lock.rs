@@ -1,0 +1,865 @@
+//! `warroom bench lock`: a contention benchmark and correctness checker.
+//!
+//! Clients loop: take a lock on one of K keys, read the protected record,
+//! write it back incremented, release. Every Nth grant stalls while holding
+//! (a GC pause) for longer than the TTL. A referee in this process keeps the
+//! ground truth:
+//!
+//! - **double grant**: a grant while another holder still held the key. A
+//!   fenced or Redlock lease holds until release or its validity deadline; a
+//!   legacy (or peer library) lock holds until release, because its holder
+//!   cannot know better.
+//! - **stale write**: a write sent by a holder after another holder had been
+//!   granted the key and had read the record. The store either took it
+//!   (`stale_writes_accepted`: the PM-003 corruption) or refused it
+//!   (`stale_writes_rejected`: the fence at work).
+//! - **lost updates**: accepted increments missing from the records at the
+//!   end (each accepted write adds one).
+//!
+//! In WATCH mode there is no lock: a stale write is an optimistic update whose
+//! `EXEC` was aborted (rejected) or that overwrote a newer value (accepted,
+//! which shows up as a lost update).
+//!
+//! Latency is per completed cycle (acquire to release), excluding the
+//! deliberate pause.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::fence::{Claim, FenceError, FencedStore, WriteOutcome, colocated};
+use crate::lock::legacy::LegacyLock;
+use crate::lock::{
+    Backoff, EventSink, EventStream, FencedLock, LockError, LockOptions, Redlock, WatchSession,
+    acquire_with_retry,
+};
+
+/// Which lock the clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    /// PM-003's lock: GET then SET NX, unconditional DEL, unfenced writes.
+    Legacy,
+    /// Single-node fenced lock with fenced store.
+    Fenced,
+    /// Fenced Redlock over all given nodes, fenced store on the first.
+    Redlock,
+    /// Optimistic WATCH/MULTI/EXEC updates, no lock.
+    Watch,
+}
+
+/// A lock library to run the same benchmark against, for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    /// The `rslock` crate (Redlock without fencing tokens): one node for
+    /// single-node modes, all nodes for `redlock`.
+    Rslock,
+}
+
+/// The stall injected into every Nth holder.
+#[derive(Debug, Clone, Copy)]
+pub struct PauseSchedule {
+    /// Every Nth grant stalls (N ≥ 1).
+    pub every: u64,
+    /// For this long, while holding (should exceed the TTL).
+    pub pause: Duration,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LockBench {
+    /// Redis URLs; single-node modes use the first.
+    pub nodes: Vec<String>,
+    /// Lock mode.
+    pub mode: BenchMode,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Distinct lock keys (and records).
+    pub keys: usize,
+    /// How long clients keep starting cycles.
+    pub duration: Duration,
+    /// Lock TTL.
+    pub ttl: Duration,
+    /// Optional GC-pause schedule.
+    pub pauses: Option<PauseSchedule>,
+    /// Publish lock events (as services do).
+    pub events: bool,
+    /// Also run the same benchmark against a peer library.
+    pub compare: Option<Peer>,
+    /// Fenced mode: lock-and-claim and write-and-release as two scripts on
+    /// the lock's node ([`crate::fence::colocated`]) instead of four calls.
+    pub colocated: bool,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Results of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Which lock ran (`legacy`, `fenced`, `redlock`, `watch`, `rslock`).
+    pub name: String,
+    /// Completed cycles.
+    pub cycles: u64,
+    /// Completed cycles per second of wall time.
+    pub cycles_per_sec: f64,
+    /// Cycle latency.
+    pub latency_ms: Latency,
+    /// Grants while another holder still held the key.
+    pub double_grants: u64,
+    /// Stale writes the store took.
+    pub stale_writes_accepted: u64,
+    /// Stale writes the store refused.
+    pub stale_writes_rejected: u64,
+    /// Claims (fenced reads) refused because a newer holder came first.
+    pub claims_rejected: u64,
+    /// Accepted increments missing from the records at the end.
+    pub lost_updates: u64,
+    /// Accepted writes.
+    pub writes_accepted: u64,
+    /// Stalls injected.
+    pub pauses: u64,
+    /// Acquire attempts that gave up (timeout or no quorum).
+    pub acquire_failures: u64,
+    /// Redis errors on other operations.
+    pub errors: u64,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+}
+
+/// The comparison run, as reported next to the main one.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    /// Peer library name.
+    pub name: String,
+    /// Completed cycles per second.
+    pub cycles_per_sec: f64,
+    /// Cycle latency.
+    pub latency_ms: Latency,
+    /// The peer's full run.
+    pub run: RunReport,
+}
+
+/// The benchmark's output (`--output json` prints this).
+#[derive(Debug, Clone, Serialize)]
+pub struct LockBenchReport {
+    /// Lock mode.
+    pub mode: BenchMode,
+    /// Nodes used by the mode.
+    pub nodes: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Distinct keys.
+    pub keys: usize,
+    /// Requested duration, seconds.
+    pub duration_s: f64,
+    /// TTL, milliseconds.
+    pub ttl_ms: u64,
+    /// Pause schedule: every Nth grant.
+    pub pause_every: Option<u64>,
+    /// Pause length, milliseconds.
+    pub pause_ms: Option<u64>,
+    /// Whether lock events were published.
+    pub events: bool,
+    /// Completed cycles.
+    pub cycles: u64,
+    /// Completed cycles per second.
+    pub cycles_per_sec: f64,
+    /// Cycle latency.
+    pub latency_ms: Latency,
+    /// Grants while another holder still held the key.
+    pub double_grants: u64,
+    /// Stale writes the store took.
+    pub stale_writes_accepted: u64,
+    /// Stale writes the store refused.
+    pub stale_writes_rejected: u64,
+    /// The main run in full.
+    pub run: RunReport,
+    /// The peer run, with `--compare`.
+    pub compare: Option<PeerReport>,
+    /// Main cycles/s divided by the peer's.
+    pub ratio: Option<f64>,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The arguments do not describe a runnable benchmark.
+    #[error("{0}")]
+    Invalid(String),
+    /// A node could not be reached or refused the setup.
+    #[error("cannot set up the benchmark on {url}: {source}")]
+    Setup {
+        /// The node.
+        url: String,
+        /// What failed.
+        source: LockError,
+    },
+}
+
+impl LockBench {
+    fn check(&self) -> Result<(), BenchError> {
+        let invalid = |m: &str| Err(BenchError::Invalid(m.to_string()));
+        if self.nodes.is_empty() {
+            return invalid("at least one --redis URL is needed");
+        }
+        if self.mode != BenchMode::Redlock && self.nodes.len() > 1 {
+            return invalid("only redlock mode uses several nodes; give one --redis URL");
+        }
+        if self.clients == 0 || self.keys == 0 {
+            return invalid("--clients and --keys must be at least 1");
+        }
+        if let Some(p) = self.pauses
+            && p.every == 0
+        {
+            return invalid("--pause-every must be at least 1");
+        }
+        if self.ttl < Duration::from_millis(10) {
+            return invalid("--ttl-ms must be at least 10");
+        }
+        Ok(())
+    }
+
+    /// Runs the benchmark (and the comparison, if asked) and reports.
+    pub async fn run(&self) -> Result<LockBenchReport, BenchError> {
+        self.check()?;
+        let name = match self.mode {
+            BenchMode::Legacy => "legacy",
+            BenchMode::Fenced => "fenced",
+            BenchMode::Redlock => "redlock",
+            BenchMode::Watch => "watch",
+        };
+        let run = self.run_one(Contender::Mode(self.mode), name).await?;
+        let compare = match self.compare {
+            Some(Peer::Rslock) => {
+                let peer = self.run_one(Contender::Rslock, "rslock").await?;
+                Some(PeerReport {
+                    name: peer.name.clone(),
+                    cycles_per_sec: peer.cycles_per_sec,
+                    latency_ms: peer.latency_ms,
+                    run: peer,
+                })
+            }
+            None => None,
+        };
+        let ratio = compare
+            .as_ref()
+            .filter(|p| p.cycles_per_sec > 0.0)
+            .map(|p| run.cycles_per_sec / p.cycles_per_sec);
+        Ok(LockBenchReport {
+            mode: self.mode,
+            nodes: self.nodes.len(),
+            clients: self.clients,
+            keys: self.keys,
+            duration_s: self.duration.as_secs_f64(),
+            ttl_ms: self.ttl.as_millis() as u64,
+            pause_every: self.pauses.map(|p| p.every),
+            pause_ms: self.pauses.map(|p| p.pause.as_millis() as u64),
+            events: self.events,
+            cycles: run.cycles,
+            cycles_per_sec: run.cycles_per_sec,
+            latency_ms: run.latency_ms,
+            double_grants: run.double_grants,
+            stale_writes_accepted: run.stale_writes_accepted,
+            stale_writes_rejected: run.stale_writes_rejected,
+            run,
+            compare,
+            ratio,
+        })
+    }
+
+    async fn run_one(&self, contender: Contender, name: &str) -> Result<RunReport, BenchError> {
+        let prefix = format!("bench:{:08x}", rand::random::<u32>());
+        let events = self.events.then(EventStream::default);
+        let setup = |url: &str| {
+            let url = url.to_string();
+            move |source: LockError| BenchError::Setup { url, source }
+        };
+        let first = &self.nodes[0];
+        // One connection per node, shared by every client, as the worker tasks
+        // of one service share theirs.
+        let mut node_conns = Vec::with_capacity(self.nodes.len());
+        for url in &self.nodes {
+            node_conns.push(
+                crate::lock::connect(url, None, false)
+                    .await
+                    .map_err(setup(url))?,
+            );
+        }
+        let store_conn = node_conns[0].clone();
+        let sink = events
+            .clone()
+            .map(|stream| EventSink::spawn(store_conn.clone(), stream));
+        let shared = Arc::new(Shared {
+            referee: Referee::new(self.keys),
+            stats: Stats::default(),
+            grants: AtomicU64::new(0),
+            prefix: prefix.clone(),
+            keys: self.keys,
+            pauses: self.pauses,
+            colocated: self.colocated && self.mode == BenchMode::Fenced,
+            deadline: Instant::now(),
+        });
+        let mut clients = Vec::with_capacity(self.clients);
+        let rslock = match contender {
+            Contender::Rslock => {
+                let urls = if self.mode == BenchMode::Redlock {
+                    self.nodes.clone()
+                } else {
+                    vec![first.clone()]
+                };
+                let mut manager = rslock::LockManager::new(urls);
+                manager.set_retry(1, Duration::from_millis(1));
+                Some(manager)
+            }
+            Contender::Mode(_) => None,
+        };
+        for id in 0..self.clients {
+            let holder = format!("bench-{id}");
+            let options = LockOptions {
+                events: events.clone(),
+                ..LockOptions::new(self.ttl, &holder)
+            };
+            let store = FencedStore::with_connection(store_conn.clone(), &holder, events.clone());
+            let lock = match contender {
+                Contender::Mode(BenchMode::Legacy) => ClientLock::Legacy(
+                    LegacyLock::with_connection(store_conn.clone(), options, sink.clone())
+                        .map_err(setup(first))?,
+                ),
+                Contender::Mode(BenchMode::Fenced) => ClientLock::Fenced(
+                    FencedLock::with_connection(store_conn.clone(), options)
+                        .map_err(setup(first))?,
+                ),
+                Contender::Mode(BenchMode::Redlock) => ClientLock::Redlock(
+                    Redlock::with_connections(node_conns.clone(), options, sink.clone())
+                        .map_err(setup(first))?,
+                ),
+                Contender::Mode(BenchMode::Watch) => ClientLock::Watch(
+                    WatchSession::connect(first)
+                        .await
+                        .map_err(setup(first))?
+                        .with_max_attempts(10_000),
+                ),
+                Contender::Rslock => ClientLock::Rslock(
+                    rslock
+                        .clone()
+                        .expect("rslock manager is built for the rslock contender"),
+                    self.ttl,
+                ),
+            };
+            clients.push((id, lock, store));
+        }
+
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            deadline: started + self.duration,
+            ..Arc::try_unwrap(shared).unwrap_or_else(|_| unreachable!("not shared yet"))
+        });
+        let mut tasks = Vec::with_capacity(clients.len());
+        for (id, lock, store) in clients {
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                client_loop(id, lock, store, shared).await
+            }));
+        }
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .expect("static histogram bounds are valid");
+        for task in tasks {
+            if let Ok(h) = task.await {
+                let _ = latency.add(h);
+            }
+        }
+        let elapsed = started.elapsed();
+
+        // Lost updates: every accepted write added one to its record.
+        let mut conn = store_conn.clone();
+        let mut total: u64 = 0;
+        for chunk in (0..self.keys).collect::<Vec<_>>().chunks(512) {
+            let mut pipe = redis::pipe();
+            for &k in chunk {
+                pipe.cmd("HGET").arg(record_key(&prefix, k)).arg("value");
+            }
+            let values: Vec<Option<String>> = pipe.query_async(&mut conn).await.unwrap_or_default();
+            total += values
+                .iter()
+                .map(|v| {
+                    v.as_deref()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                })
+                .sum::<u64>();
+        }
+        cleanup(&self.nodes, &prefix).await;
+
+        let s = &shared.stats;
+        let accepted = s.writes_accepted.load(Ordering::Relaxed);
+        let cycles = s.cycles.load(Ordering::Relaxed);
+        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+        let mut stale_rejected = s.stale_writes_rejected.load(Ordering::Relaxed);
+        if contender == Contender::Mode(BenchMode::Watch) {
+            stale_rejected += s.conflicts.load(Ordering::Relaxed);
+        }
+        Ok(RunReport {
+            name: name.to_string(),
+            cycles,
+            cycles_per_sec: cycles as f64 / elapsed.as_secs_f64(),
+            latency_ms: Latency {
+                p50: ms(0.5),
+                p99: ms(0.99),
+                max: latency.max() as f64 / 1000.0,
+            },
+            double_grants: s.double_grants.load(Ordering::Relaxed),
+            stale_writes_accepted: s.stale_writes_accepted.load(Ordering::Relaxed)
+                + if contender == Contender::Mode(BenchMode::Watch) {
+                    accepted.saturating_sub(total)
+                } else {
+                    0
+                },
+            stale_writes_rejected: stale_rejected,
+            claims_rejected: s.claims_rejected.load(Ordering::Relaxed),
+            lost_updates: accepted.saturating_sub(total),
+            writes_accepted: accepted,
+            pauses: s.pauses.load(Ordering::Relaxed),
+            acquire_failures: s.acquire_failures.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            elapsed_s: elapsed.as_secs_f64(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Mode(BenchMode),
+    Rslock,
+}
+
+enum ClientLock {
+    Legacy(LegacyLock),
+    Fenced(FencedLock),
+    Redlock(Redlock),
+    Watch(WatchSession),
+    Rslock(rslock::LockManager, Duration),
+}
+
+fn lock_key(prefix: &str, k: usize) -> String {
+    format!("{prefix}:lock:{k}")
+}
+
+fn record_key(prefix: &str, k: usize) -> String {
+    format!("{prefix}:order:{k}")
+}
+
+#[derive(Default)]
+struct Stats {
+    cycles: AtomicU64,
+    double_grants: AtomicU64,
+    stale_writes_accepted: AtomicU64,
+    stale_writes_rejected: AtomicU64,
+    claims_rejected: AtomicU64,
+    writes_accepted: AtomicU64,
+    pauses: AtomicU64,
+    acquire_failures: AtomicU64,
+    errors: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    referee: Referee,
+    stats: Stats,
+    grants: AtomicU64,
+    prefix: String,
+    keys: usize,
+    pauses: Option<PauseSchedule>,
+    colocated: bool,
+    deadline: Instant,
+}
+
+impl Shared {
+    /// Counts a grant; the stall to inject if it is the Nth.
+    fn next_pause(&self) -> Option<Duration> {
+        let schedule = self.pauses?;
+        let n = self.grants.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % schedule.every != 0 {
+            return None;
+        }
+        Stats::bump(&self.stats.pauses);
+        Some(schedule.pause)
+    }
+
+    /// Stalls if this grant is the Nth; returns how long it stalled.
+    async fn maybe_pause(&self) -> Duration {
+        match self.next_pause() {
+            Some(pause) => {
+                let start = Instant::now();
+                tokio::time::sleep(pause).await;
+                start.elapsed()
+            }
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// Ground truth about who holds what, kept in this process.
+struct Referee {
+    keys: Mutex<Vec<KeyTruth>>,
+}
+
+#[derive(Default, Clone)]
+struct KeyTruth {
+    /// Bumped each time a new holder has read the record.
+    generation: u64,
+    holders: Vec<(usize, Option<Instant>)>,
+}
+
+impl Referee {
+    fn new(keys: usize) -> Self {
+        Self {
+            keys: Mutex::new(vec![KeyTruth::default(); keys]),
+        }
+    }
+
+    fn with<T>(&self, k: usize, f: impl FnOnce(&mut KeyTruth) -> T) -> T {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut keys[k])
+    }
+
+    /// Records a grant; returns whether another holder still held the key.
+    fn granted(&self, k: usize, client: usize, valid_until: Option<Instant>, at: Instant) -> bool {
+        self.with(k, |t| {
+            let overlap = t
+                .holders
+                .iter()
+                .any(|&(other, until)| other != client && until.is_none_or(|u| u > at));
+            t.holders.push((client, valid_until));
+            overlap
+        })
+    }
+
+    /// Records that the new holder has read the record; returns its generation.
+    fn read(&self, k: usize) -> u64 {
+        self.with(k, |t| {
+            t.generation += 1;
+            t.generation
+        })
+    }
+
+    fn superseded(&self, k: usize, generation: u64) -> bool {
+        self.with(k, |t| t.generation > generation)
+    }
+
+    fn released(&self, k: usize, client: usize) {
+        self.with(k, |t| t.holders.retain(|&(c, _)| c != client));
+    }
+}
+
+fn counter_value(value: Option<&str>) -> u64 {
+    value.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+async fn client_loop(
+    id: usize,
+    mut lock: ClientLock,
+    store: FencedStore,
+    shared: Arc<Shared>,
+) -> Histogram<u64> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+        .expect("static histogram bounds are valid");
+    let wait = Duration::from_secs(5);
+    let stats = &shared.stats;
+    while Instant::now() < shared.deadline {
+        let k = rand::random_range(0..shared.keys);
+        let key = lock_key(&shared.prefix, k);
+        let record = record_key(&shared.prefix, k);
+        let start = Instant::now();
+        let paused = match &mut lock {
+            ClientLock::Fenced(l) if shared.colocated => {
+                let attempt = || async {
+                    colocated::lock_and_claim(l, &key, &record)
+                        .await
+                        .map_err(|FenceError::Redis(e)| LockError::Redis(e))
+                };
+                match acquire_with_retry(&key, wait, l.options().backoff, attempt).await {
+                    Ok((lease, claim)) => {
+                        Some(colocated_cycle(id, k, &record, lease, claim, &shared).await)
+                    }
+                    Err(_) => None,
+                }
+            }
+            ClientLock::Fenced(l) => match l.acquire(&key, wait).await {
+                Ok(lease) => {
+                    let until = lease.valid_until();
+                    let paused =
+                        fenced_cycle(id, k, &record, lease.token(), until, &store, &shared).await;
+                    let _ = lease.release().await;
+                    Some(paused)
+                }
+                Err(_) => None,
+            },
+            ClientLock::Redlock(l) => match l.acquire(&key, wait).await {
+                Ok(lease) => {
+                    let until = lease.valid_until();
+                    let paused =
+                        fenced_cycle(id, k, &record, lease.token(), until, &store, &shared).await;
+                    let _ = lease.release().await;
+                    Some(paused)
+                }
+                Err(_) => None,
+            },
+            ClientLock::Legacy(l) => match l.acquire(&key, wait).await {
+                Ok(lease) => {
+                    let paused = unfenced_cycle(id, k, &record, None, &store, &shared).await;
+                    if l.release(lease).await.is_err() {
+                        Stats::bump(&stats.errors);
+                    }
+                    Some(paused)
+                }
+                Err(_) => None,
+            },
+            ClientLock::Rslock(manager, ttl) => {
+                match rslock_acquire(manager, key.as_bytes(), *ttl, wait).await {
+                    Some(held) => {
+                        let until = start + Duration::from_millis(held.validity_time as u64);
+                        let paused =
+                            unfenced_cycle(id, k, &record, Some(until), &store, &shared).await;
+                        manager.unlock(&held).await;
+                        Some(paused)
+                    }
+                    None => None,
+                }
+            }
+            ClientLock::Watch(session) => {
+                // The stall goes between the read and EXEC, on the first attempt.
+                let pause = shared.next_pause();
+                let pending = Arc::new(std::sync::atomic::AtomicBool::new(pause.is_some()));
+                let in_update = pending.clone();
+                let stall_start = Instant::now();
+                let outcome = session
+                    .update(&record, async move |current: Option<String>| {
+                        if let Some(pause) = pause
+                            && in_update.swap(false, Ordering::Relaxed)
+                        {
+                            tokio::time::sleep(pause).await;
+                        }
+                        Some((counter_value(current.as_deref()) + 1).to_string())
+                    })
+                    .await;
+                let paused = match pause {
+                    Some(p) => p.min(stall_start.elapsed()),
+                    None => Duration::ZERO,
+                };
+                match outcome {
+                    Ok(o) => {
+                        if o.written {
+                            Stats::bump(&stats.writes_accepted);
+                        }
+                        stats
+                            .conflicts
+                            .fetch_add(u64::from(o.attempts - 1), Ordering::Relaxed);
+                        Some(paused)
+                    }
+                    Err(_) => {
+                        Stats::bump(&stats.errors);
+                        None
+                    }
+                }
+            }
+        };
+        match paused {
+            Some(paused) => {
+                Stats::bump(&stats.cycles);
+                let micros = start.elapsed().saturating_sub(paused).as_micros() as u64;
+                let _ = latency.record(micros.max(1));
+            }
+            None => Stats::bump(&stats.acquire_failures),
+        }
+    }
+    latency
+}
+
+/// Claim (fenced read), maybe stall, fenced write. Returns the stall.
+async fn fenced_cycle(
+    id: usize,
+    k: usize,
+    record: &str,
+    token: crate::lock::FencingToken,
+    valid_until: Instant,
+    store: &FencedStore,
+    shared: &Shared,
+) -> Duration {
+    let stats = &shared.stats;
+    let referee = &shared.referee;
+    if referee.granted(k, id, Some(valid_until), Instant::now()) {
+        Stats::bump(&stats.double_grants);
+    }
+    let mut paused = Duration::ZERO;
+    match store.read_for_update(record, token).await {
+        Ok(Claim::Claimed { value, .. }) => {
+            let generation = referee.read(k);
+            paused = shared.maybe_pause().await;
+            let stale = referee.superseded(k, generation);
+            let next = (counter_value(value.as_deref()) + 1).to_string();
+            match store.write(record, token, &next).await {
+                Ok(WriteOutcome::Accepted { .. }) => {
+                    Stats::bump(&stats.writes_accepted);
+                    if stale {
+                        Stats::bump(&stats.stale_writes_accepted);
+                    }
+                }
+                // Refused: a newer holder has claimed the record, whether or
+                // not the referee had seen it yet when the write was sent.
+                Ok(WriteOutcome::Rejected { .. }) => Stats::bump(&stats.stale_writes_rejected),
+                Err(_) => Stats::bump(&stats.errors),
+            }
+        }
+        Ok(Claim::Rejected { .. }) => Stats::bump(&stats.claims_rejected),
+        Err(_) => Stats::bump(&stats.errors),
+    }
+    referee.released(k, id);
+    paused
+}
+
+/// After lock-and-claim: maybe stall, then write-and-release.
+async fn colocated_cycle(
+    id: usize,
+    k: usize,
+    record: &str,
+    lease: crate::lock::Lease,
+    claim: Claim,
+    shared: &Shared,
+) -> Duration {
+    let stats = &shared.stats;
+    let referee = &shared.referee;
+    if referee.granted(k, id, Some(lease.valid_until()), Instant::now()) {
+        Stats::bump(&stats.double_grants);
+    }
+    let Claim::Claimed { value, .. } = claim else {
+        Stats::bump(&stats.claims_rejected);
+        referee.released(k, id);
+        let _ = lease.release().await;
+        return Duration::ZERO;
+    };
+    let generation = referee.read(k);
+    let paused = shared.maybe_pause().await;
+    let stale = referee.superseded(k, generation);
+    let next = (counter_value(value.as_deref()) + 1).to_string();
+    referee.released(k, id);
+    match colocated::write_and_release(lease, record, &next).await {
+        Ok((WriteOutcome::Accepted { .. }, _)) => {
+            Stats::bump(&stats.writes_accepted);
+            if stale {
+                Stats::bump(&stats.stale_writes_accepted);
+            }
+        }
+        Ok((WriteOutcome::Rejected { .. }, _)) => Stats::bump(&stats.stale_writes_rejected),
+        Err(_) => Stats::bump(&stats.errors),
+    }
+    paused
+}
+
+/// Plain read, maybe stall, unfenced write (PM-003's write path).
+async fn unfenced_cycle(
+    id: usize,
+    k: usize,
+    record: &str,
+    valid_until: Option<Instant>,
+    store: &FencedStore,
+    shared: &Shared,
+) -> Duration {
+    let stats = &shared.stats;
+    let referee = &shared.referee;
+    if referee.granted(k, id, valid_until, Instant::now()) {
+        Stats::bump(&stats.double_grants);
+    }
+    let mut paused = Duration::ZERO;
+    match store.read(record).await {
+        Ok(current) => {
+            let generation = referee.read(k);
+            paused = shared.maybe_pause().await;
+            let stale = referee.superseded(k, generation);
+            let next = (counter_value(current.value.as_deref()) + 1).to_string();
+            match store.write_unfenced(record, &next).await {
+                Ok(()) => {
+                    Stats::bump(&stats.writes_accepted);
+                    if stale {
+                        Stats::bump(&stats.stale_writes_accepted);
+                    }
+                }
+                Err(_) => Stats::bump(&stats.errors),
+            }
+        }
+        Err(_) => Stats::bump(&stats.errors),
+    }
+    referee.released(k, id);
+    paused
+}
+
+/// `rslock` with the same jittered backoff as warroom's clients.
+async fn rslock_acquire(
+    manager: &rslock::LockManager,
+    key: &[u8],
+    ttl: Duration,
+    wait: Duration,
+) -> Option<rslock::Lock> {
+    let deadline = Instant::now() + wait;
+    let backoff = Backoff::default();
+    let mut attempt = 0;
+    loop {
+        if let Ok(lock) = manager.lock(key, ttl).await {
+            return Some(lock);
+        }
+        attempt += 1;
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        tokio::time::sleep(backoff.delay(attempt).min(deadline - now)).await;
+    }
+}
+
+/// Deletes the run's keys (locks, fence counters, records) on every node.
+async fn cleanup(nodes: &[String], prefix: &str) {
+    for url in nodes {
+        let Ok(mut conn) = crate::lock::connect(url, Some(Duration::from_secs(5)), false).await
+        else {
+            continue;
+        };
+        let mut cursor: u64 = 0;
+        loop {
+            let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await;
+            let Ok((next, keys)) = reply else { break };
+            if !keys.is_empty() {
+                let _: Result<i64, _> = conn.unlink(&keys).await;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
