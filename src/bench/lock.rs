@@ -31,11 +31,10 @@ use hdrhistogram::Histogram;
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::fence::{Claim, FenceError, FencedStore, WriteOutcome, colocated};
+use crate::fence::{Claim, FencedStore, WriteOutcome, colocated};
 use crate::lock::legacy::LegacyLock;
 use crate::lock::{
     Backoff, EventSink, EventStream, FencedLock, LockError, LockOptions, Redlock, WatchSession,
-    acquire_with_retry,
 };
 
 /// Which lock the clients use.
@@ -91,9 +90,12 @@ pub struct LockBench {
     pub events: bool,
     /// Also run the same benchmark against a peer library.
     pub compare: Option<Peer>,
-    /// Fenced mode: lock-and-claim and write-and-release as two scripts on
-    /// the lock's node ([`crate::fence::colocated`]) instead of four calls.
+    /// Fenced mode: records on the lock's node, written with
+    /// [`crate::fence::colocated::write_and_release`] instead of separate
+    /// claim, write and release calls.
     pub colocated: bool,
+    /// Connections per node, shared round-robin by the clients.
+    pub connections: usize,
 }
 
 /// Latency percentiles in milliseconds.
@@ -291,15 +293,20 @@ impl LockBench {
         let first = &self.nodes[0];
         // One connection per node, shared by every client, as the worker tasks
         // of one service share theirs.
-        let mut node_conns = Vec::with_capacity(self.nodes.len());
-        for url in &self.nodes {
-            node_conns.push(
-                crate::lock::connect(url, None, false)
-                    .await
-                    .map_err(setup(url))?,
-            );
+        let connections = self.connections.clamp(1, self.clients);
+        let mut pools: Vec<Vec<redis::aio::ConnectionManager>> = Vec::new();
+        for _ in 0..connections {
+            let mut node_conns = Vec::with_capacity(self.nodes.len());
+            for url in &self.nodes {
+                node_conns.push(
+                    crate::lock::connect(url, None, false)
+                        .await
+                        .map_err(setup(url))?,
+                );
+            }
+            pools.push(node_conns);
         }
-        let store_conn = node_conns[0].clone();
+        let store_conn = pools[0][0].clone();
         let sink = events
             .clone()
             .map(|stream| EventSink::spawn(store_conn.clone(), stream));
@@ -328,6 +335,8 @@ impl LockBench {
             Contender::Mode(_) => None,
         };
         for id in 0..self.clients {
+            let node_conns = pools[id % connections].clone();
+            let store_conn = node_conns[0].clone();
             let holder = format!("bench-{id}");
             let options = LockOptions {
                 events: events.clone(),
@@ -339,10 +348,21 @@ impl LockBench {
                     LegacyLock::with_connection(store_conn.clone(), options, sink.clone())
                         .map_err(setup(first))?,
                 ),
-                Contender::Mode(BenchMode::Fenced) => ClientLock::Fenced(
-                    FencedLock::with_connection(store_conn.clone(), options)
-                        .map_err(setup(first))?,
-                ),
+                Contender::Mode(BenchMode::Fenced) => {
+                    let lock = FencedLock::with_connection_and_sink(
+                        store_conn.clone(),
+                        options,
+                        sink.clone(),
+                    )
+                    .map_err(setup(first))?;
+                    if id == 0 {
+                        colocated::prepare(&lock)
+                            .await
+                            .map_err(|crate::fence::FenceError::Redis(e)| LockError::Redis(e))
+                            .map_err(setup(first))?;
+                    }
+                    ClientLock::Fenced(lock)
+                }
                 Contender::Mode(BenchMode::Redlock) => ClientLock::Redlock(
                     Redlock::with_connections(node_conns.clone(), options, sink.clone())
                         .map_err(setup(first))?,
@@ -525,7 +545,7 @@ struct Referee {
 
 #[derive(Default, Clone)]
 struct KeyTruth {
-    /// Bumped each time a new holder has read the record.
+    /// Bumped each time a new holder takes the key over.
     generation: u64,
     holders: Vec<(usize, Option<Instant>)>,
 }
@@ -554,8 +574,9 @@ impl Referee {
         })
     }
 
-    /// Records that the new holder has read the record; returns its generation.
-    fn read(&self, k: usize) -> u64 {
+    /// Records that a new holder has taken the key over (granted, or for a
+    /// general store, claimed the record); returns its generation.
+    fn takeover(&self, k: usize) -> u64 {
         self.with(k, |t| {
             t.generation += 1;
             t.generation
@@ -591,19 +612,10 @@ async fn client_loop(
         let record = record_key(&shared.prefix, k);
         let start = Instant::now();
         let paused = match &mut lock {
-            ClientLock::Fenced(l) if shared.colocated => {
-                let attempt = || async {
-                    colocated::lock_and_claim(l, &key, &record)
-                        .await
-                        .map_err(|FenceError::Redis(e)| LockError::Redis(e))
-                };
-                match acquire_with_retry(&key, wait, l.options().backoff, attempt).await {
-                    Ok((lease, claim)) => {
-                        Some(colocated_cycle(id, k, &record, lease, claim, &shared).await)
-                    }
-                    Err(_) => None,
-                }
-            }
+            ClientLock::Fenced(l) if shared.colocated => match l.acquire(&key, wait).await {
+                Ok(lease) => Some(colocated_cycle(id, k, &record, lease, &store, &shared).await),
+                Err(_) => None,
+            },
             ClientLock::Fenced(l) => match l.acquire(&key, wait).await {
                 Ok(lease) => {
                     let until = lease.valid_until();
@@ -713,7 +725,7 @@ async fn fenced_cycle(
     let mut paused = Duration::ZERO;
     match store.read_for_update(record, token).await {
         Ok(Claim::Claimed { value, .. }) => {
-            let generation = referee.read(k);
+            let generation = referee.takeover(k);
             paused = shared.maybe_pause().await;
             let stale = referee.superseded(k, generation);
             let next = (counter_value(value.as_deref()) + 1).to_string();
@@ -737,13 +749,14 @@ async fn fenced_cycle(
     paused
 }
 
-/// After lock-and-claim: maybe stall, then write-and-release.
+/// Colocated: plain read, maybe stall, then write-and-release (refused if a
+/// newer lease was granted meanwhile).
 async fn colocated_cycle(
     id: usize,
     k: usize,
     record: &str,
     lease: crate::lock::Lease,
-    claim: Claim,
+    store: &FencedStore,
     shared: &Shared,
 ) -> Duration {
     let stats = &shared.stats;
@@ -751,16 +764,19 @@ async fn colocated_cycle(
     if referee.granted(k, id, Some(lease.valid_until()), Instant::now()) {
         Stats::bump(&stats.double_grants);
     }
-    let Claim::Claimed { value, .. } = claim else {
-        Stats::bump(&stats.claims_rejected);
-        referee.released(k, id);
-        let _ = lease.release().await;
-        return Duration::ZERO;
+    let generation = referee.takeover(k);
+    let current = match store.read(record).await {
+        Ok(current) => current,
+        Err(_) => {
+            Stats::bump(&stats.errors);
+            referee.released(k, id);
+            let _ = lease.release().await;
+            return Duration::ZERO;
+        }
     };
-    let generation = referee.read(k);
     let paused = shared.maybe_pause().await;
     let stale = referee.superseded(k, generation);
-    let next = (counter_value(value.as_deref()) + 1).to_string();
+    let next = (counter_value(current.value.as_deref()) + 1).to_string();
     referee.released(k, id);
     match colocated::write_and_release(lease, record, &next).await {
         Ok((WriteOutcome::Accepted { .. }, _)) => {
@@ -789,10 +805,10 @@ async fn unfenced_cycle(
     if referee.granted(k, id, valid_until, Instant::now()) {
         Stats::bump(&stats.double_grants);
     }
+    let generation = referee.takeover(k);
     let mut paused = Duration::ZERO;
     match store.read(record).await {
         Ok(current) => {
-            let generation = referee.read(k);
             paused = shared.maybe_pause().await;
             let stale = referee.superseded(k, generation);
             let next = (counter_value(current.value.as_deref()) + 1).to_string();

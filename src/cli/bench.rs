@@ -81,6 +81,10 @@ pub struct LockArgs {
     /// of two scripts on the lock's node (lock-and-claim, write-and-release).
     #[arg(long)]
     separate_calls: bool,
+    /// Connections per node, shared by the clients (as worker tasks share a
+    /// service's connections).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     /// Client runtime threads (1 leaves the other core to redis-server).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -127,6 +131,7 @@ fn lock(args: LockArgs) -> CommandResult {
         events: !args.no_events,
         compare: args.compare.map(|PeerArg::Rslock| Peer::Rslock),
         colocated: !args.separate_calls,
+        connections: args.connections,
     };
     let runtime = match args.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()

@@ -20,16 +20,18 @@
 //! alone never makes a write safe: writes must carry the token to a store that
 //! refuses tokens lower than the highest it has seen ([`crate::fence`]).
 //!
-//! **Single node.** Acquire is one script: `SET key value NX PX ttl` with a
-//! random per-grant value and, only on success, `INCR` of the key's fence
-//! counter; the grant, the token and the `acquired` event happen atomically.
+//! **Single node.** Acquire is one `MULTI` transaction: `SET key value NX PX
+//! ttl` with a random per-grant value, and `INCR` of the key's fence counter;
+//! the grant and its token happen atomically (a refused attempt burns a
+//! number, which only makes tokens sparse).
 //! Release is compare-and-delete and extend is compare-and-`PEXPIRE`, so a
 //! holder whose lease expired can never remove or prolong a successor's.
 //!
 //! **Redlock.** Acquire runs two rounds against N independent nodes, in
 //! parallel, each request bounded by a per-node timeout much smaller than the
-//! TTL. Round one sets the key (`SET NX PX`) and reads the node's fence
-//! counter. With a quorum (N/2+1) of grants the token is `max(counters) + 1`;
+//! TTL. Round one sets the key (`SET NX PX`) and then reads the node's fence
+//! counter (no other grant can commit a counter on a node whose key this
+//! grant owns, so nothing slips between the two). With a quorum (N/2+1) of grants the token is `max(counters) + 1`;
 //! round two writes it back to each granting node, only if that node's key
 //! still holds this grant's value, and only raising the counter. The grant
 //! counts when a quorum of those writes succeeded and the validity
@@ -76,7 +78,7 @@ use std::time::Duration;
 
 pub use backoff::Backoff;
 pub use event::{EventKind, LockEvent, LockMode};
-pub(crate) use lease::{Issuer, LeaseInner, acquire_with_retry};
+
 pub use lease::{Lease, Release};
 pub use redlock::Redlock;
 pub use single::FencedLock;

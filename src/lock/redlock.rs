@@ -70,12 +70,21 @@ impl RedlockShared {
     /// Compare-and-delete on every node (including those that timed out: they
     /// may have set the key after all).
     async fn unlock_all(&self, key: &str, value: &str) -> usize {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.unlock(&all, key, value).await
+    }
+
+    /// Compare-and-delete on the given nodes; returns how many deleted.
+    async fn unlock(&self, which: &[usize], key: &str, value: &str) -> usize {
+        if which.is_empty() {
+            return 0;
+        }
         let delete = || {
             let mut delete = scripts::COMPARE_DELETE.key(key);
             delete.arg(value);
             delete
         };
-        self.gather(self.invoke(0..self.nodes.len(), delete))
+        self.gather(self.invoke(which.iter().copied(), delete))
             .await
             .into_iter()
             .filter(|a| matches!(a, Answer::Value(1)))
@@ -99,59 +108,81 @@ impl RedlockShared {
         let fence_key = fence_counter_key(key);
         let started = Instant::now();
 
-        // Round one: take the key and read the fence counter, on every node.
-        let claim = || {
-            let mut claim = scripts::REDLOCK_CLAIM.key(key);
-            claim.key(&fence_key).arg(&value).arg(ttl_ms);
-            claim
-        };
-        let claims = self.gather(self.invoke(0..self.nodes.len(), claim)).await;
+        // Round one, on every node: take the key, then read the fence counter
+        // (a plain pipeline: while this grant owns the node's key, no other
+        // grant can commit a counter there, so nothing can slip between).
+        let claims = self
+            .gather(self.nodes.iter().map(|conn| {
+                let mut conn = conn.clone();
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .cmd("GET")
+                    .arg(&fence_key);
+                async move {
+                    pipe.query_async::<(Option<String>, Option<u64>)>(&mut conn)
+                        .await
+                }
+            }))
+            .await;
         let answered = claims
             .iter()
             .filter(|a| matches!(a, Answer::Value(_)))
             .count();
-        let granted: Vec<usize> = claims
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| matches!(a, Answer::Value(c) if *c >= 0).then_some(i))
-            .collect();
+        let mut granted = Vec::new();
+        let mut unsure = Vec::new();
+        let mut highest = 0;
+        for (i, answer) in claims.iter().enumerate() {
+            match answer {
+                Answer::Value((Some(_), counter)) => {
+                    granted.push(i);
+                    highest = highest.max(counter.unwrap_or(0));
+                }
+                Answer::Value((None, _)) => {}
+                Answer::Failed => unsure.push(i),
+            }
+        }
         if granted.len() < self.quorum() {
-            self.unlock_all(key, &value).await;
+            // Give back what this attempt may hold: granted nodes, and nodes
+            // that did not answer in time (they may have set the key).
+            granted.extend(unsure);
+            self.unlock(&granted, key, &value).await;
             return self.no_grant(key, answered);
         }
-        let highest = claims
-            .iter()
-            .filter_map(|a| match a {
-                Answer::Value(c) if *c >= 0 => Some(*c as u64),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
         let token = FencingToken::new(highest + 1);
 
-        // Round two: write the token back to the granting nodes, each only
-        // while that node's key still holds this grant.
+        // Round two: write the token back to a quorum of the granting nodes,
+        // each only while that node's key still holds this grant; the other
+        // granting nodes are asked only if one of those fails.
         let commit = || {
             let mut commit = scripts::REDLOCK_COMMIT.key(key);
             commit.key(&fence_key).arg(&value).arg(token.get());
             commit
         };
-        let commits = self
-            .gather(self.invoke(granted.iter().copied(), commit))
-            .await;
-        let committed = commits
+        let (first, spare) = granted.split_at(self.quorum());
+        let mut committed = self
+            .gather(self.invoke(first.iter().copied(), commit))
+            .await
             .iter()
             .filter(|a| matches!(a, Answer::Value(1)))
             .count();
+        if committed < self.quorum() && !spare.is_empty() {
+            committed += self
+                .gather(self.invoke(spare.iter().copied(), commit))
+                .await
+                .iter()
+                .filter(|a| matches!(a, Answer::Value(1)))
+                .count();
+        }
         let drift = self.options.drift();
         let elapsed = started.elapsed();
         if committed < self.quorum() || elapsed + drift >= ttl {
             self.unlock_all(key, &value).await;
-            let answered = commits
-                .iter()
-                .filter(|a| matches!(a, Answer::Value(_)))
-                .count();
-            return self.no_grant(key, answered);
+            return Ok(None);
         }
         self.publish(
             self.event(EventKind::Acquired, key, token)

@@ -7,25 +7,6 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Single node acquire. KEYS: lock, fence counter, stream.
-/// ARGV: value, ttl ms, holder, maxlen, mode. Returns the token or nil.
-pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return false
-end
-local token = redis.call('INCR', KEYS[2])
-if ARGV[4] ~= '0' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
-    'v', '1', 'kind', 'acquired', 'mode', ARGV[5], 'key', KEYS[1],
-    'holder', ARGV[3], 'token', token, 'ttl_ms', ARGV[2])
-end
-return token
-",
-    )
-});
-
 /// Single node release (compare-and-delete). KEYS: lock, stream.
 /// ARGV: value, holder, token, maxlen, mode. Returns 1 if released, 0 if the
 /// lease was already gone (then a `lost` event is published).
@@ -69,20 +50,6 @@ if ARGV[5] ~= '0' then
     'holder', ARGV[3], 'token', ARGV[4], 'reason', 'extend found the lease gone')
 end
 return 0
-",
-    )
-});
-
-/// Redlock round one on one node. KEYS: lock, fence counter.
-/// ARGV: value, ttl ms. Returns the node's fence counter (0 if none) when the
-/// key was set, -1 when another holder has it.
-pub(crate) static REDLOCK_CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return tonumber(redis.call('GET', KEYS[2]) or '0')
-end
-return -1
 ",
     )
 });
@@ -131,15 +98,11 @@ return 0
 });
 
 /// Scripts a Redlock node runs.
-pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] = &[
-    &REDLOCK_CLAIM,
-    &REDLOCK_COMMIT,
-    &COMPARE_DELETE,
-    &COMPARE_PEXPIRE,
-];
+pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] =
+    &[&REDLOCK_COMMIT, &COMPARE_DELETE, &COMPARE_PEXPIRE];
 
 /// Scripts a single fenced node runs.
-pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&ACQUIRE, &RELEASE, &EXTEND];
+pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&RELEASE, &EXTEND];
 
 /// Loads scripts into a node's script cache, so that their first use is one
 /// round trip (`EVALSHA`) rather than three (`EVALSHA`, `SCRIPT LOAD`, retry).

@@ -1,15 +1,18 @@
 //! Publishing lock events without putting a round trip on the lock's path.
 //!
 //! An [`EventSink`] hands events to a background task that appends them to the
-//! stream in pipelined batches. [`EventSink::publish`] never waits;
-//! [`EventSink::flush`] waits until everything published before it is in
-//! Redis, which is how `released` is made to precede the key's deletion.
+//! stream in pipelined batches. [`EventSink::publish`] never waits and returns
+//! the event's sequence number; [`EventSink::written`] waits until that event
+//! has been sent (or dropped). A lease waits for its `acquired` event before
+//! its release script appends `released`, so the two are always in order, and
+//! a successor's `acquired` (published only after its grant, which follows the
+//! release) always comes after both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::LockError;
 use super::event::{DEFAULT_MAXLEN, DEFAULT_STREAM, LockEvent};
@@ -46,8 +49,19 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 
 enum Message {
-    Event(LockEvent),
+    Event(u64, LockEvent),
     Flush(oneshot::Sender<bool>),
+}
+
+/// Progress shared between the publishers and the task.
+struct Progress {
+    /// Sequence number of the last event published.
+    published: AtomicU64,
+    /// Every event with a sequence number up to this one has been handled
+    /// (appended, or dropped and counted).
+    handled: AtomicU64,
+    changed: Notify,
+    dropped: AtomicU64,
 }
 
 /// A non-blocking publisher of [`LockEvent`]s to one stream.
@@ -58,7 +72,7 @@ enum Message {
 #[derive(Clone)]
 pub struct EventSink {
     tx: mpsc::Sender<Message>,
-    dropped: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -80,15 +94,40 @@ impl EventSink {
     /// Starts the publishing task over an existing connection.
     pub fn spawn(conn: redis::aio::ConnectionManager, stream: EventStream) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(publish_loop(conn, stream, rx, dropped.clone()));
-        Self { tx, dropped }
+        let progress = Arc::new(Progress {
+            published: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            changed: Notify::new(),
+            dropped: AtomicU64::new(0),
+        });
+        tokio::spawn(publish_loop(conn, stream, rx, progress.clone()));
+        Self { tx, progress }
     }
 
-    /// Queues an event; never waits. Drops (and counts) it if the queue is full.
-    pub fn publish(&self, event: LockEvent) {
-        if self.tx.try_send(Message::Event(event)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Queues an event and returns its sequence number; never waits. Drops
+    /// (and counts) it if the queue is full.
+    pub fn publish(&self, event: LockEvent) -> u64 {
+        let seq = self.progress.published.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.tx.try_send(Message::Event(seq, event)).is_err() {
+            self.progress.dropped.fetch_add(1, Ordering::Relaxed);
+            self.progress.handled.fetch_max(seq, Ordering::AcqRel);
+        }
+        seq
+    }
+
+    /// Waits, at most `timeout`, until event `seq` has been appended or
+    /// dropped. Returns immediately (no I/O) when it already has, which is
+    /// the common case.
+    pub async fn written(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.progress.changed.notified();
+            if self.progress.handled.load(Ordering::Acquire) >= seq {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
         }
     }
 
@@ -104,7 +143,7 @@ impl EventSink {
 
     /// Events that could not be published (queue full or Redis failing).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.progress.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -112,17 +151,21 @@ async fn publish_loop(
     mut conn: redis::aio::ConnectionManager,
     stream: EventStream,
     mut rx: mpsc::Receiver<Message>,
-    dropped: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) {
     let maxlen = stream.maxlen.max(1);
     let mut warned = false;
     while let Some(first) = rx.recv().await {
         let mut events = Vec::new();
         let mut waiters = Vec::new();
+        let mut last_seq = 0;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Event(event) => events.push(event),
+                Message::Event(seq, event) => {
+                    last_seq = seq;
+                    events.push(event);
+                }
                 Message::Flush(done) => waiters.push(done),
             }
             if events.len() < BATCH {
@@ -143,7 +186,9 @@ async fn publish_loop(
             }
             if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                 ok = false;
-                dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
+                progress
+                    .dropped
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 if !warned {
                     tracing::warn!("cannot publish lock events to {}: {e}", stream.key);
                     warned = true;
@@ -151,6 +196,10 @@ async fn publish_loop(
             } else {
                 warned = false;
             }
+        }
+        if last_seq > 0 {
+            progress.handled.fetch_max(last_seq, Ordering::AcqRel);
+            progress.changed.notify_waiters();
         }
         for done in waiters {
             let _ = done.send(ok);
