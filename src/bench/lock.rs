@@ -518,7 +518,7 @@ impl Shared {
     fn next_pause(&self) -> Option<Duration> {
         let schedule = self.pauses?;
         let n = self.grants.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % schedule.every != 0 {
+        if !n.is_multiple_of(schedule.every) {
             return None;
         }
         Stats::bump(&self.stats.pauses);

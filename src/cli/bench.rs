@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use warroom::bench::lock::{
-    BenchError, BenchMode, LockBench, LockBenchReport, PauseSchedule, Peer,
+    BenchError, BenchMode, LockBench, LockBenchReport, PauseSchedule, Peer, RunReport,
 };
 
 use super::{CommandResult, Exit, Failure};
@@ -182,7 +182,8 @@ fn render(r: &LockBenchReport) -> String {
         let _ = write!(out, "{:>14}", run.name);
     }
     out.push('\n');
-    let rows: [(&str, fn(&warroom::bench::lock::RunReport) -> String); 13] = [
+    type Row = (&'static str, fn(&RunReport) -> String);
+    let rows: [Row; 13] = [
         ("cycles", |r| r.cycles.to_string()),
         ("cycles/s", |r| format!("{:.0}", r.cycles_per_sec)),
         ("latency p50 ms", |r| format!("{:.3}", r.latency_ms.p50)),
