@@ -83,7 +83,7 @@ pub struct LockArgs {
     separate_calls: bool,
     /// Connections per node, shared by the clients (as worker tasks share a
     /// service's connections).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     connections: usize,
     /// Client runtime threads (1 leaves the other core to redis-server).
     #[arg(long, default_value_t = 1)]
