@@ -22,6 +22,7 @@ pub enum Exit {
     /// Arguments or input files are invalid; nothing was changed.
     Invalid = 2,
     /// The command refused to act, or needs a confirmation it could not get.
+    #[allow(dead_code)] // returned by the commands that change a cluster
     Refused = 3,
     /// A required service (Kubernetes API server, Redis) could not be reached.
     Unreachable = 4,
@@ -115,12 +116,4 @@ fn init_logging(filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// A multi-threaded tokio runtime for commands that do network I/O.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the async runtime: {e}")))
 }
