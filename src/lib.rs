@@ -6,9 +6,12 @@
 //!   mode, and the legacy PM-003 lock kept as a reference).
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
+//! - [`exporter`]: the collision exporter: lock events and expired-key
+//!   notices in, Prometheus metrics (`/metrics`) out.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
 
 pub mod bench;
+pub mod exporter;
 pub mod fence;
 pub mod lock;
 pub mod redis_node;
