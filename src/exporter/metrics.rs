@@ -23,6 +23,46 @@ pub const MAX_SERVICES: usize = 32;
 /// Content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Content type of the classic Prometheus text format, served to clients
+/// that ask for `text/plain` and not for OpenMetrics.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text into the classic Prometheus text format (0.0.4):
+/// counter families are named with their `_total` suffix, and `# EOF` and
+/// `# UNIT` lines are dropped. Tools that read only the classic format
+/// (`promtool check metrics`) then see a help text and type for every sample.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabel {
     mode: &'static str,
@@ -118,62 +158,62 @@ impl Metrics {
         let grants = per_mode(
             &mut registry,
             "lock_grants",
-            "Leases granted, by lock mode (acquired events).",
+            "Leases granted, by lock mode (acquired events)",
         );
         let releases = per_mode(
             &mut registry,
             "lock_releases",
-            "Leases given back by their holders, by lock mode.",
+            "Leases given back by their holders, by lock mode",
         );
         let collisions = per_mode(
             &mut registry,
             "lock_collisions",
-            "Grants while another holder still believed it held the key, by the new holder's lock mode.",
+            "Grants while another holder still believed it held the key, by the new holder's lock mode",
         );
         let overruns = per_mode(
             &mut registry,
             "lock_lease_overruns",
-            "Leases that ran out while their holder had not released them, by lock mode.",
+            "Leases that ran out while their holder had not released them, by lock mode",
         );
         let rejections = per_mode(
             &mut registry,
             "fencing_rejections",
-            "Writes or claims the fenced store refused because a newer fencing token had been seen, by lock mode.",
+            "Writes or claims the fenced store refused because a newer fencing token had been seen, by lock mode",
         );
         let events = Counter::default();
         registry.register(
             "events_processed",
-            "Stream entries read, valid or not.",
+            "Stream entries read, valid or not",
             events.clone(),
         );
         let bad_events = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "bad_events",
-            "Stream entries that are not valid lock events, by cause.",
+            "Stream entries that are not valid lock events, by cause",
             bad_events.clone(),
         );
         let app_errors = Family::<ServiceLabel, Counter>::default();
         registry.register(
             "app_errors",
-            "Application errors services reported on the protected path, by service.",
+            "Application errors services reported on the protected path, by service",
             app_errors.clone(),
         );
         let errors_last_minute = Gauge::default();
         registry.register(
             "app_errors_last_minute",
-            "Application errors reported in the last 60 seconds of stream time.",
+            "Application errors reported in the last 60 seconds of stream time",
             errors_last_minute.clone(),
         );
         let expirations = Counter::default();
         registry.register(
             "lock_key_expirations",
-            "Expiry notices received for lock keys that had a believer.",
+            "Expiry notices received for lock keys that had a believer",
             expirations.clone(),
         );
         let connected = Family::<ConnectionLabel, Gauge>::default();
         registry.register(
             "redis_connected",
-            "Whether the exporter's Redis connection is up (1) or down (0), by connection.",
+            "Whether the exporter's Redis connection is up (1) or down (0), by connection",
             connected.clone(),
         );
         let connected_stream = connected.get_or_create_owned(&ConnectionLabel {
@@ -185,37 +225,37 @@ impl Metrics {
         let keyspace_enabled = Gauge::default();
         registry.register(
             "keyspace_notifications_enabled",
-            "Whether expired-key notifications are on and subscribed (1) or off (0).",
+            "Whether expired-key notifications are on and subscribed (1) or off (0)",
             keyspace_enabled.clone(),
         );
         let holders = Family::<KeyLabel, Gauge>::default();
         registry.register(
             "lock_holders",
-            "Holders that believe they hold the key, for the keys with the most.",
+            "Holders that believe they hold the key, for the keys with the most",
             holders.clone(),
         );
         let holders_other = Gauge::default();
         registry.register(
             "lock_holders_other",
-            "Holders believing they hold a key not listed in warroom_lock_holders.",
+            "Holders believing they hold a key not listed in warroom_lock_holders",
             holders_other.clone(),
         );
         let holders_max = Gauge::default();
         registry.register(
             "lock_holders_max",
-            "The most holders believing they hold any one key.",
+            "The most holders believing they hold any one key",
             holders_max.clone(),
         );
         let keys_held = Gauge::default();
         registry.register(
             "lock_keys_held",
-            "Lock keys with at least one believing holder.",
+            "Lock keys with at least one believing holder",
             keys_held.clone(),
         );
         let keys_contended = Gauge::default();
         registry.register(
             "lock_keys_contended",
-            "Lock keys with more than one believing holder.",
+            "Lock keys with more than one believing holder",
             keys_contended.clone(),
         );
         Self {

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::lock::event::{DEFAULT_STREAM, EventKind, EventParseError, LockEvent};
 use ledger::Ledger;
-pub use metrics::{CONTENT_TYPE, Connection, MAX_SERVICES};
+pub use metrics::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, Connection, MAX_SERVICES, to_classic_text};
 use metrics::Metrics;
 
 /// The address `/metrics` is served on unless told otherwise.
@@ -437,17 +437,36 @@ impl Exporter {
     }
 
     /// The HTTP routes: `/metrics` and `/healthz`.
+    ///
+    /// `/metrics` serves OpenMetrics text, unless the request's `Accept`
+    /// names `text/plain` and not OpenMetrics: then the same metrics in the
+    /// classic text format ([`to_classic_text`]).
     pub fn router(&self) -> axum::Router {
-        use axum::http::header;
+        use axum::http::{HeaderMap, header};
         use axum::routing::get;
         let metrics = self.clone();
         let health = self.clone();
         axum::Router::new()
             .route(
                 "/metrics",
-                get(move || {
+                get(move |headers: HeaderMap| {
                     let exporter = metrics.clone();
-                    async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], exporter.render()) }
+                    async move {
+                        let accept = headers
+                            .get(header::ACCEPT)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        let classic =
+                            accept.contains("text/plain") && !accept.contains("openmetrics");
+                        if classic {
+                            (
+                                [(header::CONTENT_TYPE, CLASSIC_CONTENT_TYPE)],
+                                to_classic_text(&exporter.render()),
+                            )
+                        } else {
+                            ([(header::CONTENT_TYPE, CONTENT_TYPE)], exporter.render())
+                        }
+                    }
                 }),
             )
             .route(
