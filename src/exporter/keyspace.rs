@@ -139,7 +139,7 @@ async fn subscribe_inner(shared: &Shared) -> Result<Outcome, redis::RedisError> 
                 shared.state().expired(&key, wall_clock_ms());
             }
             _ = check.tick() => {
-                tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>())
+                tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>())
                     .await
                     .map_err(timed_out)??;
                 // A restarted Redis forgets a CONFIG SET: look again.

@@ -326,7 +326,11 @@ mod tests {
         assert_eq!(ledger.holders("lock:ord-9927431"), 2);
         ledger.apply(1_310, &legacy(EventKind::Released, "pod-7f"));
         ledger.apply(1_320, &legacy(EventKind::Released, "pod-3c"));
-        assert_eq!(ledger.keys_tracked(), 0, "keys with no believer are forgotten");
+        assert_eq!(
+            ledger.keys_tracked(),
+            0,
+            "keys with no believer are forgotten"
+        );
     }
 
     #[test]
@@ -338,7 +342,12 @@ mod tests {
         assert_eq!(second.collisions, vec![LockMode::Legacy]);
         // The notice arriving late counts neither pod-7f again nor pod-3c,
         // whose grant is too recent to be what expired.
-        assert!(ledger.expired("lock:ord-9927431", 1_310).overruns.is_empty());
+        assert!(
+            ledger
+                .expired("lock:ord-9927431", 1_310)
+                .overruns
+                .is_empty()
+        );
     }
 
     #[test]
@@ -350,7 +359,12 @@ mod tests {
         assert!(second.collisions.is_empty());
         assert_eq!(second.overruns, vec![LockMode::Fenced]);
         // The notice about pod-7f's key arrives late: pod-3c is not blamed.
-        assert!(ledger.expired("lock:ord-9927431", 1_260).overruns.is_empty());
+        assert!(
+            ledger
+                .expired("lock:ord-9927431", 1_260)
+                .overruns
+                .is_empty()
+        );
         assert_eq!(ledger.holders("lock:ord-9927431"), 1);
         let lost = ledger.apply(1_500, &fenced(EventKind::Lost, "pod-7f", 41));
         assert!(lost.overruns.is_empty(), "already counted");

@@ -44,8 +44,8 @@ use std::time::Duration;
 
 use crate::lock::event::{DEFAULT_STREAM, EventKind, EventParseError, LockEvent};
 use ledger::Ledger;
-pub use metrics::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, Connection, MAX_SERVICES, to_classic_text};
 use metrics::Metrics;
+pub use metrics::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, Connection, MAX_SERVICES, to_classic_text};
 
 /// The address `/metrics` is served on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -333,18 +333,19 @@ impl Drop for Readers {
 impl Exporter {
     /// Checks the configuration; connects to nothing yet.
     pub fn new(config: ExporterConfig) -> Result<Self, ExporterError> {
-        let client =
-            redis::Client::open(config.redis_url.as_str()).map_err(|source| {
-                ExporterError::RedisUrl {
-                    url: config.redis_url.clone(),
-                    source,
-                }
-            })?;
+        let client = redis::Client::open(config.redis_url.as_str()).map_err(|source| {
+            ExporterError::RedisUrl {
+                url: config.redis_url.clone(),
+                source,
+            }
+        })?;
         if config.stream.is_empty() {
             return Err(ExporterError::Config("the stream name is empty".into()));
         }
         if config.batch == 0 {
-            return Err(ExporterError::Config("the batch size must be at least 1".into()));
+            return Err(ExporterError::Config(
+                "the batch size must be at least 1".into(),
+            ));
         }
         let metrics = Metrics::new();
         metrics.set_connected(Connection::Stream, false);
