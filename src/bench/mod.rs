@@ -4,5 +4,8 @@
 //!
 //! - [`lock`]: lock contention throughput, latency and correctness counts
 //!   (double grants, stale writes) per lock mode, against a peer library.
+//! - [`exporter`]: collision detection latency, stream throughput on one
+//!   core and memory of the collision exporter.
 
+pub mod exporter;
 pub mod lock;
