@@ -385,7 +385,10 @@ fn field_value() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn entry() -> impl Strategy<Value = (String, Vec<(Vec<u8>, Vec<u8>)>)> {
+/// A stream entry: its ID and its raw fields.
+type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn entry() -> impl Strategy<Value = RawEntry> {
     (
         prop_oneof![
             (any::<u64>(), any::<u64>()).prop_map(|(ms, seq)| format!("{ms}-{seq}")),

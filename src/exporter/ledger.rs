@@ -53,6 +53,13 @@ impl Belief {
     }
 }
 
+/// Whether `event` is about the lease `belief` stands for: the same holder
+/// and, when the event carries a fencing token, the same token (tasks of one
+/// process share a holder name; their fenced leases differ by token).
+fn same_lease(belief: &Belief, event: &LockEvent) -> bool {
+    belief.holder == event.holder && (event.token.is_none() || belief.token == event.token)
+}
+
 /// What applying one event or notice found, by lock mode of the holders
 /// concerned.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -137,8 +144,8 @@ impl Ledger {
             EventKind::Acquired | EventKind::Extended => {
                 self.believe(at_ms, event, &mut findings);
             }
-            EventKind::Released => self.forget(&event.key, &event.holder, None),
-            EventKind::Lost => self.forget(&event.key, &event.holder, Some(&mut findings)),
+            EventKind::Released => self.forget(event, None),
+            EventKind::Lost => self.forget(event, Some(&mut findings)),
             EventKind::Rejected | EventKind::Error => {}
         }
         if self.now_ms.saturating_sub(self.swept_ms) >= 1_000 {
@@ -180,7 +187,6 @@ impl Ledger {
             let run_out = belief.runs_out_at().is_some_and(|end| end <= at_ms);
             // A newer fenced grant proves the older lease is gone.
             let superseded = event.kind == EventKind::Acquired
-                && belief.holder != event.holder
                 && belief.has_deadline()
                 && matches!((belief.token, event.token), (Some(old), Some(new)) if old < new);
             if (run_out || superseded) && !belief.overrun {
@@ -190,7 +196,7 @@ impl Ledger {
         }
         beliefs.retain(|b| !(b.overrun && b.has_deadline()));
         let ttl_ms = event.ttl_ms.unwrap_or(0);
-        if let Some(own) = beliefs.iter_mut().find(|b| b.holder == event.holder) {
+        if let Some(own) = beliefs.iter_mut().find(|b| same_lease(b, event)) {
             own.since_ms = at_ms;
             own.ttl_ms = ttl_ms;
             own.mode = event.mode;
@@ -215,11 +221,12 @@ impl Ledger {
         });
     }
 
-    fn forget(&mut self, key: &str, holder: &str, lost: Option<&mut Findings>) {
+    fn forget(&mut self, event: &LockEvent, lost: Option<&mut Findings>) {
+        let key = event.key.as_str();
         let Some(beliefs) = self.keys.get_mut(key) else {
             return;
         };
-        if let Some(pos) = beliefs.iter().position(|b| b.holder == holder) {
+        if let Some(pos) = beliefs.iter().position(|b| same_lease(b, event)) {
             let belief = beliefs.swap_remove(pos);
             // `lost`: the holder found its lease gone before giving it back.
             if let Some(findings) = lost
@@ -377,6 +384,22 @@ mod tests {
         let lost = ledger.apply(1_100, &fenced(EventKind::Lost, "pod-7f", 7));
         assert_eq!(lost.overruns, vec![LockMode::Fenced]);
         assert_eq!(ledger.keys_tracked(), 0);
+    }
+
+    #[test]
+    fn two_leases_of_one_process_are_told_apart_by_token() {
+        let mut ledger = Ledger::new(60_000);
+        ledger.apply(1_000, &fenced(EventKind::Acquired, "host:42", 7));
+        ledger.apply(1_100, &fenced(EventKind::Released, "host:42", 7));
+        ledger.apply(1_110, &fenced(EventKind::Acquired, "host:42", 8));
+        // A late `lost` of an older lease does not end the newer one.
+        ledger.apply(1_120, &fenced(EventKind::Lost, "host:42", 6));
+        assert_eq!(ledger.holders("lock:ord-9927431"), 1);
+        let other = LockEvent::new(EventKind::Acquired, LockMode::Fenced, "lock:b", "host:42")
+            .with_token(3)
+            .with_ttl_ms(200);
+        ledger.apply(1_130, &other);
+        assert_eq!(ledger.holders("lock:b"), 1);
     }
 
     #[test]

@@ -72,6 +72,9 @@ async fn read_connected(shared: &Shared) -> Result<std::convert::Infallible, red
             StartFrom::Latest => newest_id(&mut conn, stream).await?,
         },
     };
+    // A frozen Redis accepts connections but answers nothing: only a
+    // reply counts as connected.
+    redis::cmd("PING").query_async::<()>(&mut conn).await?;
     shared.state().set_connected(Connection::Stream, true);
     tracing::info!("reading lock events from {stream:?} after {last_id}");
     let block_ms = u64::try_from(shared.config.block.as_millis()).unwrap_or(u64::MAX);
