@@ -131,8 +131,36 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
         .acquire("lock:ord-9927431", Duration::from_secs(2))
         .await
         .unwrap();
+    // Names from the network with characters the exposition format escapes.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let odd: [&[(&str, &str)]; 2] = [
+        &[
+            ("v", "1"),
+            ("kind", "acquired"),
+            ("mode", "fenced"),
+            ("key", "lock:\"odd\"\nkey\\ λ"),
+            ("holder", "pod-1"),
+            ("token", "1"),
+            ("ttl_ms", "60000"),
+        ],
+        &[
+            ("v", "1"),
+            ("kind", "error"),
+            ("mode", "app"),
+            ("key", "E503"),
+            ("holder", "order\"svc\n"),
+        ],
+    ];
+    for fields in odd {
+        let _: String = redis::AsyncCommands::xadd(&mut conn, "warroom:lock-events", "*", fields)
+            .await
+            .unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while exporter.snapshot().collisions == 0 && Instant::now() < deadline {
+    while (exporter.snapshot().collisions == 0 || exporter.snapshot().app_errors == 0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(exporter.snapshot().collisions, 1);
@@ -163,6 +191,10 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
     );
     let openmetrics = openmetrics.text().await.unwrap();
     assert!(openmetrics.contains("warroom_lock_holders{key=\"lock:ord-9927431\"} 2"));
+    assert!(
+        openmetrics.contains(r#"warroom_lock_holders{key="lock:\"odd\"\nkey\\ λ"} 1"#),
+        "{openmetrics}"
+    );
     // promtool reads the classic format: scrape it as a classic client does.
     let classic = client
         .get(format!("http://{addr}/metrics"))
