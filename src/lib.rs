@@ -7,8 +7,11 @@
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
+//! - [`cluster`]: a local Kubernetes-API-compatible server for drills and
+//!   tests (`warroom cluster`).
 
 pub mod bench;
+pub mod cluster;
 pub mod fence;
 pub mod lock;
 pub mod redis_node;

@@ -7,6 +7,7 @@
 //! (Kubernetes API server or Redis).
 
 mod bench;
+mod cluster;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,9 @@ enum Command {
     /// Benchmarks that print numbers: throughput, latency and correctness counts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a local Kubernetes-API-compatible server (seeded with the PM-003
+    /// drill objects) and write a kubeconfig for it; runs until Ctrl-C.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Cluster(args)) => cluster::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
