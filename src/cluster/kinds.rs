@@ -183,14 +183,14 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     match rt.kind {
         "Deployment" => {
-            if let Some(replicas) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
-                if replicas < 0 {
-                    causes.push(FieldCause::invalid(
-                        "spec.replicas",
-                        replicas,
-                        "must be greater than or equal to 0",
-                    ));
-                }
+            if let Some(replicas) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+                && replicas < 0
+            {
+                causes.push(FieldCause::invalid(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                ));
             }
             let selector = obj
                 .pointer("/spec/selector/matchLabels")
@@ -237,14 +237,13 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             if let Some(secs) = obj
                 .pointer("/spec/leaseDurationSeconds")
                 .and_then(Value::as_i64)
+                && secs <= 0
             {
-                if secs <= 0 {
-                    causes.push(FieldCause::invalid(
-                        "spec.leaseDurationSeconds",
-                        secs,
-                        "must be greater than 0",
-                    ));
-                }
+                causes.push(FieldCause::invalid(
+                    "spec.leaseDurationSeconds",
+                    secs,
+                    "must be greater than 0",
+                ));
             }
         }
         _ => {}

@@ -204,10 +204,10 @@ impl ClusterServer {
     /// most five seconds), then the listener closes.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
-                task.abort();
-            }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(STOP_GRACE, &mut task).await.is_err()
+        {
+            task.abort();
         }
     }
 }

@@ -329,10 +329,10 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if self.reason.is_empty() {
-            if let Some(map) = status.as_object_mut() {
-                map.remove("reason");
-            }
+        if self.reason.is_empty()
+            && let Some(map) = status.as_object_mut()
+        {
+            map.remove("reason");
         }
         if let Some(details) = &self.details {
             status["details"] = details.clone();

@@ -87,6 +87,9 @@ pub(crate) enum Target {
 
 type Key = (usize, String, String);
 
+/// The events a new watch sends first, and the receiver for what follows.
+pub(crate) type WatchStart = (Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>);
+
 struct Inner {
     objects: BTreeMap<Key, Value>,
     revision: u64,
@@ -401,7 +404,7 @@ impl Store {
         rt: &ResourceType,
         namespace: Option<&str>,
         since: Option<u64>,
-    ) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), ApiError> {
+    ) -> Result<WatchStart, ApiError> {
         let inner = self.lock();
         let receiver = self.events.subscribe();
         let index = resources::index_of(rt);
@@ -507,10 +510,11 @@ impl Store {
         } else {
             meta.remove("generation");
         }
-        if rt.has_status && !keep_status {
-            if let Some(map) = obj.as_object_mut() {
-                map.remove("status");
-            }
+        if rt.has_status
+            && !keep_status
+            && let Some(map) = obj.as_object_mut()
+        {
+            map.remove("status");
         }
         kinds::apply_defaults(rt, &mut obj);
         kinds::validate(rt, &obj)?;
@@ -589,12 +593,12 @@ impl Store {
             Some(_) => {}
         }
         let current_rv = revision_of(&current).unwrap_or_default().to_string();
-        if target != Target::Whole {
-            if let Some(rv) = meta.get("resourceVersion").and_then(Value::as_str) {
-                if !rv.is_empty() && rv != current_rv {
-                    return Err(ApiError::conflict(rt, name));
-                }
-            }
+        if target != Target::Whole
+            && let Some(rv) = meta.get("resourceVersion").and_then(Value::as_str)
+            && !rv.is_empty()
+            && rv != current_rv
+        {
+            return Err(ApiError::conflict(rt, name));
         }
         let mut next = match target {
             Target::Status => {
@@ -613,13 +617,14 @@ impl Store {
             }
             Target::Main | Target::Whole => {
                 let mut next = requested;
-                if target == Target::Main && rt.has_status {
-                    if let Some(map) = next.as_object_mut() {
-                        match current.get("status") {
-                            Some(status) => map.insert("status".into(), status.clone()),
-                            None => map.remove("status"),
-                        };
-                    }
+                if target == Target::Main
+                    && rt.has_status
+                    && let Some(map) = next.as_object_mut()
+                {
+                    match current.get("status") {
+                        Some(status) => map.insert("status".into(), status.clone()),
+                        None => map.remove("status"),
+                    };
                 }
                 let meta = meta_mut(&mut next);
                 for key in ["uid", "creationTimestamp", "generation"] {
