@@ -331,6 +331,11 @@ impl Store {
         self.events.subscribe()
     }
 
+    /// How many watches (and [`Store::subscribe`] receivers) are open now.
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// Switches who owns Deployment status (default: [`StatusMode::Converge`]).
     pub fn set_status_mode(&self, mode: StatusMode) {
         self.lock().status_mode = mode;
