@@ -250,7 +250,8 @@ impl Params {
             None => DEFAULT_WATCH_TIMEOUT,
             Some(secs) => Duration::from_secs(secs.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("timeoutSeconds: invalid value {secs:?}"))
-            })?),
+            })?)
+            .min(DEFAULT_WATCH_TIMEOUT),
         };
         Ok(Self {
             dry_run,
