@@ -773,10 +773,31 @@ async fn malformed_requests_get_status_bodies_and_the_server_keeps_serving() {
         ),
         (
             http.patch(&deployment)
-                .header("Content-Type", "application/apply-patch+yaml")
+                .header("Content-Type", "application/yaml")
                 .body("spec: {}"),
             415,
             "UnsupportedMediaType",
+        ),
+        (
+            http.patch(&deployment)
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body("spec: {}"),
+            422,
+            "Invalid",
+        ),
+        (
+            http.patch(format!("{deployment}?fieldManager=x"))
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body("spec: [unclosed"),
+            400,
+            "BadRequest",
+        ),
+        (
+            http.patch(format!("{deployment}?fieldManager=x"))
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body("- a list"),
+            400,
+            "BadRequest",
         ),
         (
             http.put(&deployment)
@@ -1097,6 +1118,103 @@ async fn kube_runtime_waits_until_a_reconciled_rollout_completes() {
         .expect("watch")
         .expect("deployment exists");
     assert_eq!(done.status.and_then(|s| s.ready_replicas), Some(1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_then_updates_and_is_idempotent() {
+    let server = seeded().await;
+    let config_maps: Api<ConfigMap> = Api::default_namespaced(client(&server).await);
+    let apply = PatchParams::apply("warroom-playbook");
+    let limits = |rps: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gateway-limits"}, "data": {"rps": rps}});
+    let created = config_maps
+        .patch("gateway-limits", &apply, &Patch::Apply(limits("50")))
+        .await
+        .expect("apply creates");
+    assert_eq!(
+        created
+            .data
+            .as_ref()
+            .and_then(|d| d.get("rps"))
+            .map(String::as_str),
+        Some("50")
+    );
+    let changed = config_maps
+        .patch("gateway-limits", &apply, &Patch::Apply(limits("5")))
+        .await
+        .expect("apply updates");
+    assert_eq!(
+        stored(&server.store(), "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "5"
+    );
+    let again = config_maps
+        .patch("gateway-limits", &apply, &Patch::Apply(limits("5")))
+        .await
+        .expect("re-apply");
+    assert_eq!(rv(&again), rv(&changed));
+
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/api/v1/namespaces/orders/configmaps/gateway-limits",
+        server.url()
+    );
+    let yaml =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\ndata:\n  rps: \"7\"\n";
+    let response = http
+        .patch(format!("{url}?fieldManager=kubectl"))
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        stored(&server.store(), "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "7"
+    );
+    let response = http
+        .patch(&url)
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 422, "apply needs a field manager");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_log_shows_dry_runs_and_writes() {
+    let server = seeded().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client(&server).await);
+    server.requests().clear();
+    let scale = Patch::Merge(json!({"spec": {"replicas": 1}}));
+    deployments
+        .patch_scale("order-service", &PatchParams::default().dry_run(), &scale)
+        .await
+        .expect("dry run");
+    deployments
+        .patch_scale("order-service", &PatchParams::default(), &scale)
+        .await
+        .expect("scale");
+    deployments.get("order-service").await.expect("get");
+    let writes: Vec<_> = server
+        .requests()
+        .entries()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes[0].is_dry_run() && !writes[1].is_dry_run(),
+        "{writes:?}"
+    );
+    assert!(writes.iter().all(|r| {
+        r.method == "PATCH"
+            && r.status == 200
+            && r.path_and_query
+                .contains("/deployments/order-service/scale")
+    }));
     server.stop().await;
 }
 

@@ -138,6 +138,10 @@ fn random_suffix() -> String {
 }
 
 fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj.is_object() {
+        // Callers check the type first; never index into a non-object.
+        *obj = json!({});
+    }
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
