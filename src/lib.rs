@@ -6,9 +6,13 @@
 //!   mode, and the legacy PM-003 lock kept as a reference).
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
+//! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
+//!   undo) run through [`kube`], the only module that talks to an API server.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
 
 pub mod bench;
 pub mod fence;
+pub mod kube;
 pub mod lock;
+pub mod playbook;
 pub mod redis_node;
