@@ -7,6 +7,7 @@
 //! (Kubernetes API server or Redis).
 
 mod bench;
+mod playbook;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,6 @@ pub enum Exit {
     /// Arguments or input files are invalid; nothing was changed.
     Invalid = 2,
     /// The command refused to act, or needs a confirmation it could not get.
-    #[allow(dead_code)] // returned by the commands that change a cluster
     Refused = 3,
     /// A required service (Kubernetes API server, Redis) could not be reached.
     Unreachable = 4,
@@ -75,6 +75,9 @@ enum Command {
     /// Benchmarks that print numbers: throughput, latency and correctness counts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Playbooks: validate, run and undo.
+    #[command(flatten)]
+    Playbook(playbook::PlaybookCommand),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Playbook(cmd)) => playbook::run(cmd),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -456,6 +456,19 @@ impl Engine {
         if options.dry_run {
             return self.dry_run(&run, playbook, &plan, started).await;
         }
+        if let Some(gate) = plan.steps.iter().find(|s| s.action == PlannedAction::Confirm)
+            && let Err(reason) = self.confirmer.can_ask()
+        {
+            return Ok(report(
+                Outcome::Refused,
+                Vec::new(),
+                format!(
+                    "step `{}` needs a confirmation ({}) and {reason}; nothing changed",
+                    gate.name, gate.detail
+                ),
+                false,
+            ));
+        }
         let holder = format!(
             "{} on {} (pid {}, run {run_id})",
             run.actor,
@@ -802,7 +815,7 @@ impl Engine {
         change: &Change,
     ) -> Result<Vec<FieldChange>, StepFailure> {
         let written = self
-            .write(run, &change.target, &change.edit)
+            .write(run, &change.target, &change.edit, change.record)
             .await?;
         let Some((changes, desired)) = written else {
             run.emit(StepPhase::Unchanged, &step.name, step.kind, Some(&change.target), None, "already in place");
@@ -820,6 +833,7 @@ impl Engine {
         run: &Run<'_>,
         target: &ObjectRef,
         edit: &Edit,
+        recorded: bool,
     ) -> Result<Option<(Vec<FieldChange>, Value)>, StepFailure> {
         for _ in 0..CONFLICT_RETRIES {
             let Some(current) = self.kube.get(target).await? else {
@@ -830,7 +844,12 @@ impl Engine {
             if changes.is_empty() {
                 return Ok(None);
             }
-            let body = with_record(&current, &desired, &changes, &run.stamp());
+            let body = with_record(
+                &current,
+                &desired,
+                if recorded { &changes } else { &[] },
+                &run.stamp(),
+            );
             match self.kube.replace(target, &body, false).await {
                 Ok(_) => return Ok(Some((changes, desired))),
                 Err(KubeError::Conflict { .. }) => continue,
@@ -882,7 +901,7 @@ impl Engine {
                 .map(|c| (c.path.clone(), c.before.clone()))
                 .collect(),
         );
-        let written = self.write(run, target, &edit).await?;
+        let written = self.write(run, target, &edit, false).await?;
         let Some((reverted, desired)) = written else {
             run.emit(StepPhase::Undone, step, kind, Some(target), None, "already as before");
             return Ok(Vec::new());

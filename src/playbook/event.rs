@@ -143,6 +143,12 @@ pub type ConfirmFuture<'a> = Pin<Box<dyn Future<Output = Confirmation> + Send + 
 pub trait Confirmer: Send + Sync {
     /// Asks; resolves when answered.
     fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a>;
+
+    /// Whether anyone can be asked at all. When not, a run whose plan has a
+    /// gate is refused before it changes anything, with this reason.
+    fn can_ask(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Approves every gate (`--yes`).

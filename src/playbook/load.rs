@@ -77,7 +77,10 @@ fn yaml_problem(err: &serde_saphyr::Error, source: &str) -> Problem {
     if let Some(cut) = message.rfind(" at line ") {
         message.truncate(cut);
     }
-    let message = message.trim().to_owned();
+    let message = message
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+        .trim()
+        .to_owned();
     match err.location() {
         Some(location) if location.line() > 0 => {
             let mut problem = Problem::at(location, message);
@@ -199,11 +202,15 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
             [(_, spec, _)] => {
                 changes = matches!(spec.resolve(&mut resolve), Effect::Change(_));
             }
-            [(first, ..), rest @ ..] => {
-                for (kind, _, location) in rest {
+            [_, rest @ ..] => {
+                let all: Vec<&str> = kinds.iter().map(|(kind, ..)| *kind).collect();
+                for (_, _, location) in rest {
                     resolve.problem(
                         *location,
-                        format!("step `{name}` is already a `{first}` step; `{kind}` must be its own step"),
+                        format!(
+                            "step `{name}` has more than one kind ({}); give each its own step",
+                            all.join(", ")
+                        ),
                     );
                 }
             }

@@ -239,7 +239,10 @@ impl<'a> Render<'a> {
                         match self.params.get(name) {
                             Some(value) => out.push_str(&plain(value)),
                             None => {
+                                // Keep the reference as written so that
+                                // later checks do not report an empty value.
                                 let reference = format!("${{{}}}", &inner[..end]);
+                                out.push_str(&reference);
                                 self.problems.push(self.unknown(name, &reference, at));
                             }
                         }

@@ -48,6 +48,9 @@ pub struct Change {
     pub target: ObjectRef,
     /// How the desired object is computed from the current one.
     pub edit: Edit,
+    /// Whether the replaced values are recorded on the object for restore
+    /// (false for changes that are not state to go back to, like a restart).
+    pub record: bool,
 }
 
 /// How a change computes the desired object from the current one.

@@ -69,6 +69,10 @@ impl StepSpec for Patch {
                 Edit::Merge(serde_json::json!({}))
             }
         };
-        Effect::Change(Change { target, edit })
+        Effect::Change(Change {
+            target,
+            edit,
+            record: true,
+        })
     }
 }

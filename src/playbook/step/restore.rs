@@ -18,6 +18,7 @@ impl StepSpec for Restore {
         Effect::Change(Change {
             target,
             edit: Edit::Restore,
+            record: true,
         })
     }
 }

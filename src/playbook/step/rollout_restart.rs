@@ -30,6 +30,8 @@ impl StepSpec for RolloutRestart {
         Effect::Change(Change {
             target,
             edit: Edit::Set(vec![(RESTARTED_AT.into(), Some(now.to_string().into()))]),
+            // A restart is not state to go back to.
+            record: false,
         })
     }
 }

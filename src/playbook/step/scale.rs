@@ -33,6 +33,7 @@ impl StepSpec for Scale {
         Effect::Change(Change {
             target,
             edit: Edit::Set(vec![("/spec/replicas".into(), Some(replicas.into()))]),
+            record: true,
         })
     }
 }

@@ -39,6 +39,7 @@ impl StepSpec for SetConfig {
         Effect::Change(Change {
             target,
             edit: Edit::Set(vec![(format!("/data/{}", escape(&key)), Some(value.into()))]),
+            record: true,
         })
     }
 }
