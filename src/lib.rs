@@ -9,8 +9,11 @@
 //! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
 //!   undo) run through [`kube`], the only module that talks to an API server.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
+//! - [`cluster`]: a local Kubernetes-API-compatible server for drills and
+//!   tests (`warroom cluster`).
 
 pub mod bench;
+pub mod cluster;
 pub mod fence;
 pub mod kube;
 pub mod lock;

@@ -8,6 +8,7 @@
 
 mod bench;
 mod playbook;
+mod cluster;
 
 use std::process::ExitCode;
 
@@ -78,6 +79,9 @@ enum Command {
     /// Playbooks: validate, run and undo.
     #[command(flatten)]
     Playbook(playbook::PlaybookCommand),
+    /// Run a local Kubernetes-API-compatible server (seeded with the PM-003
+    /// drill objects) and write a kubeconfig for it; runs until Ctrl-C.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Playbook(cmd)) => playbook::run(cmd),
+        Some(Command::Cluster(args)) => cluster::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
