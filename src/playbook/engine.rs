@@ -422,7 +422,7 @@ impl Engine {
                 &step.kind,
                 step.target.as_ref(),
                 (!step.changes.is_empty()).then_some(step.changes.as_slice()),
-                format!("{:?}: {}", step.action, step.detail).to_lowercase(),
+                format!("{}: {}", format!("{:?}", step.action).to_lowercase(), step.detail),
             );
         }
         let report = |outcome, steps, message: String, unreachable| RunReport {

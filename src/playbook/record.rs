@@ -232,7 +232,8 @@ pub struct Stamp {
 
 /// The object to write: the desired object with `warroom.io/previous`
 /// updated for `changes` (first value wins; entries whose field is back to
-/// the recorded value are dropped) and the last-run stamp.
+/// the recorded value are dropped) and the last-run stamp (dropped with the
+/// last entry).
 pub fn with_record(current: &Value, desired: &Value, changes: &[FieldChange], stamp: &Stamp) -> Value {
     let mut entries = previous_values(current);
     for change in changes {
@@ -253,7 +254,13 @@ pub fn with_record(current: &Value, desired: &Value, changes: &[FieldChange], st
         .then(|| serde_json::to_string(&entries).ok())
         .flatten()
         .map(Value::String);
-    let stamp = serde_json::to_string(stamp).ok().map(Value::String);
+    // The stamp goes with the recorded values: once nothing is recorded the
+    // object is back as it was, without traces of warroom.
+    let stamp = previous
+        .is_some()
+        .then(|| serde_json::to_string(stamp).ok())
+        .flatten()
+        .map(Value::String);
     let _ = set_pointer(
         &mut out,
         &format!("/metadata/annotations/{}", escape(PREVIOUS_ANNOTATION)),

@@ -195,30 +195,47 @@ impl<'a> Render<'a> {
 
     /// Renders every string inside a body. A string that is exactly one
     /// reference takes the parameter's value with its type (so `${replicas}`
-    /// becomes a number).
+    /// becomes a number) — except for annotation, label and ConfigMap data
+    /// values, which Kubernetes keeps as strings.
     pub fn body(&mut self, body: &Body) -> Value {
         let at = body.0.referenced;
-        self.render_value(&body.0.value, at)
+        self.render_value(&body.0.value, at, false)
     }
 
-    fn render_value(&mut self, value: &Value, at: Location) -> Value {
+    fn render_value(&mut self, value: &Value, at: Location, text_only: bool) -> Value {
         match value {
             Value::String(s) => {
-                if let Some(name) = whole_reference(s)
+                if !text_only
+                    && let Some(name) = whole_reference(s)
                     && let Some(v) = self.params.get(name)
                 {
                     return v.clone();
                 }
                 Value::String(self.render_str(s, at))
             }
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.render_value(v, at)).collect())
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (self.render_str(k, at), self.render_value(v, at)))
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.render_value(v, at, text_only))
                     .collect(),
             ),
+            Value::Object(map) => {
+                // A JSON patch operation on a string-valued field.
+                let op_on_text = map
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| STRING_MAPS.iter().any(|m| p.contains(&format!("/{m}/"))));
+                Value::Object(
+                    map.iter()
+                        .map(|(k, v)| {
+                            let text = text_only
+                                || STRING_MAPS.contains(&k.as_str())
+                                || (op_on_text && k == "value");
+                            (self.render_str(k, at), self.render_value(v, at, text))
+                        })
+                        .collect(),
+                )
+            }
             other => other.clone(),
         }
     }
@@ -284,6 +301,9 @@ impl<'a> Render<'a> {
         }
     }
 }
+
+/// Maps whose values Kubernetes keeps as strings.
+const STRING_MAPS: &[&str] = &["annotations", "labels", "data", "stringData"];
 
 /// The parameter name when `s` is exactly one `${name}` reference.
 fn whole_reference(s: &str) -> Option<&str> {
