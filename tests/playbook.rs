@@ -14,8 +14,8 @@ use warroom::kube::{KubeAccess, KubeTarget};
 use warroom::playbook::event::ConfirmFuture;
 use warroom::playbook::record::{PREVIOUS_ANNOTATION, RunOutcome, StepOutcome};
 use warroom::playbook::{
-    AutoApprove, BoundPlaybook, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog,
-    Outcome, RunOptions, StepPhase,
+    AutoApprove, BoundPlaybook, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, Outcome,
+    RunOptions, StepPhase,
 };
 
 const NS: &str = "orders";
@@ -33,7 +33,9 @@ impl Drill {
             .expect("cluster server starts");
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
         Drill {
             server,
             _dir: dir,
@@ -55,7 +57,10 @@ impl Drill {
 
     async fn engine(&self, confirmer: Arc<dyn Confirmer>) -> (Engine, Arc<EventLog>) {
         let log = Arc::new(EventLog::default());
-        (Engine::new(self.access().await, log.clone(), confirmer), log)
+        (
+            Engine::new(self.access().await, log.clone(), confirmer),
+            log,
+        )
     }
 
     fn deployment(&self) -> Value {
@@ -68,7 +73,12 @@ impl Drill {
     fn ingress(&self) -> Value {
         self.server
             .store()
-            .get("networking.k8s.io/v1", "Ingress", Some(NS), "orders-gateway")
+            .get(
+                "networking.k8s.io/v1",
+                "Ingress",
+                Some(NS),
+                "orders-gateway",
+            )
             .expect("ingress")
     }
 
@@ -80,7 +90,9 @@ impl Drill {
     }
 
     fn replicas(&self) -> i64 {
-        self.deployment()["spec"]["replicas"].as_i64().expect("replicas")
+        self.deployment()["spec"]["replicas"]
+            .as_i64()
+            .expect("replicas")
     }
 
     fn limit_rps(&self) -> Option<String> {
@@ -99,13 +111,19 @@ impl Drill {
 
     /// resourceVersions of the three drill objects.
     fn versions(&self) -> [String; 3] {
-        [self.deployment(), self.ingress(), self.lock_config()]
-            .map(|o| o["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned())
+        [self.deployment(), self.ingress(), self.lock_config()].map(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
     }
 }
 
 fn playbook_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("playbooks")
+        .join(name)
 }
 
 fn bind(name: &str) -> BoundPlaybook {
@@ -157,7 +175,10 @@ async fn check_playbook_lifecycle(name: &str, mitigated: (i64, Option<String>, S
     assert!(dry_checked >= 1, "{name}: the server dry-ran the changes");
 
     // Apply: every change written and verified.
-    let run = engine.run(&playbook, RunOptions::default()).await.expect("run");
+    let run = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
     assert_eq!(run.outcome, Outcome::Done, "{name}: {}", run.message);
     assert_eq!(state(&drill), mitigated, "{name}: mitigation in place");
     let applied: Vec<&str> = run
@@ -183,10 +204,16 @@ async fn check_playbook_lifecycle(name: &str, mitigated: (i64, Option<String>, S
 
     // Idempotent: a second run changes nothing.
     let versions = drill.versions();
-    let again = engine.run(&playbook, RunOptions::default()).await.expect("re-run");
+    let again = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("re-run");
     assert_eq!(again.outcome, Outcome::Done, "{name}: {}", again.message);
     assert!(
-        again.steps.iter().all(|s| s.outcome != StepOutcome::Applied),
+        again
+            .steps
+            .iter()
+            .all(|s| s.outcome != StepOutcome::Applied),
         "{name}: nothing applied twice: {:?}",
         again.steps
     );
@@ -197,7 +224,10 @@ async fn check_playbook_lifecycle(name: &str, mitigated: (i64, Option<String>, S
     assert_eq!(undo.outcome, Outcome::Undone, "{name}: {}", undo.message);
     assert_eq!(state(&drill), original(), "{name}: back to the original");
     for object in [drill.deployment(), drill.ingress(), drill.lock_config()] {
-        assert!(!has_previous(&object), "{name}: nothing left recorded on {object}");
+        assert!(
+            !has_previous(&object),
+            "{name}: nothing left recorded on {object}"
+        );
     }
     let records = engine.records(NS).await.expect("records");
     let record = records
@@ -220,8 +250,11 @@ async fn scale_to_one_applies_verifies_repeats_dry_runs_and_undoes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_rate_limit_applies_verifies_repeats_dry_runs_and_undoes() {
-    check_playbook_lifecycle("gateway-rate-limit.yaml", (8, Some("50".into()), "legacy".into()))
-        .await;
+    check_playbook_lifecycle(
+        "gateway-rate-limit.yaml",
+        (8, Some("50".into()), "legacy".into()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +264,11 @@ async fn enable_watch_locking_applies_verifies_repeats_dry_runs_and_undoes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_contention_applies_verifies_repeats_dry_runs_and_undoes() {
-    check_playbook_lifecycle("lock-contention.yaml", (1, Some("50".into()), "watch".into())).await;
+    check_playbook_lifecycle(
+        "lock-contention.yaml",
+        (1, Some("50".into()), "watch".into()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +278,10 @@ async fn restore_puts_back_the_values_recorded_on_the_objects() {
     let restore = bind("restore.yaml");
 
     // Nothing recorded: restore changes nothing.
-    let idle = engine.run(&restore, RunOptions::default()).await.expect("run");
+    let idle = engine
+        .run(&restore, RunOptions::default())
+        .await
+        .expect("run");
     assert_eq!(idle.outcome, Outcome::Done, "{}", idle.message);
     assert!(idle.steps.iter().all(|s| s.outcome != StepOutcome::Applied));
 
@@ -256,16 +296,25 @@ async fn restore_puts_back_the_values_recorded_on_the_objects() {
         .unwrap()
         .bind(&[("requests-per-second".into(), "10".into())], None, NS)
         .unwrap();
-    engine.run(&tighter, RunOptions::default()).await.expect("tighter");
+    engine
+        .run(&tighter, RunOptions::default())
+        .await
+        .expect("tighter");
     assert_eq!(state(&drill), (1, Some("10".into()), "watch".into()));
 
     let versions = drill.versions();
     let (other, _) = drill.engine(Arc::new(AutoApprove)).await;
-    let dry = other.run(&restore, RunOptions { dry_run: true }).await.expect("dry");
+    let dry = other
+        .run(&restore, RunOptions { dry_run: true })
+        .await
+        .expect("dry");
     assert_eq!(dry.outcome, Outcome::DryRun, "{}", dry.message);
     assert_eq!(drill.versions(), versions, "dry run changed nothing");
 
-    let restored = other.run(&restore, RunOptions::default()).await.expect("restore");
+    let restored = other
+        .run(&restore, RunOptions::default())
+        .await
+        .expect("restore");
     assert_eq!(restored.outcome, Outcome::Done, "{}", restored.message);
     assert_eq!(state(&drill), original(), "values from before the incident");
     assert!(!has_previous(&drill.deployment()));
@@ -279,12 +328,18 @@ async fn restore_puts_back_the_values_recorded_on_the_objects() {
 
     // Idempotent.
     let versions = drill.versions();
-    let again = other.run(&restore, RunOptions::default()).await.expect("again");
+    let again = other
+        .run(&restore, RunOptions::default())
+        .await
+        .expect("again");
     assert_eq!(again.outcome, Outcome::Done);
     assert_eq!(drill.versions(), versions, "second restore wrote nothing");
 
     // The restore itself can be undone.
-    let undo = other.undo(NS, Some(&restored.plan.run_id)).await.expect("undo");
+    let undo = other
+        .undo(NS, Some(&restored.plan.run_id))
+        .await
+        .expect("undo");
     assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
     assert_eq!(state(&drill), (1, Some("10".into()), "watch".into()));
     drill.server.stop().await;
@@ -371,10 +426,17 @@ async fn wait_for_a_missing_object_times_out_and_undoes() {
     let playbook = bind_text(
         "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait-for-missing\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: not-there}\n      until: exists\n      timeout: 300ms\n",
     );
-    let report = engine.run(&playbook, RunOptions::default()).await.expect("run");
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
     assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
     assert_eq!(drill.replicas(), 8);
-    assert!(log.events().iter().any(|e| e.phase == StepPhase::Undone && e.step == "scale"));
+    assert!(
+        log.events()
+            .iter()
+            .any(|e| e.phase == StepPhase::Undone && e.step == "scale")
+    );
     drill.server.stop().await;
 }
 
@@ -385,7 +447,10 @@ async fn on_failure_stop_and_continue_leave_applied_steps_in_place() {
     let playbook = bind_text(
         "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait-for-missing\n    on-failure: continue\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: not-there}\n      until: exists\n      timeout: 100ms\n  - name: limit\n    patch:\n      apiVersion: networking.k8s.io/v1\n      kind: Ingress\n      name: orders-gateway\n      merge: {metadata: {annotations: {nginx.ingress.kubernetes.io/limit-rps: \"5\"}}}\n  - name: wait-again\n    on-failure: stop\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: not-there}\n      until: exists\n      timeout: 100ms\n  - name: never\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n",
     );
-    let report = engine.run(&playbook, RunOptions::default()).await.expect("run");
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
     assert_eq!(report.outcome, Outcome::Failed, "{}", report.message);
     assert_eq!(state(&drill), (2, Some("5".into()), "legacy".into()));
     assert!(report.steps.iter().all(|s| s.name != "never"));
@@ -404,7 +469,10 @@ async fn missing_object_in_the_plan_changes_nothing() {
         "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: config\n    set-config: {configmap: not-there, key: A, value: b}\n",
     );
     let versions = drill.versions();
-    let report = engine.run(&playbook, RunOptions::default()).await.expect("run");
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
     assert_eq!(report.outcome, Outcome::PlanFailed, "{}", report.message);
     assert!(report.message.contains("not-there"));
     assert_eq!(drill.versions(), versions);
@@ -425,7 +493,11 @@ async fn conflicting_writes_are_retried_with_a_fresh_read() {
         .expect("run");
     assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
     assert_eq!(drill.replicas(), 1);
-    assert_eq!(drill.server.faults().active(), 0, "all three conflicts were met");
+    assert_eq!(
+        drill.server.faults().active(),
+        0,
+        "all three conflicts were met"
+    );
     drill.server.stop().await;
 }
 
@@ -470,8 +542,16 @@ async fn a_concurrent_run_is_refused_by_the_lease_naming_the_holder() {
         .await
         .expect("second run");
     assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.message);
-    assert!(refused.message.contains("warroom-operator on "), "{}", refused.message);
-    assert!(refused.message.contains("holds the lease"), "{}", refused.message);
+    assert!(
+        refused.message.contains("warroom-operator on "),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("holds the lease"),
+        "{}",
+        refused.message
+    );
     assert_eq!(drill.limit_rps(), None, "the refused run changed nothing");
     let undo = second.undo(NS, None).await.expect("undo");
     assert_eq!(undo.outcome, Outcome::Refused, "undo is refused too");
@@ -506,13 +586,21 @@ async fn the_lease_of_a_dead_holder_expires() {
         })
     };
     let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
-    drill.server.store().put(lease(jiff::Timestamp::now())).unwrap();
+    drill
+        .server
+        .store()
+        .put(lease(jiff::Timestamp::now()))
+        .unwrap();
     let refused = engine
         .run(&bind("scale-to-one.yaml"), RunOptions::default())
         .await
         .unwrap();
     assert_eq!(refused.outcome, Outcome::Refused);
-    assert!(refused.message.contains("ana on laptop-7"), "{}", refused.message);
+    assert!(
+        refused.message.contains("ana on laptop-7"),
+        "{}",
+        refused.message
+    );
 
     drill.server.store().put(lease(stale)).unwrap();
     let taken = engine
@@ -549,7 +637,11 @@ async fn kubectl(args: &[&str], kubeconfig: &Path) -> String {
         .output()
         .await
         .expect("kubectl runs");
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -568,7 +660,8 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
     assert_eq!(drill.versions(), versions);
 
     // Dry run.
-    let (code, stdout, stderr) = warroom(&["run", lock, "--dry-run", "--output", "json"], &kc).await;
+    let (code, stdout, stderr) =
+        warroom(&["run", lock, "--dry-run", "--output", "json"], &kc).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let dry: Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(dry["outcome"], "dry-run");
@@ -600,15 +693,47 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
 
     // kubectl sees what warroom run changed.
     assert_eq!(
-        kubectl(&["-n", NS, "get", "deployment", "order-service", "-o", "jsonpath={.spec.replicas}"], &kc).await,
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "deployment",
+                "order-service",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+            &kc
+        )
+        .await,
         "1"
     );
     assert_eq!(
-        kubectl(&["-n", NS, "get", "configmap", "order-service-lock", "-o", "jsonpath={.data.LOCK_MODE}"], &kc).await,
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "configmap",
+                "order-service-lock",
+                "-o",
+                "jsonpath={.data.LOCK_MODE}"
+            ],
+            &kc
+        )
+        .await,
         "watch"
     );
     let previous = kubectl(
-        &["-n", NS, "get", "deployment", "order-service", "-o", "jsonpath={.metadata.annotations.warroom\\.io/previous}"],
+        &[
+            "-n",
+            NS,
+            "get",
+            "deployment",
+            "order-service",
+            "-o",
+            "jsonpath={.metadata.annotations.warroom\\.io/previous}",
+        ],
         &kc,
     )
     .await;
@@ -622,7 +747,8 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
     // Undo without a terminal or --yes is refused; with --yes it restores.
     let (code, stdout, _) = warroom(&["undo", "--last"], &kc).await;
     assert_eq!(code, 3, "{stdout}");
-    let (code, stdout, stderr) = warroom(&["undo", &run_id, "--yes", "--output", "json"], &kc).await;
+    let (code, stdout, stderr) =
+        warroom(&["undo", &run_id, "--yes", "--output", "json"], &kc).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let undo: Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(undo["outcome"], "undone");
@@ -631,7 +757,10 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
     assert_eq!(code, 3, "nothing left to undo");
 
     // A step refused by the API server: exit 1, earlier steps undone.
-    drill.server.faults().fail("PUT", "/ingresses/orders-gateway", 403, None);
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/ingresses/orders-gateway", 403, None);
     let (code, stdout, _) = warroom(&["run", lock, "--yes", "--output", "json"], &kc).await;
     assert_eq!(code, 1, "{stdout}");
     let failed: Value = serde_json::from_str(&stdout).expect("JSON");

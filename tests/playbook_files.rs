@@ -41,7 +41,10 @@ fn shipped_playbooks_validate() {
         "lock-contention.yaml",
         "restore.yaml",
     ] {
-        assert!(names.contains(&expected.to_string()), "{expected} is shipped");
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} is shipped"
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_warroom"))
         .arg("validate")
@@ -106,7 +109,10 @@ fn every_problem_is_reported_not_just_the_first() {
     let err = warroom::playbook::parse("p.yaml", source).expect_err("invalid");
     let lines: Vec<u64> = err.problems.iter().map(|p| p.line).collect();
     assert!(err.problems.len() >= 4, "{err}");
-    assert!(lines.contains(&5) && lines.contains(&6) && lines.contains(&7), "{lines:?}");
+    assert!(
+        lines.contains(&5) && lines.contains(&6) && lines.contains(&7),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -127,9 +133,15 @@ fn committed_schema_is_current() {
         .and_then(|p| p.as_object())
         .expect("steps are described");
     for kind in warroom::playbook::step::STEP_KINDS {
-        assert!(step_properties.contains_key(*kind), "schema lists step kind {kind}");
+        assert!(
+            step_properties.contains_key(*kind),
+            "schema lists step kind {kind}"
+        );
     }
-    assert_eq!(schema.get("additionalProperties"), Some(&serde_json::json!(false)));
+    assert_eq!(
+        schema.get("additionalProperties"),
+        Some(&serde_json::json!(false))
+    );
 }
 
 /// (apiGroup, resource, verb) triples granted by a Role document.
@@ -167,12 +179,21 @@ fn rbac_role_grants_exactly_what_the_shipped_playbooks_use() {
         let bound = loaded.bind(&[], None, "orders").expect("binds");
         needed.extend(step_permissions(&bound));
     }
-    assert_eq!(granted, needed, "config/rbac.yaml must grant exactly what playbooks use");
+    assert_eq!(
+        granted, needed,
+        "config/rbac.yaml must grant exactly what playbooks use"
+    );
     for (_, resource, verb) in &granted {
         assert_ne!(resource, "secrets", "no access to Secrets");
-        assert!(!["delete", "deletecollection", "*"].contains(&verb.as_str()), "no {verb}");
+        assert!(
+            !["delete", "deletecollection", "*"].contains(&verb.as_str()),
+            "no {verb}"
+        );
     }
-    assert!(docs.iter().any(|d| d["kind"] == "RoleBinding"), "a RoleBinding is shipped");
+    assert!(
+        docs.iter().any(|d| d["kind"] == "RoleBinding"),
+        "a RoleBinding is shipped"
+    );
 }
 
 proptest::proptest! {

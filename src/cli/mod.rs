@@ -7,8 +7,8 @@
 //! (Kubernetes API server or Redis).
 
 mod bench;
-mod playbook;
 mod cluster;
+mod playbook;
 
 use std::process::ExitCode;
 

@@ -149,7 +149,11 @@ fn validate(args: ValidateArgs) -> CommandResult {
             }
         }
     }
-    Ok(if invalid == 0 { Exit::Done } else { Exit::Invalid })
+    Ok(if invalid == 0 {
+        Exit::Done
+    } else {
+        Exit::Invalid
+    })
 }
 
 fn load_report(err: LoadError) -> miette::Report {
@@ -186,7 +190,11 @@ fn run_playbook(args: RunArgs) -> CommandResult {
     let params = parse_params(&args.params)?;
     let runtime = runtime()?;
     runtime.block_on(async move {
-        let kube = Arc::new(KubeAccess::connect(&args.kube.target()).await.map_err(kube_failure)?);
+        let kube = Arc::new(
+            KubeAccess::connect(&args.kube.target())
+                .await
+                .map_err(kube_failure)?,
+        );
         let bound = loaded
             .bind(&params, args.kube.namespace.as_deref(), kube.namespace())
             .map_err(|err| Failure::msg(Exit::Invalid, err))?;
@@ -195,7 +203,11 @@ fn run_playbook(args: RunArgs) -> CommandResult {
         if args.output == Output::Text {
             println!(
                 "{} {} in namespace {} as {} ({}){}",
-                if args.dry_run { "Dry run of" } else { "Running" },
+                if args.dry_run {
+                    "Dry run of"
+                } else {
+                    "Running"
+                },
                 bound.name,
                 bound.namespace,
                 kube.user(),
@@ -203,7 +215,10 @@ fn run_playbook(args: RunArgs) -> CommandResult {
                 if bound.params.is_empty() {
                     String::new()
                 } else {
-                    format!(" with {}", warroom::playbook::engine::params_line(&bound.params))
+                    format!(
+                        " with {}",
+                        warroom::playbook::engine::params_line(&bound.params)
+                    )
                 }
             );
             observers.push(Arc::new(TextEvents));
@@ -215,7 +230,12 @@ fn run_playbook(args: RunArgs) -> CommandResult {
         };
         let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
         let report = engine
-            .run(&bound, RunOptions { dry_run: args.dry_run })
+            .run(
+                &bound,
+                RunOptions {
+                    dry_run: args.dry_run,
+                },
+            )
             .await
             .map_err(|err| match err {
                 warroom::playbook::engine::RunError::Unreachable(e) => {
@@ -230,7 +250,11 @@ fn run_playbook(args: RunArgs) -> CommandResult {
 fn undo(args: UndoArgs) -> CommandResult {
     let runtime = runtime()?;
     runtime.block_on(async move {
-        let kube = Arc::new(KubeAccess::connect(&args.kube.target()).await.map_err(kube_failure)?);
+        let kube = Arc::new(
+            KubeAccess::connect(&args.kube.target())
+                .await
+                .map_err(kube_failure)?,
+        );
         let log = Arc::new(EventLog::default());
         let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
         if args.output == Output::Text {
@@ -244,7 +268,14 @@ fn undo(args: UndoArgs) -> CommandResult {
         let namespace = kube.namespace().to_owned();
         let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
         let report = engine
-            .undo(&namespace, if args.last { None } else { args.run_id.as_deref() })
+            .undo(
+                &namespace,
+                if args.last {
+                    None
+                } else {
+                    args.run_id.as_deref()
+                },
+            )
             .await
             .map_err(|err| match err {
                 warroom::playbook::engine::RunError::Unreachable(e) => {
@@ -335,14 +366,21 @@ impl StepObserver for TextEvents {
             }
             _ => String::new(),
         };
-        let detail = if fields.is_empty() { e.message.clone() } else { fields };
+        let detail = if fields.is_empty() {
+            e.message.clone()
+        } else {
+            fields
+        };
         let phase = format!("{:?}", e.phase).to_lowercase();
         let when = if e.phase == StepPhase::Planned {
             "plan".to_owned()
         } else {
             e.at.strftime("%H:%M:%S%.3f").to_string()
         };
-        println!("  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}", e.step, e.kind);
+        println!(
+            "  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}",
+            e.step, e.kind
+        );
         let _ = std::io::stdout().flush();
     }
 }
@@ -397,4 +435,71 @@ fn ask(request: &ConfirmRequest) -> Confirmation {
     } else {
         Confirmation::Declined
     }
+}
+
+/// `warroom bench playbook`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The playbook to run.
+    #[arg(default_value = "playbooks/lock-contention.yaml")]
+    playbook: PathBuf,
+    /// Runs to measure (each is undone before the next).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Use this cluster instead of starting a local cluster server.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+/// Runs `warroom bench playbook`.
+pub fn bench(args: BenchArgs) -> CommandResult {
+    use warroom::bench::playbook::{PlaybookBench, PlaybookBenchError};
+    let binary = std::env::current_exe()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot find the warroom binary: {e}")))?;
+    let bench = PlaybookBench {
+        playbook: args.playbook,
+        runs: args.runs,
+        binary,
+        kubeconfig: args.kubeconfig,
+    };
+    let report = runtime()?.block_on(bench.run()).map_err(|e| match e {
+        PlaybookBenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
+        PlaybookBenchError::Setup(_) => Failure::msg(Exit::Failed, e),
+    })?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into())
+        ),
+        Output::Text => {
+            println!(
+                "{} ({} steps), {} runs against {}",
+                report.playbook, report.steps, report.runs, report.server
+            );
+            println!(
+                "{:<28}{:>10}{:>10}{:>10}{:>10}",
+                "ms", "min", "p50", "max", "mean"
+            );
+            for (name, m) in [
+                ("wall (process start..exit)", &report.wall_ms),
+                ("engine (start..verified)", &report.engine_ms),
+                ("waits and gates", &report.waited_ms),
+                ("wall excluding waits", &report.wall_excluding_waits_ms),
+            ] {
+                println!(
+                    "{name:<28}{:>10.1}{:>10.1}{:>10.1}{:>10.1}",
+                    m.min, m.p50, m.max, m.mean
+                );
+            }
+            println!(
+                "target < {:.0} ms excluding waits: {}",
+                report.target_ms,
+                if report.met { "met" } else { "NOT met" }
+            );
+        }
+    }
+    Ok(Exit::Done)
 }

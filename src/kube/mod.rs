@@ -186,20 +186,21 @@ impl KubeAccess {
             cluster: None,
             user: None,
         };
-        let kubeconfig = match &target.kubeconfig {
-            Some(path) => Some(Kubeconfig::read_from(path).map_err(|err| {
-                KubeError::Config(format!("reading {}: {err}", path.display()))
-            })?),
-            None => match Kubeconfig::read() {
-                Ok(config) => Some(config),
-                Err(err) => {
-                    if std::env::var_os("KUBECONFIG").is_some() || default_kubeconfig_exists() {
-                        return Err(KubeError::Config(err.to_string()));
+        let kubeconfig =
+            match &target.kubeconfig {
+                Some(path) => Some(Kubeconfig::read_from(path).map_err(|err| {
+                    KubeError::Config(format!("reading {}: {err}", path.display()))
+                })?),
+                None => match Kubeconfig::read() {
+                    Ok(config) => Some(config),
+                    Err(err) => {
+                        if std::env::var_os("KUBECONFIG").is_some() || default_kubeconfig_exists() {
+                            return Err(KubeError::Config(err.to_string()));
+                        }
+                        None
                     }
-                    None
-                }
-            },
-        };
+                },
+            };
         let (config, user) = match kubeconfig {
             Some(kubeconfig) => {
                 let user = kubeconfig_user(&kubeconfig, target.context.as_deref())?;
@@ -412,7 +413,11 @@ fn default_kubeconfig_exists() -> bool {
 fn kubeconfig_user(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<String, KubeError> {
     let name = match context.or(kubeconfig.current_context.as_deref()) {
         Some(name) => name,
-        None => return Err(KubeError::Config("kubeconfig has no current context".into())),
+        None => {
+            return Err(KubeError::Config(
+                "kubeconfig has no current context".into(),
+            ));
+        }
     };
     let found = kubeconfig
         .contexts

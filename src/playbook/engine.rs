@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::event::{
-    ConfirmRequest, Confirmation, Confirmer, StepEvent, StepObserver, StepPhase,
-};
+use super::event::{ConfirmRequest, Confirmation, Confirmer, StepEvent, StepObserver, StepPhase};
 use super::lease::{LeaseError, RunLease};
 use super::load::{BoundPlaybook, BoundStep};
 use super::model::OnFailure;
@@ -27,7 +25,7 @@ use super::record::{
     self, FieldChange, RunOutcome, RunRecord, Stamp, StepOutcome, StepRecord, apply_edit, diff,
     with_record,
 };
-use super::step::{Change, Check, Effect, Edit};
+use super::step::{Change, Check, Edit, Effect};
 use crate::kube::{KubeAccess, KubeError, ObjectRef};
 
 /// How many times a write is retried after a 409 with a fresh read.
@@ -343,25 +341,34 @@ impl Engine {
                             }
                         },
                     }
-                    changed.insert(
-                        &step.name,
-                        planned.action == PlannedAction::Change,
-                    );
+                    changed.insert(&step.name, planned.action == PlannedAction::Change);
                     planned
                 }
                 Effect::Wait(wait) => PlannedStep {
                     name: step.name.clone(),
                     kind: step.kind.into(),
                     target: Some(wait.target.clone()),
-                    action: if skip { PlannedAction::Skip } else { PlannedAction::Wait },
+                    action: if skip {
+                        PlannedAction::Skip
+                    } else {
+                        PlannedAction::Wait
+                    },
                     changes: Vec::new(),
-                    detail: format!("until {} (timeout {:?})", describe(&wait.until), wait.timeout),
+                    detail: format!(
+                        "until {} (timeout {:?})",
+                        describe(&wait.until),
+                        wait.timeout
+                    ),
                 },
                 Effect::Gate(gate) => PlannedStep {
                     name: step.name.clone(),
                     kind: step.kind.into(),
                     target: None,
-                    action: if skip { PlannedAction::Skip } else { PlannedAction::Confirm },
+                    action: if skip {
+                        PlannedAction::Skip
+                    } else {
+                        PlannedAction::Confirm
+                    },
                     changes: Vec::new(),
                     detail: match &gate.answer {
                         Some(answer) => format!("{} (type {answer:?})", gate.prompt),
@@ -372,7 +379,11 @@ impl Engine {
                     name: step.name.clone(),
                     kind: step.kind.into(),
                     target: None,
-                    action: if skip { PlannedAction::Skip } else { PlannedAction::Note },
+                    action: if skip {
+                        PlannedAction::Skip
+                    } else {
+                        PlannedAction::Note
+                    },
                     changes: Vec::new(),
                     detail: text.clone(),
                 },
@@ -422,7 +433,11 @@ impl Engine {
                 &step.kind,
                 step.target.as_ref(),
                 (!step.changes.is_empty()).then_some(step.changes.as_slice()),
-                format!("{}: {}", format!("{:?}", step.action).to_lowercase(), step.detail),
+                format!(
+                    "{}: {}",
+                    format!("{:?}", step.action).to_lowercase(),
+                    step.detail
+                ),
             );
         }
         let report = |outcome, steps, message: String, unreachable| RunReport {
@@ -438,7 +453,10 @@ impl Engine {
             return Ok(report(
                 Outcome::Refused,
                 Vec::new(),
-                format!("precondition not met, nothing changed: {}", unmet.join("; ")),
+                format!(
+                    "precondition not met, nothing changed: {}",
+                    unmet.join("; ")
+                ),
                 false,
             ));
         }
@@ -456,7 +474,10 @@ impl Engine {
         if options.dry_run {
             return self.dry_run(&run, playbook, &plan, started).await;
         }
-        if let Some(gate) = plan.steps.iter().find(|s| s.action == PlannedAction::Confirm)
+        if let Some(gate) = plan
+            .steps
+            .iter()
+            .find(|s| s.action == PlannedAction::Confirm)
             && let Err(reason) = self.confirmer.can_ask()
         {
             return Ok(report(
@@ -514,7 +535,9 @@ impl Engine {
         for step in &playbook.steps {
             if lease.is_lost() {
                 message = "the run lease was taken by someone else; stopping".into();
-                outcome = self.fail_and_maybe_undo(&run, &mut record, OnFailure::Undo).await;
+                outcome = self
+                    .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
+                    .await;
                 break;
             }
             let skip = step
@@ -522,7 +545,14 @@ impl Engine {
                 .as_deref()
                 .is_some_and(|earlier| !changed.get(earlier).copied().unwrap_or(false));
             if skip {
-                run.emit(StepPhase::Skipped, &step.name, step.kind, None, None, "earlier step changed nothing");
+                run.emit(
+                    StepPhase::Skipped,
+                    &step.name,
+                    step.kind,
+                    None,
+                    None,
+                    "earlier step changed nothing",
+                );
                 record.steps.push(StepRecord {
                     name: step.name.clone(),
                     kind: step.kind.into(),
@@ -571,7 +601,9 @@ impl Engine {
                         outcome = Outcome::Failed;
                         continue;
                     }
-                    outcome = self.fail_and_maybe_undo(&run, &mut record, step.on_failure).await;
+                    outcome = self
+                        .fail_and_maybe_undo(&run, &mut record, step.on_failure)
+                        .await;
                     if failure.refused {
                         outcome = Outcome::Refused;
                     }
@@ -580,10 +612,7 @@ impl Engine {
             }
         }
         message = match outcome {
-            Outcome::Done => format!(
-                "all {} steps done and verified",
-                record.steps.len()
-            ),
+            Outcome::Done => format!("all {} steps done and verified", record.steps.len()),
             _ => {
                 let mut text = failures.join("; ");
                 if !message.is_empty() {
@@ -592,7 +621,11 @@ impl Engine {
                     }
                     text.push_str(&message);
                 }
-                let undone = record.steps.iter().filter(|s| s.outcome == StepOutcome::Undone).count();
+                let undone = record
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == StepOutcome::Undone)
+                    .count();
                 let left = record
                     .steps
                     .iter()
@@ -643,8 +676,13 @@ impl Engine {
             if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
                 continue;
             }
-            let Some(target) = step.target.clone() else { continue };
-            match self.revert(run, &step.name, &step.kind, &target, &step.changes).await {
+            let Some(target) = step.target.clone() else {
+                continue;
+            };
+            match self
+                .revert(run, &step.name, &step.kind, &target, &step.changes)
+                .await
+            {
                 Ok(_) => record.steps[index].outcome = StepOutcome::Undone,
                 Err(failure) => {
                     all = false;
@@ -659,7 +697,11 @@ impl Engine {
                 }
             }
         }
-        if all { Outcome::FailedUndone } else { Outcome::Failed }
+        if all {
+            Outcome::FailedUndone
+        } else {
+            Outcome::Failed
+        }
     }
 
     async fn dry_run(
@@ -674,7 +716,9 @@ impl Engine {
         let mut message = format!("dry run of {} steps: nothing changed", plan.steps.len());
         let mut simulated: HashMap<ObjectRef, Value> = HashMap::new();
         for (step, planned) in playbook.steps.iter().zip(&plan.steps) {
-            let Effect::Change(change) = &step.effect else { continue };
+            let Effect::Change(change) = &step.effect else {
+                continue;
+            };
             if planned.action != PlannedAction::Change {
                 continue;
             }
@@ -685,7 +729,9 @@ impl Engine {
                     None => continue,
                 },
             };
-            let Ok(desired) = apply_edit(&current, &change.edit) else { continue };
+            let Ok(desired) = apply_edit(&current, &change.edit) else {
+                continue;
+            };
             let body = with_record(&current, &desired, &planned.changes, &run.stamp());
             match self.kube.replace(&change.target, &body, true).await {
                 Ok(_) => {
@@ -701,9 +747,19 @@ impl Engine {
                 }
                 Err(err) if err.is_unreachable() => return Err(RunError::Unreachable(err)),
                 Err(err) => {
-                    run.emit(StepPhase::Failed, &step.name, step.kind, Some(&change.target), None, err.to_string());
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        step.kind,
+                        Some(&change.target),
+                        None,
+                        err.to_string(),
+                    );
                     outcome = Outcome::PlanFailed;
-                    message = format!("the API server rejected step `{}` in a dry run: {err}", step.name);
+                    message = format!(
+                        "the API server rejected step `{}` in a dry run: {err}",
+                        step.name
+                    );
                     steps.push(StepRecord {
                         name: step.name.clone(),
                         kind: step.kind.into(),
@@ -753,7 +809,14 @@ impl Engine {
                     let object = self.kube.get(&wait.target).await?;
                     let (holds, seen) = wait.until.holds(object.as_ref());
                     if holds {
-                        run.emit(StepPhase::Verified, &step.name, step.kind, Some(&wait.target), None, seen.clone());
+                        run.emit(
+                            StepPhase::Verified,
+                            &step.name,
+                            step.kind,
+                            Some(&wait.target),
+                            None,
+                            seen.clone(),
+                        );
                         done.message = seen;
                         break;
                     }
@@ -765,7 +828,10 @@ impl Engine {
                             wait.target
                         )));
                     }
-                    tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
@@ -779,7 +845,14 @@ impl Engine {
                 };
                 match self.confirmer.confirm(&request).await {
                     Confirmation::Approved => {
-                        run.emit(StepPhase::Confirmed, &step.name, step.kind, None, None, gate.prompt.clone());
+                        run.emit(
+                            StepPhase::Confirmed,
+                            &step.name,
+                            step.kind,
+                            None,
+                            None,
+                            gate.prompt.clone(),
+                        );
                     }
                     Confirmation::Declined => {
                         return Err(StepFailure {
@@ -798,7 +871,14 @@ impl Engine {
                 }
             }
             Effect::Note(text) => {
-                run.emit(StepPhase::Noted, &step.name, step.kind, None, None, text.clone());
+                run.emit(
+                    StepPhase::Noted,
+                    &step.name,
+                    step.kind,
+                    None,
+                    None,
+                    text.clone(),
+                );
                 done.message = text.clone();
             }
         }
@@ -818,12 +898,33 @@ impl Engine {
             .write(run, &change.target, &change.edit, change.record)
             .await?;
         let Some((changes, desired)) = written else {
-            run.emit(StepPhase::Unchanged, &step.name, step.kind, Some(&change.target), None, "already in place");
+            run.emit(
+                StepPhase::Unchanged,
+                &step.name,
+                step.kind,
+                Some(&change.target),
+                None,
+                "already in place",
+            );
             return Ok(Vec::new());
         };
-        run.emit(StepPhase::Applied, &step.name, step.kind, Some(&change.target), Some(&changes), "written");
+        run.emit(
+            StepPhase::Applied,
+            &step.name,
+            step.kind,
+            Some(&change.target),
+            Some(&changes),
+            "written",
+        );
         self.verify(&change.target, &changes, &desired).await?;
-        run.emit(StepPhase::Verified, &step.name, step.kind, Some(&change.target), Some(&changes), "read back");
+        run.emit(
+            StepPhase::Verified,
+            &step.name,
+            step.kind,
+            Some(&change.target),
+            Some(&changes),
+            "read back",
+        );
         Ok(changes)
     }
 
@@ -868,7 +969,9 @@ impl Engine {
         desired: &Value,
     ) -> Result<(), StepFailure> {
         let Some(read_back) = self.kube.get(target).await? else {
-            return Err(StepFailure::new(format!("{target} vanished after the write")));
+            return Err(StepFailure::new(format!(
+                "{target} vanished after the write"
+            )));
         };
         for change in changes {
             // Compare with what the server should now hold for this field.
@@ -878,8 +981,10 @@ impl Engine {
                 return Err(StepFailure::new(format!(
                     "read-back of {target} {}: want {}, found {}",
                     change.path,
-                    want.map(Value::to_string).unwrap_or_else(|| "absent".into()),
-                    have.map(Value::to_string).unwrap_or_else(|| "absent".into()),
+                    want.map(Value::to_string)
+                        .unwrap_or_else(|| "absent".into()),
+                    have.map(Value::to_string)
+                        .unwrap_or_else(|| "absent".into()),
                 )));
             }
         }
@@ -903,11 +1008,25 @@ impl Engine {
         );
         let written = self.write(run, target, &edit, false).await?;
         let Some((reverted, desired)) = written else {
-            run.emit(StepPhase::Undone, step, kind, Some(target), None, "already as before");
+            run.emit(
+                StepPhase::Undone,
+                step,
+                kind,
+                Some(target),
+                None,
+                "already as before",
+            );
             return Ok(Vec::new());
         };
         self.verify(target, &reverted, &desired).await?;
-        run.emit(StepPhase::Undone, step, kind, Some(target), Some(&reverted), "restored and read back");
+        run.emit(
+            StepPhase::Undone,
+            step,
+            kind,
+            Some(target),
+            Some(&reverted),
+            "restored and read back",
+        );
         Ok(reverted)
     }
 
@@ -925,13 +1044,19 @@ impl Engine {
                         "data": {}
                     });
                     let body = record::store_in(&empty, record).map_err(|message| {
-                        KubeError::Malformed { object: object.to_string(), message }
+                        KubeError::Malformed {
+                            object: object.to_string(),
+                            message,
+                        }
                     })?;
                     self.kube.create(&object, &body, false).await
                 }
                 Some(current) => {
                     let body = record::store_in(&current, record).map_err(|message| {
-                        KubeError::Malformed { object: object.to_string(), message }
+                        KubeError::Malformed {
+                            object: object.to_string(),
+                            message,
+                        }
                     })?;
                     self.kube.replace(&object, &body, false).await
                 }
@@ -987,7 +1112,10 @@ impl Engine {
         };
         let Some(chosen) = chosen.cloned() else {
             let message = match run_id {
-                Some(id) => format!("no run {id} recorded in {namespace}/{}", record::RUNS_CONFIGMAP),
+                Some(id) => format!(
+                    "no run {id} recorded in {namespace}/{}",
+                    record::RUNS_CONFIGMAP
+                ),
                 None => format!("no run with changes left to undo in namespace {namespace}"),
             };
             return Ok(refused(empty_plan("undo"), message));
@@ -1002,7 +1130,10 @@ impl Engine {
         if !chosen.undoable() {
             return Ok(refused(
                 empty_plan(&playbook),
-                format!("run {} has no changes left to undo ({:?})", chosen.id, chosen.outcome),
+                format!(
+                    "run {} has no changes left to undo ({:?})",
+                    chosen.id, chosen.outcome
+                ),
             ));
         }
         // Plan: each applied step in reverse, with drift against the run's "after".
@@ -1016,13 +1147,22 @@ impl Engine {
             let current = self.kube.get(target).await?;
             let mut changes = Vec::new();
             for change in &step.changes {
-                let now = current.as_ref().and_then(|c| c.pointer(&change.path)).cloned();
+                let now = current
+                    .as_ref()
+                    .and_then(|c| c.pointer(&change.path))
+                    .cloned();
                 if now != change.after {
                     drift.push(format!(
                         "{target} {} is now {} (the run set {})",
                         change.path,
-                        now.as_ref().map(Value::to_string).unwrap_or_else(|| "absent".into()),
-                        change.after.as_ref().map(Value::to_string).unwrap_or_else(|| "absent".into())
+                        now.as_ref()
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "absent".into()),
+                        change
+                            .after
+                            .as_ref()
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "absent".into())
                     ));
                 }
                 if now != change.before {
@@ -1045,7 +1185,11 @@ impl Engine {
                     PlannedAction::Change
                 },
                 changes,
-                detail: if current.is_none() { format!("{target} not found") } else { "restore recorded values".into() },
+                detail: if current.is_none() {
+                    format!("{target} not found")
+                } else {
+                    "restore recorded values".into()
+                },
             };
             run.emit(
                 StepPhase::Planned,
@@ -1076,17 +1220,28 @@ impl Engine {
         };
         match self.confirmer.confirm(&request).await {
             Confirmation::Approved => {}
-            Confirmation::Declined => return Ok(refused(plan, "undo declined by the operator".into())),
+            Confirmation::Declined => {
+                return Ok(refused(plan, "undo declined by the operator".into()));
+            }
             Confirmation::Unavailable(reason) => {
                 return Ok(refused(plan, format!("undo needs confirmation: {reason}")));
             }
         }
-        let holder = format!("{} on {} (pid {}, undo of {})", run.actor, hostname(), std::process::id(), chosen.id);
-        let lease = match RunLease::acquire(self.kube.clone(), namespace, &holder, self.lease_duration).await {
-            Ok(lease) => lease,
-            Err(err @ LeaseError::Held { .. }) => return Ok(refused(plan, err.to_string())),
-            Err(LeaseError::Kube(err)) => return Err(err.into()),
-        };
+        let holder = format!(
+            "{} on {} (pid {}, undo of {})",
+            run.actor,
+            hostname(),
+            std::process::id(),
+            chosen.id
+        );
+        let lease =
+            match RunLease::acquire(self.kube.clone(), namespace, &holder, self.lease_duration)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(err @ LeaseError::Held { .. }) => return Ok(refused(plan, err.to_string())),
+                Err(LeaseError::Kube(err)) => return Err(err.into()),
+            };
         let mut steps = Vec::new();
         let mut failed = Vec::new();
         let mut unreachable = false;
@@ -1095,7 +1250,10 @@ impl Engine {
                 continue;
             }
             let Some(target) = &step.target else { continue };
-            match self.revert(&run, &step.name, &step.kind, target, &step.changes).await {
+            match self
+                .revert(&run, &step.name, &step.kind, target, &step.changes)
+                .await
+            {
                 Ok(reverted) => steps.push(StepRecord {
                     name: step.name.clone(),
                     kind: step.kind.clone(),
@@ -1106,7 +1264,14 @@ impl Engine {
                 }),
                 Err(failure) => {
                     unreachable |= failure.unreachable;
-                    run.emit(StepPhase::Failed, &step.name, &step.kind, Some(target), None, failure.message.clone());
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        &step.kind,
+                        Some(target),
+                        None,
+                        failure.message.clone(),
+                    );
                     failed.push(format!("`{}`: {}", step.name, failure.message));
                     steps.push(StepRecord {
                         name: step.name.clone(),
@@ -1137,9 +1302,17 @@ impl Engine {
         };
         let _ = lease.release().await;
         let message = if failed.is_empty() {
-            format!("run {} undone ({} step(s) restored)", chosen.id, steps.len())
+            format!(
+                "run {} undone ({} step(s) restored)",
+                chosen.id,
+                steps.len()
+            )
         } else {
-            format!("undo of run {} incomplete: {}", chosen.id, failed.join("; "))
+            format!(
+                "undo of run {} incomplete: {}",
+                chosen.id,
+                failed.join("; ")
+            )
         };
         Ok(RunReport {
             plan,
@@ -1210,7 +1383,11 @@ pub fn step_permissions(playbook: &BoundPlaybook) -> Vec<(String, String, String
 pub fn engine_permissions() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for verb in ["get", "create", "update"] {
-        out.push(("coordination.k8s.io".to_owned(), "leases".to_owned(), verb.to_owned()));
+        out.push((
+            "coordination.k8s.io".to_owned(),
+            "leases".to_owned(),
+            verb.to_owned(),
+        ));
         out.push((String::new(), "configmaps".to_owned(), verb.to_owned()));
     }
     out.sort();

@@ -61,19 +61,28 @@ fn micro_time(at: jiff::Timestamp) -> String {
 
 /// Whether a Lease object is held by someone other than `holder`, and if so
 /// by whom, when renewed and for how much longer.
-fn held_by_other(lease: &Value, holder: &str, now: jiff::Timestamp) -> Option<(String, String, i64)> {
+fn held_by_other(
+    lease: &Value,
+    holder: &str,
+    now: jiff::Timestamp,
+) -> Option<(String, String, i64)> {
     let spec = lease.get("spec")?;
     let current = spec.get("holderIdentity").and_then(Value::as_str)?;
     if current.is_empty() || current == holder {
         return None;
     }
-    let duration = spec.get("leaseDurationSeconds").and_then(Value::as_i64).unwrap_or(15);
+    let duration = spec
+        .get("leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(15);
     let renewed_raw = spec
         .get("renewTime")
         .or_else(|| spec.get("acquireTime"))
         .and_then(Value::as_str)?;
     let renewed: jiff::Timestamp = renewed_raw.parse().ok()?;
-    let expires = renewed.checked_add(jiff::SignedDuration::from_secs(duration)).ok()?;
+    let expires = renewed
+        .checked_add(jiff::SignedDuration::from_secs(duration))
+        .ok()?;
     (expires > now).then(|| {
         (
             current.to_owned(),
@@ -91,7 +100,8 @@ impl RunLease {
         holder: &str,
         duration: Duration,
     ) -> Result<RunLease, LeaseError> {
-        let object = ObjectRef::namespaced("coordination.k8s.io/v1", "Lease", namespace, LEASE_NAME);
+        let object =
+            ObjectRef::namespaced("coordination.k8s.io/v1", "Lease", namespace, LEASE_NAME);
         let seconds = duration.as_secs().max(1) as i64;
         for _ in 0..5 {
             let now = jiff::Timestamp::now();
@@ -113,7 +123,8 @@ impl RunLease {
                     kube.create(&object, &body, false).await
                 }
                 Some(lease) => {
-                    if let Some((current, renewed, expires_in)) = held_by_other(lease, holder, now) {
+                    if let Some((current, renewed, expires_in)) = held_by_other(lease, holder, now)
+                    {
                         return Err(LeaseError::Held {
                             namespace: namespace.to_owned(),
                             holder: current,
@@ -184,7 +195,11 @@ impl RunLease {
             let Some(lease) = self.kube.get(&self.object).await? else {
                 return Ok(());
             };
-            if lease.pointer("/spec/holderIdentity").and_then(Value::as_str) != Some(&self.holder) {
+            if lease
+                .pointer("/spec/holderIdentity")
+                .and_then(Value::as_str)
+                != Some(&self.holder)
+            {
                 return Ok(());
             }
             let mut body = lease.clone();
@@ -229,7 +244,11 @@ async fn renew(
                 continue;
             }
         };
-        if lease.pointer("/spec/holderIdentity").and_then(Value::as_str) != Some(&holder) {
+        if lease
+            .pointer("/spec/holderIdentity")
+            .and_then(Value::as_str)
+            != Some(&holder)
+        {
             lost.store(true, Ordering::SeqCst);
             return;
         }
@@ -254,7 +273,10 @@ mod tests {
         assert_eq!(held_by_other(&lease, "bo", now), None);
         let fresh = json!({"spec": {"holderIdentity": "ana", "leaseDurationSeconds": 15,
             "renewTime": "2026-11-26T23:00:20.000000Z"}});
-        assert_eq!(held_by_other(&fresh, "bo", now).map(|h| h.0), Some("ana".into()));
+        assert_eq!(
+            held_by_other(&fresh, "bo", now).map(|h| h.0),
+            Some("ana".into())
+        );
         assert_eq!(held_by_other(&fresh, "ana", now), None);
     }
 }

@@ -49,14 +49,17 @@ pub fn load_file(path: &Path) -> Result<LoadedPlaybook, LoadError> {
         file: file.clone(),
         message: err.to_string(),
     })?;
-    parse(&file, &source).map_err(|err| LoadError::Invalid(Box::new(err)))
+    parse(&file, &source).map_err(LoadError::Invalid)
 }
 
 /// Parses and validates playbook text; `file` names it in messages.
-pub fn parse(file: &str, source: &str) -> Result<LoadedPlaybook, InvalidPlaybook> {
+pub fn parse(file: &str, source: &str) -> Result<LoadedPlaybook, Box<InvalidPlaybook>> {
     let doc: Playbook = match serde_saphyr::from_str(source) {
         Ok(doc) => doc,
-        Err(err) => return Err(InvalidPlaybook::new(file, source, vec![yaml_problem(&err, source)])),
+        Err(err) => {
+            let problems = vec![yaml_problem(&err, source)];
+            return Err(Box::new(InvalidPlaybook::new(file, source, problems)));
+        }
     };
     let problems = check(&doc, source);
     if problems.is_empty() {
@@ -66,7 +69,7 @@ pub fn parse(file: &str, source: &str) -> Result<LoadedPlaybook, InvalidPlaybook
             doc,
         })
     } else {
-        Err(InvalidPlaybook::new(file, source, problems))
+        Err(Box::new(InvalidPlaybook::new(file, source, problems)))
     }
 }
 
@@ -121,10 +124,16 @@ fn is_identifier(name: &str) -> bool {
 fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
     let mut problems = Vec::new();
     if doc.name.value.trim().is_empty() {
-        problems.push(Problem::at(doc.name.referenced, "the playbook name must not be empty"));
+        problems.push(Problem::at(
+            doc.name.referenced,
+            "the playbook name must not be empty",
+        ));
     }
     if doc.steps.is_empty() {
-        problems.push(Problem::at(doc.name.referenced, "the playbook has no steps"));
+        problems.push(Problem::at(
+            doc.name.referenced,
+            "the playbook has no steps",
+        ));
     }
     let mut values = BTreeMap::new();
     for (name, parameter) in &doc.parameters {
@@ -173,7 +182,10 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
         } else if let Some((first, _)) = seen.get(name) {
             resolve.problem(
                 step.name.referenced,
-                format!("duplicate step name `{name}` (first at line {})", first.line()),
+                format!(
+                    "duplicate step name `{name}` (first at line {})",
+                    first.line()
+                ),
             );
         }
         if let Some(earlier) = &step.when_changed {
@@ -187,7 +199,10 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
                 ),
                 Some((_, false)) => resolve.problem(
                     earlier.referenced,
-                    format!("when-changed refers to `{}`, which changes no object", earlier.value),
+                    format!(
+                        "when-changed refers to `{}`, which changes no object",
+                        earlier.value
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -197,7 +212,10 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
         match kinds.as_slice() {
             [] => resolve.problem(
                 at,
-                format!("step `{name}` has no kind; give one of: {}", STEP_KINDS.join(", ")),
+                format!(
+                    "step `{name}` has no kind; give one of: {}",
+                    STEP_KINDS.join(", ")
+                ),
             ),
             [(_, spec, _)] => {
                 changes = matches!(spec.resolve(&mut resolve), Effect::Change(_));
@@ -221,7 +239,10 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
     problems
 }
 
-fn resolve_precondition(resolve: &mut Resolve<'_>, precondition: &Precondition) -> (ObjectRef, Check) {
+fn resolve_precondition(
+    resolve: &mut Resolve<'_>,
+    precondition: &Precondition,
+) -> (ObjectRef, Check) {
     let object = resolve.object(&precondition.object);
     let check = precondition
         .until
@@ -314,7 +335,14 @@ impl LoadedPlaybook {
         namespace: Option<&str>,
         fallback_namespace: &str,
     ) -> Result<BoundPlaybook, BindError> {
-        let declared = || self.doc.parameters.keys().cloned().collect::<Vec<_>>().join(", ");
+        let declared = || {
+            self.doc
+                .parameters
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut values = BTreeMap::new();
         for (name, raw) in given {
             let Some(parameter) = self.doc.parameters.get(name) else {
@@ -339,7 +367,11 @@ impl LoadedPlaybook {
             if values.contains_key(name) {
                 continue;
             }
-            match parameter.default.as_ref().and_then(|d| parameter.kind.check(&d.0.value)) {
+            match parameter
+                .default
+                .as_ref()
+                .and_then(|d| parameter.kind.check(&d.0.value))
+            {
                 Some(value) => {
                     values.insert(name.clone(), value);
                 }
@@ -375,7 +407,10 @@ impl LoadedPlaybook {
         for step in &self.doc.steps {
             let step = &step.value;
             let Some((kind, spec, _)) = step.kinds().into_iter().next() else {
-                return Err(BindError::Invalid(format!("step `{}` has no kind", step.name.value)));
+                return Err(BindError::Invalid(format!(
+                    "step `{}` has no kind",
+                    step.name.value
+                )));
             };
             steps.push(BoundStep {
                 name: step.name.value.clone(),

@@ -174,7 +174,12 @@ fn comparable(object: &Value) -> Value {
 /// an empty object counts as absent).
 pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
     let mut changes = Vec::new();
-    walk("", Some(&comparable(before)), Some(&comparable(after)), &mut changes);
+    walk(
+        "",
+        Some(&comparable(before)),
+        Some(&comparable(after)),
+        &mut changes,
+    );
     changes
 }
 
@@ -234,7 +239,12 @@ pub struct Stamp {
 /// updated for `changes` (first value wins; entries whose field is back to
 /// the recorded value are dropped) and the last-run stamp (dropped with the
 /// last entry).
-pub fn with_record(current: &Value, desired: &Value, changes: &[FieldChange], stamp: &Stamp) -> Value {
+pub fn with_record(
+    current: &Value,
+    desired: &Value,
+    changes: &[FieldChange],
+    stamp: &Stamp,
+) -> Value {
     let mut entries = previous_values(current);
     for change in changes {
         entries
@@ -404,7 +414,11 @@ pub fn records_in(configmap: &Value) -> Vec<RunRecord> {
 pub fn store_in(configmap: &Value, record: &RunRecord) -> Result<Value, String> {
     let mut out = configmap.clone();
     let raw = serde_json::to_string(record).map_err(|e| e.to_string())?;
-    set_pointer(&mut out, &format!("/data/{}", escape(&record.id)), Some(Value::String(raw)))?;
+    set_pointer(
+        &mut out,
+        &format!("/data/{}", escape(&record.id)),
+        Some(Value::String(raw)),
+    )?;
     let records = records_in(&out);
     if records.len() > RUNS_KEPT {
         for old in &records[..records.len() - RUNS_KEPT] {
@@ -433,14 +447,28 @@ mod tests {
     #[test]
     fn scaling_twice_keeps_the_replicas_from_before_the_incident() {
         let original = json!({"metadata": {"name": "d"}, "spec": {"replicas": 8}});
-        let one = apply_edit(&original, &Edit::Set(vec![("/spec/replicas".into(), Some(json!(1)))])).unwrap();
+        let one = apply_edit(
+            &original,
+            &Edit::Set(vec![("/spec/replicas".into(), Some(json!(1)))]),
+        )
+        .unwrap();
         let changes = diff(&original, &one);
         let first = with_record(&original, &one, &changes, &stamp());
-        assert_eq!(previous_values(&first).get("/spec/replicas"), Some(&json!(8)));
-        let two = apply_edit(&first, &Edit::Set(vec![("/spec/replicas".into(), Some(json!(2)))])).unwrap();
+        assert_eq!(
+            previous_values(&first).get("/spec/replicas"),
+            Some(&json!(8))
+        );
+        let two = apply_edit(
+            &first,
+            &Edit::Set(vec![("/spec/replicas".into(), Some(json!(2)))]),
+        )
+        .unwrap();
         let changes = diff(&first, &two);
         let second = with_record(&first, &two, &changes, &stamp());
-        assert_eq!(previous_values(&second).get("/spec/replicas"), Some(&json!(8)));
+        assert_eq!(
+            previous_values(&second).get("/spec/replicas"),
+            Some(&json!(8))
+        );
         let restored = apply_edit(&second, &Edit::Restore).unwrap();
         let changes = diff(&second, &restored);
         let after = with_record(&second, &restored, &changes, &stamp());
@@ -458,10 +486,16 @@ mod tests {
         .unwrap();
         let changes = diff(&original, &patched);
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].path, "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps");
+        assert_eq!(
+            changes[0].path,
+            "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps"
+        );
         let written = with_record(&original, &patched, &changes, &stamp());
         let restored = apply_edit(&written, &Edit::Restore).unwrap();
-        assert_eq!(restored.pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps"), None);
+        assert_eq!(
+            restored.pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps"),
+            None
+        );
         assert!(diff(&original, &restored).is_empty());
     }
 }

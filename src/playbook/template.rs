@@ -295,7 +295,11 @@ impl<'a> Render<'a> {
         };
         // Point at the reference itself when it can be found after the node.
         let start = at.span().byte_offset().unwrap_or(0) as usize;
-        match self.source.get(start..).and_then(|tail| tail.find(reference)) {
+        match self
+            .source
+            .get(start..)
+            .and_then(|tail| tail.find(reference))
+        {
             Some(found) => Problem::span(self.source, start + found, reference.len(), message),
             None => Problem::at(at, message),
         }

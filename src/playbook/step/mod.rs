@@ -205,7 +205,8 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         "h" => number * 3600.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0 && seconds < 86_400.0 * 7.0)
+    (0.0..86_400.0 * 7.0)
+        .contains(&seconds)
         .then(|| Duration::from_secs_f64(seconds))
 }
 

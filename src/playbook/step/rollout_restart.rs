@@ -21,12 +21,15 @@ pub struct RolloutRestart {
 }
 
 /// The pod-template annotation `kubectl rollout restart` sets.
-pub const RESTARTED_AT: &str = "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt";
+pub const RESTARTED_AT: &str =
+    "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt";
 
 impl StepSpec for RolloutRestart {
     fn resolve(&self, resolve: &mut Resolve<'_>) -> Effect {
         let target = resolve.named("apps/v1", "Deployment", &self.deployment, &self.namespace);
-        let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now());
         Effect::Change(Change {
             target,
             edit: Edit::Set(vec![(RESTARTED_AT.into(), Some(now.to_string().into()))]),

@@ -38,7 +38,10 @@ impl StepSpec for SetConfig {
         let value = resolve.render.text(&self.value);
         Effect::Change(Change {
             target,
-            edit: Edit::Set(vec![(format!("/data/{}", escape(&key)), Some(value.into()))]),
+            edit: Edit::Set(vec![(
+                format!("/data/{}", escape(&key)),
+                Some(value.into()),
+            )]),
             record: true,
         })
     }

@@ -34,7 +34,10 @@ impl StepSpec for Wait {
                 None => {
                     resolve.problem(
                         raw.referenced,
-                        format!("timeout {:?} is not a duration like 30s, 2m or 1h", raw.value),
+                        format!(
+                            "timeout {:?} is not a duration like 30s, 2m or 1h",
+                            raw.value
+                        ),
                     );
                     std::time::Duration::from_secs(120)
                 }
@@ -83,7 +86,8 @@ impl Check {
                     .pointer("/status/conditions")
                     .and_then(Value::as_array)
                     .and_then(|all| {
-                        all.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(name))
+                        all.iter()
+                            .find(|c| c.get("type").and_then(Value::as_str) == Some(name))
                     })
                     .and_then(|c| c.get("status").and_then(Value::as_str))
                     .unwrap_or("absent");
@@ -98,7 +102,9 @@ impl Check {
                     (None, Value::Null) => true,
                     (None, _) => false,
                 };
-                let seen = found.map(Value::to_string).unwrap_or_else(|| "absent".into());
+                let seen = found
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "absent".into());
                 (ok, format!("{path} is {seen}, want {equals}"))
             }
         }
