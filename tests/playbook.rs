@@ -795,3 +795,126 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("could not reach"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_env_context_and_namespace_work_as_in_kubectl() {
+    let drill = Drill::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // KUBECONFIG lists two files; the first one's current context points at
+    // a server that is not there.
+    let dead = dir.path().join("dead");
+    std::fs::write(
+        &dead,
+        "apiVersion: v1\nkind: Config\nclusters:\n  - name: gone\n    cluster: {server: \"http://127.0.0.1:9\"}\ncontexts:\n  - name: gone\n    context: {cluster: gone, user: on-call-ana}\ncurrent-context: gone\nusers:\n  - name: on-call-ana\n    user: {token: t}\n",
+    )
+    .unwrap();
+    let joined = std::env::join_paths([dead.as_path(), drill.kubeconfig.as_path()]).unwrap();
+    let lock = playbook_path("scale-to-one.yaml");
+    let run = |extra: &'static [&'static str]| {
+        let joined = joined.clone();
+        let lock = lock.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+                .arg("run")
+                .arg(&lock)
+                .args(["--yes", "--output", "json"])
+                .args(extra)
+                .env("KUBECONFIG", &joined)
+                .env_remove("HOME")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, _, stderr) = run(&[]).await;
+    assert_eq!(code, 4, "current context of the first file: {stderr}");
+    let (code, _, stderr) = run(&["--context", "no-such-context"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    // -n picks another namespace: the order service is not there.
+    let (code, stdout, _) = run(&["--context", "warroom-local", "-n", "payments"]).await;
+    assert_eq!(code, 3, "{stdout}");
+    let refused: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(refused["namespace"], "payments");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("precondition")
+    );
+    assert_eq!(drill.replicas(), 8);
+    let (code, stdout, stderr) = run(&["--context", "warroom-local"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let done: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(done["actor"], "warroom-operator", "the context's user acts");
+    assert_eq!(drill.replicas(), 1);
+    drill.server.stop().await;
+}
+
+/// Runs `warroom` on a pseudo-terminal (util-linux `script`), typing `input`.
+async fn warroom_on_terminal(args: &str, kubeconfig: &Path, input: &str) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let command = format!(
+        "'{}' {args} --kubeconfig '{}'",
+        env!("CARGO_BIN_EXE_warroom"),
+        kubeconfig.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    drop(stdin);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_dangerous_steps_need_the_typed_answer() {
+    let drill = Drill::start().await;
+    let scale = playbook_path("scale-to-one.yaml");
+    let lock = playbook_path("lock-contention.yaml");
+
+    let (code, out) = warroom_on_terminal(
+        &format!("run '{}'", scale.display()),
+        &drill.kubeconfig,
+        "yes\n",
+    )
+    .await;
+    assert_eq!(code, 3, "a plain yes is not the typed answer: {out}");
+    assert!(out.contains("Type \"scale order-service\""), "{out}");
+    assert_eq!(drill.replicas(), 8);
+
+    // Typed answers for the first two gates, then the operator declines the
+    // third: the scale-down and the rate limit are undone.
+    let (code, out) = warroom_on_terminal(
+        &format!("run '{}'", lock.display()),
+        &drill.kubeconfig,
+        "scale order-service\ny\nno\n",
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("declined by the operator"), "{out}");
+    assert_eq!(state(&drill), original());
+
+    let (code, out) = warroom_on_terminal(
+        &format!("run '{}'", scale.display()),
+        &drill.kubeconfig,
+        "scale order-service\n",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(drill.replicas(), 1);
+    drill.server.stop().await;
+}
