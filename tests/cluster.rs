@@ -773,10 +773,31 @@ async fn malformed_requests_get_status_bodies_and_the_server_keeps_serving() {
         ),
         (
             http.patch(&deployment)
-                .header("Content-Type", "application/apply-patch+yaml")
+                .header("Content-Type", "application/yaml")
                 .body("spec: {}"),
             415,
             "UnsupportedMediaType",
+        ),
+        (
+            http.patch(&deployment)
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body("spec: {}"),
+            422,
+            "Invalid",
+        ),
+        (
+            http.patch(format!("{deployment}?fieldManager=x"))
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body("spec: [unclosed"),
+            400,
+            "BadRequest",
+        ),
+        (
+            http.patch(format!("{deployment}?fieldManager=x"))
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body("- a list"),
+            400,
+            "BadRequest",
         ),
         (
             http.put(&deployment)
@@ -1035,4 +1056,276 @@ async fn store_put_and_get_seed_objects_that_the_api_then_serves() {
         json!({"second": 5, "policy": "local"})
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_waits_until_a_reconciled_rollout_completes() {
+    use kube::runtime::wait::{Condition, await_condition};
+    // What `kubectl rollout status` checks: the new generation is observed and
+    // every wanted replica is updated and available.
+    fn rolled_out(d: Option<&Deployment>) -> bool {
+        let Some(d) = d else { return false };
+        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        d.status.as_ref().is_some_and(|s| {
+            s.observed_generation >= d.metadata.generation
+                && s.updated_replicas == Some(wanted)
+                && s.available_replicas == Some(wanted)
+                && s.replicas == Some(wanted)
+        })
+    }
+    let server = seeded().await;
+    let store = server.store();
+    store.set_status_mode(StatusMode::External);
+    let deployments: Api<Deployment> = Api::default_namespaced(client(&server).await);
+    deployments
+        .patch_scale(
+            "order-service",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .expect("scale");
+    let scaled = deployments.get("order-service").await.expect("get");
+    assert!(
+        !rolled_out.matches_object(Some(&scaled)),
+        "status still shows 8 replicas"
+    );
+
+    let watchers = store.watchers();
+    let waiting = tokio::spawn(await_condition(
+        deployments.clone(),
+        "order-service",
+        rolled_out,
+    ));
+    for _ in 0..600 {
+        if store.watchers() > watchers {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The drill's reconcile loop reports the rollout through the store.
+    let mut d = stored(&store, "apps/v1", "Deployment", "order-service");
+    d["status"] = json!({
+        "observedGeneration": d["metadata"]["generation"],
+        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+    });
+    store.put(d).expect("status written");
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), waiting)
+        .await
+        .expect("the wait ends")
+        .expect("task")
+        .expect("watch")
+        .expect("deployment exists");
+    assert_eq!(done.status.and_then(|s| s.ready_replicas), Some(1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_then_updates_and_is_idempotent() {
+    let server = seeded().await;
+    let config_maps: Api<ConfigMap> = Api::default_namespaced(client(&server).await);
+    let apply = PatchParams::apply("warroom-playbook");
+    let limits = |rps: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gateway-limits"}, "data": {"rps": rps}});
+    let created = config_maps
+        .patch("gateway-limits", &apply, &Patch::Apply(limits("50")))
+        .await
+        .expect("apply creates");
+    assert_eq!(
+        created
+            .data
+            .as_ref()
+            .and_then(|d| d.get("rps"))
+            .map(String::as_str),
+        Some("50")
+    );
+    let changed = config_maps
+        .patch("gateway-limits", &apply, &Patch::Apply(limits("5")))
+        .await
+        .expect("apply updates");
+    assert_eq!(
+        stored(&server.store(), "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "5"
+    );
+    let again = config_maps
+        .patch("gateway-limits", &apply, &Patch::Apply(limits("5")))
+        .await
+        .expect("re-apply");
+    assert_eq!(rv(&again), rv(&changed));
+
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/api/v1/namespaces/orders/configmaps/gateway-limits",
+        server.url()
+    );
+    let yaml =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\ndata:\n  rps: \"7\"\n";
+    let response = http
+        .patch(format!("{url}?fieldManager=kubectl"))
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        stored(&server.store(), "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "7"
+    );
+    let response = http
+        .patch(&url)
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 422, "apply needs a field manager");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_log_shows_dry_runs_and_writes() {
+    let server = seeded().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client(&server).await);
+    server.requests().clear();
+    let scale = Patch::Merge(json!({"spec": {"replicas": 1}}));
+    deployments
+        .patch_scale("order-service", &PatchParams::default().dry_run(), &scale)
+        .await
+        .expect("dry run");
+    deployments
+        .patch_scale("order-service", &PatchParams::default(), &scale)
+        .await
+        .expect("scale");
+    deployments.get("order-service").await.expect("get");
+    let writes: Vec<_> = server
+        .requests()
+        .entries()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes[0].is_dry_run() && !writes[1].is_dry_run(),
+        "{writes:?}"
+    );
+    assert!(writes.iter().all(|r| {
+        r.method == "PATCH"
+            && r.status == 200
+            && r.path_and_query
+                .contains("/deployments/order-service/scale")
+    }));
+    server.stop().await;
+}
+
+mod wire {
+    //! Arbitrary requests over the wire never bring the server down.
+
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+    use warroom::cluster::ClusterServer;
+
+    struct Shared {
+        runtime: tokio::runtime::Runtime,
+        url: String,
+        _server: ClusterServer,
+    }
+
+    fn shared() -> &'static Shared {
+        static SHARED: OnceLock<Shared> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let server = runtime
+                .block_on(ClusterServer::start_seeded(
+                    "127.0.0.1:0".parse().expect("address"),
+                ))
+                .expect("starts");
+            Shared {
+                runtime,
+                url: server.url(),
+                _server: server,
+            }
+        })
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            Just("api".to_string()),
+            Just("apis".to_string()),
+            Just("apps".to_string()),
+            Just("v1".to_string()),
+            Just("namespaces".to_string()),
+            Just("orders".to_string()),
+            Just("deployments".to_string()),
+            Just("order-service".to_string()),
+            Just("configmaps".to_string()),
+            Just("order-service-lock".to_string()),
+            Just("scale".to_string()),
+            Just("status".to_string()),
+            "[a-zA-Z0-9%._~-]{0,12}",
+        ];
+        (
+            prop::collection::vec(segment, 0..8),
+            "[a-zA-Z0-9=&%+._-]{0,40}",
+        )
+            .prop_map(|(segments, query)| format!("/{}?{query}", segments.join("/")))
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            Just(br#"{"spec":{"replicas":1}}"#.to_vec()),
+            Just(br#"[{"op":"replace","path":"","value":[1]}]"#.to_vec()),
+            Just(br#"{"metadata":{"resourceVersion":"x"},"spec":null,"status":7}"#.to_vec()),
+            Just(br#"{"data":{"LOCK_MODE":{"nested":true}},"metadata":{"labels":[1]}}"#.to_vec()),
+            Just(br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"},"spec":{"replicas":99999999999,"selector":"all"}}"#.to_vec()),
+            "\\PC{0,80}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_requests_get_an_answer_and_the_server_keeps_serving(
+            method in prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("PATCH"), Just("DELETE")],
+            path in path(),
+            content_type in prop_oneof![
+                Just("application/json"),
+                Just("application/merge-patch+json"),
+                Just("application/strategic-merge-patch+json"),
+                Just("application/json-patch+json"),
+                Just("text/plain"),
+            ],
+            body in body(),
+        ) {
+            let shared = shared();
+            shared.runtime.block_on(async {
+                let http = reqwest::Client::new();
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+                let response = http
+                    .request(method, format!("{}{path}", shared.url))
+                    .header("Content-Type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("every request is answered");
+                if !response.status().is_success() {
+                    let status: serde_json::Value = response.json().await.expect("failures are Status bodies");
+                    assert_eq!(status["kind"], "Status");
+                }
+                let health = http
+                    .get(format!("{}/apis/apps/v1/namespaces/orders/deployments", shared.url))
+                    .send()
+                    .await
+                    .expect("still serving");
+                assert!(health.status().is_success());
+            });
+        }
+    }
 }

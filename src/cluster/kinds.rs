@@ -52,6 +52,32 @@ fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
+/// Sets a nested field, creating the maps on the way; refuses (400) when a
+/// field on the way holds something other than a map.
+pub fn set_field(obj: &mut Value, path: &[&str], value: Value) -> Result<(), ApiError> {
+    let Some((last, parents)) = path.split_last() else {
+        *obj = value;
+        return Ok(());
+    };
+    let mut at = obj;
+    for key in parents {
+        let Some(map) = at.as_object_mut() else {
+            return Err(ApiError::bad_request(format!("{key}: expected an object")));
+        };
+        at = map.entry(*key).or_insert_with(|| json!({}));
+    }
+    match at.as_object_mut() {
+        Some(map) => {
+            map.insert((*last).to_string(), value);
+            Ok(())
+        }
+        None => Err(ApiError::bad_request(format!(
+            "{}: expected an object",
+            parents.join(".")
+        ))),
+    }
+}
+
 /// `metadata.name` of an object, if it is a string.
 pub fn name_of(obj: &Value) -> Option<&str> {
     obj.pointer("/metadata/name").and_then(Value::as_str)

@@ -24,6 +24,7 @@ mod discovery;
 mod faults;
 mod kinds;
 mod patch;
+mod requests;
 mod resources;
 mod routes;
 pub mod seed;
@@ -40,6 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use faults::Faults;
+pub use requests::{RequestLog, RequestRecord};
 pub use status::ApiError;
 pub use store::{EventType, StatusMode, Store, StoreEvent};
 
@@ -84,6 +86,7 @@ pub struct ClusterServer {
     addr: SocketAddr,
     store: Store,
     faults: Faults,
+    requests: RequestLog,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -128,10 +131,12 @@ impl ClusterServer {
             source,
         })?;
         let faults = Faults::default();
+        let requests = RequestLog::default();
         let (shutdown, stopped) = watch::channel(false);
         let app = routes::App {
             store: store.clone(),
             faults: faults.clone(),
+            requests: requests.clone(),
             address: addr.to_string(),
             shutdown: stopped.clone(),
         };
@@ -152,6 +157,7 @@ impl ClusterServer {
             addr,
             store,
             faults,
+            requests,
             shutdown,
             task: Some(task),
         })
@@ -198,6 +204,11 @@ impl ClusterServer {
     /// Fault injection for tests.
     pub fn faults(&self) -> Faults {
         self.faults.clone()
+    }
+
+    /// The log of recent requests (method, path and query, answer status).
+    pub fn requests(&self) -> RequestLog {
+        self.requests.clone()
     }
 
     /// Stops serving: open watches end, in-flight requests finish (for at

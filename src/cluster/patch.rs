@@ -5,8 +5,11 @@
 //! maps merge as in a merge patch, lists of objects that all carry a `name`
 //! (containers, env, ports, volumes) merge by name, other lists are replaced,
 //! and the `$patch: replace|delete` and `$setElementOrder/…`/`$retainKeys`
-//! directives are honoured or dropped. This file knows nothing about HTTP or
-//! the store.
+//! directives are honoured or dropped. Server-side apply
+//! (`application/apply-patch+yaml`) is approximated as a strategic merge of
+//! the applied configuration (fields a manager stops applying are not
+//! removed; there is no field ownership). This file knows nothing about HTTP
+//! or the store.
 
 use serde_json::{Map, Value};
 
@@ -21,10 +24,13 @@ pub enum PatchType {
     StrategicMerge,
     /// `application/json-patch+json`.
     Json,
+    /// `application/apply-patch+yaml` (server-side apply).
+    Apply,
 }
 
 /// The media types PATCH accepts, as the 415 message lists them.
 pub const ACCEPTED: &[&str] = &[
+    "application/apply-patch+yaml",
     "application/json-patch+json",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
@@ -43,6 +49,7 @@ impl PatchType {
             "application/merge-patch+json" => Some(Self::Merge),
             "application/strategic-merge-patch+json" => Some(Self::StrategicMerge),
             "application/json-patch+json" => Some(Self::Json),
+            "application/apply-patch+yaml" => Some(Self::Apply),
             _ => None,
         }
     }
@@ -66,6 +73,10 @@ pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Valu
                 strategic_merge(&mut doc, &patch);
             }
         }
+        PatchType::Apply => {
+            let applied = applied_configuration(body)?;
+            strategic_merge(&mut doc, &applied);
+        }
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
@@ -77,6 +88,25 @@ pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Valu
         }
     }
     Ok(doc)
+}
+
+/// The object a server-side apply body describes (YAML, or JSON which is YAML).
+pub fn applied_configuration(body: &[u8]) -> Result<Value, ApiError> {
+    let parsed: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(_) => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("error decoding YAML: the body is not UTF-8"))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        }
+    };
+    if !parsed.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding YAML: the applied configuration must be an object",
+        ));
+    }
+    Ok(parsed)
 }
 
 /// Strategic merge of `patch` into `doc`.

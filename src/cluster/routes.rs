@@ -23,6 +23,7 @@ use super::discovery;
 use super::faults::Faults;
 use super::kinds;
 use super::patch::{self, PatchType};
+use super::requests::RequestLog;
 use super::resources::{self, ResourceType};
 use super::selector::Selector;
 use super::status::ApiError;
@@ -40,6 +41,7 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub(crate) struct App {
     pub store: Store,
     pub faults: Faults,
+    pub requests: RequestLog,
     /// `host:port` the server is reachable at.
     pub address: String,
     /// Becomes true when the server stops; open watches end.
@@ -146,7 +148,7 @@ fn ok(body: &Value) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-/// Every request lands here.
+/// Every request lands here; each is logged with its answer's status.
 async fn handle(State(app): State<App>, request: Request) -> Response {
     let method = request.method().clone();
     let path_and_query = request
@@ -154,9 +156,16 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let response = answer(&app, &method, &path_and_query, request).await;
+    app.requests
+        .record(method.as_str(), &path_and_query, response.status().as_u16());
+    response
+}
+
+async fn answer(app: &App, method: &Method, path_and_query: &str, request: Request) -> Response {
     let route = Route::parse(request.uri().path());
     tracing::debug!(%method, %path_and_query, "cluster request");
-    if let Some(code) = app.faults.take(method.as_str(), &path_and_query) {
+    if let Some(code) = app.faults.take(method.as_str(), path_and_query) {
         let error = match &route {
             Route::Resource {
                 rt,
@@ -175,7 +184,7 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
         return error_response(&error);
     }
     let outcome = match route {
-        Route::Version => read_only(&method, discovery::version()),
+        Route::Version => read_only(method, discovery::version()),
         Route::Health => {
             return if method == Method::GET {
                 "ok".into_response()
@@ -183,14 +192,14 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
                 error_response(&ApiError::method_not_allowed())
             };
         }
-        Route::CoreVersions => read_only(&method, discovery::core_versions(&app.address)),
-        Route::Groups => read_only(&method, discovery::group_list()),
+        Route::CoreVersions => read_only(method, discovery::core_versions(&app.address)),
+        Route::Groups => read_only(method, discovery::group_list()),
         Route::Group(group) => match discovery::group(&group) {
-            Some(doc) => read_only(&method, doc),
+            Some(doc) => read_only(method, doc),
             None => Err(ApiError::no_route()),
         },
         Route::ResourceList(group, version) => match discovery::resource_list(&group, &version) {
-            Some(doc) => read_only(&method, doc),
+            Some(doc) => read_only(method, doc),
             None => Err(ApiError::no_route()),
         },
         Route::Unknown => Err(ApiError::no_route()),
@@ -207,7 +216,7 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
                 name: name.as_deref(),
                 sub,
             };
-            call.serve(&app, request).await
+            call.serve(app, request).await
         }
     };
     outcome.unwrap_or_else(|e| error_response(&e))
@@ -250,7 +259,8 @@ impl Params {
             None => DEFAULT_WATCH_TIMEOUT,
             Some(secs) => Duration::from_secs(secs.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("timeoutSeconds: invalid value {secs:?}"))
-            })?),
+            })?)
+            .min(DEFAULT_WATCH_TIMEOUT),
         };
         Ok(Self {
             dry_run,
@@ -339,7 +349,7 @@ impl Call<'_> {
         let table_rows = wants_table(&request)
             .then(|| table::Include::parse(query.get("includeObject").map(String::as_str)));
         match (method, self.name, self.sub) {
-            (Method::GET, None, None) if params.watch => self.watch(app, &params),
+            (Method::GET, None, None) if params.watch => self.watch(app, &params, table_rows),
             (Method::GET, None, None) => self.list(&params, table_rows),
             (Method::POST, None, None) => {
                 let ct = content_type(&request);
@@ -380,14 +390,41 @@ impl Call<'_> {
                     Some(t) => t,
                     None => return Err(ApiError::unsupported_media_type(patch::ACCEPTED)),
                 };
+                if patch_type == PatchType::Apply
+                    && query.get("fieldManager").is_none_or(String::is_empty)
+                {
+                    return Err(ApiError::unprocessable(
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: \
+                         is required for apply patch",
+                    ));
+                }
                 let body = read_body(request).await?;
-                self.write(name, sub, params.dry_run, |current| match sub {
+                let written = self.write(name, sub, params.dry_run, |current| match sub {
                     Some(Sub::Scale) => {
                         let patched = patch::apply(&kinds::scale_of(current), patch_type, &body)?;
                         with_replicas(current, &patched, name)
                     }
                     _ => patch::apply(current, patch_type, &body),
-                })
+                });
+                match written {
+                    // Server-side apply creates what does not exist yet.
+                    Err(e) if e.code == 404 && patch_type == PatchType::Apply && sub.is_none() => {
+                        let mut object = patch::applied_configuration(&body)?;
+                        if kinds::name_of(&object).is_some_and(|n| n != name) {
+                            return Err(ApiError::bad_request(format!(
+                                "the name of the object ({}) does not match the name on the URL \
+                                 ({name})",
+                                kinds::name_of(&object).unwrap_or_default()
+                            )));
+                        }
+                        kinds::set_field(&mut object, &["metadata", "name"], json!(name))?;
+                        let created =
+                            self.store
+                                .create(self.rt, self.namespace, object, params.dry_run)?;
+                        Ok(json_response(StatusCode::CREATED, &created))
+                    }
+                    other => other,
+                }
             }
             (Method::DELETE, Some(name), None) => {
                 let deleted =
@@ -438,7 +475,12 @@ impl Call<'_> {
         })))
     }
 
-    fn watch(&self, app: &App, params: &Params) -> Result<Response, ApiError> {
+    fn watch(
+        &self,
+        app: &App,
+        params: &Params,
+        table_rows: Option<table::Include>,
+    ) -> Result<Response, ApiError> {
         // resourceVersion "0" means "any state": send the current objects.
         let since =
             match params.resource_version.as_deref() {
@@ -454,6 +496,7 @@ impl Call<'_> {
             namespace: self.namespace.map(str::to_string),
             labels: params.labels.clone(),
             fields: params.fields.clone(),
+            table: table_rows.map(|include| (self.rt, include)),
             sender,
         };
         tokio::spawn(stream.run(initial, receiver, app.shutdown.clone(), params.timeout));
@@ -476,13 +519,13 @@ impl Call<'_> {
 fn with_replicas(current: &Value, scale: &Value, name: &str) -> Result<Value, ApiError> {
     let replicas = kinds::replicas_of_scale(scale, name)?;
     let mut next = current.clone();
-    next["spec"]["replicas"] = json!(replicas);
+    kinds::set_field(&mut next, &["spec", "replicas"], json!(replicas))?;
     if let Some(rv) = scale
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .filter(|rv| !rv.is_empty())
     {
-        next["metadata"]["resourceVersion"] = json!(rv);
+        kinds::set_field(&mut next, &["metadata", "resourceVersion"], json!(rv))?;
     }
     Ok(next)
 }
@@ -493,6 +536,8 @@ struct WatchStream {
     namespace: Option<String>,
     labels: Selector,
     fields: Selector,
+    /// Send each object as a one-row `Table` (what `kubectl get -w` asks for).
+    table: Option<(&'static ResourceType, table::Include)>,
     sender: mpsc::Sender<Bytes>,
 }
 
@@ -511,6 +556,12 @@ impl WatchStream {
     }
 
     async fn send(&self, event_type: &str, object: &Value) -> bool {
+        let object = match self.table {
+            Some((rt, include)) if event_type != "ERROR" => {
+                table::table(rt, std::slice::from_ref(object), None, include)
+            }
+            _ => object.clone(),
+        };
         let mut line = json!({ "type": event_type, "object": object }).to_string();
         line.push('\n');
         self.sender.send(Bytes::from(line)).await.is_ok()

@@ -51,7 +51,7 @@ pub fn drill_objects() -> Vec<Value> {
                         "containers": [{
                             "name": DRILL_DEPLOYMENT,
                             "image": "registry.local/orders/order-service:2.14.3",
-                            "ports": [{ "name": "http", "containerPort": 8080 }],
+                            "ports": [{ "name": "http", "containerPort": 8080, "protocol": "TCP" }],
                             "envFrom": [{ "configMapRef": { "name": DRILL_LOCK_CONFIGMAP } }],
                         }],
                     },

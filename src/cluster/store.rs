@@ -138,6 +138,10 @@ fn random_suffix() -> String {
 }
 
 fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj.is_object() {
+        // Callers check the type first; never index into a non-object.
+        *obj = json!({});
+    }
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
@@ -329,6 +333,11 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoreEvent>> {
         let _inner = self.lock();
         self.events.subscribe()
+    }
+
+    /// How many watches (and [`Store::subscribe`] receivers) are open now.
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
     }
 
     /// Switches who owns Deployment status (default: [`StatusMode::Converge`]).
