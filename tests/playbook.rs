@@ -918,3 +918,130 @@ async fn on_a_terminal_dangerous_steps_need_the_typed_answer() {
     assert_eq!(drill.replicas(), 1);
     drill.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_steps_reach_gateway_custom_resources_with_merge_and_json_patch() {
+    let drill = Drill::start().await;
+    let store = drill.server.store();
+    store
+        .put(json!({
+            "apiVersion": "configuration.konghq.com/v1", "kind": "KongPlugin",
+            "metadata": {"name": "orders-rate-limit", "namespace": NS},
+            "plugin": "rate-limiting", "config": {"second": 500, "policy": "local"}
+        }))
+        .unwrap();
+    store
+        .put(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "BackendTrafficPolicy",
+            "metadata": {"name": "orders-gateway", "namespace": NS},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "orders"}]}
+        }))
+        .unwrap();
+    let playbook = bind_text(
+        r#"name: gateways
+description: the alternatives documented in gateway-rate-limit.yaml
+parameters:
+  requests-per-second: {type: integer, default: 50}
+preconditions:
+  - description: the Envoy policy is there
+    object: {apiVersion: gateway.envoyproxy.io/v1alpha1, kind: BackendTrafficPolicy, name: orders-gateway}
+    until: {field: {path: /spec/targetRefs/0/kind, equals: HTTPRoute}}
+steps:
+  - name: limit-kong
+    patch:
+      apiVersion: configuration.konghq.com/v1
+      kind: KongPlugin
+      name: orders-rate-limit
+      json:
+        - {op: replace, path: /config/second, value: "${requests-per-second}"}
+  - name: limit-envoy-gateway
+    patch:
+      apiVersion: gateway.envoyproxy.io/v1alpha1
+      kind: BackendTrafficPolicy
+      name: orders-gateway
+      merge:
+        spec:
+          rateLimit:
+            type: Local
+            local:
+              rules:
+                - limit: {requests: "${requests-per-second}", unit: Second}
+  - name: order-service-available
+    wait:
+      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}
+      until: {condition: Available}
+      timeout: 5s
+  - name: ready-replicas
+    wait:
+      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}
+      until: {field: {path: /status/readyReplicas, equals: 8}}
+      timeout: 5s
+"#,
+    );
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let kong = store
+        .get(
+            "configuration.konghq.com/v1",
+            "KongPlugin",
+            Some(NS),
+            "orders-rate-limit",
+        )
+        .unwrap();
+    assert_eq!(
+        kong["config"]["second"], 50,
+        "typed value from the parameter"
+    );
+    assert_eq!(kong["config"]["policy"], "local");
+    let envoy = store
+        .get(
+            "gateway.envoyproxy.io/v1alpha1",
+            "BackendTrafficPolicy",
+            Some(NS),
+            "orders-gateway",
+        )
+        .unwrap();
+    assert_eq!(
+        envoy["spec"]["rateLimit"]["local"]["rules"][0]["limit"]["requests"],
+        50
+    );
+    let again = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("again");
+    assert!(
+        again
+            .steps
+            .iter()
+            .all(|s| s.outcome != StepOutcome::Applied)
+    );
+    let undo = engine
+        .undo(NS, Some(&report.plan.run_id))
+        .await
+        .expect("undo");
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    let kong = store
+        .get(
+            "configuration.konghq.com/v1",
+            "KongPlugin",
+            Some(NS),
+            "orders-rate-limit",
+        )
+        .unwrap();
+    assert_eq!(kong["config"]["second"], 500);
+    let envoy = store
+        .get(
+            "gateway.envoyproxy.io/v1alpha1",
+            "BackendTrafficPolicy",
+            Some(NS),
+            "orders-gateway",
+        )
+        .unwrap();
+    assert!(envoy["spec"].get("rateLimit").is_none(), "{envoy}");
+    assert!(!has_previous(&envoy));
+    drill.server.stop().await;
+}

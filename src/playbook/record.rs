@@ -47,8 +47,29 @@ fn unescape(token: &str) -> String {
 }
 
 /// Sets (`Some`) or removes (`None`) the value at a JSON pointer, creating
-/// intermediate objects.
+/// intermediate objects. A removal also removes the objects it leaves empty
+/// (so restoring a field that was absent leaves no empty parents behind).
 pub fn set_pointer(doc: &mut Value, pointer: &str, value: Option<Value>) -> Result<(), String> {
+    let removal = value.is_none();
+    set_pointer_inner(doc, pointer, value)?;
+    if removal {
+        let mut parent = pointer;
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            if up.is_empty() {
+                break;
+            }
+            let empty = matches!(doc.pointer(up), Some(Value::Object(map)) if map.is_empty());
+            if !empty {
+                break;
+            }
+            set_pointer_inner(doc, up, None)?;
+            parent = up;
+        }
+    }
+    Ok(())
+}
+
+fn set_pointer_inner(doc: &mut Value, pointer: &str, value: Option<Value>) -> Result<(), String> {
     let tokens: Vec<String> = pointer
         .strip_prefix('/')
         .ok_or_else(|| format!("{pointer:?} is not a JSON pointer"))?
