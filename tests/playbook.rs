@@ -1045,3 +1045,133 @@ steps:
     assert!(!has_previous(&envoy));
     drill.server.stop().await;
 }
+
+/// Approves and remembers every question.
+#[derive(Default)]
+struct RecordingConfirmer {
+    prompts: Mutex<Vec<String>>,
+}
+
+impl Confirmer for RecordingConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        self.prompts.lock().unwrap().push(request.prompt.clone());
+        Box::pin(async { Confirmation::Approved })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_changes_with_kubectl_during_the_incident_are_shown_and_restored() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let run = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Done, "{}", run.message);
+
+    // Someone works by hand with kubectl in the meantime.
+    kubectl(
+        &[
+            "-n",
+            NS,
+            "scale",
+            "deployment/order-service",
+            "--replicas=2",
+        ],
+        &kc,
+    )
+    .await;
+    kubectl(
+        &[
+            "-n",
+            NS,
+            "annotate",
+            "ingress/orders-gateway",
+            "nginx.ingress.kubernetes.io/limit-rps=20",
+            "--overwrite",
+        ],
+        &kc,
+    )
+    .await;
+    kubectl(
+        &[
+            "-n",
+            NS,
+            "patch",
+            "configmap/order-service-lock",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"NOTE":"by hand"}}"#,
+        ],
+        &kc,
+    )
+    .await;
+    assert_eq!(state(&drill), (2, Some("20".into()), "watch".into()));
+
+    // Undo shows what changed since the run before asking.
+    let asked = Arc::new(RecordingConfirmer::default());
+    let (undoer, _) = drill.engine(asked.clone()).await;
+    let undo = undoer.undo(NS, None).await.unwrap();
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    let prompts = asked.prompts.lock().unwrap().clone();
+    assert_eq!(prompts.len(), 1);
+    assert!(
+        prompts[0].contains("/spec/replicas is now 2 (the run set 1)"),
+        "{}",
+        prompts[0]
+    );
+    assert!(prompts[0].contains("is now \"20\""), "{}", prompts[0]);
+
+    // kubectl reads back the values recorded before the incident; the
+    // unrelated key set by hand is kept.
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "deployment",
+                "order-service",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+            &kc
+        )
+        .await,
+        "8"
+    );
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "configmap",
+                "order-service-lock",
+                "-o",
+                "jsonpath={.data.LOCK_MODE}/{.data.NOTE}"
+            ],
+            &kc
+        )
+        .await,
+        "legacy/by hand"
+    );
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "ingress",
+                "orders-gateway",
+                "-o",
+                "jsonpath={.metadata.annotations}"
+            ],
+            &kc
+        )
+        .await,
+        ""
+    );
+    drill.server.stop().await;
+}
