@@ -172,6 +172,9 @@ fn rbac_role_grants_exactly_what_the_shipped_playbooks_use() {
         .iter()
         .find(|d| d["kind"] == "Role")
         .expect("a Role is defined");
+    let typed: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(role.clone())
+        .expect("a well-formed rbac.authorization.k8s.io/v1 Role");
+    assert_eq!(typed.metadata.namespace.as_deref(), Some("orders"));
     let granted = granted(role);
     let mut needed: BTreeSet<(String, String, String)> = engine_permissions().into_iter().collect();
     for file in shipped() {

@@ -23,6 +23,11 @@ use ::kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// How long to wait for a TCP/TLS connection to the API server.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long to wait for an answer to one request.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where to connect: the kubectl-style flags.
 #[derive(Debug, Clone, Default)]
 pub struct KubeTarget {
@@ -225,6 +230,10 @@ impl KubeAccess {
                 (config, format!("serviceaccount@{host}"))
             }
         };
+        let mut config = config;
+        // A hung API server must not hang a war room: fail and say so.
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(READ_TIMEOUT);
         let namespace = target
             .namespace
             .clone()

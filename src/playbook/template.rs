@@ -322,3 +322,54 @@ fn plain(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params() -> BTreeMap<String, Value> {
+        [
+            ("replicas".to_string(), json!(1)),
+            ("name".to_string(), json!("order-service")),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn text_references_are_replaced_and_dollars_escaped() {
+        let params = params();
+        let mut render = Render::new(&params, "");
+        let at = Location::UNKNOWN;
+        assert_eq!(
+            render.render_str("scale ${name} to ${replicas}", at),
+            "scale order-service to 1"
+        );
+        assert_eq!(render.render_str("costs $$5 and $x", at), "costs $5 and $x");
+        assert!(render.problems.is_empty());
+        assert_eq!(render.render_str("${nope}", at), "${nope}");
+        assert_eq!(render.problems.len(), 1);
+    }
+
+    #[test]
+    fn whole_references_keep_their_type_except_in_string_maps() {
+        let params = params();
+        let mut render = Render::new(&params, "");
+        let body = json!({
+            "spec": {"replicas": "${replicas}"},
+            "metadata": {"annotations": {"a": "${replicas}"}, "labels": {"l": "${replicas}"}},
+            "data": {"K": "${replicas}"}
+        });
+        let out = render.render_value(&body, Location::UNKNOWN, false);
+        assert_eq!(out["spec"]["replicas"], json!(1));
+        assert_eq!(out["metadata"]["annotations"]["a"], json!("1"));
+        assert_eq!(out["metadata"]["labels"]["l"], json!("1"));
+        assert_eq!(out["data"]["K"], json!("1"));
+        let ops = json!([{"op": "add", "path": "/metadata/annotations/x", "value": "${replicas}"},
+                         {"op": "replace", "path": "/spec/replicas", "value": "${replicas}"}]);
+        let out = render.render_value(&ops, Location::UNKNOWN, false);
+        assert_eq!(out[0]["value"], json!("1"));
+        assert_eq!(out[1]["value"], json!(1));
+    }
+}
