@@ -6,6 +6,8 @@
 //!   mode, and the legacy PM-003 lock kept as a reference).
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
+//! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
+//!   undo) run through [`kube`], the only module that talks to an API server.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
 //! - [`cluster`]: a local Kubernetes-API-compatible server for drills and
 //!   tests (`warroom cluster`).
@@ -13,5 +15,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod fence;
+pub mod kube;
 pub mod lock;
+pub mod playbook;
 pub mod redis_node;

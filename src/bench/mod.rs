@@ -4,5 +4,8 @@
 //!
 //! - [`lock`]: lock contention throughput, latency and correctness counts
 //!   (double grants, stale writes) per lock mode, against a peer library.
+//! - [`playbook`]: time from `warroom run PLAYBOOK --yes` to every step
+//!   verified, against a local cluster server.
 
 pub mod lock;
+pub mod playbook;

@@ -15,6 +15,9 @@ pub enum BenchCommand {
     /// Lock contention benchmark and correctness checker: throughput, latency,
     /// double grants and stale writes, optionally against a peer library.
     Lock(LockArgs),
+    /// Time from `warroom run PLAYBOOK --yes` to every step verified,
+    /// against a local cluster server (target < 2 s excluding waits).
+    Playbook(super::playbook::BenchArgs),
 }
 
 /// Output format.
@@ -97,6 +100,7 @@ pub struct LockArgs {
 pub fn run(cmd: BenchCommand) -> CommandResult {
     match cmd {
         BenchCommand::Lock(args) => lock(args),
+        BenchCommand::Playbook(args) => super::playbook::bench(args),
     }
 }
 
