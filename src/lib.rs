@@ -7,8 +7,10 @@
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
+//! - [`timeline`]: the append-only incident journal and its postmortem exports.
 
 pub mod bench;
 pub mod fence;
 pub mod lock;
 pub mod redis_node;
+pub mod timeline;

@@ -15,6 +15,9 @@ pub enum BenchCommand {
     /// Lock contention benchmark and correctness checker: throughput, latency,
     /// double grants and stale writes, optionally against a peer library.
     Lock(LockArgs),
+    /// Incident journal: durable appends/s (one writer, many writers) and the
+    /// time to export a large journal to md, json and html.
+    Timeline(super::timeline::BenchArgs),
 }
 
 /// Output format.
@@ -97,6 +100,7 @@ pub struct LockArgs {
 pub fn run(cmd: BenchCommand) -> CommandResult {
     match cmd {
         BenchCommand::Lock(args) => lock(args),
+        BenchCommand::Timeline(args) => super::timeline::bench(args),
     }
 }
 

@@ -7,6 +7,7 @@
 //! (Kubernetes API server or Redis).
 
 mod bench;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,9 @@ enum Command {
     /// Benchmarks that print numbers: throughput, latency and correctness counts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Incident timeline: record milestones, notes and steps; export the postmortem.
+    #[command(subcommand)]
+    Timeline(timeline::TimelineCommand),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Timeline(cmd)) => timeline::run(cmd),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
