@@ -54,6 +54,9 @@ pub struct Target {
     /// Who records the event (default: kubeconfig user, else $USER).
     #[arg(long)]
     actor: Option<String>,
+    /// When it happened (RFC 3339 with offset, e.g. 2026-11-26T09:41:00Z); default now.
+    #[arg(long)]
+    at: Option<String>,
 }
 
 /// `timeline new`.
@@ -84,9 +87,6 @@ pub struct NoteArgs {
     /// [FILE] TEXT (FILE may be left out with --id).
     #[arg(num_args = 1..=2, value_names = ["FILE", "TEXT"], required = true)]
     args: Vec<String>,
-    /// When it happened (RFC 3339 with offset); default now.
-    #[arg(long)]
-    at: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -97,9 +97,6 @@ pub struct MarkArgs {
     /// [FILE] MILESTONE (detected, declared, mitigated, resolved).
     #[arg(num_args = 1..=2, value_names = ["FILE", "MILESTONE"], required = true)]
     args: Vec<String>,
-    /// When it happened (RFC 3339 with offset); default now.
-    #[arg(long)]
-    at: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -192,7 +189,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
         TimelineCommand::New(args) => new(args),
         TimelineCommand::Note(args) => {
             let (file, text) = file_and_value(args.args, args.target.id.as_deref())?;
-            let at = args.at.as_deref().map(parse_time).transpose()?;
+            let at = args.target.at.as_deref().map(parse_time).transpose()?;
             record(&file, at, args.target.actor, Entry::note(text))
         }
         TimelineCommand::Mark(args) => {
@@ -217,12 +214,17 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                     ));
                 }
             };
-            let at = args.at.as_deref().map(parse_time).transpose()?;
+            let at = args.target.at.as_deref().map(parse_time).transpose()?;
             record(&file, at, args.target.actor, Entry::milestone(milestone))
         }
         TimelineCommand::Severity(args) => {
             let (file, severity) = file_and_value(args.args, args.target.id.as_deref())?;
-            record(&file, None, args.target.actor, Entry::severity(severity))
+            record(
+                &file,
+                parse_at(&args.target)?,
+                args.target.actor,
+                Entry::severity(severity),
+            )
         }
         TimelineCommand::Alert(args) => {
             let (file, alert) = file_and_value(args.args, args.target.id.as_deref())?;
@@ -245,7 +247,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                 value: args.value,
                 labels,
             });
-            record(&file, None, args.target.actor, entry)
+            record(&file, parse_at(&args.target)?, args.target.actor, entry)
         }
         TimelineCommand::Step(args) => {
             let (file, payload) = file_and_value(args.args, args.target.id.as_deref())?;
@@ -255,7 +257,12 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                     format!("the step payload is not a step report: {e}"),
                 )
             })?;
-            record(&file, None, args.target.actor, Entry::Step(report))
+            record(
+                &file,
+                parse_at(&args.target)?,
+                args.target.actor,
+                Entry::Step(report),
+            )
         }
         TimelineCommand::Export(args) => export_cmd(args),
         TimelineCommand::BenchAppend(args) => bench_append(args),
@@ -452,6 +459,10 @@ fn failure(e: TimelineError) -> Failure {
         Exit::Failed
     };
     Failure::msg(exit, e)
+}
+
+fn parse_at(target: &Target) -> Result<Option<Timestamp>, Failure> {
+    target.at.as_deref().map(parse_time).transpose()
 }
 
 /// `[FILE] VALUE`: with one argument the file comes from `--id`.

@@ -220,6 +220,9 @@ pub struct MetricSnapshot {
 /// What happened: the kind of an event and its payload.
 ///
 /// On disk: `"kind": "<name>", "payload": { … }`.
+// Entries are built once and moved into the journal; boxing the step report
+// would only make the playbook engine's calls noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
 pub enum Entry {

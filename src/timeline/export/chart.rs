@@ -17,6 +17,11 @@ const MILESTONE: RGBColor = RGBColor(60, 60, 60);
 const STEP: RGBColor = RGBColor(20, 130, 60);
 const STEP_FAILED: RGBColor = RGBColor(220, 120, 0);
 
+/// Colour of the collisions series, as CSS, for the page's legend.
+pub const COLLISIONS_CSS: &str = "#c81e2d";
+/// Colour of the errors series, as CSS, for the page's legend.
+pub const ERRORS_CSS: &str = "#1e5ab4";
+
 /// Draws the chart as an `<svg>` element (without an XML namespace URL, so
 /// the page holds no `http` address at all). `events` must be in time order.
 pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String> {
@@ -92,15 +97,20 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
             .y_labels(6)
             .x_label_formatter(&label)
             .y_label_formatter(&|y: &f64| super::trim_float(*y))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .x_desc("time (UTC)")
             .y_desc("lock collisions / min")
-            .light_line_style(RGBColor(235, 235, 235))
+            .max_light_lines(1)
+            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(|e| e.to_string())?;
         chart
             .configure_secondary_axes()
             .y_labels(6)
             .y_label_formatter(&|y: &f64| super::trim_float(*y))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .y_desc("errors / min")
             .draw()
             .map_err(|e| e.to_string())?;
@@ -120,12 +130,10 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
                 points.iter().map(|p| (p.0, p.2)),
                 ERRORS.stroke_width(2),
             ))
-            .map_err(|e| e.to_string())?
-            .label("errors / min (right axis)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ERRORS.stroke_width(2)));
+            .map_err(|e| e.to_string())?;
 
         // Milestones: dashed vertical lines labelled near the top.
-        let text = ("sans-serif", 13).into_font().color(&MILESTONE);
+        let text = ("sans-serif", 15).into_font().color(&MILESTONE);
         for (i, (t, name)) in milestones.iter().enumerate() {
             let x = minutes(*t);
             chart
@@ -137,12 +145,11 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
                 ))
                 .map_err(|e| e.to_string())?;
             let y = y1 * (0.97 - 0.07 * (i % 3) as f64);
+            let (dx, style) = anchored(x, x_end, 4, &text);
             chart
-                .draw_series(std::iter::once(Text::new(
-                    format!(" {name}"),
-                    (x, y),
-                    text.clone(),
-                )))
+                .draw_series(std::iter::once(
+                    EmptyElement::at((x, y)) + Text::new(name.clone(), (dx, 0), style),
+                ))
                 .map_err(|e| e.to_string())?;
         }
         // Steps: dotted vertical lines with a numbered marker near the bottom.
@@ -169,26 +176,31 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
                     color.filled(),
                 )))
                 .map_err(|e| e.to_string())?;
+            let style = ("sans-serif", 14).into_font().color(&color);
+            let (dx, style) = anchored(x, x_end, 10, &style);
             chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("  step {label}"),
-                    (x, y),
-                    ("sans-serif", 12).into_font().color(&color),
-                )))
+                .draw_series(std::iter::once(
+                    EmptyElement::at((x, y)) + Text::new(format!("step {label}"), (dx, 0), style),
+                ))
                 .map_err(|e| e.to_string())?;
         }
 
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1))
+}
+
+/// Where a label goes beside its mark at `x`, `gap` pixels away: to the
+/// right of it, or to the left when the mark is in the right third of the
+/// chart (so the text is not cut off). Returns the pixel offset and style.
+fn anchored<'a>(x: f64, x_end: f64, gap: i32, style: &TextStyle<'a>) -> (i32, TextStyle<'a>) {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let (dx, h) = if x > x_end * 0.66 {
+        (-gap, HPos::Right)
+    } else {
+        (gap, HPos::Left)
+    };
+    (dx, style.pos(Pos::new(h, VPos::Center)))
 }
 
 /// Clock time (UTC) `x` minutes after `t0`: `09:41`.

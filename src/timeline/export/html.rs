@@ -30,6 +30,7 @@ tr.step td { color: #145c2e; }
 figure { margin: .5rem 0 1rem; }
 figure svg { width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: .85rem; color: #555; }
+.key { display: inline-block; width: 1.6rem; border-top: 3px solid; vertical-align: middle; margin: 0 .3rem 0 .6rem; }
 pre.diff { background: #f8f8f8; border: 1px solid #e0e0e0; padding: .5rem; overflow-x: auto;
            white-space: pre-wrap; word-break: break-all; font-size: .85rem; }
 .del { color: #a0101c; } .add { color: #0b6b2a; }
@@ -104,8 +105,12 @@ pub fn html(contents: &JournalContents) -> String {
         .count();
     let _ = writeln!(
         out,
-        "\n<figcaption>From {metric_count} metric snapshot(s). Dashed lines: milestones. \
-         Triangles: playbook steps applied (green) or failed/undone (orange), numbered as in Steps Taken.</figcaption>\n</figure>"
+        "\n<figcaption><span class=\"key\" style=\"border-color: {}\"></span>lock collisions / min (left axis) \
+         <span class=\"key\" style=\"border-color: {}\"></span>errors / min (right axis). \
+         From {metric_count} metric snapshot(s). Dashed lines: milestones. \
+         Triangles: playbook steps applied (green) or failed/undone (orange), numbered as in Steps taken.</figcaption>\n</figure>",
+        chart::COLLISIONS_CSS,
+        chart::ERRORS_CSS
     );
 
     match date {

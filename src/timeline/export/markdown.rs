@@ -123,6 +123,9 @@ pub fn markdown(contents: &JournalContents) -> String {
         out.push('\n');
     }
 
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
     out.push_str("\n## Action Items\n\n");
     out.push_str("| ID | Action | Priority | Owner | Status | Due Date |\n");
     out.push_str("|---|---|---|---|---|---|\n");
