@@ -780,8 +780,6 @@ fn write_incident(path: &Path, events: u64) -> Result<(), TimelineError> {
         };
         let entry = if let Some((_, m)) = marks.iter().find(|(k, _)| *k == i) {
             Entry::milestone(*m)
-        } else if i % 50 == 0 {
-            Entry::note(format!("observation {i}: error rate {:.1}%", spike * 18.0))
         } else if i % 500 == 0 {
             Entry::Alert(AlertChange {
                 alert: "LockConcurrentHolders".into(),
@@ -793,6 +791,8 @@ fn write_incident(path: &Path, events: u64) -> Result<(), TimelineError> {
                 value: Some(2.0),
                 labels: [("key".to_string(), format!("order:{i}"))].into(),
             })
+        } else if i % 50 == 0 {
+            Entry::note(format!("observation {i}: error rate {:.1}%", spike * 18.0))
         } else if i % 997 == 0 {
             Entry::Step(StepReport {
                 playbook: "lock-contention".into(),
