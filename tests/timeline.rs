@@ -751,3 +751,139 @@ fn concurrent_handles_and_tasks_share_one_strictly_increasing_sequence() {
     let seqs: Vec<u64> = contents.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
 }
+
+#[test]
+fn journal_handle_is_cheap_to_share_across_threads_and_tasks() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Journal>();
+}
+
+#[test]
+fn actor_comes_from_the_kubeconfig_user_then_user_then_warroom() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: drill\n  cluster: {server: \"https://127.0.0.1:6443\"}\n\
+         contexts:\n- name: other\n  context: {cluster: drill, user: someone-else}\n\
+         - name: drill\n  context: {cluster: drill, user: oncall-bastian}\n\
+         current-context: drill\nusers:\n- name: oncall-bastian\n  user: {token: abc}\n",
+    )
+    .expect("write kubeconfig");
+    let file = "incidents/PM-actor.jsonl";
+    let record = |envs: &[(&str, &str)], text: &str| {
+        let mut cmd = warroom();
+        cmd.args(["timeline", "note", file, text])
+            .current_dir(dir.path())
+            .env_remove("USER")
+            .env_remove("KUBECONFIG")
+            .env("HOME", dir.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run_ok(
+        &[
+            "timeline",
+            "new",
+            file,
+            "--id",
+            "PM-actor",
+            "--severity",
+            "SEV-3",
+            "--actor",
+            "ingrid",
+        ],
+        dir.path(),
+    );
+    let kc = kubeconfig.to_str().expect("utf-8");
+    record(&[("KUBECONFIG", kc), ("USER", "alice")], "from kubeconfig");
+    record(&[("USER", "alice")], "from USER");
+    record(&[], "automatic");
+    let contents = read_journal(&dir.path().join(file)).expect("read");
+    let actors: Vec<&str> = contents.events.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(
+        actors,
+        [
+            "ingrid",
+            "ingrid",
+            "ingrid",
+            "oncall-bastian",
+            "alice",
+            "warroom"
+        ]
+    );
+}
+
+#[test]
+fn exports_report_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("PM-004.jsonl");
+    write_known_incident(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    file.write_all(b"{\"seq\":999,\"at\":\"2026-11-26T11:0")
+        .expect("torn write");
+    let contents = read_journal(&path).expect("read");
+    assert!(contents.torn_tail().is_some());
+    let md = export::markdown(&contents);
+    assert!(md.contains("torn last line"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&export::json(&contents)).expect("json export parses");
+    assert_eq!(json["skipped"][0]["torn_tail"], true);
+    assert_eq!(json["figures"]["time_to_detect"]["millis"], 14 * 60_000);
+    let out = warroom()
+        .args([
+            "timeline",
+            "export",
+            path.to_str().expect("utf-8"),
+            "--format",
+            "md",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("torn last line"));
+}
+
+mod redaction_properties {
+    use proptest::prelude::*;
+    use warroom::timeline::redact::redact_text;
+
+    proptest! {
+        #[test]
+        fn url_and_parameter_passwords_never_survive(
+            pw in "[A-Za-z0-9!$%*+.~_-]{6,24}",
+            user in "[a-z]{1,8}",
+            host in "[a-z]{3,10}\\.svc",
+        ) {
+            for text in [
+                format!("redis://:{pw}@{host}:6379/0"),
+                format!("connect postgres://{user}:{pw}@{host}/orders now"),
+                format!("https://{host}/hook?user={user}&password={pw}&x=1"),
+                format!("token={pw}"),
+                format!("db password: {pw}"),
+                format!("Authorization: Bearer {pw}"),
+            ] {
+                let out = redact_text(&text);
+                prop_assert!(!out.contains(&pw), "{} -> {}", text, out);
+                prop_assert!(out.contains("[REDACTED]"));
+            }
+        }
+
+        #[test]
+        fn bearer_tokens_never_survive(token in "[A-Za-z0-9._~+/=-]{8,40}") {
+            let text = format!("called the API with bearer {token} and got 403");
+            let out = redact_text(&text);
+            prop_assert!(!out.contains(&token), "{} -> {}", text, out);
+        }
+    }
+}
