@@ -83,6 +83,9 @@ impl Journal {
     /// if it does not exist. The existing content is read to continue the
     /// sequence numbers and the milestone order; unreadable lines (a torn
     /// tail) are kept in [`Journal::recovered`] and never rewritten.
+    ///
+    /// This reads the file and may block; from async code call it inside
+    /// `tokio::task::spawn_blocking` (appends have an async form).
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Journal, TimelineError> {
         let path = path.as_ref().to_path_buf();
         let open_err = |source| TimelineError::Open {
@@ -250,7 +253,11 @@ impl Writer {
                 return;
             }
         };
-        if let Err(err) = self.catch_up() {
+        let caught_up = self.catch_up();
+        // Lines other processes left unreadable were reported by their readers;
+        // only what was found when opening is kept for `recovered()`.
+        self.recovered.clear();
+        if let Err(err) = caught_up {
             for request in batch.drain(..) {
                 request.reply.send(Err(err.clone_shallow()));
             }
@@ -481,10 +488,9 @@ fn encode_line(
     Ok(())
 }
 
-/// Reads back the events appended by this handle's process and others: a
-/// convenience for callers holding a [`Journal`].
 impl Journal {
-    /// Reads the whole journal from disk.
+    /// Reads the whole journal back from disk (events appended through any
+    /// handle or process), with skipped lines reported.
     pub fn read(&self) -> Result<super::read::JournalContents, TimelineError> {
         super::read::read_journal(&self.shared.path)
     }

@@ -66,9 +66,9 @@ fn utc_date(at: Timestamp) -> jiff::civil::Date {
     at.to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 
-/// One line describing an event for the timeline table, as plain text with
-/// `emphasis` marks left to the caller: (headline, detail).
-/// Metric snapshots have no line (they are drawn, not listed).
+/// One line of plain text describing an event for the timeline table
+/// (escaping and emphasis are left to each format). Metric snapshots have no
+/// line: they are drawn, not listed.
 fn describe(event: &Event, previous_severity: Option<&str>) -> Option<String> {
     Some(match &event.entry {
         Entry::Incident(inc) => match &inc.title {
