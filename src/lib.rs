@@ -11,6 +11,7 @@
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
 //! - [`cluster`]: a local Kubernetes-API-compatible server for drills and
 //!   tests (`warroom cluster`).
+//! - [`timeline`]: the append-only incident journal and its postmortem exports.
 
 pub mod bench;
 pub mod cluster;
@@ -19,3 +20,4 @@ pub mod kube;
 pub mod lock;
 pub mod playbook;
 pub mod redis_node;
+pub mod timeline;

@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// Time from `warroom run PLAYBOOK --yes` to every step verified,
     /// against a local cluster server (target < 2 s excluding waits).
     Playbook(super::playbook::BenchArgs),
+    /// Incident journal: durable appends/s (one writer, many writers) and the
+    /// time to export a large journal to md, json and html.
+    Timeline(super::timeline::BenchArgs),
 }
 
 /// Output format.
@@ -101,6 +104,7 @@ pub fn run(cmd: BenchCommand) -> CommandResult {
     match cmd {
         BenchCommand::Lock(args) => lock(args),
         BenchCommand::Playbook(args) => super::playbook::bench(args),
+        BenchCommand::Timeline(args) => super::timeline::bench(args),
     }
 }
 
