@@ -6,6 +6,9 @@
 //!   (double grants, stale writes) per lock mode, against a peer library.
 //! - [`playbook`]: time from `warroom run PLAYBOOK --yes` to every step
 //!   verified, against a local cluster server.
+//! - [`exporter`]: collision detection latency, stream throughput on one
+//!   core and memory of the collision exporter.
 
+pub mod exporter;
 pub mod lock;
 pub mod playbook;

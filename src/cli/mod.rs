@@ -10,6 +10,7 @@ mod bench;
 mod cluster;
 mod playbook;
 mod timeline;
+mod exporter;
 
 use std::process::ExitCode;
 
@@ -86,6 +87,9 @@ enum Command {
     /// Incident timeline: record milestones, notes and steps; export the postmortem.
     #[command(subcommand)]
     Timeline(timeline::TimelineCommand),
+    /// Collision exporter: lock events and expired-key notices in,
+    /// Prometheus /metrics out.
+    Exporter(exporter::ExporterArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Some(Command::Playbook(cmd)) => playbook::run(cmd),
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Timeline(cmd)) => timeline::run(cmd),
+        Some(Command::Exporter(args)) => exporter::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
