@@ -8,9 +8,9 @@
 
 mod bench;
 mod cluster;
+mod exporter;
 mod playbook;
 mod timeline;
-mod exporter;
 
 use std::process::ExitCode;
 
