@@ -11,6 +11,8 @@
 
 use std::sync::Mutex;
 
+use serde_json::Value;
+
 use super::event::{StepEvent, StepObserver, StepPhase};
 use crate::timeline::{self, Entry, Journal, NewEvent, StepReport, StepTarget, TimelineError};
 
@@ -83,10 +85,47 @@ pub fn entry_of(event: &StepEvent) -> Entry {
         kind: event.kind.clone(),
         phase,
         target,
-        before: event.before.clone().unwrap_or_default(),
-        after: event.after.clone().unwrap_or_default(),
+        before: event.before.as_ref().map(nest).unwrap_or_default(),
+        after: event.after.as_ref().map(nest).unwrap_or_default(),
         message: (!event.message.is_empty()).then(|| event.message.clone()),
     })
+}
+
+/// The engine reports values by JSON pointer (`{"/spec/replicas": 8}`); the
+/// timeline keeps the touched part of the object (`{"spec": {"replicas": 8}}`),
+/// `null` standing for an absent field. Anything else is kept as it is.
+fn nest(values: &Value) -> Value {
+    let Value::Object(map) = values else {
+        return values.clone();
+    };
+    if map.is_empty() || !map.keys().all(|k| k.starts_with('/')) {
+        return values.clone();
+    }
+    let mut root = Value::Object(serde_json::Map::new());
+    for (pointer, value) in map {
+        let mut node = &mut root;
+        let tokens: Vec<String> = pointer[1..]
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        for (i, token) in tokens.iter().enumerate() {
+            if !node.is_object() {
+                *node = Value::Object(serde_json::Map::new());
+            }
+            let Value::Object(children) = node else {
+                unreachable!("made an object above")
+            };
+            node = if i + 1 == tokens.len() {
+                children.insert(token.clone(), value.clone());
+                break;
+            } else {
+                children
+                    .entry(token.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()))
+            };
+        }
+    }
+    root
 }
 
 impl StepObserver for TimelineRecorder {
@@ -102,5 +141,23 @@ impl StepObserver for TimelineRecorder {
                 failures.first = Some(err);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nest;
+    use serde_json::json;
+
+    #[test]
+    fn pointer_maps_become_the_touched_part_of_the_object() {
+        assert_eq!(
+            nest(
+                &json!({"/spec/replicas": 8, "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps": null})
+            ),
+            json!({"spec": {"replicas": 8}, "metadata": {"annotations": {"nginx.ingress.kubernetes.io/limit-rps": null}}})
+        );
+        assert_eq!(nest(&json!({"replicas": 8})), json!({"replicas": 8}));
+        assert_eq!(nest(&json!("text")), json!("text"));
     }
 }
