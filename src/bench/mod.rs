@@ -4,5 +4,7 @@
 //!
 //! - [`lock`]: lock contention throughput, latency and correctness counts
 //!   (double grants, stale writes) per lock mode, against a peer library.
+//! - [`cluster`]: requests per second of the local cluster server.
 
+pub mod cluster;
 pub mod lock;
