@@ -1329,3 +1329,70 @@ mod wire {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warroom_cluster_command_serves_until_interrupted() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("local.kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["cluster", "--listen", "127.0.0.1:0", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("warroom runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = lines
+        .next_line()
+        .await
+        .expect("reads")
+        .expect("a first line");
+    let url = first
+        .strip_prefix("local cluster serving at ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let second = lines
+        .next_line()
+        .await
+        .expect("reads")
+        .expect("a second line");
+    assert_eq!(
+        second,
+        format!("kubeconfig written to {}", kubeconfig.display())
+    );
+    let written = std::fs::read_to_string(&kubeconfig).expect("kubeconfig written");
+    assert!(written.contains(&format!("server: {url}")), "{written}");
+
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&written).expect("parses"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("usable");
+    let deployments: Api<Deployment> =
+        Api::default_namespaced(kube::Client::try_from(config).expect("client"));
+    assert_eq!(
+        replicas(&deployments.get("order-service").await.expect("seeded")),
+        8
+    );
+
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: sending SIGINT to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().await.expect("exits");
+    assert_eq!(status.code(), Some(0));
+
+    // A taken address is refused with exit 2 and a message naming it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["cluster", "--listen", &addr, "--kubeconfig-out"])
+        .arg(dir.path().join("unused"))
+        .output()
+        .await
+        .expect("warroom runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
+}

@@ -482,6 +482,19 @@ async fn kubectl_reads_leases_and_applies_manifests() {
         stored(&server, "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
         "50"
     );
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\n  namespace: orders\ndata:\n  rps: \"5\"\n",
+    )
+    .expect("manifest written");
+    let out = kubectl
+        .ok(&["apply", "--server-side", "--validate=false", "-f", path])
+        .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    assert_eq!(
+        stored(&server, "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "5"
+    );
     assert!(
         kubectl
             .ok(&["delete", "-f", path])

@@ -4,8 +4,10 @@
 //!
 //! - [`lock`]: lock contention throughput, latency and correctness counts
 //!   (double grants, stale writes) per lock mode, against a peer library.
+//! - [`cluster`]: requests per second of the local cluster server.
 //! - [`playbook`]: time from `warroom run PLAYBOOK --yes` to every step
 //!   verified, against a local cluster server.
 
+pub mod cluster;
 pub mod lock;
 pub mod playbook;
