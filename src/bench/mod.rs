@@ -7,7 +7,10 @@
 //! - [`cluster`]: requests per second of the local cluster server.
 //! - [`playbook`]: time from `warroom run PLAYBOOK --yes` to every step
 //!   verified, against a local cluster server.
+//! - [`exporter`]: collision detection latency, stream throughput on one
+//!   core and memory of the collision exporter.
 
 pub mod cluster;
+pub mod exporter;
 pub mod lock;
 pub mod playbook;

@@ -8,7 +8,9 @@
 
 mod bench;
 mod cluster;
+mod exporter;
 mod playbook;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -82,6 +84,12 @@ enum Command {
     /// Run a local Kubernetes-API-compatible server (seeded with the PM-003
     /// drill objects) and write a kubeconfig for it; runs until Ctrl-C.
     Cluster(cluster::ClusterArgs),
+    /// Incident timeline: record milestones, notes and steps; export the postmortem.
+    #[command(subcommand)]
+    Timeline(timeline::TimelineCommand),
+    /// Collision exporter: lock events and expired-key notices in,
+    /// Prometheus /metrics out.
+    Exporter(exporter::ExporterArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -103,6 +111,8 @@ pub fn main() -> ExitCode {
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Playbook(cmd)) => playbook::run(cmd),
         Some(Command::Cluster(args)) => cluster::run(args),
+        Some(Command::Timeline(cmd)) => timeline::run(cmd),
+        Some(Command::Exporter(args)) => exporter::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
