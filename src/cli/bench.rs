@@ -15,6 +15,15 @@ pub enum BenchCommand {
     /// Lock contention benchmark and correctness checker: throughput, latency,
     /// double grants and stale writes, optionally against a peer library.
     Lock(LockArgs),
+    /// Requests per second and latency of the local cluster server (get,
+    /// merge patch, scale) through kube-rs over loopback HTTP.
+    Cluster(ClusterBenchArgs),
+    /// Time from `warroom run PLAYBOOK --yes` to every step verified,
+    /// against a local cluster server (target < 2 s excluding waits).
+    Playbook(super::playbook::BenchArgs),
+    /// Incident journal: durable appends/s (one writer, many writers) and the
+    /// time to export a large journal to md, json and html.
+    Timeline(super::timeline::BenchArgs),
     /// Collision exporter: detection latency (second grant to /metrics),
     /// events/s on one core, memory over many keys.
     Exporter(ExporterArgs),
@@ -127,6 +136,9 @@ pub struct LockArgs {
 pub fn run(cmd: BenchCommand) -> CommandResult {
     match cmd {
         BenchCommand::Lock(args) => lock(args),
+        BenchCommand::Cluster(args) => cluster(args),
+        BenchCommand::Playbook(args) => super::playbook::bench(args),
+        BenchCommand::Timeline(args) => super::timeline::bench(args),
         BenchCommand::Exporter(args) => exporter(args),
     }
 }
@@ -291,4 +303,52 @@ fn render(r: &LockBenchReport) -> String {
         let _ = writeln!(out, "{:<24}{:>14.2}", "throughput ratio", ratio);
     }
     out
+}
+
+/// `warroom bench cluster` arguments.
+#[derive(Args)]
+pub struct ClusterBenchArgs {
+    /// Concurrent clients per operation.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds per operation.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Runtime threads shared by the server and the clients.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+fn cluster(args: ClusterBenchArgs) -> CommandResult {
+    use warroom::bench::cluster::{ClusterBench, ClusterBenchError, render};
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            "--duration must be a positive number of seconds",
+        ));
+    }
+    let bench = ClusterBench {
+        clients: args.clients,
+        duration: Duration::from_secs_f64(args.duration),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    let report = runtime.block_on(bench.run()).map_err(|e| match e {
+        ClusterBenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
+        ClusterBenchError::Setup(_) => Failure::msg(Exit::Failed, e),
+    })?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        ),
+        Output::Text => print!("{}", render(&report)),
+    }
+    Ok(Exit::Done)
 }

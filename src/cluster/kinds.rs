@@ -1,0 +1,460 @@
+//! What each kind adds to plain object storage: defaults filled in on write,
+//! validation (decoding through the k8s-openapi types, then the rules the
+//! real API server enforces on the fields drills and playbooks use), the
+//! Deployment status the server converges to, and the `scale` subresource.
+//!
+//! This file knows Kubernetes object shapes; it knows nothing about HTTP or
+//! how objects are stored.
+
+use serde_json::{Map, Value, json};
+
+use super::resources::ResourceType;
+use super::status::{ApiError, FieldCause};
+
+/// The autoscaling/v1 `Scale` kind, for messages about the scale subresource.
+pub static SCALE_TYPE: ResourceType = ResourceType {
+    group: "autoscaling",
+    version: "v1",
+    plural: "scale",
+    singular: "scale",
+    kind: "Scale",
+    namespaced: true,
+    short_names: &[],
+    tracks_generation: false,
+    has_status: false,
+    has_scale: false,
+    categories: &[],
+};
+
+const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
+     alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character \
+     (e.g. 'example.com', regex used for validation is \
+     '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric \
+     characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  \
+     or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+const CONFIG_KEY: &str = "a valid config key must consist of alphanumeric characters, '-', '_' \
+     or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is \
+     '[-._a-zA-Z0-9]+')";
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// Sets a nested field, creating the maps on the way; refuses (400) when a
+/// field on the way holds something other than a map.
+pub fn set_field(obj: &mut Value, path: &[&str], value: Value) -> Result<(), ApiError> {
+    let Some((last, parents)) = path.split_last() else {
+        *obj = value;
+        return Ok(());
+    };
+    let mut at = obj;
+    for key in parents {
+        let Some(map) = at.as_object_mut() else {
+            return Err(ApiError::bad_request(format!("{key}: expected an object")));
+        };
+        at = map.entry(*key).or_insert_with(|| json!({}));
+    }
+    match at.as_object_mut() {
+        Some(map) => {
+            map.insert((*last).to_string(), value);
+            Ok(())
+        }
+        None => Err(ApiError::bad_request(format!(
+            "{}: expected an object",
+            parents.join(".")
+        ))),
+    }
+}
+
+/// `metadata.name` of an object, if it is a string.
+pub fn name_of(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/name").and_then(Value::as_str)
+}
+
+/// Checks that a name is acceptable for objects of this type.
+pub fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
+    let (ok, rule) = if rt.kind == "Namespace" {
+        (is_dns1123_label(name), DNS1123_LABEL)
+    } else {
+        (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            rt,
+            name,
+            vec![FieldCause::invalid(
+                "metadata.name",
+                format!("{name:?}"),
+                rule,
+            )],
+        ))
+    }
+}
+
+/// Fills in the defaults the real API server sets on write.
+pub fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
+    match rt.kind {
+        "Deployment" => {
+            let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+                return;
+            };
+            spec.entry("replicas").or_insert(json!(1));
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+            spec.entry("strategy").or_insert(json!({
+                "type": "RollingUpdate",
+                "rollingUpdate": { "maxUnavailable": "25%", "maxSurge": "25%" }
+            }));
+        }
+        "Namespace" => {
+            let name = name_of(obj).unwrap_or_default().to_string();
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
+            if let Some(map) = obj.as_object_mut() {
+                map.entry("spec")
+                    .or_insert_with(|| json!({ "finalizers": ["kubernetes"] }));
+                map.entry("status")
+                    .or_insert_with(|| json!({ "phase": "Active" }));
+            }
+        }
+        "Pod" => {
+            if let Some(map) = obj.as_object_mut() {
+                map.entry("status")
+                    .or_insert_with(|| json!({ "phase": "Pending" }));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    serde_json::from_value::<T>(obj.clone())
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                rt.kind, rt.version, rt.kind
+            ))
+        })
+}
+
+/// Validates an object about to be stored: shape (it must decode as its
+/// kind), then the field rules. `obj` already carries apiVersion, kind,
+/// namespace and name.
+pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::{apps, coordination, core, networking};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    let name = name_of(obj).unwrap_or_default();
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the object must be a JSON object"));
+    }
+    // Required fields are reported as Invalid after the types check out, so
+    // the decode below sees placeholders for them.
+    let mut missing = Vec::new();
+    let mut shape = obj.clone();
+    if rt.kind == "Deployment" {
+        for field in ["selector", "template"] {
+            if obj
+                .pointer(&format!("/spec/{field}"))
+                .is_none_or(Value::is_null)
+            {
+                missing.push(FieldCause::required(&format!("spec.{field}")));
+                if let Some(spec) = shape.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert(field.into(), json!({}));
+                }
+            }
+        }
+    }
+    let obj = &shape;
+    match rt.kind {
+        "Namespace" => decode::<core::v1::Namespace>(rt, obj)?,
+        "Pod" => decode::<core::v1::Pod>(rt, obj)?,
+        "ConfigMap" => decode::<core::v1::ConfigMap>(rt, obj)?,
+        "Deployment" => decode::<apps::v1::Deployment>(rt, obj)?,
+        "Ingress" => decode::<networking::v1::Ingress>(rt, obj)?,
+        "Lease" => decode::<coordination::v1::Lease>(rt, obj)?,
+        _ => {
+            let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+            serde_json::from_value::<ObjectMeta>(meta).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: metadata: {e}",
+                    rt.kind, rt.version, rt.kind
+                ))
+            })?;
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::invalid(rt, name, missing));
+    }
+    validate_name(rt, name)?;
+    let mut causes = Vec::new();
+    match rt.kind {
+        "Deployment" => {
+            if let Some(replicas) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+                && replicas < 0
+            {
+                causes.push(FieldCause::invalid(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                ));
+            }
+            let selector = obj
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object);
+            let labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .and_then(Value::as_object);
+            if let Some(selector) = selector {
+                let matches = selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)).is_some_and(|lv| lv == v));
+                if !matches {
+                    causes.push(FieldCause::invalid(
+                        "spec.template.metadata.labels",
+                        Value::Object(labels.cloned().unwrap_or_default()),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+        }
+        "ConfigMap" => {
+            for field in ["data", "binaryData"] {
+                if let Some(map) = obj.get(field).and_then(Value::as_object) {
+                    for key in map.keys() {
+                        let ok = !key.is_empty()
+                            && key.len() <= 253
+                            && key
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                            && key != "."
+                            && key != "..";
+                        if !ok {
+                            causes.push(FieldCause::invalid(
+                                &format!("{field}[{key}]"),
+                                format!("{key:?}"),
+                                CONFIG_KEY,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        "Lease" => {
+            if let Some(secs) = obj
+                .pointer("/spec/leaseDurationSeconds")
+                .and_then(Value::as_i64)
+                && secs <= 0
+            {
+                causes.push(FieldCause::invalid(
+                    "spec.leaseDurationSeconds",
+                    secs,
+                    "must be greater than 0",
+                ));
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(rt, name, causes))
+    }
+}
+
+/// A short stable hash of a pod template, in the alphabet Kubernetes uses
+/// for ReplicaSet name suffixes.
+fn template_hash(template: &Value) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in template.to_string().bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..10)
+        .map(|_| {
+            let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
+            h /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn condition(
+    kind: &str,
+    reason: &str,
+    message: String,
+    now: &str,
+    previous: Option<&Value>,
+) -> Value {
+    let transition = previous
+        .and_then(|conds| conds.as_array())
+        .and_then(|conds| {
+            conds.iter().find(|c| {
+                c.get("type").and_then(Value::as_str) == Some(kind)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(now));
+    json!({
+        "type": kind,
+        "status": "True",
+        "lastUpdateTime": now,
+        "lastTransitionTime": transition,
+        "reason": reason,
+        "message": message,
+    })
+}
+
+/// Sets a Deployment's status to "rolled out": every replica updated, ready
+/// and available, observedGeneration caught up, Available and Progressing
+/// conditions true.
+pub fn converge_deployment(obj: &mut Value, now: &str) {
+    let replicas = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let generation = obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let name = name_of(obj).unwrap_or_default().to_string();
+    let hash = template_hash(obj.pointer("/spec/template").unwrap_or(&Value::Null));
+    let previous = obj.pointer("/status/conditions").cloned();
+    let status = json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            condition(
+                "Available",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".to_string(),
+                now,
+                previous.as_ref(),
+            ),
+            condition(
+                "Progressing",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{name}-{hash}\" has successfully progressed."),
+                now,
+                previous.as_ref(),
+            ),
+        ],
+    });
+    if let Some(map) = obj.as_object_mut() {
+        map.insert("status".into(), status);
+    }
+}
+
+/// The `Scale` view of a Deployment.
+pub fn scale_of(deployment: &Value) -> Value {
+    let meta = deployment.get("metadata").cloned().unwrap_or_default();
+    let mut scale_meta = Map::new();
+    for key in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = meta.get(key) {
+            scale_meta.insert(key.into(), v.clone());
+        }
+    }
+    let selector = deployment
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": { "replicas": deployment.pointer("/spec/replicas").cloned().unwrap_or(json!(0)) },
+        "status": {
+            "replicas": deployment.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// The replica count a (patched or submitted) `Scale` asks for.
+pub fn replicas_of_scale(scale: &Value, name: &str) -> Result<i64, ApiError> {
+    let replicas = match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_i64()
+            .filter(|r| i32::try_from(*r).is_ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: \
+                     expected an int32, got {v}"
+                ))
+            })?,
+    };
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            &SCALE_TYPE,
+            name,
+            vec![FieldCause::invalid(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        ));
+    }
+    Ok(replicas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_rfc_1123() {
+        assert!(is_dns1123_subdomain("order-service"));
+        assert!(is_dns1123_subdomain("a.b-c"));
+        assert!(!is_dns1123_subdomain("Order"));
+        assert!(!is_dns1123_subdomain("-x"));
+        assert!(!is_dns1123_subdomain(""));
+        assert!(!is_dns1123_label("a.b"));
+    }
+
+    #[test]
+    fn converged_deployment_reports_every_replica_ready() {
+        let mut d = json!({"metadata": {"name": "x", "generation": 3}, "spec": {"replicas": 2, "template": {}}});
+        converge_deployment(&mut d, "2026-11-26T23:00:00Z");
+        assert_eq!(d["status"]["observedGeneration"], 3);
+        assert_eq!(d["status"]["availableReplicas"], 2);
+        assert_eq!(d["status"]["conditions"][0]["type"], "Available");
+    }
+}

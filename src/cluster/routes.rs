@@ -1,0 +1,669 @@
+//! HTTP routes of the local cluster: parses Kubernetes REST paths
+//! (`/api/v1/namespaces/{ns}/configmaps/{name}`,
+//! `/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale`, …), applies fault
+//! rules, and turns each verb into a store call, answering with objects,
+//! lists, tables, watch streams or `Status` bodies.
+//!
+//! This file knows HTTP and the REST conventions; object rules live in
+//! `kinds.rs` and storage in `store.rs`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::discovery;
+use super::faults::Faults;
+use super::kinds;
+use super::patch::{self, PatchType};
+use super::requests::RequestLog;
+use super::resources::{self, ResourceType};
+use super::selector::Selector;
+use super::status::ApiError;
+use super::store::{Store, StoreEvent, Target};
+use super::table;
+
+/// Largest request body accepted (the real API server's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Longest a watch stays open when the client gives no `timeoutSeconds`.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Shared state of the routes.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub store: Store,
+    pub faults: Faults,
+    pub requests: RequestLog,
+    /// `host:port` the server is reachable at.
+    pub address: String,
+    /// Becomes true when the server stops; open watches end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The router serving every path.
+pub(crate) fn router(app: App) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+/// A subresource of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Status,
+    Scale,
+}
+
+/// What a request path names.
+#[derive(Debug)]
+enum Route {
+    Version,
+    Health,
+    CoreVersions,
+    Groups,
+    Group(String),
+    ResourceList(String, String),
+    Resource {
+        rt: &'static ResourceType,
+        namespace: Option<String>,
+        name: Option<String>,
+        sub: Option<Sub>,
+    },
+    Unknown,
+}
+
+impl Route {
+    fn parse(path: &str) -> Self {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            ["version"] => Self::Version,
+            ["healthz" | "readyz" | "livez"] => Self::Health,
+            ["api"] => Self::CoreVersions,
+            ["apis"] => Self::Groups,
+            ["apis", group] => Self::Group((*group).to_string()),
+            ["api", version, rest @ ..] => Self::resource("", version, rest),
+            ["apis", group, version, rest @ ..] => Self::resource(group, version, rest),
+            _ => Self::Unknown,
+        }
+    }
+
+    fn resource(group: &str, version: &str, rest: &[&str]) -> Self {
+        if rest.is_empty() {
+            return Self::ResourceList(group.to_string(), version.to_string());
+        }
+        let namespaced_path = rest[0] == "namespaces"
+            && rest.len() >= 3
+            && !(group.is_empty() && rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+        let (namespace, rest) = if namespaced_path {
+            (Some(rest[1].to_string()), &rest[2..])
+        } else {
+            (None, rest)
+        };
+        let Some(rt) = resources::by_path(group, version, rest[0]) else {
+            return Self::Unknown;
+        };
+        let name = rest.get(1).map(|s| (*s).to_string());
+        let sub = match rest.get(2) {
+            None => None,
+            Some(&"status") if rt.has_status => Some(Sub::Status),
+            Some(&"scale") if rt.has_scale => Some(Sub::Scale),
+            Some(_) => return Self::Unknown,
+        };
+        if rest.len() > 3
+            || (rt.namespaced && namespace.is_none() && name.is_some())
+            || (!rt.namespaced && namespace.is_some())
+        {
+            return Self::Unknown;
+        }
+        Self::Resource {
+            rt,
+            namespace,
+            name,
+            sub,
+        }
+    }
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    let mut response = (code, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(error: &ApiError) -> Response {
+    let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &error.to_status())
+}
+
+fn ok(body: &Value) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// Every request lands here; each is logged with its answer's status.
+async fn handle(State(app): State<App>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let response = answer(&app, &method, &path_and_query, request).await;
+    app.requests
+        .record(method.as_str(), &path_and_query, response.status().as_u16());
+    response
+}
+
+async fn answer(app: &App, method: &Method, path_and_query: &str, request: Request) -> Response {
+    let route = Route::parse(request.uri().path());
+    tracing::debug!(%method, %path_and_query, "cluster request");
+    if let Some(code) = app.faults.take(method.as_str(), path_and_query) {
+        let error = match &route {
+            Route::Resource {
+                rt,
+                namespace,
+                name,
+                ..
+            } => ApiError::injected(
+                code,
+                method.as_str(),
+                Some(rt),
+                namespace.as_deref(),
+                name.as_deref(),
+            ),
+            _ => ApiError::injected(code, method.as_str(), None, None, None),
+        };
+        return error_response(&error);
+    }
+    let outcome = match route {
+        Route::Version => read_only(method, discovery::version()),
+        Route::Health => {
+            return if method == Method::GET {
+                "ok".into_response()
+            } else {
+                error_response(&ApiError::method_not_allowed())
+            };
+        }
+        Route::CoreVersions => read_only(method, discovery::core_versions(&app.address)),
+        Route::Groups => read_only(method, discovery::group_list()),
+        Route::Group(group) => match discovery::group(&group) {
+            Some(doc) => read_only(method, doc),
+            None => Err(ApiError::no_route()),
+        },
+        Route::ResourceList(group, version) => match discovery::resource_list(&group, &version) {
+            Some(doc) => read_only(method, doc),
+            None => Err(ApiError::no_route()),
+        },
+        Route::Unknown => Err(ApiError::no_route()),
+        Route::Resource {
+            rt,
+            namespace,
+            name,
+            sub,
+        } => {
+            let call = Call {
+                store: &app.store,
+                rt,
+                namespace: namespace.as_deref(),
+                name: name.as_deref(),
+                sub,
+            };
+            call.serve(app, request).await
+        }
+    };
+    outcome.unwrap_or_else(|e| error_response(&e))
+}
+
+fn read_only(method: &Method, doc: Value) -> Result<Response, ApiError> {
+    if method == Method::GET {
+        Ok(ok(&doc))
+    } else {
+        Err(ApiError::method_not_allowed())
+    }
+}
+
+/// Query parameters this server honours (others are accepted and ignored).
+struct Params {
+    dry_run: bool,
+    watch: bool,
+    resource_version: Option<String>,
+    labels: Selector,
+    fields: Selector,
+    timeout: Duration,
+}
+
+impl Params {
+    fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let dry_run = match query.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+                )));
+            }
+        };
+        let watch = matches!(
+            query.get("watch").map(String::as_str),
+            Some("true" | "1" | "True")
+        );
+        let timeout = match query.get("timeoutSeconds") {
+            None => DEFAULT_WATCH_TIMEOUT,
+            Some(secs) => Duration::from_secs(secs.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("timeoutSeconds: invalid value {secs:?}"))
+            })?)
+            .min(DEFAULT_WATCH_TIMEOUT),
+        };
+        Ok(Self {
+            dry_run,
+            watch,
+            resource_version: query
+                .get("resourceVersion")
+                .filter(|rv| !rv.is_empty())
+                .cloned(),
+            labels: Selector::labels(query.get("labelSelector").map_or("", String::as_str))?,
+            fields: Selector::fields(query.get("fieldSelector").map_or("", String::as_str))?,
+            timeout,
+        })
+    }
+}
+
+/// One request on a resource path.
+struct Call<'a> {
+    store: &'a Store,
+    rt: &'static ResourceType,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    sub: Option<Sub>,
+}
+
+async fn read_body(request: Request) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY) {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY))
+}
+
+fn content_type(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("invalid").to_string())
+}
+
+/// Parses a PUT/POST body, which must be JSON (no Content-Type counts as JSON).
+fn object_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
+    if let Some(ct) = content_type {
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case("application/json") && !media.is_empty() {
+            return Err(ApiError::unsupported_media_type(&["application/json"]));
+        }
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "couldn't get version/kind; json parse error: the body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn wants_table(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+}
+
+impl Call<'_> {
+    async fn serve(&self, app: &App, request: Request) -> Result<Response, ApiError> {
+        let query: HashMap<String, String> =
+            Query::try_from_uri(request.uri())
+                .map(|Query(q)| q)
+                .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+        let params = Params::parse(&query)?;
+        let method = request.method().clone();
+        let table_rows = wants_table(&request)
+            .then(|| table::Include::parse(query.get("includeObject").map(String::as_str)));
+        match (method, self.name, self.sub) {
+            (Method::GET, None, None) if params.watch => self.watch(app, &params, table_rows),
+            (Method::GET, None, None) => self.list(&params, table_rows),
+            (Method::POST, None, None) => {
+                let ct = content_type(&request);
+                let body = read_body(request).await?;
+                let object = object_body(ct.as_deref(), &body)?;
+                let created = self
+                    .store
+                    .create(self.rt, self.namespace, object, params.dry_run)?;
+                Ok(json_response(StatusCode::CREATED, &created))
+            }
+            (Method::GET, Some(name), sub) => {
+                let object = self.store.get_object(self.rt, self.namespace, name)?;
+                Ok(match sub {
+                    Some(Sub::Scale) => ok(&kinds::scale_of(&object)),
+                    _ => match table_rows {
+                        Some(include) => ok(&table::table(
+                            self.rt,
+                            std::slice::from_ref(&object),
+                            None,
+                            include,
+                        )),
+                        None => ok(&object),
+                    },
+                })
+            }
+            (Method::PUT, Some(name), sub) => {
+                let ct = content_type(&request);
+                let body = read_body(request).await?;
+                let submitted = object_body(ct.as_deref(), &body)?;
+                self.write(name, sub, params.dry_run, |current| match sub {
+                    Some(Sub::Scale) => with_replicas(current, &submitted, name),
+                    _ => Ok(submitted.clone()),
+                })
+            }
+            (Method::PATCH, Some(name), sub) => {
+                let ct = content_type(&request).unwrap_or_default();
+                let patch_type = match PatchType::from_content_type(&ct) {
+                    Some(t) => t,
+                    None => return Err(ApiError::unsupported_media_type(patch::ACCEPTED)),
+                };
+                if patch_type == PatchType::Apply
+                    && query.get("fieldManager").is_none_or(String::is_empty)
+                {
+                    return Err(ApiError::unprocessable(
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: \
+                         is required for apply patch",
+                    ));
+                }
+                let body = read_body(request).await?;
+                let written = self.write(name, sub, params.dry_run, |current| match sub {
+                    Some(Sub::Scale) => {
+                        let patched = patch::apply(&kinds::scale_of(current), patch_type, &body)?;
+                        with_replicas(current, &patched, name)
+                    }
+                    _ => patch::apply(current, patch_type, &body),
+                });
+                match written {
+                    // Server-side apply creates what does not exist yet.
+                    Err(e) if e.code == 404 && patch_type == PatchType::Apply && sub.is_none() => {
+                        let mut object = patch::applied_configuration(&body)?;
+                        if kinds::name_of(&object).is_some_and(|n| n != name) {
+                            return Err(ApiError::bad_request(format!(
+                                "the name of the object ({}) does not match the name on the URL \
+                                 ({name})",
+                                kinds::name_of(&object).unwrap_or_default()
+                            )));
+                        }
+                        kinds::set_field(&mut object, &["metadata", "name"], json!(name))?;
+                        let created =
+                            self.store
+                                .create(self.rt, self.namespace, object, params.dry_run)?;
+                        Ok(json_response(StatusCode::CREATED, &created))
+                    }
+                    other => other,
+                }
+            }
+            (Method::DELETE, Some(name), None) => {
+                let deleted =
+                    self.store
+                        .delete_object(self.rt, self.namespace, name, params.dry_run)?;
+                Ok(ok(&deleted))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        sub: Option<Sub>,
+        dry_run: bool,
+        change: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let target = match sub {
+            Some(Sub::Status) => Target::Status,
+            _ => Target::Main,
+        };
+        let written = self
+            .store
+            .modify(self.rt, self.namespace, name, target, dry_run, change)?;
+        Ok(match sub {
+            Some(Sub::Scale) => ok(&kinds::scale_of(&written)),
+            _ => ok(&written),
+        })
+    }
+
+    fn list(
+        &self,
+        params: &Params,
+        table_rows: Option<table::Include>,
+    ) -> Result<Response, ApiError> {
+        let (items, revision) =
+            self.store
+                .list_objects(self.rt, self.namespace, &params.labels, &params.fields);
+        if let Some(include) = table_rows {
+            return Ok(ok(&table::table(self.rt, &items, Some(revision), include)));
+        }
+        Ok(ok(&json!({
+            "kind": self.rt.list_kind(),
+            "apiVersion": self.rt.api_version(),
+            "metadata": { "resourceVersion": revision.to_string() },
+            "items": items,
+        })))
+    }
+
+    fn watch(
+        &self,
+        app: &App,
+        params: &Params,
+        table_rows: Option<table::Include>,
+    ) -> Result<Response, ApiError> {
+        // resourceVersion "0" means "any state": send the current objects.
+        let since =
+            match params.resource_version.as_deref() {
+                None | Some("0") => None,
+                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv:?}"))
+                })?),
+            };
+        let (initial, receiver) = self.store.watch_from(self.rt, self.namespace, since)?;
+        let (sender, body) = mpsc::channel::<Bytes>(64);
+        let stream = WatchStream {
+            resource: resources::index_of(self.rt),
+            namespace: self.namespace.map(str::to_string),
+            labels: params.labels.clone(),
+            fields: params.fields.clone(),
+            table: table_rows.map(|include| (self.rt, include)),
+            sender,
+        };
+        tokio::spawn(stream.run(initial, receiver, app.shutdown.clone(), params.timeout));
+        let body = Body::from_stream(futures::stream::unfold(body, |mut body| async move {
+            body.recv()
+                .await
+                .map(|chunk| (Ok::<_, Infallible>(chunk), body))
+        }));
+        let mut response = Response::new(body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+}
+
+/// Sets a Deployment's replicas from a `Scale`, carrying its resourceVersion
+/// precondition.
+fn with_replicas(current: &Value, scale: &Value, name: &str) -> Result<Value, ApiError> {
+    let replicas = kinds::replicas_of_scale(scale, name)?;
+    let mut next = current.clone();
+    kinds::set_field(&mut next, &["spec", "replicas"], json!(replicas))?;
+    if let Some(rv) = scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+    {
+        kinds::set_field(&mut next, &["metadata", "resourceVersion"], json!(rv))?;
+    }
+    Ok(next)
+}
+
+/// One open watch: forwards matching store events to the response body.
+struct WatchStream {
+    resource: usize,
+    namespace: Option<String>,
+    labels: Selector,
+    fields: Selector,
+    /// Send each object as a one-row `Table` (what `kubectl get -w` asks for).
+    table: Option<(&'static ResourceType, table::Include)>,
+    sender: mpsc::Sender<Bytes>,
+}
+
+impl WatchStream {
+    fn matches(&self, event: &StoreEvent) -> bool {
+        event.resource == self.resource
+            && self.namespace.as_deref().is_none_or(|ns| {
+                event
+                    .object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    == Some(ns)
+            })
+            && self.labels.matches_labels(&event.object)
+            && self.fields.matches_fields(&event.object)
+    }
+
+    async fn send(&self, event_type: &str, object: &Value) -> bool {
+        let object = match self.table {
+            Some((rt, include)) if event_type != "ERROR" => {
+                table::table(rt, std::slice::from_ref(object), None, include)
+            }
+            _ => object.clone(),
+        };
+        let mut line = json!({ "type": event_type, "object": object }).to_string();
+        line.push('\n');
+        self.sender.send(Bytes::from(line)).await.is_ok()
+    }
+
+    async fn run(
+        self,
+        initial: Vec<std::sync::Arc<StoreEvent>>,
+        mut receiver: broadcast::Receiver<std::sync::Arc<StoreEvent>>,
+        mut shutdown: watch::Receiver<bool>,
+        timeout: Duration,
+    ) {
+        for event in initial.iter().filter(|e| self.matches(e)) {
+            if !self.send(event.event_type.as_str(), &event.object).await {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = shutdown.changed() => return,
+                _ = self.sender.closed() => return,
+                received = receiver.recv() => match received {
+                    Ok(event) => {
+                        if self.matches(&event) && !self.send(event.event_type.as_str(), &event.object).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let status = ApiError::expired(0, 0).to_status();
+                        let _ = self.send("ERROR", &status).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(path: &str) -> (String, Option<String>, Option<String>, Option<Sub>) {
+        match Route::parse(path) {
+            Route::Resource {
+                rt,
+                namespace,
+                name,
+                sub,
+            } => (rt.plural.to_string(), namespace, name, sub),
+            other => panic!("{path} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths_name_resources() {
+        assert_eq!(
+            resource("/apis/apps/v1/namespaces/orders/deployments/order-service/scale"),
+            (
+                "deployments".into(),
+                Some("orders".into()),
+                Some("order-service".into()),
+                Some(Sub::Scale)
+            )
+        );
+        assert_eq!(
+            resource("/api/v1/namespaces/orders"),
+            ("namespaces".into(), None, Some("orders".into()), None)
+        );
+        assert_eq!(
+            resource("/api/v1/namespaces/orders/status"),
+            (
+                "namespaces".into(),
+                None,
+                Some("orders".into()),
+                Some(Sub::Status)
+            )
+        );
+        assert_eq!(
+            resource("/api/v1/namespaces/orders/configmaps"),
+            ("configmaps".into(), Some("orders".into()), None, None)
+        );
+        assert_eq!(
+            resource("/apis/apps/v1/deployments"),
+            ("deployments".into(), None, None, None)
+        );
+        assert!(matches!(
+            Route::parse("/apis/apps/v1/deployments/x"),
+            Route::Unknown
+        ));
+        assert!(matches!(
+            Route::parse("/api/v1/namespaces/orders/configmaps/x/scale"),
+            Route::Unknown
+        ));
+        assert!(matches!(
+            Route::parse("/apis/apps/v1"),
+            Route::ResourceList(..)
+        ));
+        assert!(matches!(Route::parse("/nonsense/../x"), Route::Unknown));
+    }
+}

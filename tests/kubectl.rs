@@ -1,0 +1,511 @@
+//! The real `kubectl` against the local cluster server, with the kubeconfig
+//! the server writes: what an operator types during a PM-003 war room.
+//!
+//! Skipped (with a message) only when no kubectl binary can be run; set
+//! `WARROOM_KUBECTL` to use another binary than `kubectl` from PATH.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warroom::cluster::{ClusterServer, StatusMode};
+
+const NS: &str = "orders";
+
+fn kubectl_bin() -> String {
+    std::env::var("WARROOM_KUBECTL").unwrap_or_else(|_| "kubectl".to_string())
+}
+
+/// kubectl pointed at one server, with its own HOME (so its discovery cache
+/// belongs to this test alone).
+struct Kubectl {
+    home: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// None (after saying why) when kubectl cannot be run here.
+    fn for_server(server: &ClusterServer) -> Option<Self> {
+        match std::process::Command::new(kubectl_bin())
+            .args(["version", "--client"])
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "skipping: `{} version --client` failed: {}",
+                    kubectl_bin(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!(
+                    "skipping: cannot run {}: {e} (CI installs kubectl)",
+                    kubectl_bin()
+                );
+                return None;
+            }
+        }
+        let home = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = home.path().join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        Some(Self { home, kubeconfig })
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(kubectl_bin())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("kubectl runs")
+    }
+
+    /// Runs kubectl, expects success, returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs kubectl, expects failure, returns stderr.
+    async fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+async fn seeded() -> ClusterServer {
+    ClusterServer::start_seeded("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("the local cluster starts")
+}
+
+fn stored(server: &ClusterServer, api_version: &str, kind: &str, name: &str) -> Value {
+    server
+        .store()
+        .get(api_version, kind, Some(NS), name)
+        .unwrap_or_else(|| panic!("{kind} {name} is stored"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_lists_and_reads_the_drill_objects() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let listing = kubectl.ok(&["get", "deploy,cm,ing", "-n", NS]).await;
+    for expected in [
+        "deployment.apps/order-service",
+        "8/8",
+        "configmap/order-service-lock",
+        "ingress.networking.k8s.io/orders-gateway",
+        "nginx",
+        "orders.local",
+    ] {
+        assert!(
+            listing.contains(expected),
+            "{expected:?} missing from:\n{listing}"
+        );
+    }
+
+    let as_json: Value = serde_json::from_str(
+        &kubectl
+            .ok(&["get", "deploy", "order-service", "-o", "json"])
+            .await,
+    )
+    .expect("kubectl prints JSON");
+    assert_eq!(as_json["kind"], "Deployment");
+    assert_eq!(as_json["spec"]["replicas"], 8);
+    assert_eq!(
+        as_json["metadata"]["resourceVersion"],
+        stored(&server, "apps/v1", "Deployment", "order-service")["metadata"]["resourceVersion"]
+    );
+    let as_yaml = kubectl
+        .ok(&["get", "deploy", "order-service", "-o", "yaml"])
+        .await;
+    assert!(as_yaml.contains("name: order-service"), "{as_yaml}");
+    assert!(as_yaml.contains("replicas: 8"), "{as_yaml}");
+    assert_eq!(
+        kubectl
+            .ok(&[
+                "get",
+                "cm",
+                "order-service-lock",
+                "-o",
+                "jsonpath={.data.LOCK_MODE}"
+            ])
+            .await,
+        "legacy"
+    );
+    let namespaces = kubectl.ok(&["get", "ns"]).await;
+    for ns in ["default", "kube-system", "orders"] {
+        assert!(namespaces.contains(ns), "{namespaces}");
+    }
+    let everywhere = kubectl.ok(&["get", "deploy", "-A"]).await;
+    assert!(
+        everywhere.contains("orders") && everywhere.contains("order-service"),
+        "{everywhere}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_annotate_and_patch_change_what_the_api_serves() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let out = kubectl
+        .ok(&["scale", "deploy/order-service", "--replicas=1"])
+        .await;
+    assert!(
+        out.contains("deployment.apps/order-service scaled"),
+        "{out}"
+    );
+    assert_eq!(
+        stored(&server, "apps/v1", "Deployment", "order-service")["spec"]["replicas"],
+        1
+    );
+    assert_eq!(
+        kubectl
+            .ok(&[
+                "get",
+                "deploy",
+                "order-service",
+                "-o",
+                "jsonpath={.spec.replicas} {.status.readyReplicas}"
+            ])
+            .await,
+        "1 1"
+    );
+    // With a precondition kubectl reads, then PUTs the Scale.
+    kubectl
+        .ok(&[
+            "scale",
+            "deploy/order-service",
+            "--current-replicas=1",
+            "--replicas=2",
+        ])
+        .await;
+    assert_eq!(
+        stored(&server, "apps/v1", "Deployment", "order-service")["spec"]["replicas"],
+        2
+    );
+    let refused = kubectl
+        .fails(&[
+            "scale",
+            "deploy/order-service",
+            "--current-replicas=8",
+            "--replicas=3",
+        ])
+        .await;
+    assert!(
+        refused.contains("Expected replicas to be 8, was 2"),
+        "{refused}"
+    );
+
+    let out = kubectl
+        .ok(&[
+            "annotate",
+            "ingress",
+            "orders-gateway",
+            "nginx.ingress.kubernetes.io/limit-rps=50",
+            "--overwrite",
+        ])
+        .await;
+    assert!(out.contains("annotated"), "{out}");
+    assert_eq!(
+        stored(&server, "networking.k8s.io/v1", "Ingress", "orders-gateway")["metadata"]["annotations"]
+            ["nginx.ingress.kubernetes.io/limit-rps"],
+        "50"
+    );
+
+    let out = kubectl
+        .ok(&[
+            "patch",
+            "configmap",
+            "order-service-lock",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"LOCK_MODE":"watch"}}"#,
+        ])
+        .await;
+    assert!(
+        out.contains("configmap/order-service-lock patched"),
+        "{out}"
+    );
+    assert!(!out.contains("no change"), "{out}");
+    let again = kubectl
+        .ok(&[
+            "patch",
+            "configmap",
+            "order-service-lock",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"LOCK_MODE":"watch"}}"#,
+        ])
+        .await;
+    assert!(again.contains("(no change)"), "{again}");
+    assert_eq!(
+        kubectl
+            .ok(&[
+                "get",
+                "configmap",
+                "order-service-lock",
+                "-o",
+                "jsonpath={.data.LOCK_MODE}"
+            ])
+            .await,
+        "watch"
+    );
+
+    // kubectl's default patch type is a strategic merge; JSON patch too.
+    kubectl
+        .ok(&[
+            "patch",
+            "deploy",
+            "order-service",
+            "-p",
+            r#"{"metadata":{"labels":{"incident":"pm-003"}}}"#,
+        ])
+        .await;
+    kubectl
+        .ok(&[
+            "patch",
+            "deploy",
+            "order-service",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/replicas","value":1}]"#,
+        ])
+        .await;
+    let d = stored(&server, "apps/v1", "Deployment", "order-service");
+    assert_eq!(
+        (
+            d["metadata"]["labels"]["incident"].clone(),
+            d["spec"]["replicas"].clone()
+        ),
+        (json!("pm-003"), json!(1))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_restart_and_status_report_a_finished_rollout() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let out = kubectl
+        .ok(&["rollout", "status", "deploy/order-service", "--timeout=60s"])
+        .await;
+    assert!(
+        out.contains("deployment \"order-service\" successfully rolled out"),
+        "{out}"
+    );
+    let out = kubectl
+        .ok(&["rollout", "restart", "deploy/order-service"])
+        .await;
+    assert!(
+        out.contains("deployment.apps/order-service restarted"),
+        "{out}"
+    );
+    let d = stored(&server, "apps/v1", "Deployment", "order-service");
+    assert_eq!(d["metadata"]["generation"], 2);
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{d}"
+    );
+    let out = kubectl
+        .ok(&["rollout", "status", "deploy/order-service", "--timeout=60s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_status_waits_for_the_status_to_catch_up() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let store = server.store();
+    store.set_status_mode(StatusMode::External);
+    kubectl
+        .ok(&["scale", "deploy/order-service", "--replicas=1"])
+        .await;
+    let before = store.watchers();
+    let waiting = {
+        let args = [
+            "rollout",
+            "status",
+            "deploy/order-service",
+            "--timeout=120s",
+        ];
+        let run = kubectl.run(&args);
+        tokio::spawn(async move {
+            // Wait (bounded) until kubectl's watch is open, then let the
+            // "reconcile loop" report the new replica set as ready.
+            for _ in 0..600 {
+                if store.watchers() > before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut d = store
+                .get("apps/v1", "Deployment", Some(NS), "order-service")
+                .expect("stored");
+            d["status"] = json!({
+                "observedGeneration": d["metadata"]["generation"],
+                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+            });
+            store.put(d).expect("status written");
+        });
+        run.await
+    };
+    let stdout = String::from_utf8_lossy(&waiting.stdout);
+    assert!(
+        waiting.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&waiting.stderr)
+    );
+    assert!(stdout.contains("Waiting for deployment"), "{stdout}");
+    assert!(stdout.contains("successfully rolled out"), "{stdout}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_prints_forbidden_and_not_found_verbatim() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let err = kubectl.fails(&["get", "deploy", "payment-service"]).await;
+    assert!(
+        err.contains(
+            "Error from server (NotFound): deployments.apps \"payment-service\" not found"
+        ),
+        "{err}"
+    );
+    server
+        .faults()
+        .fail("PATCH", "/deployments/order-service", 403, None);
+    let err = kubectl
+        .fails(&["scale", "deploy/order-service", "--replicas=1"])
+        .await;
+    assert!(
+        err.contains("cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"orders\""),
+        "{err}"
+    );
+    assert_eq!(
+        stored(&server, "apps/v1", "Deployment", "order-service")["spec"]["replicas"],
+        8
+    );
+    server.faults().clear();
+    kubectl
+        .ok(&["scale", "deploy/order-service", "--replicas=1"])
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reads_leases_and_applies_manifests() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let none = kubectl.run(&["get", "lease"]).await;
+    assert!(none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("No resources found in orders namespace."),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+    server
+        .store()
+        .put(json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "warroom-playbook-orders", "namespace": NS},
+            "spec": {"holderIdentity": "alice@laptop", "leaseDurationSeconds": 30},
+        }))
+        .expect("lease stored");
+    let leases = kubectl.ok(&["get", "lease"]).await;
+    assert!(
+        leases.contains("warroom-playbook-orders") && leases.contains("alice@laptop"),
+        "{leases}"
+    );
+
+    let manifest = kubectl.home.path().join("limits.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\n  namespace: orders\ndata:\n  rps: \"50\"\n",
+    )
+    .expect("manifest written");
+    let path = manifest.to_str().expect("utf-8 path");
+    assert!(
+        kubectl
+            .ok(&["apply", "--validate=false", "-f", path])
+            .await
+            .contains("created")
+    );
+    assert!(
+        kubectl
+            .ok(&["apply", "--validate=false", "-f", path])
+            .await
+            .contains("unchanged")
+    );
+    assert_eq!(
+        stored(&server, "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "50"
+    );
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\n  namespace: orders\ndata:\n  rps: \"5\"\n",
+    )
+    .expect("manifest written");
+    let out = kubectl
+        .ok(&["apply", "--server-side", "--validate=false", "-f", path])
+        .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    assert_eq!(
+        stored(&server, "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
+        "5"
+    );
+    assert!(
+        kubectl
+            .ok(&["delete", "-f", path])
+            .await
+            .contains("deleted")
+    );
+    assert!(
+        server
+            .store()
+            .get("v1", "ConfigMap", Some(NS), "gateway-limits")
+            .is_none()
+    );
+    server.stop().await;
+}
