@@ -96,6 +96,12 @@ fn alerts_link_to_the_mitigating_playbooks() {
             rest[..end].contains(&format!("playbook: {playbook}")),
             "{alert} links to {playbook}"
         );
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(playbook)
+                .is_file(),
+            "{playbook}, linked from {alert}, exists"
+        );
     }
 }
 
