@@ -230,3 +230,34 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
     };
     assert_eq!(samples(&openmetrics), samples(&classic));
 }
+
+#[test]
+fn playbooks_answer_alerts_that_exist_and_every_alert_is_answered() {
+    let rules = std::fs::read_to_string(config_dir().join("alerts.yaml")).unwrap();
+    let defined: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(defined.len(), 4, "{defined:?}");
+    let playbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    let mut answered = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&playbooks).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let loaded = warroom::playbook::load_file(&path)
+            .unwrap_or_else(|e| panic!("{} loads: {e:?}", path.display()));
+        for alert in &loaded.doc.alerts {
+            assert!(
+                defined.contains(&alert.as_str()),
+                "{} answers {alert}, which config/alerts.yaml does not define",
+                path.display()
+            );
+            answered.insert(alert.clone());
+        }
+    }
+    for alert in defined {
+        assert!(answered.contains(alert), "no playbook answers {alert}");
+    }
+}
