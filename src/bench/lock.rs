@@ -349,12 +349,8 @@ impl LockBench {
                         .map_err(setup(first))?,
                 ),
                 Contender::Mode(BenchMode::Fenced) => {
-                    let lock = FencedLock::with_connection_and_sink(
-                        store_conn.clone(),
-                        options,
-                        sink.clone(),
-                    )
-                    .map_err(setup(first))?;
+                    let lock = FencedLock::with_connection(store_conn.clone(), options)
+                        .map_err(setup(first))?;
                     if id == 0 {
                         colocated::prepare(&lock)
                             .await

@@ -83,10 +83,6 @@ async fn guarded_write(
     let Some(shared) = lease.single_node().cloned() else {
         return Err(ColocatedError::NotSingleNode);
     };
-    if release {
-        // The `released` event below must follow the grant's `acquired`.
-        shared.after_acquired_event(lease.inner()).await;
-    }
     let mut conn = shared.conn.clone();
     let reply: Result<(i64, u64, i64), redis::RedisError> = GUARDED_WRITE
         .key(record)

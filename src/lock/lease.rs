@@ -35,9 +35,6 @@ pub(crate) struct LeaseInner {
     deadline: Mutex<Instant>,
     lost: AtomicBool,
     issuer: Issuer,
-    /// Sequence number of this grant's `acquired` event in its sink, which
-    /// must be written before any later event of the lease.
-    acquired_event: Option<u64>,
 }
 
 impl LeaseInner {
@@ -59,20 +56,7 @@ impl LeaseInner {
             deadline: Mutex::new(started + ttl - drift),
             lost: AtomicBool::new(false),
             issuer,
-            acquired_event: None,
         }
-    }
-
-    /// Records the sequence number of the grant's `acquired` event.
-    pub(crate) fn with_acquired_event(mut self, seq: Option<u64>) -> Self {
-        self.acquired_event = seq;
-        self
-    }
-
-    /// The sequence number of the grant's `acquired` event, if published
-    /// through a sink.
-    pub(crate) fn acquired_event(&self) -> Option<u64> {
-        self.acquired_event
     }
 
     fn deadline(&self) -> Instant {
@@ -148,10 +132,6 @@ impl Lease {
     /// The grant's random value (what compare-and-delete compares).
     pub(crate) fn value(&self) -> &str {
         &self.inner.value
-    }
-
-    pub(crate) fn inner(&self) -> &LeaseInner {
-        &self.inner
     }
 
     /// The single node that granted this lease, if it was a [`super::FencedLock`].

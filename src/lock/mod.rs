@@ -20,10 +20,11 @@
 //! alone never makes a write safe: writes must carry the token to a store that
 //! refuses tokens lower than the highest it has seen ([`crate::fence`]).
 //!
-//! **Single node.** Acquire is one `MULTI` transaction: `SET key value NX PX
-//! ttl` with a random per-grant value, and `INCR` of the key's fence counter;
-//! the grant and its token happen atomically (a refused attempt burns a
-//! number, which only makes tokens sparse).
+//! **Single node.** Acquire is one atomic round trip: `SET key value NX PX
+//! ttl` with a random per-grant value, and `INCR` of the key's fence counter
+//! (a script that also appends the `acquired` event when events are on; a
+//! `MULTI` transaction otherwise, where a refused attempt burns a number,
+//! which only makes tokens sparse); the grant and its token happen together.
 //! Release is compare-and-delete and extend is compare-and-`PEXPIRE`, so a
 //! holder whose lease expired can never remove or prolong a successor's.
 //!

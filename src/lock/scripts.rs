@@ -7,6 +7,25 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Single node acquire with its event: `SET NX PX`, `INCR` of the fence
+/// counter and the `acquired` event carrying the token, atomically.
+/// KEYS: lock, fence counter, stream. ARGV: value, ttl ms, holder, maxlen,
+/// mode. Returns the fencing token, or 0 if another holder has the key.
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+  'v', '1', 'kind', 'acquired', 'mode', ARGV[5], 'key', KEYS[1],
+  'holder', ARGV[3], 'token', token, 'ttl_ms', ARGV[2])
+return token
+",
+    )
+});
+
 /// Single node release (compare-and-delete). KEYS: lock, stream.
 /// ARGV: value, holder, token, maxlen, mode. Returns 1 if released, 0 if the
 /// lease was already gone (then a `lost` event is published).
@@ -102,7 +121,7 @@ pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] =
     &[&REDLOCK_COMMIT, &COMPARE_DELETE, &COMPARE_PEXPIRE];
 
 /// Scripts a single fenced node runs.
-pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&RELEASE, &EXTEND];
+pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&ACQUIRE, &RELEASE, &EXTEND];
 
 /// Loads scripts into a node's script cache, so that their first use is one
 /// round trip (`EVALSHA`) rather than three (`EVALSHA`, `SCRIPT LOAD`, retry).

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
-use super::event::{EventKind, LockEvent, LockMode};
+use super::event::LockMode;
 use super::lease::{Issuer, Lease, LeaseInner, acquire_with_retry};
-use super::sink::EventSink;
 use super::{FencingToken, LockError, LockOptions, fence_counter_key, grant_value, scripts};
 
 pub(crate) struct SingleShared {
@@ -15,23 +14,15 @@ pub(crate) struct SingleShared {
     pub(crate) options: LockOptions,
     pub(crate) stream_key: String,
     pub(crate) maxlen: String,
-    sink: Option<EventSink>,
 }
 
-/// How long a release waits for its grant's `acquired` event to be written.
-const EVENT_WAIT: Duration = Duration::from_millis(250);
-
 impl SingleShared {
-    /// Waits until the grant's `acquired` event is in the stream, so that the
-    /// lease's next event (written by a script) comes after it.
-    pub(crate) async fn after_acquired_event(&self, lease: &LeaseInner) {
-        if let (Some(sink), Some(seq)) = (&self.sink, lease.acquired_event()) {
-            sink.written(seq, EVENT_WAIT).await;
-        }
+    /// Whether lifecycle events are published.
+    fn publishes(&self) -> bool {
+        self.maxlen != "0"
     }
 
     pub(crate) async fn extend(&self, lease: &LeaseInner) -> Result<bool, LockError> {
-        self.after_acquired_event(lease).await;
         let mut conn = self.conn.clone();
         let held: i64 = scripts::EXTEND
             .key(&lease.key)
@@ -48,7 +39,6 @@ impl SingleShared {
     }
 
     pub(crate) async fn release(&self, lease: &LeaseInner) -> Result<bool, LockError> {
-        self.after_acquired_event(lease).await;
         let mut conn = self.conn.clone();
         let released: i64 = scripts::RELEASE
             .key(&lease.key)
@@ -66,13 +56,13 @@ impl SingleShared {
 
 /// A fenced lock on a single Redis node.
 ///
-/// Acquire is one round trip: a `MULTI` transaction of `SET key value NX PX
-/// ttl` and `INCR` of the key's fence counter, so the token is taken
-/// atomically with the grant (a refused attempt burns a number: tokens are
-/// strictly increasing, not dense). No script runs on this path; the
-/// `acquired` event goes through an [`EventSink`]. Release is
-/// compare-and-delete and extend compare-and-`PEXPIRE`, scripts that write
-/// their own event after the `acquired` one. Cloning shares the connection.
+/// Acquire is one round trip. With events on, a script runs `SET key value
+/// NX PX ttl`, `INCR` of the key's fence counter and appends the `acquired`
+/// event with the token, atomically, so the stream shows every grant before
+/// anything that follows it. With events off, it is a `MULTI` transaction of
+/// the `SET` and the `INCR` (no script; a refused attempt burns a number,
+/// which only makes tokens sparse). Release is compare-and-delete and extend compare-and-`PEXPIRE`,
+/// scripts that append their own event. Cloning shares the connection.
 #[derive(Clone)]
 pub struct FencedLock {
     shared: Arc<SingleShared>,
@@ -96,35 +86,17 @@ impl FencedLock {
         Self::with_connection(conn, options)
     }
 
-    /// Uses an existing auto-reconnecting connection. With events on, this
-    /// starts a publishing task, so it must run inside a tokio runtime.
+    /// Uses an existing auto-reconnecting connection (several locks in one
+    /// process can share it). Events go to the stream named in
+    /// `options.events`, on the same node.
     pub fn with_connection(
         conn: ConnectionManager,
         options: LockOptions,
     ) -> Result<Self, LockError> {
-        let sink = options
-            .events
-            .clone()
-            .map(|stream| EventSink::spawn(conn.clone(), stream));
-        Self::with_connection_and_sink(conn, options, sink)
-    }
-
-    /// Uses an existing connection and publishes `acquired` events through
-    /// `sink` (several locks in one process can share both). The sink must
-    /// write to the stream named in `options.events`, on the same node.
-    pub fn with_connection_and_sink(
-        conn: ConnectionManager,
-        options: LockOptions,
-        sink: Option<EventSink>,
-    ) -> Result<Self, LockError> {
         options.validate()?;
-        let (stream_key, maxlen, sink) = match &options.events {
-            Some(stream) => (stream.key.clone(), stream.maxlen_arg(), sink),
-            None => (
-                super::event::DEFAULT_STREAM.to_string(),
-                "0".to_string(),
-                None,
-            ),
+        let (stream_key, maxlen) = match &options.events {
+            Some(stream) => (stream.key.clone(), stream.maxlen_arg()),
+            None => (super::event::DEFAULT_STREAM.to_string(), "0".to_string()),
         };
         Ok(Self {
             shared: Arc::new(SingleShared {
@@ -132,7 +104,6 @@ impl FencedLock {
                 options,
                 stream_key,
                 maxlen,
-                sink,
             }),
         })
     }
@@ -154,45 +125,45 @@ impl FencedLock {
         let started = Instant::now();
         let mut conn = shared.conn.clone();
         let ttl_ms = ttl.as_millis() as u64;
-        let (granted, token): (Option<String>, u64) = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(key)
-            .arg(&value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .cmd("INCR")
-            .arg(fence_counter_key(key))
-            .query_async(&mut conn)
-            .await?;
-        if granted.is_none() {
+        let token: u64 = if shared.publishes() {
+            scripts::ACQUIRE
+                .key(key)
+                .key(fence_counter_key(key))
+                .key(&shared.stream_key)
+                .arg(&value)
+                .arg(ttl_ms)
+                .arg(&shared.options.holder)
+                .arg(&shared.maxlen)
+                .arg(LockMode::Fenced.as_str())
+                .invoke_async(&mut conn)
+                .await?
+        } else {
+            let (granted, token): (Option<String>, u64) = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(key)
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .cmd("INCR")
+                .arg(fence_counter_key(key))
+                .query_async(&mut conn)
+                .await?;
+            if granted.is_some() { token } else { 0 }
+        };
+        if token == 0 {
             return Ok(None);
         }
-        let event = shared.sink.as_ref().map(|sink| {
-            sink.publish(
-                LockEvent::new(
-                    EventKind::Acquired,
-                    LockMode::Fenced,
-                    key,
-                    &shared.options.holder,
-                )
-                .with_token(token)
-                .with_ttl_ms(ttl_ms),
-            )
-        });
-        Ok(Some(Lease::new(
-            LeaseInner::new(
-                key.to_string(),
-                value,
-                FencingToken::new(token),
-                ttl,
-                shared.options.drift(),
-                started,
-                Issuer::Single(shared.clone()),
-            )
-            .with_acquired_event(event),
-        )))
+        Ok(Some(Lease::new(LeaseInner::new(
+            key.to_string(),
+            value,
+            FencingToken::new(token),
+            ttl,
+            shared.options.drift(),
+            started,
+            Issuer::Single(shared.clone()),
+        ))))
     }
 
     /// Attempts until granted or until `wait` has passed

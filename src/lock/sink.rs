@@ -3,10 +3,11 @@
 //! An [`EventSink`] hands events to a background task that appends them to the
 //! stream in pipelined batches. [`EventSink::publish`] never waits and returns
 //! the event's sequence number; [`EventSink::written`] waits until that event
-//! has been sent (or dropped). A lease waits for its `acquired` event before
-//! its release script appends `released`, so the two are always in order, and
-//! a successor's `acquired` (published only after its grant, which follows the
-//! release) always comes after both.
+//! has been sent (or dropped). Redlock and the legacy lock publish through a
+//! sink and flush it before they release, so a holder's `acquired` is in the
+//! stream before its `released`. The single-node [`super::FencedLock`] needs
+//! no sink: its scripts append its events atomically with the grant and the
+//! release.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
