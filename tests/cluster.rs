@@ -1218,6 +1218,54 @@ async fn the_request_log_shows_dry_runs_and_writes() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_watchers_list_then_follow_changes() {
+    use kube::runtime::watcher::{self, Event};
+    let server = seeded().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client(&server).await);
+    for (strategy, config) in [
+        ("list then watch", watcher::Config::default()),
+        (
+            "streaming list",
+            watcher::Config::default().streaming_lists(),
+        ),
+    ] {
+        let config = config.fields("metadata.name=order-service").timeout(60);
+        let mut events = watcher::watcher(deployments.clone(), config).boxed();
+        let mut listed = Vec::new();
+        loop {
+            match events.try_next().await.expect("watcher event") {
+                Some(Event::Init) => {}
+                Some(Event::InitApply(d)) => listed.push(replicas(&d)),
+                Some(Event::InitDone) => break,
+                other => panic!("{strategy}: unexpected {other:?}"),
+            }
+        }
+        let current = replicas(&deployments.get("order-service").await.expect("get"));
+        assert_eq!(listed, [current], "{strategy}");
+        let wanted = current + 1;
+        deployments
+            .patch_scale(
+                "order-service",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": wanted}})),
+            )
+            .await
+            .expect("scale");
+        match events.try_next().await.expect("watcher event") {
+            Some(Event::Apply(d)) => assert_eq!(replicas(&d), wanted, "{strategy}"),
+            other => panic!("{strategy}: expected Apply, got {other:?}"),
+        }
+    }
+    let streamed = server
+        .requests()
+        .entries()
+        .iter()
+        .any(|r| r.path_and_query.contains("sendInitialEvents=true"));
+    assert!(streamed, "the streaming watcher asked for initial events");
+    server.stop().await;
+}
+
 mod wire {
     //! Arbitrary requests over the wire never bring the server down.
 

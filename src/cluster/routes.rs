@@ -27,7 +27,7 @@ use super::requests::RequestLog;
 use super::resources::{self, ResourceType};
 use super::selector::Selector;
 use super::status::ApiError;
-use super::store::{Store, StoreEvent, Target};
+use super::store::{Store, StoreEvent, Target, WatchStart};
 use super::table;
 
 /// Largest request body accepted (the real API server's limit is 3 MiB).
@@ -234,6 +234,8 @@ fn read_only(method: &Method, doc: Value) -> Result<Response, ApiError> {
 struct Params {
     dry_run: bool,
     watch: bool,
+    /// Streaming list: current objects, then a bookmark, then changes.
+    send_initial_events: bool,
     resource_version: Option<String>,
     labels: Selector,
     fields: Selector,
@@ -265,6 +267,7 @@ impl Params {
         Ok(Self {
             dry_run,
             watch,
+            send_initial_events: query.get("sendInitialEvents").map(String::as_str) == Some("true"),
             resource_version: query
                 .get("resourceVersion")
                 .filter(|rv| !rv.is_empty())
@@ -481,15 +484,17 @@ impl Call<'_> {
         params: &Params,
         table_rows: Option<table::Include>,
     ) -> Result<Response, ApiError> {
-        // resourceVersion "0" means "any state": send the current objects.
+        // resourceVersion "0" means "any state": send the current objects;
+        // so does a streaming list (sendInitialEvents=true).
         let since =
             match params.resource_version.as_deref() {
+                _ if params.send_initial_events => None,
                 None | Some("0") => None,
                 Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
                     ApiError::bad_request(format!("invalid resource version: {rv:?}"))
                 })?),
             };
-        let (initial, receiver) = self.store.watch_from(self.rt, self.namespace, since)?;
+        let start = self.store.watch_from(self.rt, self.namespace, since)?;
         let (sender, body) = mpsc::channel::<Bytes>(64);
         let stream = WatchStream {
             resource: resources::index_of(self.rt),
@@ -499,7 +504,15 @@ impl Call<'_> {
             table: table_rows.map(|include| (self.rt, include)),
             sender,
         };
-        tokio::spawn(stream.run(initial, receiver, app.shutdown.clone(), params.timeout));
+        let initial_events_end = params
+            .send_initial_events
+            .then(|| initial_events_end(self.rt, start.revision));
+        tokio::spawn(stream.run(
+            start,
+            initial_events_end,
+            app.shutdown.clone(),
+            params.timeout,
+        ));
         let body = Body::from_stream(futures::stream::unfold(body, |mut body| async move {
             body.recv()
                 .await
@@ -512,6 +525,18 @@ impl Call<'_> {
         );
         Ok(response)
     }
+}
+
+/// The bookmark that ends the initial events of a streaming list.
+fn initial_events_end(rt: &ResourceType, revision: u64) -> Value {
+    json!({
+        "kind": rt.kind,
+        "apiVersion": rt.api_version(),
+        "metadata": {
+            "resourceVersion": revision.to_string(),
+            "annotations": { "k8s.io/initial-events-end": "true" },
+        },
+    })
 }
 
 /// Sets a Deployment's replicas from a `Scale`, carrying its resourceVersion
@@ -557,7 +582,7 @@ impl WatchStream {
 
     async fn send(&self, event_type: &str, object: &Value) -> bool {
         let object = match self.table {
-            Some((rt, include)) if event_type != "ERROR" => {
+            Some((rt, include)) if !matches!(event_type, "ERROR" | "BOOKMARK") => {
                 table::table(rt, std::slice::from_ref(object), None, include)
             }
             _ => object.clone(),
@@ -569,15 +594,25 @@ impl WatchStream {
 
     async fn run(
         self,
-        initial: Vec<std::sync::Arc<StoreEvent>>,
-        mut receiver: broadcast::Receiver<std::sync::Arc<StoreEvent>>,
+        start: WatchStart,
+        initial_events_end: Option<Value>,
         mut shutdown: watch::Receiver<bool>,
         timeout: Duration,
     ) {
+        let WatchStart {
+            initial,
+            mut receiver,
+            ..
+        } = start;
         for event in initial.iter().filter(|e| self.matches(e)) {
             if !self.send(event.event_type.as_str(), &event.object).await {
                 return;
             }
+        }
+        if let Some(bookmark) = initial_events_end
+            && !self.send("BOOKMARK", &bookmark).await
+        {
+            return;
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);

@@ -87,8 +87,13 @@ pub(crate) enum Target {
 
 type Key = (usize, String, String);
 
-/// The events a new watch sends first, and the receiver for what follows.
-pub(crate) type WatchStart = (Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>);
+/// A new watch: the events it sends first, the receiver for what follows,
+/// and the revision the store was at when it started.
+pub(crate) struct WatchStart {
+    pub initial: Vec<Arc<StoreEvent>>,
+    pub receiver: broadcast::Receiver<Arc<StoreEvent>>,
+    pub revision: u64,
+}
 
 struct Inner {
     objects: BTreeMap<Key, Value>,
@@ -450,7 +455,11 @@ impl Store {
                     .collect()
             }
         };
-        Ok((initial, receiver))
+        Ok(WatchStart {
+            initial,
+            receiver,
+            revision: inner.revision,
+        })
     }
 
     /// Creates an object through the API.
