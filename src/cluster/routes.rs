@@ -139,6 +139,15 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
     response
 }
 
+fn json_response_body(body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn error_response(error: &ApiError) -> Response {
     let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(code, &error.to_status())
@@ -494,7 +503,18 @@ impl Call<'_> {
                     ApiError::bad_request(format!("invalid resource version: {rv:?}"))
                 })?),
             };
-        let start = self.store.watch_from(self.rt, self.namespace, since)?;
+        let start = match self.store.watch_from(self.rt, self.namespace, since) {
+            Ok(start) => start,
+            // As the real server does: the watch opens, says why it cannot
+            // continue (410 Expired) and ends; the client lists again.
+            Err(expired) if expired.code == 410 => {
+                let mut line =
+                    json!({ "type": "ERROR", "object": expired.to_status() }).to_string();
+                line.push('\n');
+                return Ok(json_response_body(line));
+            }
+            Err(other) => return Err(other),
+        };
         let (sender, body) = mpsc::channel::<Bytes>(64);
         let stream = WatchStream {
             resource: resources::index_of(self.rt),
