@@ -6,12 +6,21 @@
 //!   mode, and the legacy PM-003 lock kept as a reference).
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
+//! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
+//!   undo) run through [`kube`], the only module that talks to an API server.
+//! - [`exporter`]: the collision exporter: lock events and expired-key
+//!   notices in, Prometheus metrics (`/metrics`) out.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
 //! - [`cluster`]: a local Kubernetes-API-compatible server for drills and
 //!   tests (`warroom cluster`).
+//! - [`timeline`]: the append-only incident journal and its postmortem exports.
 
 pub mod bench;
 pub mod cluster;
+pub mod exporter;
 pub mod fence;
+pub mod kube;
 pub mod lock;
+pub mod playbook;
 pub mod redis_node;
+pub mod timeline;

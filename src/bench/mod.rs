@@ -5,6 +5,12 @@
 //! - [`lock`]: lock contention throughput, latency and correctness counts
 //!   (double grants, stale writes) per lock mode, against a peer library.
 //! - [`cluster`]: requests per second of the local cluster server.
+//! - [`playbook`]: time from `warroom run PLAYBOOK --yes` to every step
+//!   verified, against a local cluster server.
+//! - [`exporter`]: collision detection latency, stream throughput on one
+//!   core and memory of the collision exporter.
 
 pub mod cluster;
+pub mod exporter;
 pub mod lock;
+pub mod playbook;

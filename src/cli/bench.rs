@@ -18,6 +18,38 @@ pub enum BenchCommand {
     /// Requests per second and latency of the local cluster server (get,
     /// merge patch, scale) through kube-rs over loopback HTTP.
     Cluster(ClusterBenchArgs),
+    /// Time from `warroom run PLAYBOOK --yes` to every step verified,
+    /// against a local cluster server (target < 2 s excluding waits).
+    Playbook(super::playbook::BenchArgs),
+    /// Incident journal: durable appends/s (one writer, many writers) and the
+    /// time to export a large journal to md, json and html.
+    Timeline(super::timeline::BenchArgs),
+    /// Collision exporter: detection latency (second grant to /metrics),
+    /// events/s on one core, memory over many keys.
+    Exporter(ExporterArgs),
+}
+
+/// `warroom bench exporter` arguments.
+#[derive(Args)]
+pub struct ExporterArgs {
+    /// Redis to use (default: start a redis-server of its own).
+    #[arg(long)]
+    redis: Option<String>,
+    /// Detection-latency trials.
+    #[arg(long, default_value_t = 300)]
+    trials: usize,
+    /// Events in the pre-filled stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Distinct lock keys among them.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Sample memory every this many events read.
+    #[arg(long, default_value_t = 100_000)]
+    sample_every: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
 }
 
 /// Output format.
@@ -101,7 +133,56 @@ pub fn run(cmd: BenchCommand) -> CommandResult {
     match cmd {
         BenchCommand::Lock(args) => lock(args),
         BenchCommand::Cluster(args) => cluster(args),
+        BenchCommand::Playbook(args) => super::playbook::bench(args),
+        BenchCommand::Timeline(args) => super::timeline::bench(args),
+        BenchCommand::Exporter(args) => exporter(args),
     }
+}
+
+fn exporter(args: ExporterArgs) -> CommandResult {
+    use warroom::bench::exporter::{ExporterBench, ExporterBenchError};
+    let bench = ExporterBench {
+        redis: args.redis,
+        trials: args.trials,
+        events: args.events,
+        keys: args.keys,
+        sample_every: args.sample_every,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    let report = runtime.block_on(bench.run()).map_err(|e| match e {
+        ExporterBenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
+        ExporterBenchError::Redis(_) => Failure::msg(Exit::Unreachable, e),
+        _ => Failure::msg(Exit::Failed, e),
+    })?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        ),
+        Output::Text => {
+            let d = &report.detection;
+            let t = &report.throughput;
+            println!(
+                "detection latency (second grant -> /metrics shows the collision), {} trials: \
+                 p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                d.trials, d.p50_ms, d.p99_ms, d.max_ms
+            );
+            println!(
+                "throughput (pre-filled stream, reader on one core): {} events over {} keys \
+                 in {:.2} s = {:.0} events/s; keys tracked at the end: {}",
+                t.events, t.keys, t.seconds, t.events_per_sec, t.keys_tracked_at_end
+            );
+            println!("resident memory while reading:");
+            for sample in &report.rss {
+                println!("  {:>9} events  {:>8} KiB", sample.events, sample.rss_kib);
+            }
+        }
+    }
+    Ok(Exit::Done)
 }
 
 fn lock(args: LockArgs) -> CommandResult {

@@ -8,6 +8,9 @@
 
 mod bench;
 mod cluster;
+mod exporter;
+mod playbook;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -23,7 +26,6 @@ pub enum Exit {
     /// Arguments or input files are invalid; nothing was changed.
     Invalid = 2,
     /// The command refused to act, or needs a confirmation it could not get.
-    #[allow(dead_code)] // returned by the commands that change a cluster
     Refused = 3,
     /// A required service (Kubernetes API server, Redis) could not be reached.
     Unreachable = 4,
@@ -76,9 +78,18 @@ enum Command {
     /// Benchmarks that print numbers: throughput, latency and correctness counts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Playbooks: validate, run and undo.
+    #[command(flatten)]
+    Playbook(playbook::PlaybookCommand),
     /// Run a local Kubernetes-API-compatible server (seeded with the PM-003
     /// drill objects) and write a kubeconfig for it; runs until Ctrl-C.
     Cluster(cluster::ClusterArgs),
+    /// Incident timeline: record milestones, notes and steps; export the postmortem.
+    #[command(subcommand)]
+    Timeline(timeline::TimelineCommand),
+    /// Collision exporter: lock events and expired-key notices in,
+    /// Prometheus /metrics out.
+    Exporter(exporter::ExporterArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -98,7 +109,10 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Playbook(cmd)) => playbook::run(cmd),
         Some(Command::Cluster(args)) => cluster::run(args),
+        Some(Command::Timeline(cmd)) => timeline::run(cmd),
+        Some(Command::Exporter(args)) => exporter::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

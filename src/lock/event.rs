@@ -15,6 +15,13 @@
 //! | `fence`  | `rejected`                        | the token the record had already accepted         |
 //! | `reason` | `error`, optionally `lost`        | free text                                         |
 //!
+//! Application errors: services report each error on the protected path as
+//! kind `error`, mode `app`, `holder` the reporting service (bounded set of
+//! names: the exporter labels its error counter with it), `key` the error
+//! code or failing operation (e.g. `POST /v2/orders/fulfill`), `reason` free
+//! text ([`LockEvent::app_error`]). The exporter counts them per service and
+//! per minute for the AI-004 absolute error alert.
+//!
 //! The entry's stream id carries the Redis server time of the event in
 //! milliseconds. `acquired` and `released` of the single-node fenced lock and
 //! `rejected` of the fenced store are written by the same script that changes

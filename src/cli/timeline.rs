@@ -1,0 +1,834 @@
+//! `warroom timeline …`: record an incident as it happens and export the
+//! postmortem timeline; `warroom bench timeline` (durable append rate and
+//! export times).
+//!
+//! The actor of a recorded event is `--actor`, else the current kubeconfig
+//! user, else `$USER`, else `warroom`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, Subcommand, ValueEnum};
+use jiff::Timestamp;
+use serde::Deserialize;
+use warroom::timeline::export::{self, Format};
+use warroom::timeline::{
+    AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, IncidentOpened, Journal, JournalContents,
+    MetricSnapshot, Milestone, NewEvent, StepPhase, StepReport, StepTarget, TimelineError,
+    default_path, read_journal,
+};
+
+use super::{CommandResult, Exit, Failure};
+
+/// Incident timeline commands.
+#[derive(Subcommand)]
+pub enum TimelineCommand {
+    /// Start a journal for an incident: records its id, severity and the
+    /// `started` milestone (now, unless --started says when).
+    New(NewArgs),
+    /// Add a note.
+    Note(NoteArgs),
+    /// Record a milestone: detected, declared, mitigated or resolved.
+    Mark(MarkArgs),
+    /// Record a severity change.
+    Severity(SeverityArgs),
+    /// Record an alert firing or resolving.
+    Alert(AlertArgs),
+    /// Record a playbook step from a JSON payload (as the playbook engine does).
+    Step(StepArgs),
+    /// Export the timeline: Markdown postmortem, JSON or self-contained HTML.
+    Export(ExportArgs),
+    /// Append notes as fast as durability allows, printing each acknowledged
+    /// sequence number (crash tests).
+    #[command(hide = true)]
+    BenchAppend(BenchAppendArgs),
+}
+
+/// Which journal: a FILE, or `--id` for `incidents/<id>.jsonl`.
+#[derive(Args)]
+pub struct Target {
+    /// Incident id; the journal is `incidents/<id>.jsonl` unless FILE is given.
+    #[arg(long)]
+    id: Option<String>,
+    /// Who records the event (default: kubeconfig user, else $USER).
+    #[arg(long)]
+    actor: Option<String>,
+    /// When it happened (RFC 3339 with offset, e.g. 2026-11-26T09:41:00Z); default now.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+/// `timeline new`.
+#[derive(Args)]
+pub struct NewArgs {
+    /// Journal file (default: incidents/<id>.jsonl).
+    file: Option<PathBuf>,
+    /// Incident id, e.g. PM-004.
+    #[arg(long)]
+    id: String,
+    /// Severity, e.g. SEV-1.
+    #[arg(long)]
+    severity: String,
+    /// One-line title.
+    #[arg(long)]
+    title: Option<String>,
+    /// When impact started (RFC 3339 with offset, e.g. 2026-11-26T09:00:00Z); default now.
+    #[arg(long)]
+    started: Option<String>,
+    /// Who records the event (default: kubeconfig user, else $USER).
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+/// `timeline note`.
+#[derive(Args)]
+pub struct NoteArgs {
+    /// [FILE] TEXT (FILE may be left out with --id).
+    #[arg(num_args = 1..=2, value_names = ["FILE", "TEXT"], required = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `timeline mark`.
+#[derive(Args)]
+pub struct MarkArgs {
+    /// [FILE] MILESTONE (detected, declared, mitigated, resolved).
+    #[arg(num_args = 1..=2, value_names = ["FILE", "MILESTONE"], required = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `timeline severity`.
+#[derive(Args)]
+pub struct SeverityArgs {
+    /// [FILE] SEVERITY.
+    #[arg(num_args = 1..=2, value_names = ["FILE", "SEVERITY"], required = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlertStateArg {
+    Fired,
+    Resolved,
+}
+
+/// `timeline alert`.
+#[derive(Args)]
+pub struct AlertArgs {
+    /// [FILE] ALERT.
+    #[arg(num_args = 1..=2, value_names = ["FILE", "ALERT"], required = true)]
+    args: Vec<String>,
+    /// Fired or resolved.
+    #[arg(long, value_enum)]
+    state: AlertStateArg,
+    /// The alert expression's value.
+    #[arg(long)]
+    value: Option<f64>,
+    /// Labels, key=value (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `timeline step`.
+#[derive(Args)]
+pub struct StepArgs {
+    /// [FILE] PAYLOAD: the step report as JSON
+    /// (`{"playbook":…,"run_id":…,"step":…,"kind":…,"phase":…,"target":{…},"before":…,"after":…}`).
+    #[arg(num_args = 1..=2, value_names = ["FILE", "PAYLOAD"], required = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Md,
+    Json,
+    Html,
+}
+
+/// `timeline export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Journal file (or --id).
+    file: Option<PathBuf>,
+    /// Incident id; reads incidents/<id>.jsonl.
+    #[arg(long)]
+    id: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "md")]
+    format: FormatArg,
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// `timeline bench-append`.
+#[derive(Args)]
+pub struct BenchAppendArgs {
+    /// Journal file.
+    file: PathBuf,
+    /// Appends per writer thread.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Concurrent writer threads.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+}
+
+/// Runs a timeline command.
+pub fn run(cmd: TimelineCommand) -> CommandResult {
+    match cmd {
+        TimelineCommand::New(args) => new(args),
+        TimelineCommand::Note(args) => {
+            let (file, text) = file_and_value(args.args, args.target.id.as_deref())?;
+            let at = args.target.at.as_deref().map(parse_time).transpose()?;
+            record(&file, at, args.target.actor, Entry::note(text))
+        }
+        TimelineCommand::Mark(args) => {
+            let (file, name) = file_and_value(args.args, args.target.id.as_deref())?;
+            let milestone = match name.as_str() {
+                "detected" => Milestone::Detected,
+                "declared" => Milestone::Declared,
+                "mitigated" => Milestone::Mitigated,
+                "resolved" => Milestone::Resolved,
+                "started" => {
+                    return Err(Failure::msg(
+                        Exit::Invalid,
+                        "`started` is recorded by `warroom timeline new` (use --started TIME)",
+                    ));
+                }
+                other => {
+                    return Err(Failure::msg(
+                        Exit::Invalid,
+                        format!(
+                            "unknown milestone `{other}`: expected detected, declared, mitigated or resolved"
+                        ),
+                    ));
+                }
+            };
+            let at = args.target.at.as_deref().map(parse_time).transpose()?;
+            record(&file, at, args.target.actor, Entry::milestone(milestone))
+        }
+        TimelineCommand::Severity(args) => {
+            let (file, severity) = file_and_value(args.args, args.target.id.as_deref())?;
+            record(
+                &file,
+                parse_at(&args.target)?,
+                args.target.actor,
+                Entry::severity(severity),
+            )
+        }
+        TimelineCommand::Alert(args) => {
+            let (file, alert) = file_and_value(args.args, args.target.id.as_deref())?;
+            let mut labels = std::collections::BTreeMap::new();
+            for label in &args.labels {
+                let Some((k, v)) = label.split_once('=') else {
+                    return Err(Failure::msg(
+                        Exit::Invalid,
+                        format!("--label `{label}` is not KEY=VALUE"),
+                    ));
+                };
+                labels.insert(k.to_string(), v.to_string());
+            }
+            let entry = Entry::Alert(AlertChange {
+                alert,
+                state: match args.state {
+                    AlertStateArg::Fired => AlertState::Fired,
+                    AlertStateArg::Resolved => AlertState::Resolved,
+                },
+                value: args.value,
+                labels,
+            });
+            record(&file, parse_at(&args.target)?, args.target.actor, entry)
+        }
+        TimelineCommand::Step(args) => {
+            let (file, payload) = file_and_value(args.args, args.target.id.as_deref())?;
+            let report: StepReport = serde_json::from_str(&payload).map_err(|e| {
+                Failure::msg(
+                    Exit::Invalid,
+                    format!("the step payload is not a step report: {e}"),
+                )
+            })?;
+            record(
+                &file,
+                parse_at(&args.target)?,
+                args.target.actor,
+                Entry::Step(report),
+            )
+        }
+        TimelineCommand::Export(args) => export_cmd(args),
+        TimelineCommand::BenchAppend(args) => bench_append(args),
+    }
+}
+
+fn new(args: NewArgs) -> CommandResult {
+    if args.id.trim().is_empty() || args.id.contains(['/', '\\']) {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "--id `{}` must be a non-empty name without slashes",
+                args.id
+            ),
+        ));
+    }
+    let file = args.file.unwrap_or_else(|| default_path(&args.id));
+    let started = args.started.as_deref().map(parse_time).transpose()?;
+    if std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
+        return Err(Failure::msg(
+            Exit::Refused,
+            format!(
+                "{} already holds a journal; a journal is never rewritten (record into it with `timeline note`/`mark`)",
+                file.display()
+            ),
+        ));
+    }
+    let actor = actor(args.actor);
+    let journal = open(&file)?;
+    let now = Timestamp::now();
+    let at = started.unwrap_or(now);
+    let events = vec![
+        NewEvent::at(
+            at,
+            &actor,
+            Entry::Incident(IncidentOpened {
+                id: args.id.clone(),
+                title: args.title,
+            }),
+        ),
+        NewEvent::at(at, &actor, Entry::severity(args.severity)),
+        NewEvent::at(at, &actor, Entry::milestone(Milestone::Started)),
+    ];
+    let recorded = journal.append_many(events).map_err(failure)?;
+    if let Some(last) = recorded.last() {
+        println!(
+            "{}: incident {} started at {} (#{})",
+            file.display(),
+            args.id,
+            warroom::timeline::event::rfc3339_millis(last.at),
+            last.seq
+        );
+    }
+    Ok(Exit::Done)
+}
+
+fn record(
+    file: &Path,
+    at: Option<Timestamp>,
+    actor_arg: Option<String>,
+    entry: Entry,
+) -> CommandResult {
+    if !file.exists() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "{} does not exist; start it with `warroom timeline new {} --id ID --severity SEV`",
+                file.display(),
+                file.display()
+            ),
+        ));
+    }
+    let kind = entry.kind();
+    let what = match &entry {
+        Entry::Milestone(m) => m.milestone.name().to_string(),
+        _ => kind.to_string(),
+    };
+    let journal = open(file)?;
+    let event = NewEvent {
+        at,
+        actor: actor(actor_arg),
+        entry,
+    };
+    let recorded = journal.append(event).map_err(failure)?;
+    println!(
+        "{}: #{} {what} at {}",
+        file.display(),
+        recorded.seq,
+        warroom::timeline::event::rfc3339_millis(recorded.at)
+    );
+    Ok(Exit::Done)
+}
+
+fn export_cmd(args: ExportArgs) -> CommandResult {
+    let file = match (args.file, args.id) {
+        (Some(file), _) => file,
+        (None, Some(id)) => default_path(&id),
+        (None, None) => {
+            return Err(Failure::msg(
+                Exit::Invalid,
+                "give the journal FILE or --id ID",
+            ));
+        }
+    };
+    let contents = read_journal(&file).map_err(|e| match &e {
+        TimelineError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Failure::msg(Exit::Invalid, e)
+        }
+        _ => Failure::msg(Exit::Failed, e),
+    })?;
+    warn_skipped(&file, &contents);
+    let format = match args.format {
+        FormatArg::Md => Format::Markdown,
+        FormatArg::Json => Format::Json,
+        FormatArg::Html => Format::Html,
+    };
+    let text = export::render(&contents, format);
+    match args.output {
+        Some(out) => std::fs::write(&out, text).map_err(|e| {
+            Failure::msg(Exit::Failed, format!("cannot write {}: {e}", out.display()))
+        })?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failure::msg(Exit::Failed, format!("cannot write the export: {e}")))?;
+        }
+    }
+    Ok(Exit::Done)
+}
+
+fn bench_append(args: BenchAppendArgs) -> CommandResult {
+    let journal = open(&args.file)?;
+    let writers: Vec<_> = (0..args.writers.max(1))
+        .map(|w| {
+            let journal = journal.clone();
+            std::thread::spawn(move || -> Result<(), TimelineError> {
+                for i in 0..args.count {
+                    let recorded = journal.append(NewEvent::automatic(Entry::note(format!(
+                        "writer {w} append {i}"
+                    ))))?;
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{}", recorded.seq).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        match writer.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(failure(e)),
+            Err(_) => return Err(Failure::msg(Exit::Failed, "a writer thread panicked")),
+        }
+    }
+    Ok(Exit::Done)
+}
+
+fn open(file: &Path) -> Result<Journal, Failure> {
+    let journal = Journal::open_or_create(file).map_err(failure)?;
+    for skipped in journal.recovered() {
+        eprintln!(
+            "warning: {} line {}: {} (left in place, skipped)",
+            file.display(),
+            skipped.line,
+            if skipped.torn_tail {
+                "torn last line from an interrupted write"
+            } else {
+                "unreadable line"
+            }
+        );
+    }
+    Ok(journal)
+}
+
+fn warn_skipped(file: &Path, contents: &JournalContents) {
+    for skipped in &contents.skipped {
+        eprintln!(
+            "warning: {} line {}: skipped: {}",
+            file.display(),
+            skipped.line,
+            skipped.reason
+        );
+    }
+}
+
+fn failure(e: TimelineError) -> Failure {
+    let exit = if e.is_refusal() {
+        Exit::Refused
+    } else {
+        Exit::Failed
+    };
+    Failure::msg(exit, e)
+}
+
+fn parse_at(target: &Target) -> Result<Option<Timestamp>, Failure> {
+    target.at.as_deref().map(parse_time).transpose()
+}
+
+/// `[FILE] VALUE`: with one argument the file comes from `--id`.
+fn file_and_value(mut args: Vec<String>, id: Option<&str>) -> Result<(PathBuf, String), Failure> {
+    match (args.len(), id) {
+        (2, _) => {
+            let value = args.pop().unwrap_or_default();
+            let file = args.pop().unwrap_or_default();
+            Ok((PathBuf::from(file), value))
+        }
+        (1, Some(id)) => Ok((default_path(id), args.pop().unwrap_or_default())),
+        _ => Err(Failure::msg(
+            Exit::Invalid,
+            "give the journal FILE (or --id ID) before the value",
+        )),
+    }
+}
+
+/// Parses a user-given time: RFC 3339 with an offset, or `now`. A time
+/// without its date, or without an offset, is refused with an example.
+fn parse_time(text: &str) -> Result<Timestamp, Failure> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("now") {
+        return Ok(Timestamp::now());
+    }
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    let hint = "write a full UTC time such as 2026-11-26T09:41:00Z (or with an offset, 2026-11-26T10:41:00+01:00)";
+    if text.parse::<jiff::civil::DateTime>().is_ok() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!("`{text}` has no UTC offset; {hint}"),
+        ));
+    }
+    if text.parse::<jiff::civil::Time>().is_ok() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!("`{text}` is a time without its date; {hint}"),
+        ));
+    }
+    Err(Failure::msg(
+        Exit::Invalid,
+        format!("`{text}` is not a time; {hint}"),
+    ))
+}
+
+/// The actor: `--actor`, else the current kubeconfig user, else `$USER`,
+/// else `warroom`.
+fn actor(explicit: Option<String>) -> String {
+    explicit
+        .filter(|a| !a.trim().is_empty())
+        .or_else(kubeconfig_user)
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| AUTOMATIC_ACTOR.to_string())
+}
+
+#[derive(Deserialize)]
+struct KubeConfig {
+    #[serde(rename = "current-context", default)]
+    current_context: Option<String>,
+    #[serde(default)]
+    contexts: Vec<NamedContext>,
+}
+
+#[derive(Deserialize)]
+struct NamedContext {
+    name: String,
+    #[serde(default)]
+    context: Option<ContextUser>,
+}
+
+#[derive(Deserialize)]
+struct ContextUser {
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// The user name of the current context in `$KUBECONFIG` (first file that
+/// names a current context) or `~/.kube/config`.
+fn kubeconfig_user() -> Option<String> {
+    let paths: Vec<PathBuf> = match std::env::var_os("KUBECONFIG") {
+        Some(list) if !list.is_empty() => std::env::split_paths(&list).collect(),
+        _ => vec![PathBuf::from(std::env::var_os("HOME")?).join(".kube/config")],
+    };
+    let configs: Vec<KubeConfig> = paths
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|text| serde_saphyr::from_str::<KubeConfig>(&text).ok())
+        .collect();
+    let current = configs.iter().find_map(|c| c.current_context.clone())?;
+    configs
+        .iter()
+        .flat_map(|c| &c.contexts)
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+        .filter(|u| !u.is_empty())
+}
+
+// ---------------------------------------------------------------------------
+// warroom bench timeline
+
+/// `warroom bench timeline` arguments.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Directory for the benchmark's journals (on the disk being measured).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Appends by the single sequential writer.
+    #[arg(long, default_value_t = 2000)]
+    single: u64,
+    /// Concurrent writer threads (and async tasks) for the batched run.
+    #[arg(long, default_value_t = 64)]
+    writers: u64,
+    /// Appends in total for each batched run.
+    #[arg(long, default_value_t = 50_000)]
+    batched: u64,
+    /// Events in the journal used to time the exports.
+    #[arg(long, default_value_t = 100_000)]
+    export_events: u64,
+}
+
+/// Runs `warroom bench timeline`.
+pub fn bench(args: BenchArgs) -> CommandResult {
+    let dir = args
+        .dir
+        .join(format!(".warroom-bench-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Failure::msg(
+            Exit::Invalid,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    let outcome = bench_in(&dir, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
+    let fail = |e: TimelineError| Failure::msg(Exit::Failed, e);
+    println!("journal directory: {}", dir.display());
+
+    // 1. One writer, every append waits for its own fdatasync.
+    let journal = Journal::open_or_create(dir.join("single.jsonl")).map_err(fail)?;
+    let start = Instant::now();
+    for i in 0..args.single {
+        journal
+            .append(NewEvent::automatic(Entry::note(format!(
+                "sequential append {i}"
+            ))))
+            .map_err(fail)?;
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "durable appends, 1 writer:        {:>7} in {:>6.2} s = {:>8.0} appends/s ({} syncs)",
+        args.single,
+        elapsed.as_secs_f64(),
+        args.single as f64 / elapsed.as_secs_f64(),
+        journal.syncs()
+    );
+    drop(journal);
+
+    // 2. Many writer threads at once: appends share syncs.
+    let journal = Journal::open_or_create(dir.join("threads.jsonl")).map_err(fail)?;
+    let per_writer = (args.batched / args.writers.max(1)).max(1);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..args.writers.max(1))
+        .map(|w| {
+            let journal = journal.clone();
+            std::thread::spawn(move || -> Result<(), TimelineError> {
+                for i in 0..per_writer {
+                    journal.append(NewEvent::automatic(Entry::note(format!(
+                        "writer {w} append {i}"
+                    ))))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join()
+            .map_err(|_| Failure::msg(Exit::Failed, "a writer thread panicked"))?
+            .map_err(fail)?;
+    }
+    let elapsed = start.elapsed();
+    let total = per_writer * args.writers.max(1);
+    println!(
+        "durable appends, {:>3} threads:    {:>7} in {:>6.2} s = {:>8.0} appends/s ({} syncs, {:.1} events/sync)",
+        args.writers,
+        total,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        journal.syncs(),
+        total as f64 / journal.syncs().max(1) as f64
+    );
+    drop(journal);
+
+    // 3. Many async tasks on one runtime thread.
+    let journal = Journal::open_or_create(dir.join("tasks.jsonl")).map_err(fail)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    let start = Instant::now();
+    let tasks = args.writers.max(1);
+    runtime
+        .block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for w in 0..tasks {
+                let journal = journal.clone();
+                set.spawn(async move {
+                    for i in 0..per_writer {
+                        journal
+                            .append_async(NewEvent::automatic(Entry::note(format!(
+                                "task {w} append {i}"
+                            ))))
+                            .await?;
+                    }
+                    Ok::<(), TimelineError>(())
+                });
+            }
+            while let Some(done) = set.join_next().await {
+                done.map_err(|_| TimelineError::WriterGone)??;
+            }
+            Ok::<(), TimelineError>(())
+        })
+        .map_err(fail)?;
+    let elapsed = start.elapsed();
+    println!(
+        "durable appends, {:>3} async tasks:{:>7} in {:>6.2} s = {:>8.0} appends/s ({} syncs, {:.1} events/sync)",
+        tasks,
+        total,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        journal.syncs(),
+        total as f64 / journal.syncs().max(1) as f64
+    );
+    drop(journal);
+
+    // 4. Exports of a large journal.
+    let path = dir.join("export.jsonl");
+    write_incident(&path, args.export_events).map_err(fail)?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let start = Instant::now();
+    let contents = read_journal(&path).map_err(fail)?;
+    let read = start.elapsed();
+    println!(
+        "export of {} events ({:.1} MB journal): read {:.3} s",
+        contents.events.len(),
+        bytes as f64 / 1e6,
+        read.as_secs_f64()
+    );
+    for (name, format) in [
+        ("md", Format::Markdown),
+        ("json", Format::Json),
+        ("html", Format::Html),
+    ] {
+        let start = Instant::now();
+        let contents = read_journal(&path).map_err(fail)?;
+        let text = export::render(&contents, format);
+        let out = dir.join(format!("export.{name}"));
+        std::fs::write(&out, &text).map_err(|e| {
+            Failure::msg(Exit::Failed, format!("cannot write {}: {e}", out.display()))
+        })?;
+        let total = start.elapsed();
+        println!(
+            "  {name:<5} read + render + write {:.3} s ({:.1} MB)",
+            total.as_secs_f64(),
+            text.len() as f64 / 1e6
+        );
+    }
+    Ok(Exit::Done)
+}
+
+/// Writes a synthetic incident of `events` events: metric snapshots every
+/// 10 s with a PM-003-shaped spike, notes, alerts, milestones and steps.
+fn write_incident(path: &Path, events: u64) -> Result<(), TimelineError> {
+    let journal = Journal::open_or_create(path)?;
+    let t0 = Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(10 * events as i64))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let at = |i: u64| {
+        t0.checked_add(jiff::SignedDuration::from_secs(10 * i as i64))
+            .unwrap_or(t0)
+    };
+    let actor = "bench";
+    let mut batch = vec![
+        NewEvent::at(
+            at(0),
+            actor,
+            Entry::Incident(IncidentOpened {
+                id: "PM-BENCH".into(),
+                title: Some("Benchmark incident".into()),
+            }),
+        ),
+        NewEvent::at(at(0), actor, Entry::severity("SEV-1")),
+        NewEvent::at(at(0), actor, Entry::milestone(Milestone::Started)),
+    ];
+    let marks = [
+        (events / 10, Milestone::Detected),
+        (events / 8, Milestone::Declared),
+        (events / 3, Milestone::Mitigated),
+        (events * 9 / 10, Milestone::Resolved),
+    ];
+    let mut done = batch.len() as u64;
+    let mut i = 1;
+    while done < events {
+        let t = at(i);
+        let phase = i as f64 / events as f64;
+        let spike = if (0.08..0.33).contains(&phase) {
+            1.0
+        } else {
+            0.02
+        };
+        let entry = if let Some((_, m)) = marks.iter().find(|(k, _)| *k == i) {
+            Entry::milestone(*m)
+        } else if i % 500 == 0 {
+            Entry::Alert(AlertChange {
+                alert: "LockConcurrentHolders".into(),
+                state: if i % 1000 == 0 {
+                    AlertState::Resolved
+                } else {
+                    AlertState::Fired
+                },
+                value: Some(2.0),
+                labels: [("key".to_string(), format!("order:{i}"))].into(),
+            })
+        } else if i % 50 == 0 {
+            Entry::note(format!("observation {i}: error rate {:.1}%", spike * 18.0))
+        } else if i % 997 == 0 {
+            Entry::Step(StepReport {
+                playbook: "lock-contention".into(),
+                run_id: format!("run-{}", i / 997),
+                step: "scale-to-one".into(),
+                kind: "scale".into(),
+                phase: StepPhase::Applied,
+                target: StepTarget {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    namespace: Some("shop".into()),
+                    name: "order-service".into(),
+                },
+                before: serde_json::json!({"spec": {"replicas": 8}}),
+                after: serde_json::json!({"spec": {"replicas": 1}}),
+                message: None,
+            })
+        } else {
+            Entry::Metric(MetricSnapshot {
+                collisions_per_min: (spike * 40.0 * (1.0 + (i as f64 / 7.0).sin())).round(),
+                errors_per_min: (spike * 700.0 * (1.0 + (i as f64 / 13.0).cos() * 0.3)).round(),
+                concurrent_holders: if spike > 0.5 { 2 } else { 1 },
+                fencing_rejections: i / 3,
+                requests_per_min: Some(4100.0 * spike.max(0.1)),
+                replicas: Some(if spike > 0.5 { 8 } else { 1 }),
+            })
+        };
+        batch.push(NewEvent::at(t, actor, entry));
+        done += 1;
+        i += 1;
+        if batch.len() >= 5000 {
+            journal.append_many(std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        journal.append_many(batch)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1407 @@
+//! Running a bound playbook: preconditions → plan (read current state,
+//! compute each change, show the diff) → optional server-side dry run →
+//! take the namespace's Lease → apply step by step, each change verified by
+//! reading it back → on failure undo the applied steps in reverse.
+//!
+//! Every write is a conditional replace at the resourceVersion just read; a
+//! 409 means someone else wrote first, so the step reads again and
+//! recomputes. Every changing step records the values it replaced on the
+//! object itself (see [`super::record`]) and in the run record, so `undo`
+//! and `restore.yaml` work from any machine. A change that is already in
+//! place writes nothing, so a re-run is a no-op.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::event::{ConfirmRequest, Confirmation, Confirmer, StepEvent, StepObserver, StepPhase};
+use super::lease::{LeaseError, RunLease};
+use super::load::{BoundPlaybook, BoundStep};
+use super::model::OnFailure;
+use super::record::{
+    self, FieldChange, RunOutcome, RunRecord, Stamp, StepOutcome, StepRecord, apply_edit, diff,
+    with_record,
+};
+use super::step::{Change, Check, Edit, Effect};
+use crate::kube::{KubeAccess, KubeError, ObjectRef};
+
+/// How many times a write is retried after a 409 with a fresh read.
+const CONFLICT_RETRIES: usize = 8;
+
+/// What a step will do, as planned against the current state.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    /// Step name.
+    pub name: String,
+    /// Step kind.
+    pub kind: String,
+    /// The object acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<ObjectRef>,
+    /// The planned action.
+    pub action: PlannedAction,
+    /// The fields that will change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// Details (gate prompt, wait condition, note text, failure).
+    pub detail: String,
+}
+
+/// The planned action of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlannedAction {
+    /// Change the target.
+    Change,
+    /// Nothing to change: already in place.
+    Unchanged,
+    /// Skipped: its `when-changed` step changes nothing.
+    Skip,
+    /// Wait for a condition.
+    Wait,
+    /// Ask a human.
+    Confirm,
+    /// Write a note.
+    Note,
+    /// Cannot be done (object missing, patch does not apply).
+    Fail,
+}
+
+/// The plan of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Run id.
+    pub run_id: String,
+    /// Playbook name.
+    pub playbook: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Kubeconfig user.
+    pub actor: String,
+    /// Steps in order.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every step done and verified.
+    Done,
+    /// Dry run: planned and checked by the server, nothing changed.
+    DryRun,
+    /// The plan shows a step that cannot be done; nothing changed.
+    PlanFailed,
+    /// A step failed; the applied steps were undone.
+    FailedUndone,
+    /// A step failed; applied steps were left (`on-failure: stop|continue`)
+    /// or could not all be undone.
+    Failed,
+    /// Refused: lease held, precondition not met, confirmation declined or
+    /// unavailable, nothing to undo.
+    Refused,
+    /// A run was undone (`warroom undo`).
+    Undone,
+}
+
+/// The result of a run or an undo.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The plan shown before anything changed.
+    pub plan: Plan,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// What happened to each step reached.
+    pub steps: Vec<StepRecord>,
+    /// Summary in words.
+    pub message: String,
+    /// True when the API server stopped answering during the run.
+    pub unreachable: bool,
+    /// Milliseconds from start to the end of the last step.
+    pub elapsed_ms: u64,
+    /// Milliseconds of that spent in `wait` steps and human gates.
+    pub waited_ms: u64,
+}
+
+/// Errors that stop a run before it changes anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The API server could not be reached.
+    #[error(transparent)]
+    Unreachable(KubeError),
+    /// The API server refused a read (403, 500, …).
+    #[error(transparent)]
+    Kube(KubeError),
+}
+
+impl From<KubeError> for RunError {
+    fn from(err: KubeError) -> Self {
+        if err.is_unreachable() {
+            RunError::Unreachable(err)
+        } else {
+            RunError::Kube(err)
+        }
+    }
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Plan and ask the server to dry-run every change; change nothing.
+    pub dry_run: bool,
+}
+
+/// Runs playbooks against one API server.
+pub struct Engine {
+    kube: Arc<KubeAccess>,
+    observer: Arc<dyn StepObserver>,
+    confirmer: Arc<dyn Confirmer>,
+    lease_duration: Duration,
+}
+
+/// A new run id: UTC time and a random suffix (`20261126T231500Z-3f9a`).
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length and gethostname
+    // writes at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn fields(changes: &[FieldChange], after: bool) -> Value {
+    let mut map = Map::new();
+    for change in changes {
+        let value = if after { &change.after } else { &change.before };
+        map.insert(change.path.clone(), value.clone().unwrap_or(Value::Null));
+    }
+    Value::Object(map)
+}
+
+/// A step that failed, and why.
+struct StepFailure {
+    message: String,
+    unreachable: bool,
+    refused: bool,
+}
+
+impl StepFailure {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unreachable: false,
+            refused: false,
+        }
+    }
+}
+
+impl From<KubeError> for StepFailure {
+    fn from(err: KubeError) -> Self {
+        Self {
+            unreachable: err.is_unreachable(),
+            message: err.to_string(),
+            refused: false,
+        }
+    }
+}
+
+/// Context shared by the steps of one run.
+struct Run<'a> {
+    run_id: String,
+    playbook: String,
+    actor: String,
+    engine: &'a Engine,
+}
+
+impl Run<'_> {
+    fn emit(
+        &self,
+        phase: StepPhase,
+        step: &str,
+        kind: &str,
+        target: Option<&ObjectRef>,
+        changes: Option<&[FieldChange]>,
+        message: impl Into<String>,
+    ) {
+        let event = StepEvent {
+            at: jiff::Timestamp::now(),
+            phase,
+            actor: self.actor.clone(),
+            playbook: self.playbook.clone(),
+            run_id: self.run_id.clone(),
+            step: step.to_owned(),
+            kind: kind.to_owned(),
+            target: target.cloned(),
+            before: changes.map(|c| fields(c, false)),
+            after: changes.map(|c| fields(c, true)),
+            message: message.into(),
+        };
+        self.engine.observer.on_event(&event);
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            run: self.run_id.clone(),
+            playbook: self.playbook.clone(),
+            actor: self.actor.clone(),
+            at: jiff::Timestamp::now(),
+        }
+    }
+}
+
+impl Engine {
+    /// An engine reporting to `observer` and asking `confirmer` at gates.
+    pub fn new(
+        kube: Arc<KubeAccess>,
+        observer: Arc<dyn StepObserver>,
+        confirmer: Arc<dyn Confirmer>,
+    ) -> Self {
+        Self {
+            kube,
+            observer,
+            confirmer,
+            lease_duration: Duration::from_secs(15),
+        }
+    }
+
+    /// Changes how long the run lease lasts without renewal (default 15 s).
+    pub fn with_lease_duration(mut self, duration: Duration) -> Self {
+        self.lease_duration = duration;
+        self
+    }
+
+    /// The API access used.
+    pub fn kube(&self) -> &Arc<KubeAccess> {
+        &self.kube
+    }
+
+    /// Reads current state and computes what each step would do, simulating
+    /// earlier steps' changes for later ones. Changes nothing.
+    pub async fn plan(&self, playbook: &BoundPlaybook, run_id: &str) -> Result<Plan, RunError> {
+        let mut state: HashMap<ObjectRef, Option<Value>> = HashMap::new();
+        let mut changed: HashMap<&str, bool> = HashMap::new();
+        let mut steps = Vec::new();
+        for step in &playbook.steps {
+            let skip = step
+                .when_changed
+                .as_deref()
+                .is_some_and(|earlier| !changed.get(earlier).copied().unwrap_or(false));
+            let planned = match &step.effect {
+                Effect::Change(change) => {
+                    let current = match state.get(&change.target) {
+                        Some(known) => known.clone(),
+                        None => self.kube.get(&change.target).await?,
+                    };
+                    let mut planned = PlannedStep {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: Some(change.target.clone()),
+                        action: PlannedAction::Change,
+                        changes: Vec::new(),
+                        detail: String::new(),
+                    };
+                    match current {
+                        None => {
+                            planned.action = PlannedAction::Fail;
+                            planned.detail = format!("{} not found", change.target);
+                        }
+                        Some(current) => match apply_edit(&current, &change.edit) {
+                            Err(err) => {
+                                planned.action = PlannedAction::Fail;
+                                planned.detail = err;
+                            }
+                            Ok(desired) => {
+                                planned.changes = diff(&current, &desired);
+                                if skip {
+                                    planned.action = PlannedAction::Skip;
+                                    planned.detail = format!(
+                                        "only when `{}` changes something",
+                                        step.when_changed.as_deref().unwrap_or_default()
+                                    );
+                                } else if planned.changes.is_empty() {
+                                    planned.action = PlannedAction::Unchanged;
+                                    planned.detail = "already in place".into();
+                                } else {
+                                    state.insert(change.target.clone(), Some(desired));
+                                }
+                            }
+                        },
+                    }
+                    changed.insert(&step.name, planned.action == PlannedAction::Change);
+                    planned
+                }
+                Effect::Wait(wait) => PlannedStep {
+                    name: step.name.clone(),
+                    kind: step.kind.into(),
+                    target: Some(wait.target.clone()),
+                    action: if skip {
+                        PlannedAction::Skip
+                    } else {
+                        PlannedAction::Wait
+                    },
+                    changes: Vec::new(),
+                    detail: format!(
+                        "until {} (timeout {:?})",
+                        describe(&wait.until),
+                        wait.timeout
+                    ),
+                },
+                Effect::Gate(gate) => PlannedStep {
+                    name: step.name.clone(),
+                    kind: step.kind.into(),
+                    target: None,
+                    action: if skip {
+                        PlannedAction::Skip
+                    } else {
+                        PlannedAction::Confirm
+                    },
+                    changes: Vec::new(),
+                    detail: match &gate.answer {
+                        Some(answer) => format!("{} (type {answer:?})", gate.prompt),
+                        None => gate.prompt.clone(),
+                    },
+                },
+                Effect::Note(text) => PlannedStep {
+                    name: step.name.clone(),
+                    kind: step.kind.into(),
+                    target: None,
+                    action: if skip {
+                        PlannedAction::Skip
+                    } else {
+                        PlannedAction::Note
+                    },
+                    changes: Vec::new(),
+                    detail: text.clone(),
+                },
+            };
+            steps.push(planned);
+        }
+        Ok(Plan {
+            run_id: run_id.to_owned(),
+            playbook: playbook.name.clone(),
+            namespace: playbook.namespace.clone(),
+            actor: self.kube.user().to_owned(),
+            steps,
+        })
+    }
+
+    /// Runs a playbook (see the module documentation for the sequence).
+    pub async fn run(
+        &self,
+        playbook: &BoundPlaybook,
+        options: RunOptions,
+    ) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let run_id = new_run_id();
+        let run = Run {
+            run_id: run_id.clone(),
+            playbook: playbook.name.clone(),
+            actor: self.kube.user().to_owned(),
+            engine: self,
+        };
+        // Preconditions.
+        let mut unmet = Vec::new();
+        for precondition in &playbook.preconditions {
+            let object = self.kube.get(&precondition.object).await?;
+            let (holds, seen) = precondition.check.holds(object.as_ref());
+            if !holds {
+                unmet.push(format!(
+                    "{} ({}: {seen})",
+                    precondition.description, precondition.object
+                ));
+            }
+        }
+        let plan = self.plan(playbook, &run_id).await?;
+        for step in &plan.steps {
+            run.emit(
+                StepPhase::Planned,
+                &step.name,
+                &step.kind,
+                step.target.as_ref(),
+                (!step.changes.is_empty()).then_some(step.changes.as_slice()),
+                format!(
+                    "{}: {}",
+                    format!("{:?}", step.action).to_lowercase(),
+                    step.detail
+                ),
+            );
+        }
+        let report = |outcome, steps, message: String, unreachable| RunReport {
+            plan: plan.clone(),
+            outcome,
+            steps,
+            message,
+            unreachable,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            waited_ms: 0,
+        };
+        if !unmet.is_empty() {
+            return Ok(report(
+                Outcome::Refused,
+                Vec::new(),
+                format!(
+                    "precondition not met, nothing changed: {}",
+                    unmet.join("; ")
+                ),
+                false,
+            ));
+        }
+        if let Some(failing) = plan.steps.iter().find(|s| s.action == PlannedAction::Fail) {
+            return Ok(report(
+                Outcome::PlanFailed,
+                Vec::new(),
+                format!(
+                    "step `{}` cannot be done, nothing changed: {}",
+                    failing.name, failing.detail
+                ),
+                false,
+            ));
+        }
+        if options.dry_run {
+            return self.dry_run(&run, playbook, &plan, started).await;
+        }
+        if let Some(gate) = plan
+            .steps
+            .iter()
+            .find(|s| s.action == PlannedAction::Confirm)
+            && let Err(reason) = self.confirmer.can_ask()
+        {
+            return Ok(report(
+                Outcome::Refused,
+                Vec::new(),
+                format!(
+                    "step `{}` needs a confirmation ({}) and {reason}; nothing changed",
+                    gate.name, gate.detail
+                ),
+                false,
+            ));
+        }
+        let holder = format!(
+            "{} on {} (pid {}, run {run_id})",
+            run.actor,
+            hostname(),
+            std::process::id()
+        );
+        let lease = match RunLease::acquire(
+            self.kube.clone(),
+            &playbook.namespace,
+            &holder,
+            self.lease_duration,
+        )
+        .await
+        {
+            Ok(lease) => lease,
+            Err(err @ LeaseError::Held { .. }) => {
+                return Ok(report(Outcome::Refused, Vec::new(), err.to_string(), false));
+            }
+            Err(LeaseError::Kube(err)) => return Err(err.into()),
+        };
+        let mut record = RunRecord {
+            id: run_id.clone(),
+            playbook: playbook.name.clone(),
+            actor: run.actor.clone(),
+            namespace: playbook.namespace.clone(),
+            started: jiff::Timestamp::now(),
+            finished: None,
+            outcome: RunOutcome::Running,
+            params: playbook.params.clone(),
+            steps: Vec::new(),
+            undone: None,
+        };
+        if let Err(err) = self.save_record(&playbook.namespace, &record).await {
+            let _ = lease.release().await;
+            return Err(err.into());
+        }
+        let mut waited = Duration::ZERO;
+        let mut changed: HashMap<String, bool> = HashMap::new();
+        let mut outcome = Outcome::Done;
+        let mut message = String::new();
+        let mut unreachable = false;
+        let mut failures = Vec::new();
+        for step in &playbook.steps {
+            if lease.is_lost() {
+                message = "the run lease was taken by someone else; stopping".into();
+                outcome = self
+                    .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
+                    .await;
+                break;
+            }
+            let skip = step
+                .when_changed
+                .as_deref()
+                .is_some_and(|earlier| !changed.get(earlier).copied().unwrap_or(false));
+            if skip {
+                run.emit(
+                    StepPhase::Skipped,
+                    &step.name,
+                    step.kind,
+                    None,
+                    None,
+                    "earlier step changed nothing",
+                );
+                record.steps.push(StepRecord {
+                    name: step.name.clone(),
+                    kind: step.kind.into(),
+                    target: None,
+                    changes: Vec::new(),
+                    outcome: StepOutcome::Skipped,
+                    message: String::new(),
+                });
+                continue;
+            }
+            let step_started = Instant::now();
+            let result = self.step(&run, step).await;
+            if matches!(step.effect, Effect::Wait(_) | Effect::Gate(_)) {
+                waited += step_started.elapsed();
+            }
+            match result {
+                Ok(done) => {
+                    changed.insert(step.name.clone(), done.outcome == StepOutcome::Applied);
+                    record.steps.push(done);
+                    if !record.steps.last().is_some_and(|s| s.changes.is_empty())
+                        && let Err(err) = self.save_record(&playbook.namespace, &record).await
+                    {
+                        tracing::warn!("saving run record {run_id}: {err}");
+                    }
+                }
+                Err(failure) => {
+                    unreachable |= failure.unreachable;
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        step.kind,
+                        target_of(step),
+                        None,
+                        failure.message.clone(),
+                    );
+                    record.steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: target_of(step).cloned(),
+                        changes: Vec::new(),
+                        outcome: StepOutcome::Failed,
+                        message: failure.message.clone(),
+                    });
+                    failures.push(format!("step `{}` failed: {}", step.name, failure.message));
+                    if step.on_failure == OnFailure::Continue {
+                        outcome = Outcome::Failed;
+                        continue;
+                    }
+                    outcome = self
+                        .fail_and_maybe_undo(&run, &mut record, step.on_failure)
+                        .await;
+                    if failure.refused {
+                        outcome = Outcome::Refused;
+                    }
+                    break;
+                }
+            }
+        }
+        message = match outcome {
+            Outcome::Done => format!("all {} steps done and verified", record.steps.len()),
+            _ => {
+                let mut text = failures.join("; ");
+                if !message.is_empty() {
+                    if !text.is_empty() {
+                        text.push_str("; ");
+                    }
+                    text.push_str(&message);
+                }
+                let undone = record
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == StepOutcome::Undone)
+                    .count();
+                let left = record
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == StepOutcome::Applied)
+                    .count();
+                format!("{text}; {undone} applied step(s) undone, {left} left in place")
+            }
+        };
+        record.finished = Some(jiff::Timestamp::now());
+        record.outcome = match outcome {
+            Outcome::Done => RunOutcome::Applied,
+            Outcome::FailedUndone => RunOutcome::FailedUndone,
+            Outcome::Refused => RunOutcome::Refused,
+            _ => RunOutcome::Failed,
+        };
+        if let Err(err) = self.save_record(&playbook.namespace, &record).await {
+            tracing::warn!("saving run record {run_id}: {err}");
+            unreachable |= err.is_unreachable();
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Err(err) = lease.release().await {
+            tracing::warn!("releasing the run lease: {err}");
+        }
+        Ok(RunReport {
+            plan,
+            outcome,
+            steps: record.steps,
+            message,
+            unreachable,
+            elapsed_ms,
+            waited_ms: waited.as_millis() as u64,
+        })
+    }
+
+    /// Undoes applied steps in reverse after a failure (unless `stop`).
+    async fn fail_and_maybe_undo(
+        &self,
+        run: &Run<'_>,
+        record: &mut RunRecord,
+        on_failure: OnFailure,
+    ) -> Outcome {
+        if on_failure != OnFailure::Undo {
+            return Outcome::Failed;
+        }
+        let mut all = true;
+        for index in (0..record.steps.len()).rev() {
+            let step = &record.steps[index];
+            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+                continue;
+            }
+            let Some(target) = step.target.clone() else {
+                continue;
+            };
+            match self
+                .revert(run, &step.name, &step.kind, &target, &step.changes)
+                .await
+            {
+                Ok(_) => record.steps[index].outcome = StepOutcome::Undone,
+                Err(failure) => {
+                    all = false;
+                    run.emit(
+                        StepPhase::Failed,
+                        &record.steps[index].name,
+                        &record.steps[index].kind,
+                        Some(&target),
+                        None,
+                        format!("undo failed: {}", failure.message),
+                    );
+                }
+            }
+        }
+        if all {
+            Outcome::FailedUndone
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    async fn dry_run(
+        &self,
+        run: &Run<'_>,
+        playbook: &BoundPlaybook,
+        plan: &Plan,
+        started: Instant,
+    ) -> Result<RunReport, RunError> {
+        let mut steps = Vec::new();
+        let mut outcome = Outcome::DryRun;
+        let mut message = format!("dry run of {} steps: nothing changed", plan.steps.len());
+        let mut simulated: HashMap<ObjectRef, Value> = HashMap::new();
+        for (step, planned) in playbook.steps.iter().zip(&plan.steps) {
+            let Effect::Change(change) = &step.effect else {
+                continue;
+            };
+            if planned.action != PlannedAction::Change {
+                continue;
+            }
+            let current = match simulated.get(&change.target) {
+                Some(known) => known.clone(),
+                None => match self.kube.get(&change.target).await? {
+                    Some(found) => found,
+                    None => continue,
+                },
+            };
+            let Ok(desired) = apply_edit(&current, &change.edit) else {
+                continue;
+            };
+            let body = with_record(&current, &desired, &planned.changes, &run.stamp());
+            match self.kube.replace(&change.target, &body, true).await {
+                Ok(_) => {
+                    run.emit(
+                        StepPhase::DryRun,
+                        &step.name,
+                        step.kind,
+                        Some(&change.target),
+                        Some(&planned.changes),
+                        "accepted by the API server (dry run)",
+                    );
+                    simulated.insert(change.target.clone(), desired);
+                }
+                Err(err) if err.is_unreachable() => return Err(RunError::Unreachable(err)),
+                Err(err) => {
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        step.kind,
+                        Some(&change.target),
+                        None,
+                        err.to_string(),
+                    );
+                    outcome = Outcome::PlanFailed;
+                    message = format!(
+                        "the API server rejected step `{}` in a dry run: {err}",
+                        step.name
+                    );
+                    steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: Some(change.target.clone()),
+                        changes: planned.changes.clone(),
+                        outcome: StepOutcome::Failed,
+                        message: err.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        Ok(RunReport {
+            plan: plan.clone(),
+            outcome,
+            steps,
+            message,
+            unreachable: false,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            waited_ms: 0,
+        })
+    }
+
+    async fn step(&self, run: &Run<'_>, step: &BoundStep) -> Result<StepRecord, StepFailure> {
+        let mut done = StepRecord {
+            name: step.name.clone(),
+            kind: step.kind.into(),
+            target: target_of(step).cloned(),
+            changes: Vec::new(),
+            outcome: StepOutcome::Done,
+            message: String::new(),
+        };
+        match &step.effect {
+            Effect::Change(change) => {
+                let changes = self.change(run, step, change).await?;
+                done.outcome = if changes.is_empty() {
+                    StepOutcome::Unchanged
+                } else {
+                    StepOutcome::Applied
+                };
+                done.changes = changes;
+            }
+            Effect::Wait(wait) => {
+                let deadline = Instant::now() + wait.timeout;
+                let mut pause = Duration::from_millis(25);
+                loop {
+                    let object = self.kube.get(&wait.target).await?;
+                    let (holds, seen) = wait.until.holds(object.as_ref());
+                    if holds {
+                        run.emit(
+                            StepPhase::Verified,
+                            &step.name,
+                            step.kind,
+                            Some(&wait.target),
+                            None,
+                            seen.clone(),
+                        );
+                        done.message = seen;
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(StepFailure::new(format!(
+                            "timed out after {:?} waiting for {} on {}: {seen}",
+                            wait.timeout,
+                            describe(&wait.until),
+                            wait.target
+                        )));
+                    }
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+            Effect::Gate(gate) => {
+                let request = ConfirmRequest {
+                    run_id: run.run_id.clone(),
+                    playbook: run.playbook.clone(),
+                    step: step.name.clone(),
+                    prompt: gate.prompt.clone(),
+                    answer: gate.answer.clone(),
+                };
+                match self.confirmer.confirm(&request).await {
+                    Confirmation::Approved => {
+                        run.emit(
+                            StepPhase::Confirmed,
+                            &step.name,
+                            step.kind,
+                            None,
+                            None,
+                            gate.prompt.clone(),
+                        );
+                    }
+                    Confirmation::Declined => {
+                        return Err(StepFailure {
+                            message: "declined by the operator".into(),
+                            unreachable: false,
+                            refused: true,
+                        });
+                    }
+                    Confirmation::Unavailable(reason) => {
+                        return Err(StepFailure {
+                            message: format!("needs confirmation: {reason}"),
+                            unreachable: false,
+                            refused: true,
+                        });
+                    }
+                }
+            }
+            Effect::Note(text) => {
+                run.emit(
+                    StepPhase::Noted,
+                    &step.name,
+                    step.kind,
+                    None,
+                    None,
+                    text.clone(),
+                );
+                done.message = text.clone();
+            }
+        }
+        Ok(done)
+    }
+
+    /// Applies one change: read, compute, write conditionally (409: read
+    /// again), read back and verify. Returns the fields changed (empty: the
+    /// change was already in place).
+    async fn change(
+        &self,
+        run: &Run<'_>,
+        step: &BoundStep,
+        change: &Change,
+    ) -> Result<Vec<FieldChange>, StepFailure> {
+        let written = self
+            .write(run, &change.target, &change.edit, change.record)
+            .await?;
+        let Some((changes, desired)) = written else {
+            run.emit(
+                StepPhase::Unchanged,
+                &step.name,
+                step.kind,
+                Some(&change.target),
+                None,
+                "already in place",
+            );
+            return Ok(Vec::new());
+        };
+        run.emit(
+            StepPhase::Applied,
+            &step.name,
+            step.kind,
+            Some(&change.target),
+            Some(&changes),
+            "written",
+        );
+        self.verify(&change.target, &changes, &desired).await?;
+        run.emit(
+            StepPhase::Verified,
+            &step.name,
+            step.kind,
+            Some(&change.target),
+            Some(&changes),
+            "read back",
+        );
+        Ok(changes)
+    }
+
+    /// Writes an edit with conflict retries; `None` when nothing changes.
+    async fn write(
+        &self,
+        run: &Run<'_>,
+        target: &ObjectRef,
+        edit: &Edit,
+        recorded: bool,
+    ) -> Result<Option<(Vec<FieldChange>, Value)>, StepFailure> {
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(current) = self.kube.get(target).await? else {
+                return Err(StepFailure::new(format!("{target} not found")));
+            };
+            let desired = apply_edit(&current, edit).map_err(StepFailure::new)?;
+            let changes = diff(&current, &desired);
+            if changes.is_empty() {
+                return Ok(None);
+            }
+            let body = with_record(
+                &current,
+                &desired,
+                if recorded { &changes } else { &[] },
+                &run.stamp(),
+            );
+            match self.kube.replace(target, &body, false).await {
+                Ok(_) => return Ok(Some((changes, desired))),
+                Err(KubeError::Conflict { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StepFailure::new(format!(
+            "{target} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
+        )))
+    }
+
+    async fn verify(
+        &self,
+        target: &ObjectRef,
+        changes: &[FieldChange],
+        desired: &Value,
+    ) -> Result<(), StepFailure> {
+        let Some(read_back) = self.kube.get(target).await? else {
+            return Err(StepFailure::new(format!(
+                "{target} vanished after the write"
+            )));
+        };
+        for change in changes {
+            // Compare with what the server should now hold for this field.
+            let want = desired.pointer(&change.path);
+            let have = read_back.pointer(&change.path);
+            if want != have {
+                return Err(StepFailure::new(format!(
+                    "read-back of {target} {}: want {}, found {}",
+                    change.path,
+                    want.map(Value::to_string)
+                        .unwrap_or_else(|| "absent".into()),
+                    have.map(Value::to_string)
+                        .unwrap_or_else(|| "absent".into()),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts back the `before` values of `changes` on `target`.
+    async fn revert(
+        &self,
+        run: &Run<'_>,
+        step: &str,
+        kind: &str,
+        target: &ObjectRef,
+        changes: &[FieldChange],
+    ) -> Result<Vec<FieldChange>, StepFailure> {
+        let edit = Edit::Set(
+            changes
+                .iter()
+                .map(|c| (c.path.clone(), c.before.clone()))
+                .collect(),
+        );
+        let written = self.write(run, target, &edit, false).await?;
+        let Some((reverted, desired)) = written else {
+            run.emit(
+                StepPhase::Undone,
+                step,
+                kind,
+                Some(target),
+                None,
+                "already as before",
+            );
+            return Ok(Vec::new());
+        };
+        self.verify(target, &reverted, &desired).await?;
+        run.emit(
+            StepPhase::Undone,
+            step,
+            kind,
+            Some(target),
+            Some(&reverted),
+            "restored and read back",
+        );
+        Ok(reverted)
+    }
+
+    /// Stores a run record in the namespace's `warroom-runs` ConfigMap.
+    pub async fn save_record(&self, namespace: &str, record: &RunRecord) -> Result<(), KubeError> {
+        let object = record::runs_configmap(namespace);
+        for _ in 0..CONFLICT_RETRIES {
+            let result = match self.kube.get(&object).await? {
+                None => {
+                    let empty = serde_json::json!({
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": record::RUNS_CONFIGMAP, "namespace": namespace,
+                                     "labels": {"app.kubernetes.io/managed-by": "warroom"}},
+                        "data": {}
+                    });
+                    let body = record::store_in(&empty, record).map_err(|message| {
+                        KubeError::Malformed {
+                            object: object.to_string(),
+                            message,
+                        }
+                    })?;
+                    self.kube.create(&object, &body, false).await
+                }
+                Some(current) => {
+                    let body = record::store_in(&current, record).map_err(|message| {
+                        KubeError::Malformed {
+                            object: object.to_string(),
+                            message,
+                        }
+                    })?;
+                    self.kube.replace(&object, &body, false).await
+                }
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(KubeError::Conflict { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(KubeError::Conflict {
+            object: object.to_string(),
+            message: "run records kept changing".into(),
+        })
+    }
+
+    /// The run records of a namespace, oldest first.
+    pub async fn records(&self, namespace: &str) -> Result<Vec<RunRecord>, KubeError> {
+        Ok(self
+            .kube
+            .get(&record::runs_configmap(namespace))
+            .await?
+            .map(|cm| record::records_in(&cm))
+            .unwrap_or_default())
+    }
+
+    /// Undoes a recorded run (`None`: the latest run that left changes),
+    /// from the values in its record: asks the confirmer first, holds the
+    /// namespace's lease, reverts steps in reverse and marks the record.
+    pub async fn undo(&self, namespace: &str, run_id: Option<&str>) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let records = self.records(namespace).await?;
+        let chosen = match run_id {
+            Some(id) => records.iter().find(|r| r.id == id),
+            None => records.iter().rev().find(|r| r.undoable()),
+        };
+        let undo_id = new_run_id();
+        let empty_plan = |playbook: &str| Plan {
+            run_id: undo_id.clone(),
+            playbook: playbook.to_owned(),
+            namespace: namespace.to_owned(),
+            actor: self.kube.user().to_owned(),
+            steps: Vec::new(),
+        };
+        let refused = |plan: Plan, message: String| RunReport {
+            plan,
+            outcome: Outcome::Refused,
+            steps: Vec::new(),
+            message,
+            unreachable: false,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            waited_ms: 0,
+        };
+        let Some(chosen) = chosen.cloned() else {
+            let message = match run_id {
+                Some(id) => format!(
+                    "no run {id} recorded in {namespace}/{}",
+                    record::RUNS_CONFIGMAP
+                ),
+                None => format!("no run with changes left to undo in namespace {namespace}"),
+            };
+            return Ok(refused(empty_plan("undo"), message));
+        };
+        let playbook = format!("undo {} ({})", chosen.id, chosen.playbook);
+        let run = Run {
+            run_id: undo_id.clone(),
+            playbook: playbook.clone(),
+            actor: self.kube.user().to_owned(),
+            engine: self,
+        };
+        if !chosen.undoable() {
+            return Ok(refused(
+                empty_plan(&playbook),
+                format!(
+                    "run {} has no changes left to undo ({:?})",
+                    chosen.id, chosen.outcome
+                ),
+            ));
+        }
+        // Plan: each applied step in reverse, with drift against the run's "after".
+        let mut plan = empty_plan(&playbook);
+        let mut drift = Vec::new();
+        for step in chosen.steps.iter().rev() {
+            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+                continue;
+            }
+            let Some(target) = &step.target else { continue };
+            let current = self.kube.get(target).await?;
+            let mut changes = Vec::new();
+            for change in &step.changes {
+                let now = current
+                    .as_ref()
+                    .and_then(|c| c.pointer(&change.path))
+                    .cloned();
+                if now != change.after {
+                    drift.push(format!(
+                        "{target} {} is now {} (the run set {})",
+                        change.path,
+                        now.as_ref()
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "absent".into()),
+                        change
+                            .after
+                            .as_ref()
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "absent".into())
+                    ));
+                }
+                if now != change.before {
+                    changes.push(FieldChange {
+                        path: change.path.clone(),
+                        before: now,
+                        after: change.before.clone(),
+                    });
+                }
+            }
+            let planned = PlannedStep {
+                name: step.name.clone(),
+                kind: step.kind.clone(),
+                target: Some(target.clone()),
+                action: if current.is_none() {
+                    PlannedAction::Fail
+                } else if changes.is_empty() {
+                    PlannedAction::Unchanged
+                } else {
+                    PlannedAction::Change
+                },
+                changes,
+                detail: if current.is_none() {
+                    format!("{target} not found")
+                } else {
+                    "restore recorded values".into()
+                },
+            };
+            run.emit(
+                StepPhase::Planned,
+                &planned.name,
+                &planned.kind,
+                planned.target.as_ref(),
+                Some(&planned.changes),
+                "undo",
+            );
+            plan.steps.push(planned);
+        }
+        let mut prompt = format!(
+            "Undo run {} of {} by {} ({} step(s))?",
+            chosen.id,
+            chosen.playbook,
+            chosen.actor,
+            plan.steps.len()
+        );
+        if !drift.is_empty() {
+            prompt.push_str(&format!(" Changed since the run: {}.", drift.join("; ")));
+        }
+        let request = ConfirmRequest {
+            run_id: undo_id.clone(),
+            playbook: playbook.clone(),
+            step: "undo".into(),
+            prompt,
+            answer: None,
+        };
+        match self.confirmer.confirm(&request).await {
+            Confirmation::Approved => {}
+            Confirmation::Declined => {
+                return Ok(refused(plan, "undo declined by the operator".into()));
+            }
+            Confirmation::Unavailable(reason) => {
+                return Ok(refused(plan, format!("undo needs confirmation: {reason}")));
+            }
+        }
+        let holder = format!(
+            "{} on {} (pid {}, undo of {})",
+            run.actor,
+            hostname(),
+            std::process::id(),
+            chosen.id
+        );
+        let lease =
+            match RunLease::acquire(self.kube.clone(), namespace, &holder, self.lease_duration)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(err @ LeaseError::Held { .. }) => return Ok(refused(plan, err.to_string())),
+                Err(LeaseError::Kube(err)) => return Err(err.into()),
+            };
+        let mut steps = Vec::new();
+        let mut failed = Vec::new();
+        let mut unreachable = false;
+        for step in chosen.steps.iter().rev() {
+            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+                continue;
+            }
+            let Some(target) = &step.target else { continue };
+            match self
+                .revert(&run, &step.name, &step.kind, target, &step.changes)
+                .await
+            {
+                Ok(reverted) => steps.push(StepRecord {
+                    name: step.name.clone(),
+                    kind: step.kind.clone(),
+                    target: Some(target.clone()),
+                    changes: reverted,
+                    outcome: StepOutcome::Undone,
+                    message: String::new(),
+                }),
+                Err(failure) => {
+                    unreachable |= failure.unreachable;
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        &step.kind,
+                        Some(target),
+                        None,
+                        failure.message.clone(),
+                    );
+                    failed.push(format!("`{}`: {}", step.name, failure.message));
+                    steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.clone(),
+                        target: Some(target.clone()),
+                        changes: Vec::new(),
+                        outcome: StepOutcome::Failed,
+                        message: failure.message,
+                    });
+                }
+            }
+        }
+        let outcome = if failed.is_empty() {
+            let mut marked = chosen.clone();
+            marked.outcome = RunOutcome::Undone;
+            marked.undone = Some(run.stamp());
+            for step in &mut marked.steps {
+                if step.outcome == StepOutcome::Applied {
+                    step.outcome = StepOutcome::Undone;
+                }
+            }
+            if let Err(err) = self.save_record(namespace, &marked).await {
+                tracing::warn!("marking run {} undone: {err}", chosen.id);
+            }
+            Outcome::Undone
+        } else {
+            Outcome::Failed
+        };
+        let _ = lease.release().await;
+        let message = if failed.is_empty() {
+            format!(
+                "run {} undone ({} step(s) restored)",
+                chosen.id,
+                steps.len()
+            )
+        } else {
+            format!(
+                "undo of run {} incomplete: {}",
+                chosen.id,
+                failed.join("; ")
+            )
+        };
+        Ok(RunReport {
+            plan,
+            outcome,
+            steps,
+            message,
+            unreachable,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            waited_ms: 0,
+        })
+    }
+}
+
+fn target_of(step: &BoundStep) -> Option<&ObjectRef> {
+    match &step.effect {
+        Effect::Change(change) => Some(&change.target),
+        Effect::Wait(wait) => Some(&wait.target),
+        _ => None,
+    }
+}
+
+/// A condition in words.
+pub fn describe(check: &Check) -> String {
+    match check {
+        Check::Exists => "it exists".into(),
+        Check::RolloutComplete => "the rollout is complete".into(),
+        Check::Condition(name) => format!("condition {name} is True"),
+        Check::Field { path, equals } => format!("{path} == {equals}"),
+    }
+}
+
+/// Permissions a playbook needs: (API group, resource, verb), besides those
+/// every run needs ([`engine_permissions`]).
+pub fn step_permissions(playbook: &BoundPlaybook) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for step in &playbook.steps {
+        match &step.effect {
+            Effect::Change(change) => {
+                for verb in ["get", "update"] {
+                    out.push((
+                        change.target.group().to_owned(),
+                        change.target.guessed_resource(),
+                        verb.to_owned(),
+                    ));
+                }
+            }
+            Effect::Wait(wait) => out.push((
+                wait.target.group().to_owned(),
+                wait.target.guessed_resource(),
+                "get".to_owned(),
+            )),
+            _ => {}
+        }
+    }
+    for precondition in &playbook.preconditions {
+        out.push((
+            precondition.object.group().to_owned(),
+            precondition.object.guessed_resource(),
+            "get".to_owned(),
+        ));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Permissions every run needs: the run Lease and the run records.
+pub fn engine_permissions() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for verb in ["get", "create", "update"] {
+        out.push((
+            "coordination.k8s.io".to_owned(),
+            "leases".to_owned(),
+            verb.to_owned(),
+        ));
+        out.push((String::new(), "configmaps".to_owned(), verb.to_owned()));
+    }
+    out.sort();
+    out
+}
+
+/// Parameter values of a plan (for printing).
+pub fn params_line(params: &BTreeMap<String, Value>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

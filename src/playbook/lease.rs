@@ -1,0 +1,282 @@
+//! The run guard: a coordination.k8s.io/v1 `Lease` per namespace, so two
+//! operators cannot run playbooks against the same namespace at once.
+//!
+//! Safety argument: a run takes the Lease by a conditional write (create, or
+//! update at the resourceVersion it read), so of two concurrent takers one
+//! gets 409 and is refused. The holder renews every third of the lease
+//! duration; if it dies the lease expires after `leaseDurationSeconds` and
+//! the next run takes it over. A run that loses its lease (renewal refused)
+//! stops before its next step. Clocks of the machines involved are assumed
+//! to agree within a few seconds; the lease duration is far larger.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::kube::{KubeAccess, KubeError, ObjectRef};
+
+/// Name of the Lease object guarding playbook runs in a namespace.
+pub const LEASE_NAME: &str = "warroom-playbook";
+
+/// Why a lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another run holds the lease.
+    #[error(
+        "another playbook run holds the lease {namespace}/{LEASE_NAME}: {holder} (renewed {renewed}, expires in {expires_in}s unless renewed)"
+    )]
+    Held {
+        /// Namespace.
+        namespace: String,
+        /// The holder's identity.
+        holder: String,
+        /// Last renewal.
+        renewed: String,
+        /// Seconds until it expires.
+        expires_in: i64,
+    },
+    /// The API server failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+}
+
+/// A held run lease; renewed in the background until released.
+pub struct RunLease {
+    kube: Arc<KubeAccess>,
+    object: ObjectRef,
+    holder: String,
+    lost: Arc<AtomicBool>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+fn micro_time(at: jiff::Timestamp) -> String {
+    format!(
+        "{}.{:06}Z",
+        at.strftime("%Y-%m-%dT%H:%M:%S"),
+        at.subsec_microsecond()
+    )
+}
+
+/// Whether a Lease object is held by someone other than `holder`, and if so
+/// by whom, when renewed and for how much longer.
+fn held_by_other(
+    lease: &Value,
+    holder: &str,
+    now: jiff::Timestamp,
+) -> Option<(String, String, i64)> {
+    let spec = lease.get("spec")?;
+    let current = spec.get("holderIdentity").and_then(Value::as_str)?;
+    if current.is_empty() || current == holder {
+        return None;
+    }
+    let duration = spec
+        .get("leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(15);
+    let renewed_raw = spec
+        .get("renewTime")
+        .or_else(|| spec.get("acquireTime"))
+        .and_then(Value::as_str)?;
+    let renewed: jiff::Timestamp = renewed_raw.parse().ok()?;
+    let expires = renewed
+        .checked_add(jiff::SignedDuration::from_secs(duration))
+        .ok()?;
+    (expires > now).then(|| {
+        (
+            current.to_owned(),
+            renewed_raw.to_owned(),
+            expires.duration_since(now).as_secs(),
+        )
+    })
+}
+
+impl RunLease {
+    /// Takes the namespace's lease for `holder`, or says who holds it.
+    pub async fn acquire(
+        kube: Arc<KubeAccess>,
+        namespace: &str,
+        holder: &str,
+        duration: Duration,
+    ) -> Result<RunLease, LeaseError> {
+        let object =
+            ObjectRef::namespaced("coordination.k8s.io/v1", "Lease", namespace, LEASE_NAME);
+        let seconds = duration.as_secs().max(1) as i64;
+        for _ in 0..5 {
+            let now = jiff::Timestamp::now();
+            let existing = kube.get(&object).await?;
+            let result = match &existing {
+                None => {
+                    let body = json!({
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": LEASE_NAME, "namespace": namespace},
+                        "spec": {
+                            "holderIdentity": holder,
+                            "leaseDurationSeconds": seconds,
+                            "acquireTime": micro_time(now),
+                            "renewTime": micro_time(now),
+                            "leaseTransitions": 0
+                        }
+                    });
+                    kube.create(&object, &body, false).await
+                }
+                Some(lease) => {
+                    if let Some((current, renewed, expires_in)) = held_by_other(lease, holder, now)
+                    {
+                        return Err(LeaseError::Held {
+                            namespace: namespace.to_owned(),
+                            holder: current,
+                            renewed,
+                            expires_in,
+                        });
+                    }
+                    let mut body = lease.clone();
+                    let transitions = lease
+                        .pointer("/spec/leaseTransitions")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    body["spec"] = json!({
+                        "holderIdentity": holder,
+                        "leaseDurationSeconds": seconds,
+                        "acquireTime": micro_time(now),
+                        "renewTime": micro_time(now),
+                        "leaseTransitions": transitions + 1
+                    });
+                    kube.replace(&object, &body, false).await
+                }
+            };
+            match result {
+                Ok(_) => {
+                    let lost = Arc::new(AtomicBool::new(false));
+                    let renewal = tokio::spawn(renew(
+                        kube.clone(),
+                        object.clone(),
+                        holder.to_owned(),
+                        duration,
+                        lost.clone(),
+                    ));
+                    return Ok(RunLease {
+                        kube,
+                        object,
+                        holder: holder.to_owned(),
+                        lost,
+                        renewal,
+                    });
+                }
+                // Someone else wrote the lease between our read and write:
+                // read again and decide from what they wrote.
+                Err(KubeError::Conflict { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(LeaseError::Kube(KubeError::Conflict {
+            object: object.to_string(),
+            message: "the lease kept changing while it was being taken".into(),
+        }))
+    }
+
+    /// True once a renewal found the lease taken by someone else.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The holder identity.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Stops renewing and clears the holder so the next run need not wait
+    /// for expiry (no delete permission is needed).
+    pub async fn release(self) -> Result<(), KubeError> {
+        self.renewal.abort();
+        for _ in 0..5 {
+            let Some(lease) = self.kube.get(&self.object).await? else {
+                return Ok(());
+            };
+            if lease
+                .pointer("/spec/holderIdentity")
+                .and_then(Value::as_str)
+                != Some(&self.holder)
+            {
+                return Ok(());
+            }
+            let mut body = lease.clone();
+            body["spec"]["holderIdentity"] = Value::Null;
+            if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("holderIdentity");
+            }
+            match self.kube.replace(&self.object, &body, false).await {
+                Ok(_) => return Ok(()),
+                Err(KubeError::Conflict { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunLease {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+async fn renew(
+    kube: Arc<KubeAccess>,
+    object: ObjectRef,
+    holder: String,
+    duration: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    let every = (duration / 3).max(Duration::from_millis(200));
+    loop {
+        tokio::time::sleep(every).await;
+        let lease = match kube.get(&object).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!("renewing the run lease: {err}");
+                continue;
+            }
+        };
+        if lease
+            .pointer("/spec/holderIdentity")
+            .and_then(Value::as_str)
+            != Some(&holder)
+        {
+            lost.store(true, Ordering::SeqCst);
+            return;
+        }
+        let mut body = lease;
+        body["spec"]["renewTime"] = Value::String(micro_time(jiff::Timestamp::now()));
+        match kube.replace(&object, &body, false).await {
+            Ok(_) | Err(KubeError::Conflict { .. }) => {}
+            Err(err) => tracing::warn!("renewing the run lease: {err}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_not_renewed_within_its_duration_is_free() {
+        let now: jiff::Timestamp = "2026-11-26T23:00:30Z".parse().unwrap();
+        let lease = json!({"spec": {"holderIdentity": "ana", "leaseDurationSeconds": 15,
+            "renewTime": "2026-11-26T23:00:00.000000Z"}});
+        assert_eq!(held_by_other(&lease, "bo", now), None);
+        let fresh = json!({"spec": {"holderIdentity": "ana", "leaseDurationSeconds": 15,
+            "renewTime": "2026-11-26T23:00:20.000000Z"}});
+        assert_eq!(
+            held_by_other(&fresh, "bo", now).map(|h| h.0),
+            Some("ana".into())
+        );
+        assert_eq!(held_by_other(&fresh, "ana", now), None);
+    }
+}

@@ -1,0 +1,445 @@
+//! Reading and validating a playbook file, and binding it to parameter
+//! values for a run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde_json::Value;
+use serde_saphyr::Location;
+
+use super::model::{ParamType, Playbook, Precondition};
+use super::step::{Check, Effect, Resolve, STEP_KINDS};
+use super::template::Render;
+use super::validate::{InvalidPlaybook, Problem};
+use crate::kube::ObjectRef;
+use crate::playbook::model::OnFailure;
+
+/// A playbook read from a file and validated.
+#[derive(Debug)]
+pub struct LoadedPlaybook {
+    /// The file name as given.
+    pub file: String,
+    /// The file's text.
+    pub source: String,
+    /// The typed model.
+    pub doc: Playbook,
+}
+
+/// Why a playbook could not be loaded.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {file}: {message}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        message: String,
+    },
+    /// The file is not a valid playbook.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(#[from] Box<InvalidPlaybook>),
+}
+
+/// Reads and validates a playbook file.
+pub fn load_file(path: &Path) -> Result<LoadedPlaybook, LoadError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|err| LoadError::Read {
+        file: file.clone(),
+        message: err.to_string(),
+    })?;
+    parse(&file, &source).map_err(LoadError::Invalid)
+}
+
+/// Parses and validates playbook text; `file` names it in messages.
+pub fn parse(file: &str, source: &str) -> Result<LoadedPlaybook, Box<InvalidPlaybook>> {
+    let doc: Playbook = match serde_saphyr::from_str(source) {
+        Ok(doc) => doc,
+        Err(err) => {
+            let problems = vec![yaml_problem(&err, source)];
+            return Err(Box::new(InvalidPlaybook::new(file, source, problems)));
+        }
+    };
+    let problems = check(&doc, source);
+    if problems.is_empty() {
+        Ok(LoadedPlaybook {
+            file: file.to_owned(),
+            source: source.to_owned(),
+            doc,
+        })
+    } else {
+        Err(Box::new(InvalidPlaybook::new(file, source, problems)))
+    }
+}
+
+fn yaml_problem(err: &serde_saphyr::Error, source: &str) -> Problem {
+    let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let mut message = err.render_with_options(options);
+    // The plain rendering ends with its own location; ours is added uniformly.
+    if let Some(cut) = message.rfind(" at line ") {
+        message.truncate(cut);
+    }
+    let message = message
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+        .trim()
+        .to_owned();
+    match err.location() {
+        Some(location) if location.line() > 0 => {
+            let mut problem = Problem::at(location, message);
+            if location.span().byte_offset().is_none() {
+                // Compute the offset from line and column.
+                let offset = offset_of(source, location.line(), location.column());
+                problem.offset = offset;
+            }
+            problem
+        }
+        _ => Problem::span(source, 0, 0, message),
+    }
+}
+
+fn offset_of(source: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (index, text) in source.split_inclusive('\n').enumerate() {
+        if index as u64 + 1 == line {
+            let chars: usize = text
+                .chars()
+                .take(column.saturating_sub(1) as usize)
+                .map(char::len_utf8)
+                .sum();
+            return offset + chars;
+        }
+        offset += text.len();
+    }
+    source.len()
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Every semantic problem of a parsed playbook.
+fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if doc.name.value.trim().is_empty() {
+        problems.push(Problem::at(
+            doc.name.referenced,
+            "the playbook name must not be empty",
+        ));
+    }
+    if doc.steps.is_empty() {
+        problems.push(Problem::at(
+            doc.name.referenced,
+            "the playbook has no steps",
+        ));
+    }
+    let mut values = BTreeMap::new();
+    for (name, parameter) in &doc.parameters {
+        if !is_identifier(name) {
+            let at = source.find(&format!("{name}:")).unwrap_or(0);
+            problems.push(Problem::span(
+                source,
+                at,
+                name.len(),
+                format!("parameter name `{name}` must be letters, digits, `_` or `-`"),
+            ));
+        }
+        let value = match &parameter.default {
+            Some(default) => match parameter.kind.check(&default.0.value) {
+                Some(value) => value,
+                None => {
+                    problems.push(Problem::at(
+                        default.0.referenced,
+                        format!(
+                            "default of `{name}` must be a {}, got {}",
+                            parameter.kind.name(),
+                            default.0.value
+                        ),
+                    ));
+                    parameter.kind.placeholder()
+                }
+            },
+            None => parameter.kind.placeholder(),
+        };
+        values.insert(name.clone(), value);
+    }
+    let mut resolve = Resolve {
+        render: Render::new(&values, source),
+        namespace: "placeholder".into(),
+    };
+    for precondition in &doc.preconditions {
+        resolve_precondition(&mut resolve, precondition);
+    }
+    let mut seen: HashMap<&str, (Location, bool)> = HashMap::new();
+    for step in &doc.steps {
+        let at = step.referenced;
+        let step = &step.value;
+        let name = step.name.value.as_str();
+        if name.trim().is_empty() {
+            resolve.problem(step.name.referenced, "the step name must not be empty");
+        } else if let Some((first, _)) = seen.get(name) {
+            resolve.problem(
+                step.name.referenced,
+                format!(
+                    "duplicate step name `{name}` (first at line {})",
+                    first.line()
+                ),
+            );
+        }
+        if let Some(earlier) = &step.when_changed {
+            match seen.get(earlier.value.as_str()) {
+                None => resolve.problem(
+                    earlier.referenced,
+                    format!(
+                        "when-changed refers to `{}`, which is not an earlier step",
+                        earlier.value
+                    ),
+                ),
+                Some((_, false)) => resolve.problem(
+                    earlier.referenced,
+                    format!(
+                        "when-changed refers to `{}`, which changes no object",
+                        earlier.value
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        let kinds = step.kinds();
+        let mut changes = false;
+        match kinds.as_slice() {
+            [] => resolve.problem(
+                at,
+                format!(
+                    "step `{name}` has no kind; give one of: {}",
+                    STEP_KINDS.join(", ")
+                ),
+            ),
+            [(_, spec, _)] => {
+                changes = matches!(spec.resolve(&mut resolve), Effect::Change(_));
+            }
+            [_, rest @ ..] => {
+                let all: Vec<&str> = kinds.iter().map(|(kind, ..)| *kind).collect();
+                for (_, _, location) in rest {
+                    resolve.problem(
+                        *location,
+                        format!(
+                            "step `{name}` has more than one kind ({}); give each its own step",
+                            all.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        seen.entry(name).or_insert((step.name.referenced, changes));
+    }
+    problems.extend(resolve.render.problems);
+    problems
+}
+
+fn resolve_precondition(
+    resolve: &mut Resolve<'_>,
+    precondition: &Precondition,
+) -> (ObjectRef, Check) {
+    let object = resolve.object(&precondition.object);
+    let check = precondition
+        .until
+        .as_ref()
+        .map(|until| resolve.condition(until))
+        .unwrap_or(Check::Exists);
+    (object, check)
+}
+
+/// A step with its parameters filled in.
+#[derive(Debug, Clone)]
+pub struct BoundStep {
+    /// Step name.
+    pub name: String,
+    /// Kind, in the file's spelling.
+    pub kind: &'static str,
+    /// Failure handling.
+    pub on_failure: OnFailure,
+    /// Run only if this earlier step changed something.
+    pub when_changed: Option<String>,
+    /// What the step does.
+    pub effect: Effect,
+}
+
+/// A precondition with its parameters filled in.
+#[derive(Debug, Clone)]
+pub struct BoundPrecondition {
+    /// What is checked, in words.
+    pub description: String,
+    /// The object.
+    pub object: ObjectRef,
+    /// The condition.
+    pub check: Check,
+}
+
+/// A playbook bound to parameter values: ready to plan.
+#[derive(Debug, Clone)]
+pub struct BoundPlaybook {
+    /// Playbook name.
+    pub name: String,
+    /// The namespace the run acts in (and whose Lease guards it).
+    pub namespace: String,
+    /// The parameter values used.
+    pub params: BTreeMap<String, Value>,
+    /// Preconditions.
+    pub preconditions: Vec<BoundPrecondition>,
+    /// Steps.
+    pub steps: Vec<BoundStep>,
+}
+
+/// Parameters given on the command line that do not fit the playbook.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// `--param` names a parameter the playbook does not declare.
+    #[error("unknown parameter `{name}` (the playbook declares: {declared})")]
+    Unknown {
+        /// The name given.
+        name: String,
+        /// What the playbook declares.
+        declared: String,
+    },
+    /// A value does not have the parameter's type.
+    #[error("parameter `{name}` must be a {kind}, got {value:?}")]
+    Type {
+        /// The parameter.
+        name: String,
+        /// Its type.
+        kind: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A parameter without default was not given.
+    #[error("parameter `{name}` is required (give --param {name}=VALUE)")]
+    Missing {
+        /// The parameter.
+        name: String,
+    },
+    /// The values make a step invalid (e.g. a negative replica count).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LoadedPlaybook {
+    /// Binds parameter values. The namespace is, in order: `namespace`
+    /// (from `-n`), `--param namespace=…`, the playbook's default, then
+    /// `fallback_namespace` (the kubeconfig context's).
+    pub fn bind(
+        &self,
+        given: &[(String, String)],
+        namespace: Option<&str>,
+        fallback_namespace: &str,
+    ) -> Result<BoundPlaybook, BindError> {
+        let declared = || {
+            self.doc
+                .parameters
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut values = BTreeMap::new();
+        for (name, raw) in given {
+            let Some(parameter) = self.doc.parameters.get(name) else {
+                return Err(BindError::Unknown {
+                    name: name.clone(),
+                    declared: declared(),
+                });
+            };
+            let value = parameter.kind.parse(raw).ok_or_else(|| BindError::Type {
+                name: name.clone(),
+                kind: parameter.kind.name(),
+                value: raw.clone(),
+            })?;
+            values.insert(name.clone(), value);
+        }
+        if let Some(ns) = namespace
+            && self.doc.parameters.contains_key("namespace")
+        {
+            values.insert("namespace".into(), Value::String(ns.to_owned()));
+        }
+        for (name, parameter) in &self.doc.parameters {
+            if values.contains_key(name) {
+                continue;
+            }
+            match parameter
+                .default
+                .as_ref()
+                .and_then(|d| parameter.kind.check(&d.0.value))
+            {
+                Some(value) => {
+                    values.insert(name.clone(), value);
+                }
+                None if name == "namespace" => {
+                    values.insert(name.clone(), Value::String(fallback_namespace.to_owned()));
+                }
+                None => return Err(BindError::Missing { name: name.clone() }),
+            }
+        }
+        let run_namespace = match (namespace, values.get("namespace")) {
+            (Some(ns), _) => ns.to_owned(),
+            (None, Some(Value::String(ns))) => ns.clone(),
+            _ => fallback_namespace.to_owned(),
+        };
+        let mut resolve = Resolve {
+            render: Render::new(&values, &self.source),
+            namespace: run_namespace.clone(),
+        };
+        let preconditions = self
+            .doc
+            .preconditions
+            .iter()
+            .map(|p| {
+                let (object, check) = resolve_precondition(&mut resolve, p);
+                BoundPrecondition {
+                    description: p.description.clone(),
+                    object,
+                    check,
+                }
+            })
+            .collect();
+        let mut steps = Vec::new();
+        for step in &self.doc.steps {
+            let step = &step.value;
+            let Some((kind, spec, _)) = step.kinds().into_iter().next() else {
+                return Err(BindError::Invalid(format!(
+                    "step `{}` has no kind",
+                    step.name.value
+                )));
+            };
+            steps.push(BoundStep {
+                name: step.name.value.clone(),
+                kind,
+                on_failure: step.on_failure,
+                when_changed: step.when_changed.as_ref().map(|s| s.value.clone()),
+                effect: spec.resolve(&mut resolve),
+            });
+        }
+        if let Some(problem) = resolve.render.problems.first() {
+            return Err(BindError::Invalid(format!(
+                "{}:{}:{}: {}",
+                self.file, problem.line, problem.column, problem.message
+            )));
+        }
+        Ok(BoundPlaybook {
+            name: self.doc.name.value.clone(),
+            namespace: run_namespace,
+            params: values,
+            preconditions,
+            steps,
+        })
+    }
+}
+
+/// The parameter type of a declared parameter (for tools that list them).
+pub fn parameter_types(doc: &Playbook) -> Vec<(String, ParamType)> {
+    doc.parameters
+        .iter()
+        .map(|(name, p)| (name.clone(), p.kind))
+        .collect()
+}

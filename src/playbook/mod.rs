@@ -1,0 +1,31 @@
+//! Playbooks: YAML files describing a mitigation (scale to one replica,
+//! rate-limit at the gateway, enable WATCH locking, …) and the engine that
+//! runs them through the Kubernetes API.
+//!
+//! This module owns the file format ([`model`], [`step`]), its validation
+//! with file:line:col reports ([`load`], [`validate`]), the JSON Schema
+//! ([`schema`]), the engine (plan → dry run → apply + verify → undo,
+//! [`engine`]), the run guard ([`lease`]) and what a run records on objects
+//! and in the namespace ([`record`]). It reports step events through
+//! [`event::StepObserver`] and asks humans through [`event::Confirmer`]; it
+//! knows nothing about terminals, the console or the timeline's storage.
+//! All API server traffic goes through [`crate::kube`].
+
+pub mod engine;
+pub mod event;
+pub mod lease;
+pub mod load;
+pub mod model;
+pub mod record;
+pub mod schema;
+pub mod step;
+pub mod template;
+pub mod validate;
+
+pub use engine::{Engine, Outcome, Plan, RunOptions, RunReport};
+pub use event::{
+    AutoApprove, ConfirmRequest, Confirmation, Confirmer, EventLog, StepEvent, StepObserver,
+    StepPhase,
+};
+pub use load::{BoundPlaybook, LoadError, LoadedPlaybook, load_file, parse};
+pub use validate::{InvalidPlaybook, Problem};

@@ -1,0 +1,194 @@
+//! The incident timeline: an append-only, crash-safe JSON Lines journal per
+//! incident, and the postmortem exports made from it (Markdown in the PM-003
+//! shape, JSON, self-contained HTML with a chart).
+//!
+//! Owns: the event schema ([`event`]), durable appends with group commit and
+//! milestone order checks ([`journal`]), reading back with torn-tail
+//! reporting ([`read`]), redaction of secrets before disk ([`redact`]), the
+//! figures a postmortem needs (Time to Detect, Time to Mitigate, duration;
+//! [`figures`]) and the exports ([`export`]).
+//!
+//! Must not know about: Kubernetes, Redis, the playbook engine or the
+//! console. They record through [`Journal`] with the payload types here
+//! ([`StepReport`], [`AlertChange`], [`MetricSnapshot`]); who the actor is
+//! (kubeconfig user, login name) is decided by the caller.
+//!
+//! On disk, one event per line:
+//! `{"seq":7,"at":"2026-11-26T09:41:00.000Z","actor":"bastian","kind":"milestone","payload":{"milestone":"detected"}}`.
+//! The file is only ever appended to; a line cut short by a crash stays and
+//! is skipped (and reported) by readers.
+
+pub mod event;
+pub mod export;
+pub mod figures;
+pub mod journal;
+pub mod read;
+pub mod redact;
+
+use std::path::PathBuf;
+
+pub use event::{
+    AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, Event, IncidentOpened, MetricSnapshot,
+    Milestone, MilestoneMark, NewEvent, Note, Recorded, SeverityChange, StepPhase, StepReport,
+    StepTarget,
+};
+pub use figures::{Figures, Interval};
+pub use journal::Journal;
+pub use read::{JournalContents, SkippedLine, parse_journal, read_journal};
+
+/// The default journal path for an incident: `incidents/<incident-id>.jsonl`.
+pub fn default_path(incident_id: &str) -> PathBuf {
+    PathBuf::from("incidents").join(format!("{incident_id}.jsonl"))
+}
+
+/// Errors from the journal and its readers.
+#[derive(Debug, thiserror::Error)]
+pub enum TimelineError {
+    /// The journal file could not be opened or created.
+    #[error("cannot open the journal {}: {source}", path.display())]
+    Open {
+        /// The journal path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The journal could not be read.
+    #[error("cannot read the journal {}: {source}", path.display())]
+    Read {
+        /// The journal path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing or syncing failed; the events were not acknowledged.
+    #[error("cannot write to the journal {}: {source}", path.display())]
+    Write {
+        /// The journal path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is shorter than what was already written to it.
+    #[error(
+        "the journal {} shrank from {expected} to {actual} bytes; a journal is append-only and must not be edited",
+        path.display()
+    )]
+    Shrunk {
+        /// The journal path.
+        path: PathBuf,
+        /// Bytes known to be in the file.
+        expected: u64,
+        /// Bytes found.
+        actual: u64,
+    },
+    /// A milestone that comes before one already recorded.
+    #[error(
+        "milestone `{milestone}` refused: `{previous}` was already recorded at {previous_at}, and `{milestone}` comes before `{previous}` (started < detected < declared < mitigated < resolved)"
+    )]
+    MilestoneOutOfOrder {
+        /// The refused milestone.
+        milestone: Milestone,
+        /// The latest milestone recorded.
+        previous: Milestone,
+        /// When it was recorded.
+        previous_at: String,
+    },
+    /// A milestone timed earlier than the milestone before it.
+    #[error(
+        "milestone `{milestone}` at {at} refused: it is earlier than `{previous}` at {previous_at}"
+    )]
+    MilestoneEarlier {
+        /// The refused milestone.
+        milestone: Milestone,
+        /// Its requested time.
+        at: String,
+        /// The latest milestone recorded.
+        previous: Milestone,
+        /// When it was recorded.
+        previous_at: String,
+    },
+    /// A milestone recorded twice.
+    #[error("milestone `{milestone}` refused: `{milestone}` was already recorded at {at}")]
+    MilestoneRepeated {
+        /// The milestone.
+        milestone: Milestone,
+        /// When it was recorded.
+        at: String,
+    },
+    /// An event could not be encoded as JSON.
+    #[error("cannot encode the event: {0}")]
+    Encode(serde_json::Error),
+    /// The journal's writer thread is gone (the process is shutting down).
+    #[error("the journal writer has stopped")]
+    WriterGone,
+}
+
+impl TimelineError {
+    /// Whether the error is a refused milestone (the journal is fine).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            TimelineError::MilestoneOutOfOrder { .. }
+                | TimelineError::MilestoneEarlier { .. }
+                | TimelineError::MilestoneRepeated { .. }
+        )
+    }
+
+    /// A copy for answering every request of a failed batch.
+    pub(crate) fn clone_shallow(&self) -> TimelineError {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            TimelineError::Open { path, source } => TimelineError::Open {
+                path: path.clone(),
+                source: io(source),
+            },
+            TimelineError::Read { path, source } => TimelineError::Read {
+                path: path.clone(),
+                source: io(source),
+            },
+            TimelineError::Write { path, source } => TimelineError::Write {
+                path: path.clone(),
+                source: io(source),
+            },
+            TimelineError::Shrunk {
+                path,
+                expected,
+                actual,
+            } => TimelineError::Shrunk {
+                path: path.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            TimelineError::MilestoneOutOfOrder {
+                milestone,
+                previous,
+                previous_at,
+            } => TimelineError::MilestoneOutOfOrder {
+                milestone: *milestone,
+                previous: *previous,
+                previous_at: previous_at.clone(),
+            },
+            TimelineError::MilestoneEarlier {
+                milestone,
+                at,
+                previous,
+                previous_at,
+            } => TimelineError::MilestoneEarlier {
+                milestone: *milestone,
+                at: at.clone(),
+                previous: *previous,
+                previous_at: previous_at.clone(),
+            },
+            TimelineError::MilestoneRepeated { milestone, at } => {
+                TimelineError::MilestoneRepeated {
+                    milestone: *milestone,
+                    at: at.clone(),
+                }
+            }
+            TimelineError::Encode(e) => {
+                TimelineError::Encode(serde_json::Error::io(std::io::Error::other(e.to_string())))
+            }
+            TimelineError::WriterGone => TimelineError::WriterGone,
+        }
+    }
+}

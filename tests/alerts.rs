@@ -1,0 +1,194 @@
+//! The alert rules and the exporter's output checked by `promtool`: the
+//! rules parse, their unit tests pass, the sample Prometheus configuration
+//! loads, and a real scrape of `/metrics` lints clean.
+//!
+//! `promtool` comes from the Debian package `prometheus`. Without it these
+//! tests fail in CI (`CI` set) and are skipped, with the reason printed,
+//! elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warroom::exporter::{Exporter, ExporterConfig, KeyspaceEvents, StartFrom};
+use warroom::lock::LockOptions;
+use warroom::lock::legacy::LegacyLock;
+use warroom::redis_node::{NodeOptions, RedisNode};
+
+fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing in CI: install the Debian package `prometheus`"
+        );
+        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus)");
+    }
+    found
+}
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+fn run(promtool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new(promtool)
+        .args(args)
+        .current_dir(config_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let Some(promtool) = promtool() else { return };
+    let (ok, out) = run(&promtool, &["check", "rules", "alerts.yaml"], None);
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS: 4 rules found"), "{out}");
+    let (ok, out) = run(&promtool, &["test", "rules", "alerts.test.yaml"], None);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&promtool, &["check", "config", "prometheus.yaml"], None);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn alerts_link_to_the_mitigating_playbooks() {
+    let rules = std::fs::read_to_string(config_dir().join("alerts.yaml")).unwrap();
+    for (alert, playbook) in [
+        ("LockConcurrentHolders", "playbooks/lock-contention.yaml"),
+        ("LockCollisionsIncreasing", "playbooks/scale-to-one.yaml"),
+        (
+            "LockLeaseOverrunsIncreasing",
+            "playbooks/enable-watch-locking.yaml",
+        ),
+        (
+            "AppErrorsAbove50PerMinute",
+            "playbooks/gateway-rate-limit.yaml",
+        ),
+    ] {
+        let start = rules
+            .find(&format!("alert: {alert}"))
+            .unwrap_or_else(|| panic!("{alert} is defined"));
+        let rest = &rules[start..];
+        let end = rest[1..].find("- alert:").map_or(rest.len(), |e| e + 1);
+        assert!(
+            rest[..end].contains(&format!("playbook: {playbook}")),
+            "{alert} links to {playbook}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scraped_metrics_pass_promtool_check_metrics() {
+    let Some(promtool) = promtool() else { return };
+    let node = RedisNode::start_with(NodeOptions {
+        keyspace_events: Some("Ex".into()),
+        ..NodeOptions::default()
+    })
+    .unwrap();
+    let url = node.url();
+    let exporter = Exporter::new(ExporterConfig {
+        keyspace_events: KeyspaceEvents::Off,
+        start: StartFrom::Beginning,
+        ..ExporterConfig::new(&url)
+    })
+    .unwrap();
+    let (addr, _server) = exporter.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let _readers = exporter.spawn();
+
+    // A PM-003 collision, so that every labelled series has samples.
+    let ttl = Duration::from_millis(100);
+    let pod_7f = LegacyLock::connect(&url, LockOptions::new(ttl, "pod-7f"))
+        .await
+        .unwrap();
+    // pod-3c's key outlives the test, so nothing changes between scrapes.
+    let pod_3c = LegacyLock::connect(&url, LockOptions::new(Duration::from_secs(60), "pod-3c"))
+        .await
+        .unwrap();
+    let _first = pod_7f.acquire("lock:ord-9927431", ttl).await.unwrap();
+    let _second = pod_3c
+        .acquire("lock:ord-9927431", Duration::from_secs(2))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exporter.snapshot().collisions == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exporter.snapshot().collisions, 1);
+    assert_eq!(
+        exporter.snapshot().lease_overruns,
+        1,
+        "pod-7f's lease ran out"
+    );
+    assert!(
+        exporter.snapshot().keyspace_enabled,
+        "already on in the server"
+    );
+
+    let client = reqwest::Client::new();
+    // What Prometheus gets: OpenMetrics.
+    let openmetrics = client
+        .get(format!("http://{addr}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        openmetrics.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let openmetrics = openmetrics.text().await.unwrap();
+    assert!(openmetrics.contains("warroom_lock_holders{key=\"lock:ord-9927431\"} 2"));
+    // promtool reads the classic format: scrape it as a classic client does.
+    let classic = client
+        .get(format!("http://{addr}/metrics"))
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        classic.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = classic.text().await.unwrap();
+    let (ok, out) = run(&promtool, &["check", "metrics"], Some(&classic));
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics:\n{out}\n{classic}"
+    );
+    // The two formats carry the same samples.
+    let samples = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(samples(&openmetrics), samples(&classic));
+}

@@ -1,0 +1,1177 @@
+//! Playbooks against the local cluster server over real HTTP: every shipped
+//! playbook applies, verifies, is idempotent, dry-runs without changing
+//! anything and undoes; failing steps undo earlier ones; the Lease refuses a
+//! concurrent run; `warroom run`/`undo`/`validate` as a real binary, and
+//! `kubectl` sees what `warroom run` changed.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use warroom::cluster::ClusterServer;
+use warroom::kube::{KubeAccess, KubeTarget};
+use warroom::playbook::event::ConfirmFuture;
+use warroom::playbook::record::{PREVIOUS_ANNOTATION, RunOutcome, StepOutcome};
+use warroom::playbook::{
+    AutoApprove, BoundPlaybook, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, Outcome,
+    RunOptions, StepPhase,
+};
+
+const NS: &str = "orders";
+
+struct Drill {
+    server: ClusterServer,
+    _dir: TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Drill {
+    async fn start() -> Drill {
+        let server = ClusterServer::start_seeded("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("cluster server starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        Drill {
+            server,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    async fn access(&self) -> Arc<KubeAccess> {
+        Arc::new(
+            KubeAccess::connect(&KubeTarget {
+                kubeconfig: Some(self.kubeconfig.clone()),
+                context: None,
+                namespace: None,
+            })
+            .await
+            .expect("connects"),
+        )
+    }
+
+    async fn engine(&self, confirmer: Arc<dyn Confirmer>) -> (Engine, Arc<EventLog>) {
+        let log = Arc::new(EventLog::default());
+        (
+            Engine::new(self.access().await, log.clone(), confirmer),
+            log,
+        )
+    }
+
+    fn deployment(&self) -> Value {
+        self.server
+            .store()
+            .get("apps/v1", "Deployment", Some(NS), "order-service")
+            .expect("deployment")
+    }
+
+    fn ingress(&self) -> Value {
+        self.server
+            .store()
+            .get(
+                "networking.k8s.io/v1",
+                "Ingress",
+                Some(NS),
+                "orders-gateway",
+            )
+            .expect("ingress")
+    }
+
+    fn lock_config(&self) -> Value {
+        self.server
+            .store()
+            .get("v1", "ConfigMap", Some(NS), "order-service-lock")
+            .expect("configmap")
+    }
+
+    fn replicas(&self) -> i64 {
+        self.deployment()["spec"]["replicas"]
+            .as_i64()
+            .expect("replicas")
+    }
+
+    fn limit_rps(&self) -> Option<String> {
+        self.ingress()
+            .pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    fn lock_mode(&self) -> String {
+        self.lock_config()["data"]["LOCK_MODE"]
+            .as_str()
+            .expect("LOCK_MODE")
+            .to_owned()
+    }
+
+    /// resourceVersions of the three drill objects.
+    fn versions(&self) -> [String; 3] {
+        [self.deployment(), self.ingress(), self.lock_config()].map(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+    }
+}
+
+fn playbook_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("playbooks")
+        .join(name)
+}
+
+fn bind(name: &str) -> BoundPlaybook {
+    let loaded = warroom::playbook::load_file(&playbook_path(name)).expect("valid playbook");
+    loaded.bind(&[], None, NS).expect("binds")
+}
+
+fn bind_text(source: &str) -> BoundPlaybook {
+    let loaded = warroom::playbook::parse("test.yaml", source).expect("valid playbook");
+    loaded.bind(&[], None, NS).expect("binds")
+}
+
+fn has_previous(object: &Value) -> bool {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(PREVIOUS_ANNOTATION))
+        .is_some()
+}
+
+/// What the drill objects look like: (replicas, limit-rps, LOCK_MODE).
+fn state(drill: &Drill) -> (i64, Option<String>, String) {
+    (drill.replicas(), drill.limit_rps(), drill.lock_mode())
+}
+
+fn original() -> (i64, Option<String>, String) {
+    (8, None, "legacy".into())
+}
+
+async fn check_playbook_lifecycle(name: &str, mitigated: (i64, Option<String>, String)) {
+    let drill = Drill::start().await;
+    let (engine, log) = drill.engine(Arc::new(AutoApprove)).await;
+    let playbook = bind(name);
+    assert_eq!(state(&drill), original());
+
+    // Dry run: planned, accepted by the server, nothing changed.
+    let before = drill.versions();
+    let dry = engine
+        .run(&playbook, RunOptions { dry_run: true })
+        .await
+        .expect("dry run");
+    assert_eq!(dry.outcome, Outcome::DryRun, "{name}: {}", dry.message);
+    assert_eq!(drill.versions(), before, "{name}: dry run changed nothing");
+    assert_eq!(state(&drill), original());
+    let dry_checked = log
+        .events()
+        .iter()
+        .filter(|e| e.phase == StepPhase::DryRun)
+        .count();
+    assert!(dry_checked >= 1, "{name}: the server dry-ran the changes");
+
+    // Apply: every change written and verified.
+    let run = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(run.outcome, Outcome::Done, "{name}: {}", run.message);
+    assert_eq!(state(&drill), mitigated, "{name}: mitigation in place");
+    let applied: Vec<&str> = run
+        .steps
+        .iter()
+        .filter(|s| s.outcome == StepOutcome::Applied)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(!applied.is_empty(), "{name}: steps applied");
+    for step in &applied {
+        let verified = log.events().iter().any(|e| {
+            e.run_id == run.plan.run_id && e.step == *step && e.phase == StepPhase::Verified
+        });
+        assert!(verified, "{name}: {step} read back and verified");
+    }
+    let events = log.events();
+    let scale = events
+        .iter()
+        .find(|e| e.run_id == run.plan.run_id && e.phase == StepPhase::Applied);
+    let scale = scale.expect("an applied event");
+    assert_eq!(scale.actor, "warroom-operator");
+    assert!(scale.before.is_some() && scale.after.is_some());
+
+    // Idempotent: a second run changes nothing.
+    let versions = drill.versions();
+    let again = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("re-run");
+    assert_eq!(again.outcome, Outcome::Done, "{name}: {}", again.message);
+    assert!(
+        again
+            .steps
+            .iter()
+            .all(|s| s.outcome != StepOutcome::Applied),
+        "{name}: nothing applied twice: {:?}",
+        again.steps
+    );
+    assert_eq!(drill.versions(), versions, "{name}: re-run wrote nothing");
+
+    // Undo the first run from its record.
+    let undo = engine.undo(NS, Some(&run.plan.run_id)).await.expect("undo");
+    assert_eq!(undo.outcome, Outcome::Undone, "{name}: {}", undo.message);
+    assert_eq!(state(&drill), original(), "{name}: back to the original");
+    for object in [drill.deployment(), drill.ingress(), drill.lock_config()] {
+        assert!(
+            !has_previous(&object),
+            "{name}: nothing left recorded on {object}"
+        );
+    }
+    let records = engine.records(NS).await.expect("records");
+    let record = records
+        .iter()
+        .find(|r| r.id == run.plan.run_id)
+        .expect("run recorded in the cluster");
+    assert_eq!(record.outcome, RunOutcome::Undone);
+    assert_eq!(
+        engine.undo(NS, None).await.expect("undo --last").outcome,
+        Outcome::Refused,
+        "{name}: nothing left to undo"
+    );
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_to_one_applies_verifies_repeats_dry_runs_and_undoes() {
+    check_playbook_lifecycle("scale-to-one.yaml", (1, None, "legacy".into())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_rate_limit_applies_verifies_repeats_dry_runs_and_undoes() {
+    check_playbook_lifecycle(
+        "gateway-rate-limit.yaml",
+        (8, Some("50".into()), "legacy".into()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_watch_locking_applies_verifies_repeats_dry_runs_and_undoes() {
+    check_playbook_lifecycle("enable-watch-locking.yaml", (8, None, "watch".into())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_contention_applies_verifies_repeats_dry_runs_and_undoes() {
+    check_playbook_lifecycle(
+        "lock-contention.yaml",
+        (1, Some("50".into()), "watch".into()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_puts_back_the_values_recorded_on_the_objects() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let restore = bind("restore.yaml");
+
+    // Nothing recorded: restore changes nothing.
+    let idle = engine
+        .run(&restore, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(idle.outcome, Outcome::Done, "{}", idle.message);
+    assert!(idle.steps.iter().all(|s| s.outcome != StepOutcome::Applied));
+
+    // Two mitigations by "different operators" (separate runs), then a
+    // restore from a fresh engine: it reads what is recorded on the objects.
+    let mitigation = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .expect("mitigation");
+    assert_eq!(mitigation.outcome, Outcome::Done);
+    let tighter = warroom::playbook::load_file(&playbook_path("gateway-rate-limit.yaml"))
+        .unwrap()
+        .bind(&[("requests-per-second".into(), "10".into())], None, NS)
+        .unwrap();
+    engine
+        .run(&tighter, RunOptions::default())
+        .await
+        .expect("tighter");
+    assert_eq!(state(&drill), (1, Some("10".into()), "watch".into()));
+
+    let versions = drill.versions();
+    let (other, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let dry = other
+        .run(&restore, RunOptions { dry_run: true })
+        .await
+        .expect("dry");
+    assert_eq!(dry.outcome, Outcome::DryRun, "{}", dry.message);
+    assert_eq!(drill.versions(), versions, "dry run changed nothing");
+
+    let restored = other
+        .run(&restore, RunOptions::default())
+        .await
+        .expect("restore");
+    assert_eq!(restored.outcome, Outcome::Done, "{}", restored.message);
+    assert_eq!(state(&drill), original(), "values from before the incident");
+    assert!(!has_previous(&drill.deployment()));
+    assert!(!has_previous(&drill.ingress()));
+    assert!(!has_previous(&drill.lock_config()));
+    let restarted = drill
+        .deployment()
+        .pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt")
+        .is_some();
+    assert!(restarted, "pods restarted to read the restored lock mode");
+
+    // Idempotent.
+    let versions = drill.versions();
+    let again = other
+        .run(&restore, RunOptions::default())
+        .await
+        .expect("again");
+    assert_eq!(again.outcome, Outcome::Done);
+    assert_eq!(drill.versions(), versions, "second restore wrote nothing");
+
+    // The restore itself can be undone.
+    let undo = other
+        .undo(NS, Some(&restored.plan.run_id))
+        .await
+        .expect("undo");
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    assert_eq!(state(&drill), (1, Some("10".into()), "watch".into()));
+    drill.server.stop().await;
+}
+
+/// Approves every gate, and runs a hook when asked about a given step.
+struct HookedConfirmer {
+    step: String,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl HookedConfirmer {
+    fn new(step: &str, hook: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            step: step.into(),
+            hook: Mutex::new(Some(Box::new(hook))),
+        }
+    }
+}
+
+impl Confirmer for HookedConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        if request.step == self.step
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+        }
+        Box::pin(async { Confirmation::Approved })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_write_mid_run_undoes_the_earlier_steps() {
+    let drill = Drill::start().await;
+    let faults = drill.server.faults();
+    // After the plan, the API server starts refusing writes to the lock
+    // ConfigMap (an RBAC change, say).
+    let confirmer = HookedConfirmer::new("confirm-watch-locking", move || {
+        faults.fail("PUT", "/configmaps/order-service-lock", 403, None);
+    });
+    let (engine, log) = drill.engine(Arc::new(confirmer)).await;
+    let report = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("403"), "{}", report.message);
+    assert_eq!(state(&drill), original(), "scale and rate limit undone");
+    let undone: Vec<String> = log
+        .events()
+        .iter()
+        .filter(|e| e.phase == StepPhase::Undone)
+        .map(|e| e.step.clone())
+        .collect();
+    assert_eq!(undone, ["limit-ingress", "scale-down"], "reverse order");
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::FailedUndone);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_deleted_mid_run_undoes_the_earlier_steps() {
+    let drill = Drill::start().await;
+    let store = drill.server.store();
+    let confirmer = HookedConfirmer::new("confirm-watch-locking", move || {
+        store.delete("v1", "ConfigMap", Some(NS), "order-service-lock");
+    });
+    let (engine, _) = drill.engine(Arc::new(confirmer)).await;
+    let report = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("not found"), "{}", report.message);
+    assert_eq!(drill.replicas(), 8);
+    assert_eq!(drill.limit_rps(), None);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_a_missing_object_times_out_and_undoes() {
+    let drill = Drill::start().await;
+    let (engine, log) = drill.engine(Arc::new(AutoApprove)).await;
+    let playbook = bind_text(
+        "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait-for-missing\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: not-there}\n      until: exists\n      timeout: 300ms\n",
+    );
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert_eq!(drill.replicas(), 8);
+    assert!(
+        log.events()
+            .iter()
+            .any(|e| e.phase == StepPhase::Undone && e.step == "scale")
+    );
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_stop_and_continue_leave_applied_steps_in_place() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let playbook = bind_text(
+        "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait-for-missing\n    on-failure: continue\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: not-there}\n      until: exists\n      timeout: 100ms\n  - name: limit\n    patch:\n      apiVersion: networking.k8s.io/v1\n      kind: Ingress\n      name: orders-gateway\n      merge: {metadata: {annotations: {nginx.ingress.kubernetes.io/limit-rps: \"5\"}}}\n  - name: wait-again\n    on-failure: stop\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: not-there}\n      until: exists\n      timeout: 100ms\n  - name: never\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n",
+    );
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Failed, "{}", report.message);
+    assert_eq!(state(&drill), (2, Some("5".into()), "legacy".into()));
+    assert!(report.steps.iter().all(|s| s.name != "never"));
+    // What was left in place can still be undone from the record.
+    let undo = engine.undo(NS, None).await.expect("undo");
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    assert_eq!(state(&drill), original());
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_in_the_plan_changes_nothing() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let playbook = bind_text(
+        "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: config\n    set-config: {configmap: not-there, key: A, value: b}\n",
+    );
+    let versions = drill.versions();
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::PlanFailed, "{}", report.message);
+    assert!(report.message.contains("not-there"));
+    assert_eq!(drill.versions(), versions);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_writes_are_retried_with_a_fresh_read() {
+    let drill = Drill::start().await;
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/deployments/order-service", 409, Some(3));
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let report = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    assert_eq!(drill.replicas(), 1);
+    assert_eq!(
+        drill.server.faults().active(),
+        0,
+        "all three conflicts were met"
+    );
+    drill.server.stop().await;
+}
+
+/// Holds a gate until told to go on.
+struct HeldGate {
+    asked: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Confirmer for HeldGate {
+    fn confirm<'a>(&'a self, _: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        Box::pin(async move {
+            self.asked.notify_one();
+            self.release.notified().await;
+            Confirmation::Approved
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_run_is_refused_by_the_lease_naming_the_holder() {
+    let drill = Drill::start().await;
+    let gate = Arc::new(HeldGate {
+        asked: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let (first, _) = drill.engine(gate.clone()).await;
+    let first = Arc::new(first);
+    let running = {
+        let first = first.clone();
+        tokio::spawn(async move {
+            first
+                .run(&bind("scale-to-one.yaml"), RunOptions::default())
+                .await
+        })
+    };
+    gate.asked.notified().await;
+
+    let (second, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let refused = second
+        .run(&bind("gateway-rate-limit.yaml"), RunOptions::default())
+        .await
+        .expect("second run");
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.message);
+    assert!(
+        refused.message.contains("warroom-operator on "),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("holds the lease"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(drill.limit_rps(), None, "the refused run changed nothing");
+    let undo = second.undo(NS, None).await.expect("undo");
+    assert_eq!(undo.outcome, Outcome::Refused, "undo is refused too");
+
+    gate.release.notify_one();
+    let done = running.await.unwrap().expect("first run");
+    assert_eq!(done.outcome, Outcome::Done, "{}", done.message);
+    assert_eq!(drill.replicas(), 1);
+    // The lease was released: the next run goes ahead at once.
+    let next = second
+        .run(&bind("gateway-rate-limit.yaml"), RunOptions::default())
+        .await
+        .expect("next run");
+    assert_eq!(next.outcome, Outcome::Done, "{}", next.message);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_a_dead_holder_expires() {
+    let drill = Drill::start().await;
+    let stale = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let lease = |renewed: jiff::Timestamp| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "warroom-playbook", "namespace": NS},
+            "spec": {
+                "holderIdentity": "ana on laptop-7 (pid 4242, run crashed)",
+                "leaseDurationSeconds": 15,
+                "renewTime": format!("{}.000000Z", renewed.strftime("%Y-%m-%dT%H:%M:%S")),
+            }
+        })
+    };
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    drill
+        .server
+        .store()
+        .put(lease(jiff::Timestamp::now()))
+        .unwrap();
+    let refused = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(refused.outcome, Outcome::Refused);
+    assert!(
+        refused.message.contains("ana on laptop-7"),
+        "{}",
+        refused.message
+    );
+
+    drill.server.store().put(lease(stale)).unwrap();
+    let taken = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(taken.outcome, Outcome::Done, "{}", taken.message);
+    drill.server.stop().await;
+}
+
+// ---- the binary -------------------------------------------------------
+
+async fn warroom(args: &[&str], kubeconfig: &Path) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("warroom runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn kubectl(args: &[&str], kubeconfig: &Path) -> String {
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warroom_run_and_undo_binary_exit_codes_and_json() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let lock = playbook_path("lock-contention.yaml");
+    let lock = lock.to_str().unwrap();
+
+    // No terminal, no --yes: refused before anything changes.
+    let versions = drill.versions();
+    let (code, stdout, _) = warroom(&["run", lock], &kc).await;
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("--yes"), "{stdout}");
+    assert_eq!(drill.versions(), versions);
+
+    // Dry run.
+    let (code, stdout, stderr) =
+        warroom(&["run", lock, "--dry-run", "--output", "json"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let dry: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(dry["outcome"], "dry-run");
+    assert_eq!(drill.versions(), versions);
+
+    // Scripted run.
+    let (code, stdout, stderr) = warroom(&["run", lock, "--yes", "--output", "json"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(run["outcome"], "done");
+    assert_eq!(run["exit_code"], 0);
+    assert_eq!(run["actor"], "warroom-operator");
+    assert_eq!(run["plan"].as_array().unwrap().len(), 11);
+    let scale_plan = &run["plan"][2];
+    assert_eq!(scale_plan["name"], "scale-down");
+    assert_eq!(scale_plan["changes"][0]["path"], "/spec/replicas");
+    assert_eq!(scale_plan["changes"][0]["before"], 8);
+    assert_eq!(scale_plan["changes"][0]["after"], 1);
+    let phases: Vec<&str> = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["phase"].as_str())
+        .collect();
+    for phase in ["planned", "applied", "verified", "confirmed", "noted"] {
+        assert!(phases.contains(&phase), "{phase} in {phases:?}");
+    }
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+
+    // kubectl sees what warroom run changed.
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "deployment",
+                "order-service",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+            &kc
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "configmap",
+                "order-service-lock",
+                "-o",
+                "jsonpath={.data.LOCK_MODE}"
+            ],
+            &kc
+        )
+        .await,
+        "watch"
+    );
+    let previous = kubectl(
+        &[
+            "-n",
+            NS,
+            "get",
+            "deployment",
+            "order-service",
+            "-o",
+            "jsonpath={.metadata.annotations.warroom\\.io/previous}",
+        ],
+        &kc,
+    )
+    .await;
+    assert_eq!(previous, r#"{"/spec/replicas":8}"#);
+
+    // Text output of an idempotent re-run.
+    let (code, stdout, _) = warroom(&["run", lock, "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("unchanged"), "{stdout}");
+
+    // Undo without a terminal or --yes is refused; with --yes it restores.
+    let (code, stdout, _) = warroom(&["undo", "--last"], &kc).await;
+    assert_eq!(code, 3, "{stdout}");
+    let (code, stdout, stderr) =
+        warroom(&["undo", &run_id, "--yes", "--output", "json"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let undo: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(undo["outcome"], "undone");
+    assert_eq!(state(&drill), original());
+    let (code, _, _) = warroom(&["undo", "--last", "--yes"], &kc).await;
+    assert_eq!(code, 3, "nothing left to undo");
+
+    // A step refused by the API server: exit 1, earlier steps undone.
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/ingresses/orders-gateway", 403, None);
+    let (code, stdout, _) = warroom(&["run", lock, "--yes", "--output", "json"], &kc).await;
+    assert_eq!(code, 1, "{stdout}");
+    let failed: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(failed["outcome"], "failed-undone");
+    assert_eq!(state(&drill), original());
+    drill.server.faults().clear();
+
+    // Invalid parameters: exit 2, nothing changed.
+    let (code, _, stderr) = warroom(&["run", lock, "--yes", "--param", "replicas=many"], &kc).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("replicas"), "{stderr}");
+    let (code, _, stderr) = warroom(&["run", lock, "--yes", "--param", "replica=1"], &kc).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unknown parameter"), "{stderr}");
+
+    // A concurrent holder: exit 3 naming it.
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "warroom-playbook", "namespace": NS},
+        "spec": {"holderIdentity": "bo on jump-1 (pid 7, run x)", "leaseDurationSeconds": 60,
+                 "renewTime": format!("{}.000000Z", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"))}
+    });
+    drill.server.store().put(lease).unwrap();
+    let (code, stdout, _) = warroom(&["run", lock, "--yes"], &kc).await;
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("bo on jump-1"), "{stdout}");
+    assert_eq!(state(&drill), original());
+
+    // The cluster gone: exit 4.
+    drill.server.stop().await;
+    let (code, _, stderr) = warroom(&["run", lock, "--yes"], &kc).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("could not reach"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_env_context_and_namespace_work_as_in_kubectl() {
+    let drill = Drill::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // KUBECONFIG lists two files; the first one's current context points at
+    // a server that is not there.
+    let dead = dir.path().join("dead");
+    std::fs::write(
+        &dead,
+        "apiVersion: v1\nkind: Config\nclusters:\n  - name: gone\n    cluster: {server: \"http://127.0.0.1:9\"}\ncontexts:\n  - name: gone\n    context: {cluster: gone, user: on-call-ana}\ncurrent-context: gone\nusers:\n  - name: on-call-ana\n    user: {token: t}\n",
+    )
+    .unwrap();
+    let joined = std::env::join_paths([dead.as_path(), drill.kubeconfig.as_path()]).unwrap();
+    let lock = playbook_path("scale-to-one.yaml");
+    let run = |extra: &'static [&'static str]| {
+        let joined = joined.clone();
+        let lock = lock.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+                .arg("run")
+                .arg(&lock)
+                .args(["--yes", "--output", "json"])
+                .args(extra)
+                .env("KUBECONFIG", &joined)
+                .env_remove("HOME")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, _, stderr) = run(&[]).await;
+    assert_eq!(code, 4, "current context of the first file: {stderr}");
+    let (code, _, stderr) = run(&["--context", "no-such-context"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    // -n picks another namespace: the order service is not there.
+    let (code, stdout, _) = run(&["--context", "warroom-local", "-n", "payments"]).await;
+    assert_eq!(code, 3, "{stdout}");
+    let refused: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(refused["namespace"], "payments");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("precondition")
+    );
+    assert_eq!(drill.replicas(), 8);
+    let (code, stdout, stderr) = run(&["--context", "warroom-local"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let done: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(done["actor"], "warroom-operator", "the context's user acts");
+    assert_eq!(drill.replicas(), 1);
+    drill.server.stop().await;
+}
+
+/// Runs `warroom` on a pseudo-terminal (util-linux `script`), typing `input`.
+async fn warroom_on_terminal(args: &str, kubeconfig: &Path, input: &str) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let command = format!(
+        "'{}' {args} --kubeconfig '{}'",
+        env!("CARGO_BIN_EXE_warroom"),
+        kubeconfig.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    drop(stdin);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_dangerous_steps_need_the_typed_answer() {
+    let drill = Drill::start().await;
+    let scale = playbook_path("scale-to-one.yaml");
+    let lock = playbook_path("lock-contention.yaml");
+
+    let (code, out) = warroom_on_terminal(
+        &format!("run '{}'", scale.display()),
+        &drill.kubeconfig,
+        "yes\n",
+    )
+    .await;
+    assert_eq!(code, 3, "a plain yes is not the typed answer: {out}");
+    assert!(out.contains("Type \"scale order-service\""), "{out}");
+    assert_eq!(drill.replicas(), 8);
+
+    // Typed answers for the first two gates, then the operator declines the
+    // third: the scale-down and the rate limit are undone.
+    let (code, out) = warroom_on_terminal(
+        &format!("run '{}'", lock.display()),
+        &drill.kubeconfig,
+        "scale order-service\ny\nno\n",
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("declined by the operator"), "{out}");
+    assert_eq!(state(&drill), original());
+
+    let (code, out) = warroom_on_terminal(
+        &format!("run '{}'", scale.display()),
+        &drill.kubeconfig,
+        "scale order-service\n",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(drill.replicas(), 1);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_steps_reach_gateway_custom_resources_with_merge_and_json_patch() {
+    let drill = Drill::start().await;
+    let store = drill.server.store();
+    store
+        .put(json!({
+            "apiVersion": "configuration.konghq.com/v1", "kind": "KongPlugin",
+            "metadata": {"name": "orders-rate-limit", "namespace": NS},
+            "plugin": "rate-limiting", "config": {"second": 500, "policy": "local"}
+        }))
+        .unwrap();
+    store
+        .put(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "BackendTrafficPolicy",
+            "metadata": {"name": "orders-gateway", "namespace": NS},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "orders"}]}
+        }))
+        .unwrap();
+    let playbook = bind_text(
+        r#"name: gateways
+description: the alternatives documented in gateway-rate-limit.yaml
+parameters:
+  requests-per-second: {type: integer, default: 50}
+preconditions:
+  - description: the Envoy policy is there
+    object: {apiVersion: gateway.envoyproxy.io/v1alpha1, kind: BackendTrafficPolicy, name: orders-gateway}
+    until: {field: {path: /spec/targetRefs/0/kind, equals: HTTPRoute}}
+steps:
+  - name: limit-kong
+    patch:
+      apiVersion: configuration.konghq.com/v1
+      kind: KongPlugin
+      name: orders-rate-limit
+      json:
+        - {op: replace, path: /config/second, value: "${requests-per-second}"}
+  - name: limit-envoy-gateway
+    patch:
+      apiVersion: gateway.envoyproxy.io/v1alpha1
+      kind: BackendTrafficPolicy
+      name: orders-gateway
+      merge:
+        spec:
+          rateLimit:
+            type: Local
+            local:
+              rules:
+                - limit: {requests: "${requests-per-second}", unit: Second}
+  - name: order-service-available
+    wait:
+      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}
+      until: {condition: Available}
+      timeout: 5s
+  - name: ready-replicas
+    wait:
+      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}
+      until: {field: {path: /status/readyReplicas, equals: 8}}
+      timeout: 5s
+"#,
+    );
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let kong = store
+        .get(
+            "configuration.konghq.com/v1",
+            "KongPlugin",
+            Some(NS),
+            "orders-rate-limit",
+        )
+        .unwrap();
+    assert_eq!(
+        kong["config"]["second"], 50,
+        "typed value from the parameter"
+    );
+    assert_eq!(kong["config"]["policy"], "local");
+    let envoy = store
+        .get(
+            "gateway.envoyproxy.io/v1alpha1",
+            "BackendTrafficPolicy",
+            Some(NS),
+            "orders-gateway",
+        )
+        .unwrap();
+    assert_eq!(
+        envoy["spec"]["rateLimit"]["local"]["rules"][0]["limit"]["requests"],
+        50
+    );
+    let again = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("again");
+    assert!(
+        again
+            .steps
+            .iter()
+            .all(|s| s.outcome != StepOutcome::Applied)
+    );
+    let undo = engine
+        .undo(NS, Some(&report.plan.run_id))
+        .await
+        .expect("undo");
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    let kong = store
+        .get(
+            "configuration.konghq.com/v1",
+            "KongPlugin",
+            Some(NS),
+            "orders-rate-limit",
+        )
+        .unwrap();
+    assert_eq!(kong["config"]["second"], 500);
+    let envoy = store
+        .get(
+            "gateway.envoyproxy.io/v1alpha1",
+            "BackendTrafficPolicy",
+            Some(NS),
+            "orders-gateway",
+        )
+        .unwrap();
+    assert!(envoy["spec"].get("rateLimit").is_none(), "{envoy}");
+    assert!(!has_previous(&envoy));
+    drill.server.stop().await;
+}
+
+/// Approves and remembers every question.
+#[derive(Default)]
+struct RecordingConfirmer {
+    prompts: Mutex<Vec<String>>,
+}
+
+impl Confirmer for RecordingConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        self.prompts.lock().unwrap().push(request.prompt.clone());
+        Box::pin(async { Confirmation::Approved })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_changes_with_kubectl_during_the_incident_are_shown_and_restored() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let run = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Done, "{}", run.message);
+
+    // Someone works by hand with kubectl in the meantime.
+    kubectl(
+        &[
+            "-n",
+            NS,
+            "scale",
+            "deployment/order-service",
+            "--replicas=2",
+        ],
+        &kc,
+    )
+    .await;
+    kubectl(
+        &[
+            "-n",
+            NS,
+            "annotate",
+            "ingress/orders-gateway",
+            "nginx.ingress.kubernetes.io/limit-rps=20",
+            "--overwrite",
+        ],
+        &kc,
+    )
+    .await;
+    kubectl(
+        &[
+            "-n",
+            NS,
+            "patch",
+            "configmap/order-service-lock",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"NOTE":"by hand"}}"#,
+        ],
+        &kc,
+    )
+    .await;
+    assert_eq!(state(&drill), (2, Some("20".into()), "watch".into()));
+
+    // Undo shows what changed since the run before asking.
+    let asked = Arc::new(RecordingConfirmer::default());
+    let (undoer, _) = drill.engine(asked.clone()).await;
+    let undo = undoer.undo(NS, None).await.unwrap();
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    let prompts = asked.prompts.lock().unwrap().clone();
+    assert_eq!(prompts.len(), 1);
+    assert!(
+        prompts[0].contains("/spec/replicas is now 2 (the run set 1)"),
+        "{}",
+        prompts[0]
+    );
+    assert!(prompts[0].contains("is now \"20\""), "{}", prompts[0]);
+
+    // kubectl reads back the values recorded before the incident; the
+    // unrelated key set by hand is kept.
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "deployment",
+                "order-service",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+            &kc
+        )
+        .await,
+        "8"
+    );
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "configmap",
+                "order-service-lock",
+                "-o",
+                "jsonpath={.data.LOCK_MODE}/{.data.NOTE}"
+            ],
+            &kc
+        )
+        .await,
+        "legacy/by hand"
+    );
+    assert_eq!(
+        kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "ingress",
+                "orders-gateway",
+                "-o",
+                "jsonpath={.metadata.annotations}"
+            ],
+            &kc
+        )
+        .await,
+        ""
+    );
+    drill.server.stop().await;
+}

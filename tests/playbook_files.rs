@@ -1,0 +1,225 @@
+//! Playbook files without a cluster: the shipped playbooks validate, every
+//! malformed playbook is refused with file:line:col (exit 2), the committed
+//! JSON Schema is current, the parser never panics, and config/rbac.yaml
+//! grants exactly what the shipped playbooks need.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use warroom::playbook::engine::{engine_permissions, step_permissions};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("directory exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn shipped() -> Vec<PathBuf> {
+    yaml_files(&root().join("playbooks"))
+}
+
+#[test]
+fn shipped_playbooks_validate() {
+    let files = shipped();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "scale-to-one.yaml",
+        "gateway-rate-limit.yaml",
+        "enable-watch-locking.yaml",
+        "lock-contention.yaml",
+        "restore.yaml",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} is shipped"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .arg("validate")
+        .args(&files)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_malformed_playbook_exits_2_with_line_and_column() {
+    let files = yaml_files(&root().join("tests/playbooks/malformed"));
+    assert!(files.len() >= 25, "{} malformed playbooks", files.len());
+    for file in files {
+        let out = Command::new(env!("CARGO_BIN_EXE_warroom"))
+            .arg("validate")
+            .arg(&file)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", file.display());
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let located = stderr.lines().any(|line| {
+            line.find(&name).is_some_and(|at| {
+                let rest = &line[at + name.len()..];
+                let mut parts = rest.trim_start_matches(':').split(':');
+                let line_no = parts.next().unwrap_or("");
+                let col: String = parts
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                rest.starts_with(':')
+                    && line_no.parse::<u32>().is_ok_and(|n| n > 0)
+                    && col.parse::<u32>().is_ok_and(|n| n > 0)
+            })
+        });
+        assert!(located, "{name}: no file:line:col in\n{stderr}");
+    }
+}
+
+#[test]
+fn unknown_parameter_is_reported_at_the_reference() {
+    let source = "name: m\ndescription: d\nparameters:\n  deployment: {type: string, default: x}\nsteps:\n  - name: a\n    note: scaled ${deploymnet} down\n";
+    let err = warroom::playbook::parse("p.yaml", source).expect_err("invalid");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let problem = &err.problems[0];
+    assert_eq!((problem.line, problem.column), (7, 18));
+    assert_eq!(problem.offending(source), "${deploymnet}");
+    assert!(problem.message.contains("deploymnet"));
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let source = "name: m\ndescription: d\nsteps:\n  - name: a\n    note: ${x}\n  - name: a\n    scale: {deployment: \"${y}\", replicas: -1}\n";
+    let err = warroom::playbook::parse("p.yaml", source).expect_err("invalid");
+    let lines: Vec<u64> = err.problems.iter().map(|p| p.line).collect();
+    assert!(err.problems.len() >= 4, "{err}");
+    assert!(
+        lines.contains(&5) && lines.contains(&6) && lines.contains(&7),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let path = root().join("playbooks/schema.json");
+    let generated = warroom::playbook::schema::schema_json();
+    if std::env::var_os("WARROOM_WRITE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).expect("writes schema");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "playbooks/schema.json is stale: run WARROOM_WRITE_SCHEMA=1 cargo test --test playbook_files committed_schema_is_current"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&committed).expect("schema is JSON");
+    let step_properties = schema
+        .pointer("/$defs/StepDoc/properties")
+        .and_then(|p| p.as_object())
+        .expect("steps are described");
+    for kind in warroom::playbook::step::STEP_KINDS {
+        assert!(
+            step_properties.contains_key(*kind),
+            "schema lists step kind {kind}"
+        );
+    }
+    assert_eq!(
+        schema.get("additionalProperties"),
+        Some(&serde_json::json!(false))
+    );
+}
+
+/// (apiGroup, resource, verb) triples granted by a Role document.
+fn granted(role: &serde_json::Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in rule["apiGroups"].as_array().expect("apiGroups") {
+            for resource in rule["resources"].as_array().expect("resources") {
+                for verb in rule["verbs"].as_array().expect("verbs") {
+                    out.insert((
+                        group.as_str().unwrap().to_owned(),
+                        resource.as_str().unwrap().to_owned(),
+                        verb.as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rbac_role_grants_exactly_what_the_shipped_playbooks_use() {
+    let text = std::fs::read_to_string(root().join("config/rbac.yaml")).expect("rbac.yaml");
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role")
+        .expect("a Role is defined");
+    let typed: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(role.clone())
+        .expect("a well-formed rbac.authorization.k8s.io/v1 Role");
+    assert_eq!(typed.metadata.namespace.as_deref(), Some("orders"));
+    let granted = granted(role);
+    let mut needed: BTreeSet<(String, String, String)> = engine_permissions().into_iter().collect();
+    for file in shipped() {
+        let loaded = warroom::playbook::load_file(&file).expect("valid");
+        let bound = loaded.bind(&[], None, "orders").expect("binds");
+        needed.extend(step_permissions(&bound));
+    }
+    assert_eq!(
+        granted, needed,
+        "config/rbac.yaml must grant exactly what playbooks use"
+    );
+    for (_, resource, verb) in &granted {
+        assert_ne!(resource, "secrets", "no access to Secrets");
+        assert!(
+            !["delete", "deletecollection", "*"].contains(&verb.as_str()),
+            "no {verb}"
+        );
+    }
+    assert!(
+        docs.iter().any(|d| d["kind"] == "RoleBinding"),
+        "a RoleBinding is shipped"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_parser_never_panics_on_arbitrary_text(input in "\\PC{0,400}") {
+        let _ = warroom::playbook::parse("fuzz.yaml", &input);
+    }
+
+    #[test]
+    fn the_parser_never_panics_on_mutated_playbooks(
+        cut in 0usize..2000,
+        insert in "[ -~\\n\\t{}\\[\\]:$#&*!|>'\"-]{0,12}",
+    ) {
+        let base = include_str!("../playbooks/lock-contention.yaml");
+        let mut at = cut.min(base.len());
+        while !base.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mutated = format!("{}{}{}", &base[..at], insert, &base[at..]);
+        if let Ok(loaded) = warroom::playbook::parse("fuzz.yaml", &mutated) {
+            let _ = loaded.bind(&[], None, "orders");
+        }
+    }
+}
