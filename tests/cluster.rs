@@ -1355,6 +1355,61 @@ async fn concurrent_read_modify_writes_with_resource_versions_lose_no_update() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn unknown_fields_are_dropped_with_a_warning_or_refused_when_strict() {
+    let server = seeded().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/apis/apps/v1/namespaces/orders/deployments/order-service",
+        server.url()
+    );
+    let typo = r#"{"spec":{"replcas":1}}"#;
+    let response = http
+        .patch(&url)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(typo)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 200);
+    let warnings: Vec<String> = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    assert_eq!(warnings, [r#"299 - "unknown field \"spec.replcas\"""#]);
+    let d = stored(&server.store(), "apps/v1", "Deployment", "order-service");
+    assert!(d["spec"].get("replcas").is_none(), "{d}");
+    assert_eq!(d["spec"]["replicas"], 8);
+
+    let response = http
+        .patch(format!("{url}?fieldValidation=Strict"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(typo)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["message"],
+        r#"strict decoding error: unknown field "spec.replcas""#
+    );
+
+    // Custom kinds have no schema here: everything is kept.
+    let plugin = json!({"apiVersion": "configuration.konghq.com/v1", "kind": "KongPlugin",
+        "metadata": {"name": "orders-rate-limit"}, "plugin": "rate-limiting", "config": {"second": 50}});
+    let response = http
+        .post(format!("{}/apis/configuration.konghq.com/v1/namespaces/orders/kongplugins?fieldValidation=Strict", server.url()))
+        .json(&plugin)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 201);
+    server.stop().await;
+}
+
 mod wire {
     //! Arbitrary requests over the wire never bring the server down.
 

@@ -432,7 +432,7 @@ async fn kubectl_prints_forbidden_and_not_found_verbatim() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_reads_leases_and_applies_manifests() {
+async fn kubectl_reads_leases_and_applies_manifests_with_server_validation() {
     let server = seeded().await;
     let Some(kubectl) = Kubectl::for_server(&server) else {
         return;
@@ -466,15 +466,10 @@ async fn kubectl_reads_leases_and_applies_manifests() {
     )
     .expect("manifest written");
     let path = manifest.to_str().expect("utf-8 path");
+    assert!(kubectl.ok(&["apply", "-f", path]).await.contains("created"));
     assert!(
         kubectl
-            .ok(&["apply", "--validate=false", "-f", path])
-            .await
-            .contains("created")
-    );
-    assert!(
-        kubectl
-            .ok(&["apply", "--validate=false", "-f", path])
+            .ok(&["apply", "-f", path])
             .await
             .contains("unchanged")
     );
@@ -487,13 +482,43 @@ async fn kubectl_reads_leases_and_applies_manifests() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\n  namespace: orders\ndata:\n  rps: \"5\"\n",
     )
     .expect("manifest written");
-    let out = kubectl
-        .ok(&["apply", "--server-side", "--validate=false", "-f", path])
-        .await;
+    let out = kubectl.ok(&["apply", "--server-side", "-f", path]).await;
     assert!(out.contains("serverside-applied"), "{out}");
     assert_eq!(
         stored(&server, "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
         "5"
+    );
+    // A typo in a manifest is refused (kubectl asks for strict validation)…
+    let typo = kubectl.home.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\n  namespace: orders\ndataa:\n  rps: \"5\"\n",
+    )
+    .expect("manifest written");
+    let typo = typo.to_str().expect("utf-8 path");
+    let err = kubectl.fails(&["apply", "-f", typo]).await;
+    assert!(
+        err.contains("strict decoding error: unknown field \"dataa\""),
+        "{err}"
+    );
+    assert!(
+        server
+            .store()
+            .get("v1", "ConfigMap", Some(NS), "typo")
+            .is_none()
+    );
+    // …or, when asked to warn, dropped with a warning, as the API server does.
+    let out = kubectl.run(&["apply", "--validate=warn", "-f", typo]).await;
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"dataa\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stored(&server, "v1", "ConfigMap", "typo")
+            .get("dataa")
+            .is_none()
     );
     assert!(
         kubectl

@@ -23,6 +23,7 @@
 mod discovery;
 mod faults;
 mod kinds;
+mod openapi;
 mod patch;
 mod requests;
 mod resources;

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::discovery;
 use super::faults::Faults;
 use super::kinds;
+use super::openapi;
 use super::patch::{self, PatchType};
 use super::requests::RequestLog;
 use super::resources::{self, ResourceType};
@@ -69,6 +70,8 @@ enum Route {
     Groups,
     Group(String),
     ResourceList(String, String),
+    OpenApiRoot,
+    OpenApiGroupVersion(String),
     Resource {
         rt: &'static ResourceType,
         namespace: Option<String>,
@@ -87,6 +90,8 @@ impl Route {
             ["api"] => Self::CoreVersions,
             ["apis"] => Self::Groups,
             ["apis", group] => Self::Group((*group).to_string()),
+            ["openapi", "v3"] => Self::OpenApiRoot,
+            ["openapi", "v3", rest @ ..] => Self::OpenApiGroupVersion(rest.join("/")),
             ["api", version, rest @ ..] => Self::resource("", version, rest),
             ["apis", group, version, rest @ ..] => Self::resource(group, version, rest),
             _ => Self::Unknown,
@@ -211,6 +216,11 @@ async fn answer(app: &App, method: &Method, path_and_query: &str, request: Reque
             Some(doc) => read_only(method, doc),
             None => Err(ApiError::no_route()),
         },
+        Route::OpenApiRoot => read_only(method, openapi::root()),
+        Route::OpenApiGroupVersion(path) => match openapi::group_version(&path) {
+            Some(doc) => read_only(method, doc),
+            None => Err(ApiError::no_route()),
+        },
         Route::Unknown => Err(ApiError::no_route()),
         Route::Resource {
             rt,
@@ -239,9 +249,32 @@ fn read_only(method: &Method, doc: Value) -> Result<Response, ApiError> {
     }
 }
 
+/// What to do about fields a kind does not define (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    /// Refuse the write (400).
+    Strict,
+    /// Drop the fields, write, and name them in `Warning` headers (the default).
+    Warn,
+    /// Drop the fields silently.
+    Ignore,
+}
+
+/// Adds one `Warning: 299 - "unknown field …"` header per unknown field.
+fn with_warnings(mut response: Response, unknown: &[String]) -> Response {
+    for field in unknown {
+        let warning = format!("299 - \"unknown field \\\"{field}\\\"\"");
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// Query parameters this server honours (others are accepted and ignored).
 struct Params {
     dry_run: bool,
+    field_validation: FieldValidation,
     watch: bool,
     /// Streaming list: current objects, then a bookmark, then changes.
     send_initial_events: bool,
@@ -273,8 +306,20 @@ impl Params {
             })?)
             .min(DEFAULT_WATCH_TIMEOUT),
         };
+        let field_validation = match query.get("fieldValidation").map(String::as_str) {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation: Unsupported value: \"{other}\": supported values: \
+                     \"Ignore\", \"Strict\", \"Warn\""
+                )));
+            }
+        };
         Ok(Self {
             dry_run,
+            field_validation,
             watch,
             send_initial_events: query.get("sendInitialEvents").map(String::as_str) == Some("true"),
             resource_version: query
@@ -367,10 +412,7 @@ impl Call<'_> {
                 let ct = content_type(&request);
                 let body = read_body(request).await?;
                 let object = object_body(ct.as_deref(), &body)?;
-                let created = self
-                    .store
-                    .create(self.rt, self.namespace, object, params.dry_run)?;
-                Ok(json_response(StatusCode::CREATED, &created))
+                self.create(object, &params)
             }
             (Method::GET, Some(name), sub) => {
                 let object = self.store.get_object(self.rt, self.namespace, name)?;
@@ -391,7 +433,7 @@ impl Call<'_> {
                 let ct = content_type(&request);
                 let body = read_body(request).await?;
                 let submitted = object_body(ct.as_deref(), &body)?;
-                self.write(name, sub, params.dry_run, |current| match sub {
+                self.write(name, sub, &params, |current| match sub {
                     Some(Sub::Scale) => with_replicas(current, &submitted, name),
                     _ => Ok(submitted.clone()),
                 })
@@ -411,7 +453,7 @@ impl Call<'_> {
                     ));
                 }
                 let body = read_body(request).await?;
-                let written = self.write(name, sub, params.dry_run, |current| match sub {
+                let written = self.write(name, sub, &params, |current| match sub {
                     Some(Sub::Scale) => {
                         let patched = patch::apply(&kinds::scale_of(current), patch_type, &body)?;
                         with_replicas(current, &patched, name)
@@ -430,10 +472,7 @@ impl Call<'_> {
                             )));
                         }
                         kinds::set_field(&mut object, &["metadata", "name"], json!(name))?;
-                        let created =
-                            self.store
-                                .create(self.rt, self.namespace, object, params.dry_run)?;
-                        Ok(json_response(StatusCode::CREATED, &created))
+                        self.create(object, &params)
                     }
                     other => other,
                 }
@@ -448,23 +487,78 @@ impl Call<'_> {
         }
     }
 
+    /// Drops the fields the kind does not define from an object about to
+    /// be written and returns their paths (for warnings), or refuses the
+    /// write under `fieldValidation=Strict`.
+    fn check_fields(
+        &self,
+        object: &mut Value,
+        mode: FieldValidation,
+    ) -> Result<Vec<String>, ApiError> {
+        let Some(map) = object.as_object_mut() else {
+            return Ok(Vec::new());
+        };
+        // The typed decode needs these; the store fills them in anyway.
+        map.entry("apiVersion")
+            .or_insert_with(|| json!(self.rt.api_version()));
+        map.entry("kind").or_insert_with(|| json!(self.rt.kind));
+        let unknown = kinds::drop_unknown_fields(self.rt, object);
+        if mode == FieldValidation::Strict && !unknown.is_empty() {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|field| format!("unknown field \"{field}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                listed.join(", ")
+            )));
+        }
+        Ok(match mode {
+            FieldValidation::Ignore => Vec::new(),
+            _ => unknown,
+        })
+    }
+
+    fn create(&self, mut object: Value, params: &Params) -> Result<Response, ApiError> {
+        let unknown = self.check_fields(&mut object, params.field_validation)?;
+        let created = self
+            .store
+            .create(self.rt, self.namespace, object, params.dry_run)?;
+        Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &unknown,
+        ))
+    }
+
     fn write(
         &self,
         name: &str,
         sub: Option<Sub>,
-        dry_run: bool,
+        params: &Params,
         change: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
         let target = match sub {
             Some(Sub::Status) => Target::Status,
             _ => Target::Main,
         };
-        let written = self
-            .store
-            .modify(self.rt, self.namespace, name, target, dry_run, change)?;
+        let mut unknown = Vec::new();
+        let written = self.store.modify(
+            self.rt,
+            self.namespace,
+            name,
+            target,
+            params.dry_run,
+            |current| {
+                let mut requested = change(current)?;
+                if sub.is_none() {
+                    unknown = self.check_fields(&mut requested, params.field_validation)?;
+                }
+                Ok(requested)
+            },
+        )?;
         Ok(match sub {
             Some(Sub::Scale) => ok(&kinds::scale_of(&written)),
-            _ => ok(&written),
+            _ => with_warnings(ok(&written), &unknown),
         })
     }
 
