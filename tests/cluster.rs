@@ -1587,4 +1587,15 @@ async fn warroom_cluster_command_serves_until_interrupted() {
         .expect("warroom runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
+
+    // Without authentication it never listens beyond loopback.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["cluster", "--listen", "0.0.0.0:0", "--kubeconfig-out"])
+        .arg(dir.path().join("unused"))
+        .output()
+        .await
+        .expect("warroom runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    assert!(!dir.path().join("unused").exists());
 }
