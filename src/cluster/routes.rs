@@ -8,16 +8,15 @@
 //! `kinds.rs` and storage in `store.rs`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::watch;
 
 use super::discovery;
 use super::faults::Faults;
@@ -28,8 +27,9 @@ use super::requests::RequestLog;
 use super::resources::{self, ResourceType};
 use super::selector::Selector;
 use super::status::ApiError;
-use super::store::{Store, StoreEvent, Target, WatchStart};
+use super::store::{Store, Target};
 use super::table;
+use super::watches::WatchRequest;
 
 /// Largest request body accepted (the real API server's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -137,15 +137,6 @@ impl Route {
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
     let mut response = (code, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn json_response_body(body: String) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -597,60 +588,18 @@ impl Call<'_> {
                     ApiError::bad_request(format!("invalid resource version: {rv:?}"))
                 })?),
             };
-        let start = match self.store.watch_from(self.rt, self.namespace, since) {
-            Ok(start) => start,
-            // As the real server does: the watch opens, says why it cannot
-            // continue (410 Expired) and ends; the client lists again.
-            Err(expired) if expired.code == 410 => {
-                let mut line =
-                    json!({ "type": "ERROR", "object": expired.to_status() }).to_string();
-                line.push('\n');
-                return Ok(json_response_body(line));
-            }
-            Err(other) => return Err(other),
-        };
-        let (sender, body) = mpsc::channel::<Bytes>(64);
-        let stream = WatchStream {
-            resource: resources::index_of(self.rt),
+        let request = WatchRequest {
+            rt: self.rt,
             namespace: self.namespace.map(str::to_string),
             labels: params.labels.clone(),
             fields: params.fields.clone(),
-            table: table_rows.map(|include| (self.rt, include)),
-            sender,
+            table: table_rows,
+            since,
+            send_initial_events: params.send_initial_events,
+            timeout: params.timeout,
         };
-        let initial_events_end = params
-            .send_initial_events
-            .then(|| initial_events_end(self.rt, start.revision));
-        tokio::spawn(stream.run(
-            start,
-            initial_events_end,
-            app.shutdown.clone(),
-            params.timeout,
-        ));
-        let body = Body::from_stream(futures::stream::unfold(body, |mut body| async move {
-            body.recv()
-                .await
-                .map(|chunk| (Ok::<_, Infallible>(chunk), body))
-        }));
-        let mut response = Response::new(body);
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
+        request.open(self.store, app.shutdown.clone())
     }
-}
-
-/// The bookmark that ends the initial events of a streaming list.
-fn initial_events_end(rt: &ResourceType, revision: u64) -> Value {
-    json!({
-        "kind": rt.kind,
-        "apiVersion": rt.api_version(),
-        "metadata": {
-            "resourceVersion": revision.to_string(),
-            "annotations": { "k8s.io/initial-events-end": "true" },
-        },
-    })
 }
 
 /// Sets a Deployment's replicas from a `Scale`, carrying its resourceVersion
@@ -667,90 +616,6 @@ fn with_replicas(current: &Value, scale: &Value, name: &str) -> Result<Value, Ap
         kinds::set_field(&mut next, &["metadata", "resourceVersion"], json!(rv))?;
     }
     Ok(next)
-}
-
-/// One open watch: forwards matching store events to the response body.
-struct WatchStream {
-    resource: usize,
-    namespace: Option<String>,
-    labels: Selector,
-    fields: Selector,
-    /// Send each object as a one-row `Table` (what `kubectl get -w` asks for).
-    table: Option<(&'static ResourceType, table::Include)>,
-    sender: mpsc::Sender<Bytes>,
-}
-
-impl WatchStream {
-    fn matches(&self, event: &StoreEvent) -> bool {
-        event.resource == self.resource
-            && self.namespace.as_deref().is_none_or(|ns| {
-                event
-                    .object
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    == Some(ns)
-            })
-            && self.labels.matches_labels(&event.object)
-            && self.fields.matches_fields(&event.object)
-    }
-
-    async fn send(&self, event_type: &str, object: &Value) -> bool {
-        let object = match self.table {
-            Some((rt, include)) if !matches!(event_type, "ERROR" | "BOOKMARK") => {
-                table::table(rt, std::slice::from_ref(object), None, include)
-            }
-            _ => object.clone(),
-        };
-        let mut line = json!({ "type": event_type, "object": object }).to_string();
-        line.push('\n');
-        self.sender.send(Bytes::from(line)).await.is_ok()
-    }
-
-    async fn run(
-        self,
-        start: WatchStart,
-        initial_events_end: Option<Value>,
-        mut shutdown: watch::Receiver<bool>,
-        timeout: Duration,
-    ) {
-        let WatchStart {
-            initial,
-            mut receiver,
-            ..
-        } = start;
-        for event in initial.iter().filter(|e| self.matches(e)) {
-            if !self.send(event.event_type.as_str(), &event.object).await {
-                return;
-            }
-        }
-        if let Some(bookmark) = initial_events_end
-            && !self.send("BOOKMARK", &bookmark).await
-        {
-            return;
-        }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                _ = shutdown.changed() => return,
-                _ = self.sender.closed() => return,
-                received = receiver.recv() => match received {
-                    Ok(event) => {
-                        if self.matches(&event) && !self.send(event.event_type.as_str(), &event.object).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let status = ApiError::expired(0, 0).to_status();
-                        let _ = self.send("ERROR", &status).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            }
-        }
-    }
 }
 
 #[cfg(test)]
