@@ -96,6 +96,12 @@ fn alerts_link_to_the_mitigating_playbooks() {
             rest[..end].contains(&format!("playbook: {playbook}")),
             "{alert} links to {playbook}"
         );
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(playbook)
+                .is_file(),
+            "{playbook}, linked from {alert}, exists"
+        );
     }
 }
 
@@ -131,8 +137,36 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
         .acquire("lock:ord-9927431", Duration::from_secs(2))
         .await
         .unwrap();
+    // Names from the network with characters the exposition format escapes.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let odd: [&[(&str, &str)]; 2] = [
+        &[
+            ("v", "1"),
+            ("kind", "acquired"),
+            ("mode", "fenced"),
+            ("key", "lock:\"odd\"\nkey\\ λ"),
+            ("holder", "pod-1"),
+            ("token", "1"),
+            ("ttl_ms", "60000"),
+        ],
+        &[
+            ("v", "1"),
+            ("kind", "error"),
+            ("mode", "app"),
+            ("key", "E503"),
+            ("holder", "order\"svc\n"),
+        ],
+    ];
+    for fields in odd {
+        let _: String = redis::AsyncCommands::xadd(&mut conn, "warroom:lock-events", "*", fields)
+            .await
+            .unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while exporter.snapshot().collisions == 0 && Instant::now() < deadline {
+    while (exporter.snapshot().collisions == 0 || exporter.snapshot().app_errors == 0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(exporter.snapshot().collisions, 1);
@@ -163,6 +197,10 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
     );
     let openmetrics = openmetrics.text().await.unwrap();
     assert!(openmetrics.contains("warroom_lock_holders{key=\"lock:ord-9927431\"} 2"));
+    assert!(
+        openmetrics.contains(r#"warroom_lock_holders{key="lock:\"odd\"\nkey\\ λ"} 1"#),
+        "{openmetrics}"
+    );
     // promtool reads the classic format: scrape it as a classic client does.
     let classic = client
         .get(format!("http://{addr}/metrics"))
@@ -191,4 +229,35 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
         lines
     };
     assert_eq!(samples(&openmetrics), samples(&classic));
+}
+
+#[test]
+fn playbooks_answer_alerts_that_exist_and_every_alert_is_answered() {
+    let rules = std::fs::read_to_string(config_dir().join("alerts.yaml")).unwrap();
+    let defined: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(defined.len(), 4, "{defined:?}");
+    let playbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    let mut answered = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&playbooks).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let loaded = warroom::playbook::load_file(&path)
+            .unwrap_or_else(|e| panic!("{} loads: {e:?}", path.display()));
+        for alert in &loaded.doc.alerts {
+            assert!(
+                defined.contains(&alert.as_str()),
+                "{} answers {alert}, which config/alerts.yaml does not define",
+                path.display()
+            );
+            answered.insert(alert.clone());
+        }
+    }
+    for alert in defined {
+        assert!(answered.contains(alert), "no playbook answers {alert}");
+    }
 }

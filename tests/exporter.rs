@@ -426,3 +426,64 @@ proptest! {
         prop_assert!(body.ends_with("# EOF\n"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_to_expire_is_an_overrun_seen_from_the_expiry_notice() {
+    let node = RedisNode::start().unwrap();
+    let url = node.url();
+    let lock = FencedLock::connect(&url, LockOptions::new(Duration::from_millis(100), "pod-7f"))
+        .await
+        .unwrap();
+
+    // Notifications off on the server and not allowed: the exporter says so
+    // and changes nothing.
+    let off = Exporter::new(ExporterConfig {
+        keyspace_events: KeyspaceEvents::Off,
+        start: StartFrom::Beginning,
+        ..ExporterConfig::new(&url)
+    })
+    .unwrap();
+    let _off_readers = off.spawn();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + CATCH_UP;
+    while !off.snapshot().stream_connected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!off.snapshot().keyspace_enabled);
+    let flags: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(flags[1], "", "--keyspace-events off left the server alone");
+
+    // Allowed: the exporter turns them on and subscribes.
+    let running = start_exporter(&url).await;
+    let deadline = Instant::now() + CATCH_UP;
+    while !running.exporter.snapshot().keyspace_enabled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running.exporter.snapshot().keyspace_enabled);
+
+    // pod-7f takes the lock and stalls forever: no later event arrives, only
+    // the key's expiry can tell.
+    let lease = lock.try_acquire("lock:ord-9927431").await.unwrap().unwrap();
+    let deadline = Instant::now() + CATCH_UP;
+    while running.exporter.snapshot().lease_overruns == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = scrape(running.addr).await;
+    assert_eq!(
+        sample(&body, "warroom_lock_lease_overruns_total{mode=\"fenced\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "warroom_lock_key_expirations_total"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&body, "warroom_lock_keys_held"), Some(0.0));
+    drop(lease);
+}

@@ -35,6 +35,9 @@ pub struct ExporterBench {
     pub events: u64,
     /// Distinct lock keys among them.
     pub keys: u64,
+    /// Keys held at once in the pre-filled stream: grants of this many keys,
+    /// then their releases, and so on.
+    pub held: u64,
     /// Memory is sampled every this many events read.
     pub sample_every: u64,
 }
@@ -63,6 +66,8 @@ pub struct Throughput {
     pub seconds: f64,
     /// Events per second.
     pub events_per_sec: f64,
+    /// Keys held at once in the stream.
+    pub held: u64,
     /// Keys still tracked at the end (held, not yet released).
     pub keys_tracked_at_end: u64,
 }
@@ -120,9 +125,14 @@ impl ExporterBench {
     /// Runs both measurements. Call from a multi-threaded runtime with at
     /// least two workers; the throughput reader gets a thread of its own.
     pub async fn run(&self) -> Result<ExporterBenchReport, ExporterBenchError> {
-        if self.trials == 0 || self.events == 0 || self.keys == 0 || self.sample_every == 0 {
+        if self.trials == 0
+            || self.events == 0
+            || self.keys == 0
+            || self.held == 0
+            || self.sample_every == 0
+        {
             return Err(ExporterBenchError::Invalid(
-                "--trials, --events, --keys and --sample-every must be at least 1".into(),
+                "--trials, --events, --keys, --held and --sample-every must be at least 1".into(),
             ));
         }
         let (_node, url) = match &self.redis {
@@ -221,7 +231,7 @@ impl ExporterBench {
         prefix: &str,
     ) -> Result<(Throughput, Vec<RssSample>), ExporterBenchError> {
         let stream = format!("{prefix}:prefilled");
-        prefill(url, &stream, self.events, self.keys).await?;
+        prefill(url, &stream, self.events, self.keys, self.held).await?;
         let exporter = Exporter::new(ExporterConfig {
             stream,
             keyspace_events: KeyspaceEvents::Off,
@@ -278,6 +288,7 @@ impl ExporterBench {
             Throughput {
                 events: snapshot.events_processed,
                 keys: self.keys,
+                held: self.held,
                 seconds: elapsed.as_secs_f64(),
                 events_per_sec: snapshot.events_processed as f64 / elapsed.as_secs_f64(),
                 keys_tracked_at_end: snapshot.keys_tracked,
@@ -304,30 +315,31 @@ async fn collisions(http: &reqwest::Client, addr: SocketAddr) -> Result<u64, Exp
         .sum())
 }
 
-/// Fills `stream` with `events` fenced-lock events: grants of 500 keys at a
-/// time, then their releases, walking through `keys` distinct keys.
+/// Fills `stream` with `events` fenced-lock events: grants of `held` keys at
+/// a time, then their releases, walking through `keys` distinct keys.
 async fn prefill(
     url: &str,
     stream: &str,
     events: u64,
     keys: u64,
+    held: u64,
 ) -> Result<(), ExporterBenchError> {
     let mut conn = crate::lock::connect(url, Some(Duration::from_secs(30)), false).await?;
-    const WAVE: u64 = 500;
+    let wave_len = held;
     let mut written = 0u64;
     let mut wave = 0u64;
     let mut pipe = redis::pipe();
     let mut queued = 0;
     while written < events {
         for release in [false, true] {
-            for i in 0..WAVE {
+            for i in 0..wave_len {
                 if written >= events {
                     break;
                 }
-                let k = (wave * WAVE + i) % keys;
-                let token = (wave * WAVE + i + 1).to_string();
+                let k = (wave * wave_len + i) % keys;
+                let token = (wave * wave_len + i + 1).to_string();
                 let key = format!("lock:order:{k}");
-                let holder = format!("pod-{}", i % 16);
+                let holder = format!("pod-{}", (wave * wave_len + i) % 16);
                 let mut cmd = redis::cmd("XADD");
                 cmd.arg(stream)
                     .arg("*")

@@ -44,6 +44,10 @@ pub struct ExporterArgs {
     /// Distinct lock keys among them.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// Keys held at once in the pre-filled stream (grants of this many keys,
+    /// then their releases).
+    #[arg(long, default_value_t = 500)]
+    held: u64,
     /// Sample memory every this many events read.
     #[arg(long, default_value_t = 100_000)]
     sample_every: u64,
@@ -146,6 +150,7 @@ fn exporter(args: ExporterArgs) -> CommandResult {
         trials: args.trials,
         events: args.events,
         keys: args.keys,
+        held: args.held,
         sample_every: args.sample_every,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -173,8 +178,8 @@ fn exporter(args: ExporterArgs) -> CommandResult {
             );
             println!(
                 "throughput (pre-filled stream, reader on one core): {} events over {} keys \
-                 in {:.2} s = {:.0} events/s; keys tracked at the end: {}",
-                t.events, t.keys, t.seconds, t.events_per_sec, t.keys_tracked_at_end
+                 ({} held at once) in {:.2} s = {:.0} events/s; keys tracked at the end: {}",
+                t.events, t.keys, t.held, t.seconds, t.events_per_sec, t.keys_tracked_at_end
             );
             println!("resident memory while reading:");
             for sample in &report.rss {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand, ValueEnum};
 use warroom::kube::{KubeAccess, KubeError, KubeTarget};
 use warroom::playbook::event::{ConfirmFuture, Observers};
+use warroom::playbook::journal::TimelineRecorder;
 use warroom::playbook::{
     AutoApprove, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, LoadError, Outcome,
     RunOptions, RunReport, StepEvent, StepObserver, StepPhase,
@@ -84,6 +85,9 @@ pub struct RunArgs {
     /// Approve every confirmation step.
     #[arg(long)]
     yes: bool,
+    /// Record every step in this incident journal (see `warroom timeline`).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -103,6 +107,9 @@ pub struct UndoArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     yes: bool,
+    /// Record every step in this incident journal (see `warroom timeline`).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -188,6 +195,7 @@ fn run_playbook(args: RunArgs) -> CommandResult {
     let loaded = warroom::playbook::load_file(&args.playbook)
         .map_err(|err| Failure::new(Exit::Invalid, load_report(err)))?;
     let params = parse_params(&args.params)?;
+    let recorder = open_recorder(args.timeline.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async move {
         let kube = Arc::new(
@@ -223,6 +231,9 @@ fn run_playbook(args: RunArgs) -> CommandResult {
             );
             observers.push(Arc::new(TextEvents));
         }
+        if let Some(recorder) = &recorder {
+            observers.push(recorder.clone());
+        }
         let confirmer: Arc<dyn Confirmer> = if args.yes {
             Arc::new(AutoApprove)
         } else {
@@ -243,11 +254,13 @@ fn run_playbook(args: RunArgs) -> CommandResult {
                 }
                 warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
             })?;
+        report_recorder(recorder.as_deref());
         Ok(finish(&report, &log.events(), args.output))
     })
 }
 
 fn undo(args: UndoArgs) -> CommandResult {
+    let recorder = open_recorder(args.timeline.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async move {
         let kube = Arc::new(
@@ -259,6 +272,9 @@ fn undo(args: UndoArgs) -> CommandResult {
         let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
         if args.output == Output::Text {
             observers.push(Arc::new(TextEvents));
+        }
+        if let Some(recorder) = &recorder {
+            observers.push(recorder.clone());
         }
         let confirmer: Arc<dyn Confirmer> = if args.yes {
             Arc::new(AutoApprove)
@@ -283,8 +299,40 @@ fn undo(args: UndoArgs) -> CommandResult {
                 }
                 warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
             })?;
+        report_recorder(recorder.as_deref());
         Ok(finish(&report, &log.events(), args.output))
     })
+}
+
+/// Opens the incident journal a run records into, before anything changes.
+fn open_recorder(path: Option<&std::path::Path>) -> Result<Option<Arc<TimelineRecorder>>, Failure> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let journal = warroom::timeline::Journal::open_or_create(path)
+        .map_err(|e| Failure::msg(Exit::Failed, format!("{e}; nothing was changed")))?;
+    for skipped in journal.recovered() {
+        eprintln!(
+            "warning: {}: line {} is unreadable and was skipped ({})",
+            path.display(),
+            skipped.line,
+            skipped.reason
+        );
+    }
+    Ok(Some(Arc::new(TimelineRecorder::new(journal))))
+}
+
+/// Says loudly when the timeline missed events: the postmortem needs them.
+fn report_recorder(recorder: Option<&TimelineRecorder>) {
+    let Some(recorder) = recorder else { return };
+    match recorder.failures() {
+        (0, _) => {}
+        (n, first) => eprintln!(
+            "warning: {n} step event(s) could not be recorded in {}: {}",
+            recorder.journal().path().display(),
+            first.unwrap_or_default()
+        ),
+    }
 }
 
 /// The exit status of a run or undo.

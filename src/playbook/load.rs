@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 use serde_saphyr::Location;
 
-use super::model::{ParamType, Playbook, Precondition};
+use super::model::{Playbook, Precondition};
 use super::step::{Check, Effect, Resolve, STEP_KINDS};
 use super::template::Render;
 use super::validate::{InvalidPlaybook, Problem};
@@ -434,12 +434,4 @@ impl LoadedPlaybook {
             steps,
         })
     }
-}
-
-/// The parameter type of a declared parameter (for tools that list them).
-pub fn parameter_types(doc: &Playbook) -> Vec<(String, ParamType)> {
-    doc.parameters
-        .iter()
-        .map(|(name, p)| (name.clone(), p.kind))
-        .collect()
 }

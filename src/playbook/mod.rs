@@ -7,12 +7,14 @@
 //! ([`schema`]), the engine (plan → dry run → apply + verify → undo,
 //! [`engine`]), the run guard ([`lease`]) and what a run records on objects
 //! and in the namespace ([`record`]). It reports step events through
-//! [`event::StepObserver`] and asks humans through [`event::Confirmer`]; it
-//! knows nothing about terminals, the console or the timeline's storage.
+//! [`event::StepObserver`] and asks humans through [`event::Confirmer`];
+//! [`journal`] is the observer that records a run in the incident timeline.
+//! It knows nothing about terminals or the console.
 //! All API server traffic goes through [`crate::kube`].
 
 pub mod engine;
 pub mod event;
+pub mod journal;
 pub mod lease;
 pub mod load;
 pub mod model;

@@ -519,4 +519,50 @@ mod tests {
         );
         assert!(diff(&original, &restored).is_empty());
     }
+
+    #[test]
+    fn diff_ignores_server_fields_and_our_annotations_and_compares_arrays_whole() {
+        let before = json!({"metadata": {"resourceVersion": "1", "generation": 1},
+            "spec": {"ports": [80], "x": {}}, "status": {"ready": 1}});
+        let after = json!({"metadata": {"resourceVersion": "2", "generation": 2,
+            "annotations": {"warroom.io/previous": "{}"}},
+            "spec": {"ports": [80, 443]}, "status": {"ready": 2}});
+        let changes = diff(&before, &after);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].path, "/spec/ports");
+    }
+
+    #[test]
+    fn removing_a_field_removes_the_objects_it_leaves_empty() {
+        let mut doc = json!({"spec": {"keep": 1, "rateLimit": {"local": {"rules": [1]}}}});
+        set_pointer(&mut doc, "/spec/rateLimit/local/rules", None).unwrap();
+        assert_eq!(doc, json!({"spec": {"keep": 1}}));
+        set_pointer(&mut doc, "/a~1b/c", Some(json!("v"))).unwrap();
+        assert_eq!(doc["a/b"]["c"], "v");
+        assert!(set_pointer(&mut doc, "no-slash", None).is_err());
+    }
+
+    #[test]
+    fn run_records_keep_the_latest_fifty() {
+        let mut configmap = json!({"metadata": {"name": RUNS_CONFIGMAP}});
+        for n in 0..60 {
+            let record = RunRecord {
+                id: format!("run-{n:02}"),
+                playbook: "p".into(),
+                actor: "a".into(),
+                namespace: "orders".into(),
+                started: jiff::Timestamp::from_second(1_700_000_000 + n).unwrap(),
+                finished: None,
+                outcome: RunOutcome::Applied,
+                params: BTreeMap::new(),
+                steps: Vec::new(),
+                undone: None,
+            };
+            configmap = store_in(&configmap, &record).unwrap();
+        }
+        let records = records_in(&configmap);
+        assert_eq!(records.len(), RUNS_KEPT);
+        assert_eq!(records.first().unwrap().id, "run-10");
+        assert_eq!(records.last().unwrap().id, "run-59");
+    }
 }

@@ -113,10 +113,20 @@ pub struct AlertChange {
 pub enum StepPhase {
     /// The change was computed and shown; nothing was changed yet.
     Planned,
+    /// The API server accepted the change in a dry run; nothing was changed.
+    DryRun,
     /// The change was written to the cluster.
     Applied,
     /// The change was read back and holds.
     Verified,
+    /// The change was already in place; nothing was written.
+    Unchanged,
+    /// The step did not run (its condition did not hold).
+    Skipped,
+    /// A human approved the step's gate.
+    Confirmed,
+    /// The step added a line to the timeline.
+    Noted,
     /// The step failed.
     Failed,
     /// The change was reverted.
@@ -128,8 +138,13 @@ impl StepPhase {
     pub fn name(self) -> &'static str {
         match self {
             StepPhase::Planned => "planned",
+            StepPhase::DryRun => "dry_run",
             StepPhase::Applied => "applied",
             StepPhase::Verified => "verified",
+            StepPhase::Unchanged => "unchanged",
+            StepPhase::Skipped => "skipped",
+            StepPhase::Confirmed => "confirmed",
+            StepPhase::Noted => "noted",
             StepPhase::Failed => "failed",
             StepPhase::Undone => "undone",
         }

@@ -109,17 +109,64 @@ fn describe(event: &Event, previous_severity: Option<&str>) -> Option<String> {
             text
         }
         Entry::Step(s) => {
+            // The timeline lists what was decided and what changed; the
+            // plan, dry runs and read-backs are in the steps section.
+            if !matches!(
+                s.phase,
+                StepPhase::Applied | StepPhase::Confirmed | StepPhase::Failed | StepPhase::Undone
+            ) {
+                return None;
+            }
             let mut text = format!(
                 "Step {} ({}, playbook {}) {}: {}",
                 s.step, s.kind, s.playbook, s.phase, s.target
             );
-            if let Some(msg) = &s.message {
+            let change = change_summary(&s.before, &s.after);
+            if !change.is_empty() {
+                text.push_str(&format!(" — {change}"));
+            } else if let Some(msg) = &s.message {
                 text.push_str(&format!(" — {msg}"));
             }
             text
         }
         Entry::Metric(_) => return None,
     })
+}
+
+/// `/spec/replicas: 8 → 1; /data/LOCK_MODE: "legacy" → "watch"` (at most
+/// three fields, then how many more).
+fn change_summary(before: &Value, after: &Value) -> String {
+    let mut fields: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+    for line in diff(before, after) {
+        let slot = match fields.iter_mut().find(|(p, _, _)| *p == line.path) {
+            Some(slot) => slot,
+            None => {
+                fields.push((line.path.clone(), None, None));
+                fields.last_mut().expect("just pushed")
+            }
+        };
+        if line.sign == '-' {
+            slot.1 = Some(line.value);
+        } else {
+            slot.2 = Some(line.value);
+        }
+    }
+    let shown: Vec<String> = fields
+        .iter()
+        .take(3)
+        .map(|(path, old, new)| {
+            format!(
+                "{path}: {} → {}",
+                old.as_deref().unwrap_or("(absent)"),
+                new.as_deref().unwrap_or("(absent)")
+            )
+        })
+        .collect();
+    let mut text = shown.join("; ");
+    if fields.len() > 3 {
+        text.push_str(&format!("; {} more", fields.len() - 3));
+    }
+    text
 }
 
 /// `3`, `2.5`, `0.125`.

@@ -1,0 +1,163 @@
+//! Recording a run in the incident timeline.
+//!
+//! [`TimelineRecorder`] is a [`StepObserver`] that appends every step event
+//! to an incident journal ([`crate::timeline::Journal`]) as it happens, with
+//! the operator as actor and the values before and after. `note` steps become
+//! timeline notes. Appends are durable before the engine goes on, so a crash
+//! mid-run leaves the journal saying how far the run got.
+//!
+//! The observer interface cannot fail, so a failed append is kept here and
+//! reported by [`TimelineRecorder::failures`] once the run is over.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::event::{StepEvent, StepObserver, StepPhase};
+use crate::timeline::{self, Entry, Journal, NewEvent, StepReport, StepTarget, TimelineError};
+
+/// Appends step events to an incident journal.
+pub struct TimelineRecorder {
+    journal: Journal,
+    failures: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    first: Option<TimelineError>,
+}
+
+impl TimelineRecorder {
+    /// Records into `journal`.
+    pub fn new(journal: Journal) -> Self {
+        Self {
+            journal,
+            failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    /// The journal written to.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// How many events could not be recorded, and the first error.
+    pub fn failures(&self) -> (u64, Option<String>) {
+        match self.failures.lock() {
+            Ok(f) => (f.count, f.first.as_ref().map(ToString::to_string)),
+            Err(_) => (0, None),
+        }
+    }
+}
+
+/// The timeline entry for a step event.
+pub fn entry_of(event: &StepEvent) -> Entry {
+    if event.phase == StepPhase::Noted {
+        return Entry::note(event.message.clone());
+    }
+    let phase = match event.phase {
+        StepPhase::Planned => timeline::StepPhase::Planned,
+        StepPhase::DryRun => timeline::StepPhase::DryRun,
+        StepPhase::Applied => timeline::StepPhase::Applied,
+        StepPhase::Verified => timeline::StepPhase::Verified,
+        StepPhase::Unchanged => timeline::StepPhase::Unchanged,
+        StepPhase::Skipped => timeline::StepPhase::Skipped,
+        StepPhase::Confirmed => timeline::StepPhase::Confirmed,
+        StepPhase::Noted => timeline::StepPhase::Noted,
+        StepPhase::Failed => timeline::StepPhase::Failed,
+        StepPhase::Undone => timeline::StepPhase::Undone,
+    };
+    let target = event
+        .target
+        .as_ref()
+        .map(|t| StepTarget {
+            api_version: t.api_version.clone(),
+            kind: t.kind.clone(),
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+        })
+        .unwrap_or_default();
+    Entry::Step(StepReport {
+        playbook: event.playbook.clone(),
+        run_id: event.run_id.clone(),
+        step: event.step.clone(),
+        kind: event.kind.clone(),
+        phase,
+        target,
+        before: event.before.as_ref().map(nest).unwrap_or_default(),
+        after: event.after.as_ref().map(nest).unwrap_or_default(),
+        message: (!event.message.is_empty()).then(|| event.message.clone()),
+    })
+}
+
+/// The engine reports values by JSON pointer (`{"/spec/replicas": 8}`); the
+/// timeline keeps the touched part of the object (`{"spec": {"replicas": 8}}`),
+/// `null` standing for an absent field. Anything else is kept as it is.
+fn nest(values: &Value) -> Value {
+    let Value::Object(map) = values else {
+        return values.clone();
+    };
+    if map.is_empty() || !map.keys().all(|k| k.starts_with('/')) {
+        return values.clone();
+    }
+    let mut root = Value::Object(serde_json::Map::new());
+    for (pointer, value) in map {
+        let mut node = &mut root;
+        let tokens: Vec<String> = pointer[1..]
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        for (i, token) in tokens.iter().enumerate() {
+            if !node.is_object() {
+                *node = Value::Object(serde_json::Map::new());
+            }
+            let Value::Object(children) = node else {
+                unreachable!("made an object above")
+            };
+            node = if i + 1 == tokens.len() {
+                children.insert(token.clone(), value.clone());
+                break;
+            } else {
+                children
+                    .entry(token.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()))
+            };
+        }
+    }
+    root
+}
+
+impl StepObserver for TimelineRecorder {
+    fn on_event(&self, event: &StepEvent) {
+        let recorded =
+            self.journal
+                .append(NewEvent::at(event.at, event.actor.clone(), entry_of(event)));
+        if let Err(err) = recorded
+            && let Ok(mut failures) = self.failures.lock()
+        {
+            failures.count += 1;
+            if failures.first.is_none() {
+                failures.first = Some(err);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nest;
+    use serde_json::json;
+
+    #[test]
+    fn pointer_maps_become_the_touched_part_of_the_object() {
+        assert_eq!(
+            nest(
+                &json!({"/spec/replicas": 8, "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps": null})
+            ),
+            json!({"spec": {"replicas": 8}, "metadata": {"annotations": {"nginx.ingress.kubernetes.io/limit-rps": null}}})
+        );
+        assert_eq!(nest(&json!({"replicas": 8})), json!({"replicas": 8}));
+        assert_eq!(nest(&json!("text")), json!("text"));
+    }
+}
