@@ -534,3 +534,133 @@ async fn kubectl_reads_leases_and_applies_manifests_with_server_validation() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_dry_run_changes_nothing() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let revision = server.store().revision();
+    let out = kubectl
+        .ok(&[
+            "scale",
+            "deploy/order-service",
+            "--replicas=1",
+            "--dry-run=server",
+        ])
+        .await;
+    assert!(out.contains("scaled (server dry run)"), "{out}");
+    let out = kubectl
+        .ok(&[
+            "annotate",
+            "ingress",
+            "orders-gateway",
+            "nginx.ingress.kubernetes.io/limit-rps=50",
+            "--dry-run=server",
+        ])
+        .await;
+    assert!(out.contains("annotated (server dry run)"), "{out}");
+    let out = kubectl
+        .ok(&[
+            "patch",
+            "cm",
+            "order-service-lock",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"LOCK_MODE":"watch"}}"#,
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.data.LOCK_MODE}",
+        ])
+        .await;
+    assert_eq!(out, "watch", "the dry run answers with the result");
+    assert_eq!(server.store().revision(), revision);
+    assert_eq!(
+        stored(&server, "v1", "ConfigMap", "order-service-lock")["data"]["LOCK_MODE"],
+        "legacy"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_selects_deletes_and_watches_pods() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let store = server.store();
+    for (name, role) in [
+        ("order-service-0", "worker"),
+        ("order-service-1", "worker"),
+        ("gateway-0", "gateway"),
+    ] {
+        store
+            .put(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "labels": {"role": role}},
+                "spec": {"containers": [{"name": "app", "image": "order-service:2.14.3"}]},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "order-service:2.14.3", "imageID": ""}]},
+            }))
+            .expect("pod stored");
+    }
+    let workers = kubectl
+        .ok(&["get", "pods", "-l", "role=worker", "-o", "name"])
+        .await;
+    assert_eq!(
+        workers.lines().collect::<Vec<_>>(),
+        ["pod/order-service-0", "pod/order-service-1"]
+    );
+    let table = kubectl.ok(&["get", "po"]).await;
+    assert!(
+        table.contains("1/1") && table.contains("Running"),
+        "{table}"
+    );
+    assert!(
+        kubectl
+            .ok(&["delete", "pod", "gateway-0"])
+            .await
+            .contains("deleted")
+    );
+    assert!(store.get("v1", "Pod", Some(NS), "gateway-0").is_none());
+
+    // `kubectl get -w` prints a new row when the object changes.
+    let watchers = store.watchers();
+    let mut watching = tokio::process::Command::new(kubectl_bin())
+        .args(["get", "deploy", "order-service", "-w"])
+        .env("KUBECONFIG", &kubectl.kubeconfig)
+        .env("HOME", kubectl.home.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    for _ in 0..600 {
+        if store.watchers() > watchers {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut d = stored(&server, "apps/v1", "Deployment", "order-service");
+    d["spec"]["replicas"] = json!(3);
+    store.put(d).expect("scaled");
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watching.stdout.take().expect("stdout")).lines();
+    let mut rows = Vec::new();
+    // Bounded so that a missing row fails the test instead of hanging it.
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("reads") {
+            let done = line.contains("3/3");
+            rows.push(line);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = watching.kill().await;
+    assert!(rows[0].starts_with("NAME"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("8/8")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("3/3")), "{rows:?}");
+    server.stop().await;
+}
