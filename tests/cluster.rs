@@ -171,6 +171,35 @@ async fn discovery_lists_every_served_kind_with_short_names_and_subresources() {
         .await
         .expect("json");
     assert_eq!(short(&apps, "deployments"), Some(json!(["deploy"])));
+    let aggregated = http
+        .get(format!("{}/apis", server.url()))
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .send()
+        .await
+        .expect("GET /apis");
+    assert_eq!(
+        aggregated
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    );
+    let aggregated: Value = aggregated.json().await.expect("json");
+    let apps = aggregated["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|g| g["metadata"]["name"] == "apps"))
+        .expect("apps group");
+    let deployments = &apps["versions"][0]["resources"][0];
+    assert_eq!(deployments["resource"], "deployments");
+    assert_eq!(deployments["shortNames"], json!(["deploy"]));
+    assert_eq!(deployments["subresources"][1]["subresource"], "scale");
+    assert_eq!(
+        deployments["subresources"][1]["responseKind"]["kind"],
+        "Scale"
+    );
     let version: Value = http
         .get(format!("{}/version", server.url()))
         .send()

@@ -113,6 +113,18 @@ async fn kubectl_lists_and_reads_the_drill_objects() {
         return;
     };
     let listing = kubectl.ok(&["get", "deploy,cm,ing", "-n", NS]).await;
+    // Aggregated discovery: /api and /apis answer for every group version.
+    let paths: Vec<String> = server
+        .requests()
+        .entries()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert!(paths.iter().any(|p| p.starts_with("/apis?")), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/apis/apps/v1?")),
+        "kubectl fell back to per-group discovery: {paths:?}"
+    );
     for expected in [
         "deployment.apps/order-service",
         "8/8",

@@ -188,6 +188,11 @@ async fn answer(app: &App, method: &Method, path_and_query: &str, request: Reque
         };
         return error_response(&error);
     }
+    let accept_aggregated = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(discovery::wants_aggregated);
     let outcome = match route {
         Route::Version => read_only(method, discovery::version()),
         Route::Health => {
@@ -196,6 +201,16 @@ async fn answer(app: &App, method: &Method, path_and_query: &str, request: Reque
             } else {
                 error_response(&ApiError::method_not_allowed())
             };
+        }
+        Route::CoreVersions | Route::Groups if accept_aggregated => {
+            let core = matches!(route, Route::CoreVersions);
+            read_only(method, discovery::aggregated(core)).map(|mut response| {
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+                );
+                response
+            })
         }
         Route::CoreVersions => read_only(method, discovery::core_versions(&app.address)),
         Route::Groups => read_only(method, discovery::group_list()),
