@@ -215,7 +215,8 @@ fn check_namespace(rt: &ResourceType, obj: &mut Value, namespace: &str) -> Resul
 }
 
 fn namespace_type() -> &'static ResourceType {
-    &CATALOGUE[0]
+    // The catalogue always serves namespaces; its first entry is that type.
+    resources::by_path("", "v1", "namespaces").unwrap_or(&CATALOGUE[0])
 }
 
 impl Store {
@@ -239,7 +240,9 @@ impl Store {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Object as JSON (as the API would return it), or None.
+    /// Object as JSON (as the API would return it), or None. `namespace` is
+    /// ignored for cluster-scoped kinds; None means `default` for namespaced
+    /// ones.
     pub fn get(
         &self,
         api_version: &str,
