@@ -1133,13 +1133,30 @@ async fn kube_runtime_waits_until_a_reconciled_rollout_completes() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // The drill's reconcile loop reports the rollout through the store.
-    let mut d = stored(&store, "apps/v1", "Deployment", "order-service");
-    d["status"] = json!({
-        "observedGeneration": d["metadata"]["generation"],
-        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
-    });
-    store.put(d).expect("status written");
+    let generation =
+        stored(&store, "apps/v1", "Deployment", "order-service")["metadata"]["generation"].clone();
+    let before = stored(&store, "apps/v1", "Deployment", "order-service");
+    let written = store
+        .set_status(
+            "apps/v1",
+            "Deployment",
+            Some(NS),
+            "order-service",
+            json!({
+                "observedGeneration": generation,
+                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+            }),
+        )
+        .expect("status written");
+    assert_eq!(
+        written["spec"], before["spec"],
+        "a status write leaves the spec alone"
+    );
+    assert_eq!(
+        written["metadata"]["generation"],
+        before["metadata"]["generation"]
+    );
     let done = tokio::time::timeout(std::time::Duration::from_secs(60), waiting)
         .await
         .expect("the wait ends")

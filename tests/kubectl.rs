@@ -387,14 +387,22 @@ async fn kubectl_rollout_status_waits_for_the_status_to_catch_up() {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let mut d = store
+            let generation = store
                 .get("apps/v1", "Deployment", Some(NS), "order-service")
-                .expect("stored");
-            d["status"] = json!({
-                "observedGeneration": d["metadata"]["generation"],
-                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-            });
-            store.put(d).expect("status written");
+                .expect("stored")["metadata"]["generation"]
+                .clone();
+            store
+                .set_status(
+                    "apps/v1",
+                    "Deployment",
+                    Some(NS),
+                    "order-service",
+                    json!({
+                        "observedGeneration": generation,
+                        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                    }),
+                )
+                .expect("status written");
         });
         run.await
     };

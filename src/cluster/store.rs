@@ -323,6 +323,32 @@ impl Store {
         Ok(stored)
     }
 
+    /// Replaces an object's status, and nothing else, in one step: what a
+    /// reconcile loop should use (a read-then-[`Store::put`] could undo a
+    /// spec change that arrived in between). Returns the stored object.
+    pub fn set_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ClusterError> {
+        let rt =
+            resources::by_kind(api_version, kind).ok_or_else(|| ClusterError::UnknownKind {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            })?;
+        let stored = self.modify(rt, namespace, name, Target::Status, false, |current| {
+            let mut next = current.clone();
+            if let Some(map) = next.as_object_mut() {
+                map.insert("status".into(), status);
+            }
+            Ok(next)
+        })?;
+        Ok(stored)
+    }
+
     /// Deletes an object, returning it as it was; None if it did not exist.
     /// Deleting a namespace deletes everything in it.
     pub fn delete(
