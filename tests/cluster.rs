@@ -171,6 +171,35 @@ async fn discovery_lists_every_served_kind_with_short_names_and_subresources() {
         .await
         .expect("json");
     assert_eq!(short(&apps, "deployments"), Some(json!(["deploy"])));
+    let aggregated = http
+        .get(format!("{}/apis", server.url()))
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .send()
+        .await
+        .expect("GET /apis");
+    assert_eq!(
+        aggregated
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    );
+    let aggregated: Value = aggregated.json().await.expect("json");
+    let apps = aggregated["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|g| g["metadata"]["name"] == "apps"))
+        .expect("apps group");
+    let deployments = &apps["versions"][0]["resources"][0];
+    assert_eq!(deployments["resource"], "deployments");
+    assert_eq!(deployments["shortNames"], json!(["deploy"]));
+    assert_eq!(deployments["subresources"][1]["subresource"], "scale");
+    assert_eq!(
+        deployments["subresources"][1]["responseKind"]["kind"],
+        "Scale"
+    );
     let version: Value = http
         .get(format!("{}/version", server.url()))
         .send()
@@ -1104,13 +1133,30 @@ async fn kube_runtime_waits_until_a_reconciled_rollout_completes() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // The drill's reconcile loop reports the rollout through the store.
-    let mut d = stored(&store, "apps/v1", "Deployment", "order-service");
-    d["status"] = json!({
-        "observedGeneration": d["metadata"]["generation"],
-        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
-    });
-    store.put(d).expect("status written");
+    let generation =
+        stored(&store, "apps/v1", "Deployment", "order-service")["metadata"]["generation"].clone();
+    let before = stored(&store, "apps/v1", "Deployment", "order-service");
+    let written = store
+        .set_status(
+            "apps/v1",
+            "Deployment",
+            Some(NS),
+            "order-service",
+            json!({
+                "observedGeneration": generation,
+                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+            }),
+        )
+        .expect("status written");
+    assert_eq!(
+        written["spec"], before["spec"],
+        "a status write leaves the spec alone"
+    );
+    assert_eq!(
+        written["metadata"]["generation"],
+        before["metadata"]["generation"]
+    );
     let done = tokio::time::timeout(std::time::Duration::from_secs(60), waiting)
         .await
         .expect("the wait ends")
@@ -1215,6 +1261,198 @@ async fn the_request_log_shows_dry_runs_and_writes() {
             && r.path_and_query
                 .contains("/deployments/order-service/scale")
     }));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_watchers_list_then_follow_changes() {
+    use kube::runtime::watcher::{self, Event};
+    let server = seeded().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client(&server).await);
+    for (strategy, config) in [
+        ("list then watch", watcher::Config::default()),
+        (
+            "streaming list",
+            watcher::Config::default().streaming_lists(),
+        ),
+    ] {
+        let config = config.fields("metadata.name=order-service").timeout(60);
+        let mut events = watcher::watcher(deployments.clone(), config).boxed();
+        let mut listed = Vec::new();
+        loop {
+            match events.try_next().await.expect("watcher event") {
+                Some(Event::Init) => {}
+                Some(Event::InitApply(d)) => listed.push(replicas(&d)),
+                Some(Event::InitDone) => break,
+                other => panic!("{strategy}: unexpected {other:?}"),
+            }
+        }
+        let current = replicas(&deployments.get("order-service").await.expect("get"));
+        assert_eq!(listed, [current], "{strategy}");
+        let wanted = current + 1;
+        deployments
+            .patch_scale(
+                "order-service",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": wanted}})),
+            )
+            .await
+            .expect("scale");
+        match events.try_next().await.expect("watcher event") {
+            Some(Event::Apply(d)) => assert_eq!(replicas(&d), wanted, "{strategy}"),
+            other => panic!("{strategy}: expected Apply, got {other:?}"),
+        }
+    }
+    let streamed = server
+        .requests()
+        .entries()
+        .iter()
+        .any(|r| r.path_and_query.contains("sendInitialEvents=true"));
+    assert!(streamed, "the streaming watcher asked for initial events");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_from_a_version_no_longer_kept_ends_with_410_expired() {
+    let server = seeded().await;
+    let store = server.store();
+    let oldest = store.revision();
+    for n in 0..5000 {
+        let mut cm = stored(&store, "v1", "ConfigMap", "order-service-lock");
+        cm["data"]["COUNTER"] = json!(n.to_string());
+        store.put(cm).expect("put");
+    }
+    let config_maps: Api<ConfigMap> = Api::default_namespaced(client(&server).await);
+    let mut events = config_maps
+        .watch(&WatchParams::default(), &oldest.to_string())
+        .await
+        .expect("watch opens")
+        .boxed();
+    match events.try_next().await.expect("an event") {
+        Some(WatchEvent::Error(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+        }
+        other => panic!("expected ERROR 410, got {other:?}"),
+    }
+    // Recent history is still replayed.
+    let recent = (store.revision() - 1).to_string();
+    let mut events = config_maps
+        .watch(&WatchParams::default(), &recent)
+        .await
+        .expect("watch")
+        .boxed();
+    match events.try_next().await.expect("an event") {
+        Some(WatchEvent::Modified(cm)) => {
+            assert_eq!(
+                cm.data.and_then(|d| d.get("COUNTER").cloned()).as_deref(),
+                Some("4999")
+            );
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_modify_writes_with_resource_versions_lose_no_update() {
+    // Eight operators bump a counter annotation with read, modify, replace;
+    // a 409 means re-read and try again. Optimistic concurrency must neither
+    // lose an increment nor let two writers through on one version.
+    let server = seeded().await;
+    let kube = client(&server).await;
+    const WRITERS: usize = 8;
+    const INCREMENTS: usize = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let config_maps: Api<ConfigMap> = Api::default_namespaced(kube.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..INCREMENTS {
+                loop {
+                    let mut cm = config_maps.get("order-service-lock").await.expect("get");
+                    let annotations = cm.metadata.annotations.get_or_insert_default();
+                    let count: usize = annotations
+                        .get("bumps")
+                        .map_or(0, |v| v.parse().expect("number"));
+                    annotations.insert("bumps".into(), (count + 1).to_string());
+                    match config_maps
+                        .replace("order-service-lock", &PostParams::default(), &cm)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(kube::Error::Api(status)) if status.code == 409 => conflicts += 1,
+                        Err(e) => panic!("replace failed: {e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.expect("writer");
+    }
+    let cm = stored(&server.store(), "v1", "ConfigMap", "order-service-lock");
+    assert_eq!(
+        cm["metadata"]["annotations"]["bumps"],
+        (WRITERS * INCREMENTS).to_string()
+    );
+    eprintln!("{conflicts} conflicts retried");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_fields_are_dropped_with_a_warning_or_refused_when_strict() {
+    let server = seeded().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/apis/apps/v1/namespaces/orders/deployments/order-service",
+        server.url()
+    );
+    let typo = r#"{"spec":{"replcas":1}}"#;
+    let response = http
+        .patch(&url)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(typo)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 200);
+    let warnings: Vec<String> = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    assert_eq!(warnings, [r#"299 - "unknown field \"spec.replcas\"""#]);
+    let d = stored(&server.store(), "apps/v1", "Deployment", "order-service");
+    assert!(d["spec"].get("replcas").is_none(), "{d}");
+    assert_eq!(d["spec"]["replicas"], 8);
+
+    let response = http
+        .patch(format!("{url}?fieldValidation=Strict"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(typo)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["message"],
+        r#"strict decoding error: unknown field "spec.replcas""#
+    );
+
+    // Custom kinds have no schema here: everything is kept.
+    let plugin = json!({"apiVersion": "configuration.konghq.com/v1", "kind": "KongPlugin",
+        "metadata": {"name": "orders-rate-limit"}, "plugin": "rate-limiting", "config": {"second": 50}});
+    let response = http
+        .post(format!("{}/apis/configuration.konghq.com/v1/namespaces/orders/kongplugins?fieldValidation=Strict", server.url()))
+        .json(&plugin)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 201);
     server.stop().await;
 }
 
@@ -1395,4 +1633,15 @@ async fn warroom_cluster_command_serves_until_interrupted() {
         .expect("warroom runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
+
+    // Without authentication it never listens beyond loopback.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["cluster", "--listen", "0.0.0.0:0", "--kubeconfig-out"])
+        .arg(dir.path().join("unused"))
+        .output()
+        .await
+        .expect("warroom runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    assert!(!dir.path().join("unused").exists());
 }

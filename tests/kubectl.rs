@@ -113,6 +113,18 @@ async fn kubectl_lists_and_reads_the_drill_objects() {
         return;
     };
     let listing = kubectl.ok(&["get", "deploy,cm,ing", "-n", NS]).await;
+    // Aggregated discovery: /api and /apis answer for every group version.
+    let paths: Vec<String> = server
+        .requests()
+        .entries()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert!(paths.iter().any(|p| p.starts_with("/apis?")), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/apis/apps/v1?")),
+        "kubectl fell back to per-group discovery: {paths:?}"
+    );
     for expected in [
         "deployment.apps/order-service",
         "8/8",
@@ -375,14 +387,22 @@ async fn kubectl_rollout_status_waits_for_the_status_to_catch_up() {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let mut d = store
+            let generation = store
                 .get("apps/v1", "Deployment", Some(NS), "order-service")
-                .expect("stored");
-            d["status"] = json!({
-                "observedGeneration": d["metadata"]["generation"],
-                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-            });
-            store.put(d).expect("status written");
+                .expect("stored")["metadata"]["generation"]
+                .clone();
+            store
+                .set_status(
+                    "apps/v1",
+                    "Deployment",
+                    Some(NS),
+                    "order-service",
+                    json!({
+                        "observedGeneration": generation,
+                        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                    }),
+                )
+                .expect("status written");
         });
         run.await
     };
@@ -432,7 +452,7 @@ async fn kubectl_prints_forbidden_and_not_found_verbatim() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_reads_leases_and_applies_manifests() {
+async fn kubectl_reads_leases_and_applies_manifests_with_server_validation() {
     let server = seeded().await;
     let Some(kubectl) = Kubectl::for_server(&server) else {
         return;
@@ -466,15 +486,10 @@ async fn kubectl_reads_leases_and_applies_manifests() {
     )
     .expect("manifest written");
     let path = manifest.to_str().expect("utf-8 path");
+    assert!(kubectl.ok(&["apply", "-f", path]).await.contains("created"));
     assert!(
         kubectl
-            .ok(&["apply", "--validate=false", "-f", path])
-            .await
-            .contains("created")
-    );
-    assert!(
-        kubectl
-            .ok(&["apply", "--validate=false", "-f", path])
+            .ok(&["apply", "-f", path])
             .await
             .contains("unchanged")
     );
@@ -487,13 +502,43 @@ async fn kubectl_reads_leases_and_applies_manifests() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gateway-limits\n  namespace: orders\ndata:\n  rps: \"5\"\n",
     )
     .expect("manifest written");
-    let out = kubectl
-        .ok(&["apply", "--server-side", "--validate=false", "-f", path])
-        .await;
+    let out = kubectl.ok(&["apply", "--server-side", "-f", path]).await;
     assert!(out.contains("serverside-applied"), "{out}");
     assert_eq!(
         stored(&server, "v1", "ConfigMap", "gateway-limits")["data"]["rps"],
         "5"
+    );
+    // A typo in a manifest is refused (kubectl asks for strict validation)…
+    let typo = kubectl.home.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\n  namespace: orders\ndataa:\n  rps: \"5\"\n",
+    )
+    .expect("manifest written");
+    let typo = typo.to_str().expect("utf-8 path");
+    let err = kubectl.fails(&["apply", "-f", typo]).await;
+    assert!(
+        err.contains("strict decoding error: unknown field \"dataa\""),
+        "{err}"
+    );
+    assert!(
+        server
+            .store()
+            .get("v1", "ConfigMap", Some(NS), "typo")
+            .is_none()
+    );
+    // …or, when asked to warn, dropped with a warning, as the API server does.
+    let out = kubectl.run(&["apply", "--validate=warn", "-f", typo]).await;
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"dataa\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stored(&server, "v1", "ConfigMap", "typo")
+            .get("dataa")
+            .is_none()
     );
     assert!(
         kubectl
@@ -507,5 +552,135 @@ async fn kubectl_reads_leases_and_applies_manifests() {
             .get("v1", "ConfigMap", Some(NS), "gateway-limits")
             .is_none()
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_dry_run_changes_nothing() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let revision = server.store().revision();
+    let out = kubectl
+        .ok(&[
+            "scale",
+            "deploy/order-service",
+            "--replicas=1",
+            "--dry-run=server",
+        ])
+        .await;
+    assert!(out.contains("scaled (server dry run)"), "{out}");
+    let out = kubectl
+        .ok(&[
+            "annotate",
+            "ingress",
+            "orders-gateway",
+            "nginx.ingress.kubernetes.io/limit-rps=50",
+            "--dry-run=server",
+        ])
+        .await;
+    assert!(out.contains("annotated (server dry run)"), "{out}");
+    let out = kubectl
+        .ok(&[
+            "patch",
+            "cm",
+            "order-service-lock",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"LOCK_MODE":"watch"}}"#,
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.data.LOCK_MODE}",
+        ])
+        .await;
+    assert_eq!(out, "watch", "the dry run answers with the result");
+    assert_eq!(server.store().revision(), revision);
+    assert_eq!(
+        stored(&server, "v1", "ConfigMap", "order-service-lock")["data"]["LOCK_MODE"],
+        "legacy"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_selects_deletes_and_watches_pods() {
+    let server = seeded().await;
+    let Some(kubectl) = Kubectl::for_server(&server) else {
+        return;
+    };
+    let store = server.store();
+    for (name, role) in [
+        ("order-service-0", "worker"),
+        ("order-service-1", "worker"),
+        ("gateway-0", "gateway"),
+    ] {
+        store
+            .put(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "labels": {"role": role}},
+                "spec": {"containers": [{"name": "app", "image": "order-service:2.14.3"}]},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "order-service:2.14.3", "imageID": ""}]},
+            }))
+            .expect("pod stored");
+    }
+    let workers = kubectl
+        .ok(&["get", "pods", "-l", "role=worker", "-o", "name"])
+        .await;
+    assert_eq!(
+        workers.lines().collect::<Vec<_>>(),
+        ["pod/order-service-0", "pod/order-service-1"]
+    );
+    let table = kubectl.ok(&["get", "po"]).await;
+    assert!(
+        table.contains("1/1") && table.contains("Running"),
+        "{table}"
+    );
+    assert!(
+        kubectl
+            .ok(&["delete", "pod", "gateway-0"])
+            .await
+            .contains("deleted")
+    );
+    assert!(store.get("v1", "Pod", Some(NS), "gateway-0").is_none());
+
+    // `kubectl get -w` prints a new row when the object changes.
+    let watchers = store.watchers();
+    let mut watching = tokio::process::Command::new(kubectl_bin())
+        .args(["get", "deploy", "order-service", "-w"])
+        .env("KUBECONFIG", &kubectl.kubeconfig)
+        .env("HOME", kubectl.home.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    for _ in 0..600 {
+        if store.watchers() > watchers {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut d = stored(&server, "apps/v1", "Deployment", "order-service");
+    d["spec"]["replicas"] = json!(3);
+    store.put(d).expect("scaled");
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watching.stdout.take().expect("stdout")).lines();
+    let mut rows = Vec::new();
+    // Bounded so that a missing row fails the test instead of hanging it.
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("reads") {
+            let done = line.contains("3/3");
+            rows.push(line);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = watching.kill().await;
+    assert!(rows[0].starts_with("NAME"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("8/8")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("3/3")), "{rows:?}");
     server.stop().await;
 }

@@ -12,7 +12,7 @@ use super::{CommandResult, Exit, Failure};
 /// `warroom cluster` arguments.
 #[derive(Args)]
 pub struct ClusterArgs {
-    /// Address to listen on (loopback; port 0 picks a free port).
+    /// Loopback address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
     /// Where to write the kubeconfig (use it with `kubectl --kubeconfig` or `KUBECONFIG`).
@@ -34,6 +34,16 @@ pub fn run(args: ClusterArgs) -> CommandResult {
 }
 
 async fn serve(args: ClusterArgs) -> CommandResult {
+    if !args.listen.ip().is_loopback() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "refusing to listen on {}: the local cluster has no authentication, so it only \
+                 listens on loopback addresses (127.0.0.1, ::1)",
+                args.listen
+            ),
+        ));
+    }
     let started = if args.empty {
         ClusterServer::start(args.listen).await
     } else {
@@ -48,7 +58,7 @@ async fn serve(args: ClusterArgs) -> CommandResult {
     })?;
     server.write_kubeconfig(&args.kubeconfig_out).map_err(|e| {
         Failure::msg(
-            Exit::Failed,
+            Exit::Invalid,
             format!(
                 "cannot write the kubeconfig to {}: {e}",
                 args.kubeconfig_out.display()

@@ -1,9 +1,11 @@
 //! Discovery documents: `/version`, `/api`, `/apis`, `/apis/{group}` and the
 //! per-group-version resource lists, built from the resource catalogue.
 //!
-//! Only the plain (unaggregated) forms are served; kubectl falls back to them
-//! when it asks for aggregated discovery. This file knows nothing about
-//! stored objects.
+//! `/api` and `/apis` come in two forms: the plain `APIVersions` /
+//! `APIGroupList` (kube-rs), and aggregated discovery
+//! (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`, every group's
+//! resources in one document), which kubectl asks for first. This file knows
+//! nothing about stored objects.
 
 use serde_json::{Value, json};
 
@@ -125,4 +127,104 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         "groupVersion": group_version,
         "resources": resources,
     }))
+}
+
+/// Content-Type of an aggregated discovery document.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery (v2).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+fn aggregated_version(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = CATALOGUE
+        .iter()
+        .filter(|rt| rt.group == group && rt.version == version)
+        .map(|rt| {
+            let kind = json!({ "group": rt.group, "version": rt.version, "kind": rt.kind });
+            let mut subresources = Vec::new();
+            if rt.has_status {
+                subresources.push(json!({
+                    "subresource": "status",
+                    "responseKind": kind,
+                    "verbs": ["get", "patch", "update"],
+                }));
+            }
+            if rt.has_scale {
+                subresources.push(json!({
+                    "subresource": "scale",
+                    "responseKind": { "group": "autoscaling", "version": "v1", "kind": "Scale" },
+                    "verbs": ["get", "patch", "update"],
+                }));
+            }
+            let mut entry = json!({
+                "resource": rt.plural,
+                "responseKind": kind,
+                "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": rt.singular,
+                "verbs": VERBS,
+            });
+            if !rt.short_names.is_empty() {
+                entry["shortNames"] = json!(rt.short_names);
+            }
+            if !rt.categories.is_empty() {
+                entry["categories"] = json!(rt.categories);
+            }
+            if !subresources.is_empty() {
+                entry["subresources"] = json!(subresources);
+            }
+            entry
+        })
+        .collect();
+    json!({ "version": version, "resources": resources, "freshness": "Current" })
+}
+
+/// Aggregated discovery for `/api` (`core: true`) or `/apis`.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = if core {
+        vec![json!({ "metadata": {}, "versions": [aggregated_version("", "v1")] })]
+    } else {
+        resources::groups()
+            .iter()
+            .map(|(group, versions)| {
+                json!({
+                    "metadata": { "name": group },
+                    "versions": versions
+                        .iter()
+                        .map(|v| aggregated_version(group, v))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    };
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectls_accept_header_asks_for_aggregated_discovery() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,\
+                       application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,\
+                       application/json";
+        assert!(wants_aggregated(kubectl));
+        assert!(!wants_aggregated("application/json"));
+        assert!(!wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+        ));
+    }
 }

@@ -281,6 +281,66 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Option<Value> {
+    let typed: T = serde_json::from_value(obj.clone()).ok()?;
+    serde_json::to_value(typed).ok()
+}
+
+/// Removes the fields its kind does not define from `obj`, as the real API
+/// server does when it decodes a built-in kind, and returns their paths
+/// (`spec.replicaz`, `spec.template.spec.containers[0].imagee`). Custom kinds
+/// have no schema here and lose nothing. Null values are left alone, and an
+/// object that does not decode is left as it is (that is reported by
+/// [`validate`]).
+pub fn drop_unknown_fields(rt: &ResourceType, obj: &mut Value) -> Vec<String> {
+    use k8s_openapi::api::{apps, coordination, core, networking};
+    let known = match rt.kind {
+        "Namespace" => round_trip::<core::v1::Namespace>(obj),
+        "Pod" => round_trip::<core::v1::Pod>(obj),
+        "ConfigMap" => round_trip::<core::v1::ConfigMap>(obj),
+        "Deployment" => round_trip::<apps::v1::Deployment>(obj),
+        "Ingress" => round_trip::<networking::v1::Ingress>(obj),
+        "Lease" => round_trip::<coordination::v1::Lease>(obj),
+        _ => None,
+    };
+    let mut unknown = Vec::new();
+    if let Some(known) = known {
+        prune_unknown(obj, &known, "", &mut unknown);
+    }
+    unknown
+}
+
+fn prune_unknown(given: &mut Value, known: &Value, path: &str, unknown: &mut Vec<String>) {
+    match (given, known) {
+        (Value::Object(given), Value::Object(known)) => {
+            let mut dropped = Vec::new();
+            for (key, value) in given.iter_mut().filter(|(_, v)| !v.is_null()) {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    Some(k) => prune_unknown(value, k, &at, unknown),
+                    None => {
+                        dropped.push(key.clone());
+                        unknown.push(at);
+                    }
+                }
+            }
+            for key in dropped {
+                given.remove(&key);
+            }
+        }
+        (Value::Array(given), Value::Array(known)) => {
+            for (i, (g, k)) in given.iter_mut().zip(known).enumerate() {
+                prune_unknown(g, k, &format!("{path}[{i}]"), unknown);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A short stable hash of a pod template, in the alphabet Kubernetes uses
 /// for ReplicaSet name suffixes.
 fn template_hash(template: &Value) -> String {
@@ -447,6 +507,29 @@ mod tests {
         assert!(!is_dns1123_subdomain("-x"));
         assert!(!is_dns1123_subdomain(""));
         assert!(!is_dns1123_label("a.b"));
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_and_named_by_path() {
+        let rt = crate::cluster::resources::by_kind("apps/v1", "Deployment").expect("served");
+        let mut d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "labels": {"any": "label"}, "creationTimestamp": null},
+            "spec": {"replicaz": 2, "selector": {}, "template": {"spec": {"containers": [
+                {"name": "app", "imagee": "a:1", "env": []}
+            ]}}},
+        });
+        assert_eq!(
+            drop_unknown_fields(rt, &mut d),
+            ["spec.replicaz", "spec.template.spec.containers[0].imagee"]
+        );
+        assert!(d["spec"].get("replicaz").is_none());
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0],
+            json!({"name": "app", "env": []})
+        );
+        assert_eq!(d["metadata"]["labels"]["any"], "label");
+        assert!(drop_unknown_fields(rt, &mut d).is_empty());
     }
 
     #[test]

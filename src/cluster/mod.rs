@@ -2,18 +2,26 @@
 //!
 //! [`ClusterServer`] speaks the Kubernetes REST API over plain HTTP on a
 //! loopback address, with objects kept in memory: discovery (`/version`,
-//! `/api`, `/apis`, group versions), Namespaces, Pods, ConfigMaps,
-//! Deployments (with `scale` and `status` subresources), Ingresses, Leases,
-//! and two gateway policy kinds (Kong `KongPlugin`, Envoy Gateway
-//! `BackendTrafficPolicy`). Verbs: get, list (label and field selectors),
-//! watch, create, update, patch (merge, strategic merge, JSON patch), delete,
-//! all with `dryRun=All`. resourceVersion is one global counter; a write with
-//! a stale one gets 409 and a `Status` body worded like the real API
-//! server's. kubectl and kube-rs both work against it.
+//! `/api`, `/apis`, group versions, OpenAPI v3 path documents), Namespaces,
+//! Pods, ConfigMaps, Deployments (with `scale` and `status` subresources),
+//! Ingresses, Leases, and two gateway policy kinds (Kong `KongPlugin`, Envoy
+//! Gateway `BackendTrafficPolicy`). Verbs: get, list (label and field
+//! selectors, kubectl tables), watch (also streaming lists), create, update,
+//! patch (merge, strategic merge, JSON patch, server-side apply), delete, all
+//! with `dryRun=All`. resourceVersion is one global counter; a write with a
+//! stale one gets 409 and a `Status` body worded like the real API server's.
+//! kubectl and kube-rs both work against it.
 //!
 //! By default Deployment status converges at once (every replica ready);
 //! [`StatusMode::External`] hands status to a reconcile loop. [`Faults`]
-//! makes chosen requests fail, for tests.
+//! makes chosen requests fail and [`RequestLog`] records what clients sent,
+//! for tests.
+//!
+//! Module map: `resources` (the served types), `discovery` and `openapi`
+//! (documents), `routes` (paths and verbs), `watches` (event streams),
+//! `store` (objects, resourceVersions, history), `kinds` (defaults,
+//! validation, Deployment status and scale), `patch`, `selector`, `table`,
+//! `status` (error bodies), `faults`, `requests`, `seed`.
 //!
 //! It is a drill and test target, never a replacement for a real cluster: no
 //! authentication (any token is accepted), no admission, no controllers.
@@ -23,6 +31,7 @@
 mod discovery;
 mod faults;
 mod kinds;
+mod openapi;
 mod patch;
 mod requests;
 mod resources;
@@ -32,6 +41,7 @@ mod selector;
 mod status;
 mod store;
 mod table;
+mod watches;
 
 use std::net::SocketAddr;
 use std::path::Path;

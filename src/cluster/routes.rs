@@ -8,27 +8,28 @@
 //! `kinds.rs` and storage in `store.rs`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::watch;
 
 use super::discovery;
 use super::faults::Faults;
 use super::kinds;
+use super::openapi;
 use super::patch::{self, PatchType};
 use super::requests::RequestLog;
 use super::resources::{self, ResourceType};
 use super::selector::Selector;
 use super::status::ApiError;
-use super::store::{Store, StoreEvent, Target};
+use super::store::{Store, Target};
 use super::table;
+use super::watches::WatchRequest;
 
 /// Largest request body accepted (the real API server's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -69,6 +70,8 @@ enum Route {
     Groups,
     Group(String),
     ResourceList(String, String),
+    OpenApiRoot,
+    OpenApiGroupVersion(String),
     Resource {
         rt: &'static ResourceType,
         namespace: Option<String>,
@@ -87,6 +90,8 @@ impl Route {
             ["api"] => Self::CoreVersions,
             ["apis"] => Self::Groups,
             ["apis", group] => Self::Group((*group).to_string()),
+            ["openapi", "v3"] => Self::OpenApiRoot,
+            ["openapi", "v3", rest @ ..] => Self::OpenApiGroupVersion(rest.join("/")),
             ["api", version, rest @ ..] => Self::resource("", version, rest),
             ["apis", group, version, rest @ ..] => Self::resource(group, version, rest),
             _ => Self::Unknown,
@@ -183,6 +188,11 @@ async fn answer(app: &App, method: &Method, path_and_query: &str, request: Reque
         };
         return error_response(&error);
     }
+    let accept_aggregated = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(discovery::wants_aggregated);
     let outcome = match route {
         Route::Version => read_only(method, discovery::version()),
         Route::Health => {
@@ -192,6 +202,16 @@ async fn answer(app: &App, method: &Method, path_and_query: &str, request: Reque
                 error_response(&ApiError::method_not_allowed())
             };
         }
+        Route::CoreVersions | Route::Groups if accept_aggregated => {
+            let core = matches!(route, Route::CoreVersions);
+            read_only(method, discovery::aggregated(core)).map(|mut response| {
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+                );
+                response
+            })
+        }
         Route::CoreVersions => read_only(method, discovery::core_versions(&app.address)),
         Route::Groups => read_only(method, discovery::group_list()),
         Route::Group(group) => match discovery::group(&group) {
@@ -199,6 +219,11 @@ async fn answer(app: &App, method: &Method, path_and_query: &str, request: Reque
             None => Err(ApiError::no_route()),
         },
         Route::ResourceList(group, version) => match discovery::resource_list(&group, &version) {
+            Some(doc) => read_only(method, doc),
+            None => Err(ApiError::no_route()),
+        },
+        Route::OpenApiRoot => read_only(method, openapi::root()),
+        Route::OpenApiGroupVersion(path) => match openapi::group_version(&path) {
             Some(doc) => read_only(method, doc),
             None => Err(ApiError::no_route()),
         },
@@ -230,10 +255,35 @@ fn read_only(method: &Method, doc: Value) -> Result<Response, ApiError> {
     }
 }
 
+/// What to do about fields a kind does not define (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    /// Refuse the write (400).
+    Strict,
+    /// Drop the fields, write, and name them in `Warning` headers (the default).
+    Warn,
+    /// Drop the fields silently.
+    Ignore,
+}
+
+/// Adds one `Warning: 299 - "unknown field …"` header per unknown field.
+fn with_warnings(mut response: Response, unknown: &[String]) -> Response {
+    for field in unknown {
+        let warning = format!("299 - \"unknown field \\\"{field}\\\"\"");
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// Query parameters this server honours (others are accepted and ignored).
 struct Params {
     dry_run: bool,
+    field_validation: FieldValidation,
     watch: bool,
+    /// Streaming list: current objects, then a bookmark, then changes.
+    send_initial_events: bool,
     resource_version: Option<String>,
     labels: Selector,
     fields: Selector,
@@ -262,9 +312,22 @@ impl Params {
             })?)
             .min(DEFAULT_WATCH_TIMEOUT),
         };
+        let field_validation = match query.get("fieldValidation").map(String::as_str) {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation: Unsupported value: \"{other}\": supported values: \
+                     \"Ignore\", \"Strict\", \"Warn\""
+                )));
+            }
+        };
         Ok(Self {
             dry_run,
+            field_validation,
             watch,
+            send_initial_events: query.get("sendInitialEvents").map(String::as_str) == Some("true"),
             resource_version: query
                 .get("resourceVersion")
                 .filter(|rv| !rv.is_empty())
@@ -355,10 +418,7 @@ impl Call<'_> {
                 let ct = content_type(&request);
                 let body = read_body(request).await?;
                 let object = object_body(ct.as_deref(), &body)?;
-                let created = self
-                    .store
-                    .create(self.rt, self.namespace, object, params.dry_run)?;
-                Ok(json_response(StatusCode::CREATED, &created))
+                self.create(object, &params)
             }
             (Method::GET, Some(name), sub) => {
                 let object = self.store.get_object(self.rt, self.namespace, name)?;
@@ -379,7 +439,7 @@ impl Call<'_> {
                 let ct = content_type(&request);
                 let body = read_body(request).await?;
                 let submitted = object_body(ct.as_deref(), &body)?;
-                self.write(name, sub, params.dry_run, |current| match sub {
+                self.write(name, sub, &params, |current| match sub {
                     Some(Sub::Scale) => with_replicas(current, &submitted, name),
                     _ => Ok(submitted.clone()),
                 })
@@ -399,7 +459,7 @@ impl Call<'_> {
                     ));
                 }
                 let body = read_body(request).await?;
-                let written = self.write(name, sub, params.dry_run, |current| match sub {
+                let written = self.write(name, sub, &params, |current| match sub {
                     Some(Sub::Scale) => {
                         let patched = patch::apply(&kinds::scale_of(current), patch_type, &body)?;
                         with_replicas(current, &patched, name)
@@ -418,10 +478,7 @@ impl Call<'_> {
                             )));
                         }
                         kinds::set_field(&mut object, &["metadata", "name"], json!(name))?;
-                        let created =
-                            self.store
-                                .create(self.rt, self.namespace, object, params.dry_run)?;
-                        Ok(json_response(StatusCode::CREATED, &created))
+                        self.create(object, &params)
                     }
                     other => other,
                 }
@@ -436,23 +493,78 @@ impl Call<'_> {
         }
     }
 
+    /// Drops the fields the kind does not define from an object about to
+    /// be written and returns their paths (for warnings), or refuses the
+    /// write under `fieldValidation=Strict`.
+    fn check_fields(
+        &self,
+        object: &mut Value,
+        mode: FieldValidation,
+    ) -> Result<Vec<String>, ApiError> {
+        let Some(map) = object.as_object_mut() else {
+            return Ok(Vec::new());
+        };
+        // The typed decode needs these; the store fills them in anyway.
+        map.entry("apiVersion")
+            .or_insert_with(|| json!(self.rt.api_version()));
+        map.entry("kind").or_insert_with(|| json!(self.rt.kind));
+        let unknown = kinds::drop_unknown_fields(self.rt, object);
+        if mode == FieldValidation::Strict && !unknown.is_empty() {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|field| format!("unknown field \"{field}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                listed.join(", ")
+            )));
+        }
+        Ok(match mode {
+            FieldValidation::Ignore => Vec::new(),
+            _ => unknown,
+        })
+    }
+
+    fn create(&self, mut object: Value, params: &Params) -> Result<Response, ApiError> {
+        let unknown = self.check_fields(&mut object, params.field_validation)?;
+        let created = self
+            .store
+            .create(self.rt, self.namespace, object, params.dry_run)?;
+        Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &unknown,
+        ))
+    }
+
     fn write(
         &self,
         name: &str,
         sub: Option<Sub>,
-        dry_run: bool,
+        params: &Params,
         change: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
         let target = match sub {
             Some(Sub::Status) => Target::Status,
             _ => Target::Main,
         };
-        let written = self
-            .store
-            .modify(self.rt, self.namespace, name, target, dry_run, change)?;
+        let mut unknown = Vec::new();
+        let written = self.store.modify(
+            self.rt,
+            self.namespace,
+            name,
+            target,
+            params.dry_run,
+            |current| {
+                let mut requested = change(current)?;
+                if sub.is_none() {
+                    unknown = self.check_fields(&mut requested, params.field_validation)?;
+                }
+                Ok(requested)
+            },
+        )?;
         Ok(match sub {
             Some(Sub::Scale) => ok(&kinds::scale_of(&written)),
-            _ => ok(&written),
+            _ => with_warnings(ok(&written), &unknown),
         })
     }
 
@@ -481,36 +593,27 @@ impl Call<'_> {
         params: &Params,
         table_rows: Option<table::Include>,
     ) -> Result<Response, ApiError> {
-        // resourceVersion "0" means "any state": send the current objects.
+        // resourceVersion "0" means "any state": send the current objects;
+        // so does a streaming list (sendInitialEvents=true).
         let since =
             match params.resource_version.as_deref() {
+                _ if params.send_initial_events => None,
                 None | Some("0") => None,
                 Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
                     ApiError::bad_request(format!("invalid resource version: {rv:?}"))
                 })?),
             };
-        let (initial, receiver) = self.store.watch_from(self.rt, self.namespace, since)?;
-        let (sender, body) = mpsc::channel::<Bytes>(64);
-        let stream = WatchStream {
-            resource: resources::index_of(self.rt),
+        let request = WatchRequest {
+            rt: self.rt,
             namespace: self.namespace.map(str::to_string),
             labels: params.labels.clone(),
             fields: params.fields.clone(),
-            table: table_rows.map(|include| (self.rt, include)),
-            sender,
+            table: table_rows,
+            since,
+            send_initial_events: params.send_initial_events,
+            timeout: params.timeout,
         };
-        tokio::spawn(stream.run(initial, receiver, app.shutdown.clone(), params.timeout));
-        let body = Body::from_stream(futures::stream::unfold(body, |mut body| async move {
-            body.recv()
-                .await
-                .map(|chunk| (Ok::<_, Infallible>(chunk), body))
-        }));
-        let mut response = Response::new(body);
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
+        request.open(self.store, app.shutdown.clone())
     }
 }
 
@@ -528,80 +631,6 @@ fn with_replicas(current: &Value, scale: &Value, name: &str) -> Result<Value, Ap
         kinds::set_field(&mut next, &["metadata", "resourceVersion"], json!(rv))?;
     }
     Ok(next)
-}
-
-/// One open watch: forwards matching store events to the response body.
-struct WatchStream {
-    resource: usize,
-    namespace: Option<String>,
-    labels: Selector,
-    fields: Selector,
-    /// Send each object as a one-row `Table` (what `kubectl get -w` asks for).
-    table: Option<(&'static ResourceType, table::Include)>,
-    sender: mpsc::Sender<Bytes>,
-}
-
-impl WatchStream {
-    fn matches(&self, event: &StoreEvent) -> bool {
-        event.resource == self.resource
-            && self.namespace.as_deref().is_none_or(|ns| {
-                event
-                    .object
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    == Some(ns)
-            })
-            && self.labels.matches_labels(&event.object)
-            && self.fields.matches_fields(&event.object)
-    }
-
-    async fn send(&self, event_type: &str, object: &Value) -> bool {
-        let object = match self.table {
-            Some((rt, include)) if event_type != "ERROR" => {
-                table::table(rt, std::slice::from_ref(object), None, include)
-            }
-            _ => object.clone(),
-        };
-        let mut line = json!({ "type": event_type, "object": object }).to_string();
-        line.push('\n');
-        self.sender.send(Bytes::from(line)).await.is_ok()
-    }
-
-    async fn run(
-        self,
-        initial: Vec<std::sync::Arc<StoreEvent>>,
-        mut receiver: broadcast::Receiver<std::sync::Arc<StoreEvent>>,
-        mut shutdown: watch::Receiver<bool>,
-        timeout: Duration,
-    ) {
-        for event in initial.iter().filter(|e| self.matches(e)) {
-            if !self.send(event.event_type.as_str(), &event.object).await {
-                return;
-            }
-        }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                _ = shutdown.changed() => return,
-                _ = self.sender.closed() => return,
-                received = receiver.recv() => match received {
-                    Ok(event) => {
-                        if self.matches(&event) && !self.send(event.event_type.as_str(), &event.object).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let status = ApiError::expired(0, 0).to_status();
-                        let _ = self.send("ERROR", &status).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -87,8 +87,13 @@ pub(crate) enum Target {
 
 type Key = (usize, String, String);
 
-/// The events a new watch sends first, and the receiver for what follows.
-pub(crate) type WatchStart = (Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>);
+/// A new watch: the events it sends first, the receiver for what follows,
+/// and the revision the store was at when it started.
+pub(crate) struct WatchStart {
+    pub initial: Vec<Arc<StoreEvent>>,
+    pub receiver: broadcast::Receiver<Arc<StoreEvent>>,
+    pub revision: u64,
+}
 
 struct Inner {
     objects: BTreeMap<Key, Value>,
@@ -210,7 +215,8 @@ fn check_namespace(rt: &ResourceType, obj: &mut Value, namespace: &str) -> Resul
 }
 
 fn namespace_type() -> &'static ResourceType {
-    &CATALOGUE[0]
+    // The catalogue always serves namespaces; its first entry is that type.
+    resources::by_path("", "v1", "namespaces").unwrap_or(&CATALOGUE[0])
 }
 
 impl Store {
@@ -234,7 +240,9 @@ impl Store {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Object as JSON (as the API would return it), or None.
+    /// Object as JSON (as the API would return it), or None. `namespace` is
+    /// ignored for cluster-scoped kinds; None means `default` for namespaced
+    /// ones.
     pub fn get(
         &self,
         api_version: &str,
@@ -312,6 +320,32 @@ impl Store {
         } else {
             self.create_locked(&mut inner, rt, namespace.as_deref(), object, false, true)?
         };
+        Ok(stored)
+    }
+
+    /// Replaces an object's status, and nothing else, in one step: what a
+    /// reconcile loop should use (a read-then-[`Store::put`] could undo a
+    /// spec change that arrived in between). Returns the stored object.
+    pub fn set_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ClusterError> {
+        let rt =
+            resources::by_kind(api_version, kind).ok_or_else(|| ClusterError::UnknownKind {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            })?;
+        let stored = self.modify(rt, namespace, name, Target::Status, false, |current| {
+            let mut next = current.clone();
+            if let Some(map) = next.as_object_mut() {
+                map.insert("status".into(), status);
+            }
+            Ok(next)
+        })?;
         Ok(stored)
     }
 
@@ -450,7 +484,11 @@ impl Store {
                     .collect()
             }
         };
-        Ok((initial, receiver))
+        Ok(WatchStart {
+            initial,
+            receiver,
+            revision: inner.revision,
+        })
     }
 
     /// Creates an object through the API.
