@@ -23,6 +23,17 @@ async fn warroom(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A seeded local cluster and a kubeconfig for it in a fresh directory.
+async fn local_cluster() -> (ClusterServer, tempfile::TempDir, std::path::PathBuf) {
+    let server = ClusterServer::start_seeded("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("cluster server starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    (server, dir, kubeconfig)
+}
+
 fn steps(journal: &Path) -> Vec<(String, warroom::timeline::StepReport)> {
     let contents = read_journal(journal).expect("journal reads back");
     assert!(contents.skipped.is_empty(), "no unreadable lines");
@@ -38,12 +49,7 @@ fn steps(journal: &Path) -> Vec<(String, warroom::timeline::StepReport)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_and_undo_record_every_step_in_the_timeline() {
-    let server = ClusterServer::start_seeded("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("cluster server starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (server, dir, kubeconfig) = local_cluster().await;
     let kubeconfig = kubeconfig.to_str().unwrap();
     let journal = dir.path().join("incidents/PM-004.jsonl");
     let journal_arg = journal.to_str().unwrap();
@@ -137,12 +143,7 @@ async fn run_and_undo_record_every_step_in_the_timeline() {
 
 #[tokio::test]
 async fn an_unwritable_timeline_refuses_the_run_before_anything_changes() {
-    let server = ClusterServer::start_seeded("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("cluster server starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (server, dir, kubeconfig) = local_cluster().await;
     // A directory where the journal file should be.
     let journal = dir.path().join("journal.jsonl");
     std::fs::create_dir(&journal).unwrap();

@@ -190,13 +190,20 @@ fn exporter(args: ExporterArgs) -> CommandResult {
     Ok(Exit::Done)
 }
 
-fn lock(args: LockArgs) -> CommandResult {
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err(Failure::msg(
+/// `--duration SECS` as a duration: positive and finite, else exit 2.
+fn duration_arg(seconds: f64) -> Result<Duration, Failure> {
+    if seconds > 0.0 && seconds.is_finite() {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(Failure::msg(
             Exit::Invalid,
             "--duration must be a positive number of seconds",
-        ));
+        ))
     }
+}
+
+fn lock(args: LockArgs) -> CommandResult {
+    let duration = duration_arg(args.duration)?;
     let bench = LockBench {
         nodes: args
             .redis
@@ -212,7 +219,7 @@ fn lock(args: LockArgs) -> CommandResult {
         },
         clients: args.clients,
         keys: args.keys,
-        duration: Duration::from_secs_f64(args.duration),
+        duration,
         ttl: Duration::from_millis(args.ttl_ms),
         pauses: args.pause_every.map(|every| PauseSchedule {
             every,
@@ -324,15 +331,10 @@ pub struct ClusterBenchArgs {
 
 fn cluster(args: ClusterBenchArgs) -> CommandResult {
     use warroom::bench::cluster::{ClusterBench, ClusterBenchError, render};
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err(Failure::msg(
-            Exit::Invalid,
-            "--duration must be a positive number of seconds",
-        ));
-    }
+    let duration = duration_arg(args.duration)?;
     let bench = ClusterBench {
         clients: args.clients,
-        duration: Duration::from_secs_f64(args.duration),
+        duration,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
