@@ -880,6 +880,43 @@ mod redaction_properties {
         }
 
         #[test]
+        fn any_text_around_a_secret_keyword_is_redacted_without_panicking(
+            before in "\\PC{0,12}",
+            key in prop::sample::select(vec![
+                "password", "token", "secret", "api_key", "authorization", "bearer", "basic",
+                "passphrase", "private-key", "cookie", "session", "://", "eyJ", "ghp_",
+            ]),
+            after in "\\PC{0,12}",
+        ) {
+            for text in [
+                format!("{before}{key}{after}"),
+                format!("{before}--{key} {after}"),
+                format!("{before}{key}={after}"),
+                format!("{before}{key}: \"{after}\""),
+            ] {
+                let _ = redact_text(&text);
+            }
+        }
+
+        #[test]
+        fn passwords_after_non_ascii_text_never_survive(
+            before in "[\u{e9}\u{fc}\u{2014}\u{65e5}\u{1f525} .,()]{0,8}",
+            pw in "[A-Za-z0-9!$%*+.~_-]{6,24}",
+            after in "[\u{e9}\u{2014}\u{65e5} ]{0,8}",
+        ) {
+            for text in [
+                format!("{before}password={pw} {after}"),
+                format!("{before}--token {pw} {after}"),
+                format!("{before}db password: {pw} {after}"),
+                format!("{before}redis://:{pw}@host:6379 {after}"),
+                format!("{before}Authorization: Bearer {pw}"),
+            ] {
+                let out = redact_text(&text);
+                prop_assert!(!out.contains(&pw), "{} -> {}", text, out);
+            }
+        }
+
+        #[test]
         fn bearer_tokens_never_survive(token in "[A-Za-z0-9._~+/=-]{8,40}") {
             let text = format!("called the API with bearer {token} and got 403");
             let out = redact_text(&text);

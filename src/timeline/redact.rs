@@ -309,8 +309,10 @@ fn secret_parameters(text: &str) -> Option<String> {
                     continue;
                 }
                 value_start = k;
-            } else if start >= 2
-                && &text[start - 2..start] == "--"
+            } else if start
+                .checked_sub(2)
+                .and_then(|from| bytes.get(from..start))
+                .is_some_and(|dashes| dashes == b"--")
                 && j < bytes.len()
                 && bytes[j] == b' '
             {
@@ -471,6 +473,17 @@ mod tests {
             r("join with abcdef.0123456789abcdef"),
             "join with [REDACTED]"
         );
+    }
+
+    #[test]
+    fn multi_byte_characters_before_a_secret_keyword() {
+        assert_eq!(
+            r("rotated the secret\u{2014}token was in the logs"),
+            "rotated the secret\u{2014}token was in the logs"
+        );
+        assert_eq!(r("é--token abc"), "é--token [REDACTED]");
+        assert_eq!(r("\u{2014}token=abc"), "\u{2014}token=[REDACTED]");
+        assert_eq!(r("日本password: 秘密"), "日本password: [REDACTED]");
     }
 
     #[test]
