@@ -188,7 +188,12 @@ fn splice(text: &str, mut ranges: Vec<(usize, usize)>) -> Option<String> {
 fn authorization_headers(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut ranges = Vec::new();
+    let mut covered_until = 0;
     for start in find_all_ci(text, "authorization") {
+        // Inside the value of an earlier header: already redacted.
+        if start < covered_until {
+            continue;
+        }
         let mut i = start + "authorization".len();
         // optional quote (JSON-ish `"Authorization": "…"`), then ':' or '='
         while i < bytes.len() && matches!(bytes[i], b'"' | b'\'' | b' ' | b'\t') {
@@ -205,6 +210,7 @@ fn authorization_headers(text: &str) -> Option<String> {
         while i < bytes.len() && !matches!(bytes[i], b'\n' | b'\r' | b'"' | b'\'' | b'\\') {
             i += 1;
         }
+        covered_until = i;
         ranges.push((value_start, i));
     }
     splice(text, ranges)
@@ -274,6 +280,7 @@ fn secret_parameters(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut ranges = Vec::new();
     for key in SECRET_KEYS {
+        let mut covered_until = 0;
         for start in find_all_ci(text, key) {
             // Extend the key over the rest of an identifier (`password_file`
             // stays a key name; `db_password` is found at "password").
@@ -282,13 +289,12 @@ fn secret_parameters(text: &str) -> Option<String> {
                 i += 1;
             }
             // Fencing tokens are numbers, not secrets.
-            let before = &text[..start];
-            let lower_before = before.to_ascii_lowercase();
-            if lower_before.ends_with("fencing ")
-                || lower_before.ends_with("fencing_")
-                || lower_before.ends_with("fencing-")
-                || lower_before.ends_with("fencing")
-            {
+            if follows_fencing(bytes, start) {
+                continue;
+            }
+            // Inside the value of an earlier hit of this key (`token=token=…`):
+            // already redacted, and scanning it again would be quadratic.
+            if start < covered_until {
                 continue;
             }
             // optional closing quote of a key (`"password": "x"`)
@@ -332,10 +338,31 @@ fn secret_parameters(text: &str) -> Option<String> {
             if value.is_empty() || value == REDACTED || value.starts_with("[REDACTED]") {
                 continue;
             }
+            covered_until = k;
             ranges.push((value_begin, k));
         }
     }
     splice(text, ranges)
+}
+
+/// Whether the bytes just before `start` are `fencing`, optionally followed
+/// by one separator (`fencing token`, `fencing_token`, `fencing-token`),
+/// compared case-insensitively. Looks at no more than eight bytes, so a
+/// text with many keyword hits is scanned in linear time.
+fn follows_fencing(bytes: &[u8], start: usize) -> bool {
+    const FENCING: &[u8] = b"fencing";
+    let ends_with_fencing = |end: usize| {
+        end.checked_sub(FENCING.len())
+            .and_then(|from| bytes.get(from..end))
+            .is_some_and(|word| word.eq_ignore_ascii_case(FENCING))
+    };
+    if ends_with_fencing(start) {
+        return true;
+    }
+    start
+        .checked_sub(1)
+        .filter(|&sep| matches!(bytes.get(sep), Some(b' ' | b'_' | b'-')))
+        .is_some_and(ends_with_fencing)
 }
 
 /// JSON Web Tokens: `eyJ…` header, payload and signature in base64url.
@@ -484,6 +511,45 @@ mod tests {
         assert_eq!(r("é--token abc"), "é--token [REDACTED]");
         assert_eq!(r("\u{2014}token=abc"), "\u{2014}token=[REDACTED]");
         assert_eq!(r("日本password: 秘密"), "日本password: [REDACTED]");
+    }
+
+    #[test]
+    fn fencing_is_recognised_from_the_last_bytes_only() {
+        let at = |s: &str| follows_fencing(s.as_bytes(), s.len());
+        assert!(at("fencing"));
+        assert!(at("the Fencing "));
+        assert!(at("FENCING_"));
+        assert!(at("x fencing-"));
+        assert!(!at("fencing  "));
+        assert!(!at("fenc"));
+        assert!(!at(""));
+        assert!(!at("fencing__"));
+        assert!(!at("\u{2014}"));
+        assert!(at("\u{2014}fencing-"));
+    }
+
+    #[test]
+    fn a_megabyte_with_many_hits_is_redacted_throughout() {
+        // Every hit is redacted; the per-hit work looks only at a few bytes
+        // around the hit, so this stays linear in the input.
+        let chunk = "pwd=s3cr3t fencing token 7 token=abc; Authorization: x\n";
+        let hits_per_chunk = 3;
+        let text = chunk.repeat(1_000_000 / chunk.len());
+        let out = r(&text);
+        assert_eq!(
+            out.matches(REDACTED).count(),
+            hits_per_chunk * (1_000_000 / chunk.len())
+        );
+        assert!(!out.contains("s3cr3t") && !out.contains("abc"));
+        assert_eq!(
+            out.matches("fencing token 7").count(),
+            1_000_000 / chunk.len()
+        );
+        // One key repeated without a value end: one value, redacted once.
+        let run = "token=".repeat(200_000);
+        assert_eq!(r(&run), format!("token={REDACTED}"));
+        let headers = "authorization:".repeat(100_000);
+        assert_eq!(r(&headers), format!("authorization:{REDACTED}"));
     }
 
     #[test]
