@@ -573,6 +573,20 @@ fn secrets_never_reach_the_disk() {
         "Zm9vYmFyYmF6cXV4",
         "wJalrXUtnFEMI-K7MDENG",
         jwt,
+        "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVF",
+        "Tr0ub4dor3xPhrase",
+        "pk_9f8e7d6c5b4a",
+        "acc3ssK3yV4lue",
+        "ck-77aa88bb99",
+        "sess-5f2a9c0d1e",
+        "theme-secret-cookie",
+        "sid-0a1b2c3d4e",
+        "MIIEpAIBAAKCAQEAbogusPemBody1",
+        "MoreBogusPemLine2",
+        "horse battery staple",
+        "pk-configmap-value",
+        "pp-configmap-value",
+        "ck-configmap-value",
     ];
     let notes = [
         "Connected with redis-cli -u redis://:hunter2-Redis!@redis-0.redis.shop.svc:6379/0"
@@ -588,6 +602,16 @@ fn secrets_never_reach_the_disk() {
         "pushed fix with ghp_1a2B3c4D5e6F7g8H9i0JkLmNoPqRsTuVwXyZ".to_string(),
         "proxy sent Authorization: Basic dXNlcjpwYXNzd29yZA==".to_string(),
         "fencing token 4711 rejected stale holder pod-7f".to_string(),
+        "rotated the secret\u{2014}token was in the logs".to_string(),
+        "kubeconfig of ops:\n  user:\n    client-certificate-data: LS0tQ0VSVElGSUNBVEU=\n    client-key-data: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVF\n".to_string(),
+        "gpg passphrase: Tr0ub4dor3xPhrase".to_string(),
+        "ssh --private-key pk_9f8e7d6c5b4a to the bastion".to_string(),
+        "aws access-key=acc3ssK3yV4lue and client-key: ck-77aa88bb99".to_string(),
+        "curl -H 'Cookie: session=sess-5f2a9c0d1e; theme=theme-secret-cookie' https://shop.svc/"
+            .to_string(),
+        "replayed session=sid-0a1b2c3d4e from the access log".to_string(),
+        "key on the node:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAbogusPemBody1\nMoreBogusPemLine2\n-----END RSA PRIVATE KEY-----\nremoved it".to_string(),
+        "redis.conf had password: \"correct horse battery staple\" in it".to_string(),
     ];
     for note in &notes {
         journal
@@ -613,6 +637,9 @@ fn secrets_never_reach_the_disk() {
                     "LOCK_MODE": "legacy",
                     "REDIS_URL": "redis://:hunter2-Redis!@redis-0:6379",
                     "REDIS_PASSWORD": "wJalrXUtnFEMI-K7MDENG",
+                    "PRIVATE-KEY": "pk-configmap-value",
+                    "passphrase": "pp-configmap-value",
+                    "Client.Key": "ck-configmap-value",
                 }}),
                 after: serde_json::json!({"data": {
                     "LOCK_MODE": "watch",
@@ -681,6 +708,10 @@ fn secrets_never_reach_the_disk() {
         "\"fencing_token\":4711",
         "\"LOCK_MODE\":\"watch\"",
         "ops",
+        "rotated the secret\u{2014}token was in the logs",
+        "client-certificate-data: LS0tQ0VSVElGSUNBVEU=",
+        "-----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----",
+        "password: \\\"[REDACTED]\\\" in it",
     ] {
         assert!(text.contains(kept), "{kept} was lost:\n{text}");
     }

@@ -1,14 +1,20 @@
 //! Redaction of secrets before an event reaches the disk.
 //!
 //! Applied to every string in an event (notes, alert labels, step payloads,
-//! the actor): bearer and basic credentials, whole `Authorization:` header
-//! values, passwords in URLs (`redis://:pw@host`, `postgres://user:pw@host`),
-//! `token=` / `password=` style parameters and `password: …` style fields,
-//! JSON Web Tokens (Kubernetes service-account tokens), Kubernetes bootstrap
-//! tokens and a few well-known token prefixes. In structured payloads the
-//! string values of keys that name a secret (`password`, `token`, `secret`,
-//! `authorization`, …) and the data of Kubernetes `Secret` objects are
-//! replaced as a whole. Fencing tokens are numbers and are kept.
+//! the actor): bearer and basic credentials, whole `Authorization:` and
+//! `Cookie:` header values, PEM private key blocks, passwords in URLs
+//! (`redis://:pw@host`, `postgres://user:pw@host`), `token=` / `password=`
+//! style parameters and `password: …` style fields (a quoted value up to its
+//! closing quote), JSON Web Tokens (Kubernetes service-account tokens),
+//! Kubernetes bootstrap tokens and a few well-known token prefixes. In
+//! structured payloads the string values of keys that name a secret
+//! (`password`, `token`, `PRIVATE-KEY`, `passphrase`, …, compared without case
+//! or separators) and the data of Kubernetes `Secret` objects are replaced
+//! as a whole. Fencing tokens are numbers and are kept.
+//!
+//! Every pass works on bytes and only cuts the text at ASCII characters it
+//! found, so any UTF-8 input is safe, and each looks only a bounded
+//! distance around a keyword hit, so the work is linear in the input.
 //!
 //! It errs towards redacting too much: a redacted note is an inconvenience,
 //! a leaked token in a postmortem is an incident of its own.
@@ -18,21 +24,29 @@ use serde_json::Value;
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Parameter and field names whose values are secrets.
-const SECRET_KEYS: [&str; 12] = [
+/// Parameter and field names whose values are secrets, written with `_`
+/// between words. In text each is also looked for with `-` and with no
+/// separator (`private-key`, `privatekey`); field names of structured
+/// payloads are compared with separators dropped.
+const SECRET_KEYS: [&str; 14] = [
     "password",
     "passwd",
     "pwd",
+    "passphrase",
     "token",
     "secret",
     "api_key",
-    "apikey",
-    "api-key",
     "access_key",
     "private_key",
+    "client_key",
     "credentials",
     "authorization",
+    "cookie",
+    "session",
 ];
+
+/// Header names whose whole value, to the end of the line, is a secret.
+const SECRET_HEADERS: [&str; 2] = ["authorization", "cookie"];
 
 /// Well-known token prefixes (GitHub, GitLab, Slack, AWS access keys).
 const TOKEN_PREFIXES: [&str; 9] = [
@@ -52,7 +66,8 @@ const TOKEN_PREFIXES: [&str; 9] = [
 pub fn redact_text(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
     for pass in [
-        authorization_headers as fn(&str) -> Option<String>,
+        pem_private_keys as fn(&str) -> Option<String>,
+        authorization_headers,
         auth_schemes,
         url_passwords,
         secret_parameters,
@@ -115,11 +130,28 @@ fn redact_value_in(value: &mut Value, all: bool) {
 /// Whether a field name names a secret (`password`, `db_password`,
 /// `authToken`, …). Fencing tokens are not secrets.
 fn is_secret_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    if lower.contains("fenc") {
+    let words = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let key = words(key);
+    if key.contains("fenc") {
         return false;
     }
-    SECRET_KEYS.iter().any(|k| lower.contains(k))
+    SECRET_KEYS.iter().any(|k| key.contains(&words(k)))
+}
+
+/// The spellings of a secret key looked for in text: as written, with `-`
+/// between words, and with no separator.
+fn key_spellings(key: &'static str) -> Vec<std::borrow::Cow<'static, str>> {
+    let mut spellings = vec![std::borrow::Cow::Borrowed(key)];
+    if key.contains('_') {
+        spellings.push(key.replace('_', "-").into());
+        spellings.push(key.replace('_', "").into());
+    }
+    spellings
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -184,34 +216,66 @@ fn splice(text: &str, mut ranges: Vec<(usize, usize)>) -> Option<String> {
     Some(out)
 }
 
-/// `Authorization: <anything up to the end of the line>`.
+/// `Authorization: <anything up to the end of the line>`, and the same for
+/// `Cookie:` (and `Set-Cookie:`).
 fn authorization_headers(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut ranges = Vec::new();
-    let mut covered_until = 0;
-    for start in find_all_ci(text, "authorization") {
-        // Inside the value of an earlier header: already redacted.
-        if start < covered_until {
+    for header in SECRET_HEADERS {
+        let mut covered_until = 0;
+        for start in find_all_ci(text, header) {
+            // Inside the value of an earlier header: already redacted.
+            if start < covered_until {
+                continue;
+            }
+            let mut i = start + header.len();
+            // optional quote (JSON-ish `"Authorization": "…"`), then ':' or '='
+            while i < bytes.len() && matches!(bytes[i], b'"' | b'\'' | b' ' | b'\t') {
+                i += 1;
+            }
+            if i >= bytes.len() || !matches!(bytes[i], b':' | b'=') {
+                continue;
+            }
+            i += 1;
+            while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'"' | b'\'') {
+                i += 1;
+            }
+            let value_start = i;
+            while i < bytes.len() && !matches!(bytes[i], b'\n' | b'\r' | b'"' | b'\'' | b'\\') {
+                i += 1;
+            }
+            covered_until = i;
+            ranges.push((value_start, i));
+        }
+    }
+    splice(text, ranges)
+}
+
+/// PEM private keys (`-----BEGIN RSA PRIVATE KEY-----` … `-----END RSA
+/// PRIVATE KEY-----`): everything between the markers, or to the end of
+/// the text when the end marker is missing.
+fn pem_private_keys(text: &str) -> Option<String> {
+    const BEGIN: &str = "-----BEGIN ";
+    const END: &str = "-----END ";
+    const DASHES: &str = "-----";
+    let mut ranges = Vec::new();
+    let mut search = 0;
+    while let Some(found) = text.get(search..).and_then(|rest| rest.find(BEGIN)) {
+        let label_start = search + found + BEGIN.len();
+        let Some(label_len) = text[label_start..].find(DASHES) else {
+            break;
+        };
+        let label = &text[label_start..label_start + label_len];
+        let body_start = label_start + label_len + DASHES.len();
+        search = body_start;
+        if !label.contains("PRIVATE KEY") || label.contains('\n') {
             continue;
         }
-        let mut i = start + "authorization".len();
-        // optional quote (JSON-ish `"Authorization": "…"`), then ':' or '='
-        while i < bytes.len() && matches!(bytes[i], b'"' | b'\'' | b' ' | b'\t') {
-            i += 1;
-        }
-        if i >= bytes.len() || !matches!(bytes[i], b':' | b'=') {
-            continue;
-        }
-        i += 1;
-        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'"' | b'\'') {
-            i += 1;
-        }
-        let value_start = i;
-        while i < bytes.len() && !matches!(bytes[i], b'\n' | b'\r' | b'"' | b'\'' | b'\\') {
-            i += 1;
-        }
-        covered_until = i;
-        ranges.push((value_start, i));
+        let body_end = text[body_start..]
+            .find(END)
+            .map_or(text.len(), |end| body_start + end);
+        ranges.push((body_start, body_end));
+        search = body_end;
     }
     splice(text, ranges)
 }
@@ -279,13 +343,16 @@ fn url_passwords(text: &str) -> Option<String> {
 fn secret_parameters(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut ranges = Vec::new();
-    for key in SECRET_KEYS {
+    for key in SECRET_KEYS.into_iter().flat_map(key_spellings) {
         let mut covered_until = 0;
-        for start in find_all_ci(text, key) {
+        for start in find_all_ci(text, &key) {
             // Extend the key over the rest of an identifier (`password_file`
-            // stays a key name; `db_password` is found at "password").
+            // and `client-key-data` stay key names; `db_password` is found
+            // at "password").
             let mut i = start + key.len();
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-'))
+            {
                 i += 1;
             }
             // Fencing tokens are numbers, not secrets.
@@ -308,7 +375,7 @@ fn secret_parameters(text: &str) -> Option<String> {
             } else if j < bytes.len() && bytes[j] == b':' {
                 // `password: x` but not a URL scheme (`token://`) and not `a:b` times
                 let mut k = j + 1;
-                while k < bytes.len() && matches!(bytes[k], b' ' | b'\t' | b'"' | b'\'') {
+                while k < bytes.len() && matches!(bytes[k], b' ' | b'\t') {
                     k += 1;
                 }
                 if text[j..].starts_with("://") {
@@ -327,12 +394,23 @@ fn secret_parameters(text: &str) -> Option<String> {
                 continue;
             }
             let mut k = value_start;
-            while k < bytes.len() && matches!(bytes[k], b'"' | b'\'') {
+            let value_begin;
+            if let Some(&quote @ (b'"' | b'\'')) = bytes.get(k) {
+                // A quoted value runs to its closing quote, spaces and all
+                // (`password: "correct horse battery staple"`).
                 k += 1;
-            }
-            let value_begin = k;
-            while k < bytes.len() && !ends_value(bytes[k]) {
-                k += 1;
+                value_begin = k;
+                while k < bytes.len()
+                    && !matches!(bytes[k], b'\n' | b'\r' | b'\\')
+                    && bytes[k] != quote
+                {
+                    k += 1;
+                }
+            } else {
+                value_begin = k;
+                while k < bytes.len() && !ends_value(bytes[k]) {
+                    k += 1;
+                }
             }
             let value = &text[value_begin..k];
             if value.is_empty() || value == REDACTED || value.starts_with("[REDACTED]") {
@@ -550,6 +628,66 @@ mod tests {
         assert_eq!(r(&run), format!("token={REDACTED}"));
         let headers = "authorization:".repeat(100_000);
         assert_eq!(r(&headers), format!("authorization:{REDACTED}"));
+    }
+
+    #[test]
+    fn keys_headers_pem_blocks_and_quoted_values() {
+        assert_eq!(
+            r("client-key-data: LS0tLS1CRUdJTg=="),
+            "client-key-data: [REDACTED]"
+        );
+        assert_eq!(r("--private-key pk1234"), "--private-key [REDACTED]");
+        assert_eq!(r("passphrase=abc"), "passphrase=[REDACTED]");
+        assert_eq!(r("Access-Key: abc"), "Access-Key: [REDACTED]");
+        assert_eq!(
+            r("Cookie: session=abc; theme=dark\nnext"),
+            "Cookie: [REDACTED]\nnext"
+        );
+        assert_eq!(r("session=abc"), "session=[REDACTED]");
+        assert_eq!(
+            r(r#"password: "correct horse battery staple" ok"#),
+            r#"password: "[REDACTED]" ok"#
+        );
+        assert_eq!(
+            r(r#"{"password": "a b", "user": "bob"}"#),
+            r#"{"password": "[REDACTED]", "user": "bob"}"#
+        );
+        assert_eq!(r("password='it is' x"), "password='[REDACTED]' x");
+        assert_eq!(
+            r(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\nNzaC1r\n-----END OPENSSH PRIVATE KEY-----"
+            ),
+            "-----BEGIN OPENSSH PRIVATE KEY-----[REDACTED]-----END OPENSSH PRIVATE KEY-----"
+        );
+        assert_eq!(
+            r("-----BEGIN PRIVATE KEY-----\nMIIE cut"),
+            "-----BEGIN PRIVATE KEY-----[REDACTED]"
+        );
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----";
+        assert_eq!(r(cert), cert);
+    }
+
+    #[test]
+    fn secret_field_names_ignore_case_and_separators() {
+        let mut v = serde_json::json!({"data": {
+            "PRIVATE-KEY": "k1",
+            "passphrase": "p1",
+            "tls.Private_Key": "k2",
+            "Client-Key-Data": "k3",
+            "LOCK_MODE": "watch",
+            "fencing-token": "17",
+        }});
+        redact_value(&mut v);
+        for key in [
+            "PRIVATE-KEY",
+            "passphrase",
+            "tls.Private_Key",
+            "Client-Key-Data",
+        ] {
+            assert_eq!(v["data"][key], REDACTED, "{key}");
+        }
+        assert_eq!(v["data"]["LOCK_MODE"], "watch");
+        assert_eq!(v["data"]["fencing-token"], "17");
     }
 
     #[test]
