@@ -955,3 +955,72 @@ mod redaction_properties {
         }
     }
 }
+
+/// A journal whose only line carries sequence number `seq`.
+fn journal_with_seq(dir: &Path, seq: u64) -> std::path::PathBuf {
+    let path = dir.join(format!("seq-{seq}.jsonl"));
+    let journal = Journal::open_or_create(&path).expect("open");
+    journal
+        .append(NewEvent::now("lena", Entry::note("first")))
+        .expect("append");
+    drop(journal);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains("\"seq\":1,"), "{text}");
+    std::fs::write(
+        &path,
+        text.replace("\"seq\":1,", &format!("\"seq\":{seq},")),
+    )
+    .expect("rewrite");
+    path
+}
+
+#[test]
+fn a_journal_with_no_sequence_number_left_is_refused_not_panicked_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = journal_with_seq(dir.path(), u64::MAX);
+    let err = Journal::open_or_create(&full).expect_err("no sequence number after u64::MAX");
+    assert!(
+        matches!(err, warroom::timeline::TimelineError::SequenceExhausted { last, .. } if last == u64::MAX),
+        "{err}"
+    );
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    let out = warroom()
+        .args(["timeline", "note", full.to_str().expect("utf-8"), "after"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("corrupt") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // It can still be exported.
+    run_ok(
+        &[
+            "timeline",
+            "export",
+            full.to_str().expect("utf-8"),
+            "--format",
+            "md",
+        ],
+        dir.path(),
+    );
+
+    // One number left: it is never handed out, and appends are refused.
+    let last = journal_with_seq(dir.path(), u64::MAX - 1);
+    let journal = Journal::open_or_create(&last).expect("opens: a number is left");
+    let err = journal
+        .append(NewEvent::now("lena", Entry::note("second")))
+        .expect_err("the last number is not handed out");
+    assert!(
+        matches!(
+            err,
+            warroom::timeline::TimelineError::SequenceExhausted { .. }
+        ),
+        "{err}"
+    );
+    drop(journal);
+    let text = std::fs::read_to_string(&last).expect("read");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(!text.contains("second"));
+}

@@ -295,7 +295,14 @@ impl Writer {
                     break;
                 }
                 recorded.push(Recorded { seq: local_seq, at });
-                local_seq += 1;
+                let Some(next) = local_seq.checked_add(1) else {
+                    failure = Some(TimelineError::SequenceExhausted {
+                        path: self.path.clone(),
+                        last: local_seq,
+                    });
+                    break;
+                };
+                local_seq = next;
             }
             match failure {
                 Some(err) => {
@@ -382,11 +389,15 @@ impl Writer {
             .read_to_end(&mut bytes)
             .map_err(|e| read_err(&self.path, e))?;
         let mut next_seq = self.next_seq;
+        let mut exhausted = None;
         let mut last = self.last_milestone;
         let recovered = &mut self.recovered;
         self.lines = scan(&bytes, self.end, self.lines, &mut |parsed| match parsed {
             Ok(event) => {
-                next_seq = next_seq.max(event.seq + 1);
+                match event.seq.checked_add(1) {
+                    Some(after) => next_seq = next_seq.max(after),
+                    None => exhausted = Some(event.seq),
+                }
                 if let Entry::Milestone(m) = &event.entry
                     && last.is_none_or(|(prev, _)| m.milestone > prev)
                 {
@@ -395,6 +406,12 @@ impl Writer {
             }
             Err(skipped) => recovered.push(skipped),
         });
+        if let Some(last) = exhausted {
+            return Err(TimelineError::SequenceExhausted {
+                path: self.path.clone(),
+                last,
+            });
+        }
         self.next_seq = next_seq;
         self.last_milestone = last;
         self.needs_newline = bytes.last().is_some_and(|&b| b != b'\n');

@@ -121,6 +121,19 @@ pub enum TimelineError {
     /// The journal's writer thread is gone (the process is shutting down).
     #[error("the journal writer has stopped")]
     WriterGone,
+    /// No sequence number is left after the largest one in the journal: a
+    /// line carries a sequence number no real journal reaches, so the file
+    /// is corrupt or was edited. Nothing is appended to it.
+    #[error(
+        "the journal {} holds sequence number {last}, and none is left after it; the journal is corrupt or was edited (export it, then record into a new journal)",
+        path.display()
+    )]
+    SequenceExhausted {
+        /// The journal path.
+        path: PathBuf,
+        /// The largest sequence number found.
+        last: u64,
+    },
 }
 
 impl TimelineError {
@@ -189,6 +202,10 @@ impl TimelineError {
                 TimelineError::Encode(serde_json::Error::io(std::io::Error::other(e.to_string())))
             }
             TimelineError::WriterGone => TimelineError::WriterGone,
+            TimelineError::SequenceExhausted { path, last } => TimelineError::SequenceExhausted {
+                path: path.clone(),
+                last: *last,
+            },
         }
     }
 }

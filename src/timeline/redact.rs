@@ -13,8 +13,8 @@
 //! as a whole. Fencing tokens are numbers and are kept.
 //!
 //! Every pass works on bytes and only cuts the text at ASCII characters it
-//! found, so any UTF-8 input is safe, and each looks only a bounded
-//! distance around a keyword hit, so the work is linear in the input.
+//! found, so any UTF-8 input is safe, and none scans a value it already
+//! redacted again, so the work is linear in the input.
 //!
 //! It errs towards redacting too much: a redacted note is an inconvenience,
 //! a leaked token in a postmortem is an incident of its own.
