@@ -1024,3 +1024,35 @@ fn a_journal_with_no_sequence_number_left_is_refused_not_panicked_on() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(!text.contains("second"));
 }
+
+#[test]
+fn html_export_of_absurd_metric_values_finishes_with_the_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("PM-absurd.jsonl");
+    write_known_incident(&path);
+    let journal = Journal::open_or_create(&path).expect("open");
+    journal
+        .append_many(vec![
+            NewEvent::at(t("2026-11-26T11:00:00Z"), "warroom", metric(1.7e308, 3.0)),
+            NewEvent::at(t("2026-11-26T11:01:00Z"), "warroom", metric(f64::MAX, -5.0)),
+            NewEvent::at(t("2026-11-26T11:02:00Z"), "warroom", metric(2.0, 1e300)),
+        ])
+        .expect("append absurd snapshots");
+    drop(journal);
+    let contents = read_journal(&path).expect("read");
+    // The guard only turns a hang into a failure; it measures nothing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(export::render(&contents, Format::Html));
+    });
+    let html = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the html export finishes");
+    let svg_start = html.find("<svg").expect("an inline <svg> chart");
+    let svg = &html[svg_start..html.find("</svg>").expect("svg closes")];
+    assert!(svg.contains("lock collisions / min"));
+    assert!(svg.contains("<polyline"), "series drawn");
+    for bad in ["inf", "NaN"] {
+        assert!(!svg.contains(bad), "{bad} in the chart");
+    }
+}

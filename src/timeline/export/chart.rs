@@ -11,6 +11,11 @@ use crate::timeline::event::{Entry, Event, StepPhase};
 /// the maximum of each bucket so spikes stay visible.
 const MAX_POINTS: usize = 1200;
 
+/// Largest rate (per minute) the chart draws; larger values are drawn at
+/// this height. No real service sees a trillion lock collisions a minute,
+/// and the axis arithmetic stays finite.
+const MAX_RATE: f64 = 1e12;
+
 const COLLISIONS: RGBColor = RGBColor(200, 30, 45);
 const ERRORS: RGBColor = RGBColor(30, 90, 180);
 const MILESTONE: RGBColor = RGBColor(60, 60, 60);
@@ -32,7 +37,11 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
         std::collections::HashMap::new();
     for event in events {
         match &event.entry {
-            Entry::Metric(m) => metrics.push((event.at, m.collisions_per_min, m.errors_per_min)),
+            Entry::Metric(m) => metrics.push((
+                event.at,
+                chart_rate(m.collisions_per_min),
+                chart_rate(m.errors_per_min),
+            )),
             Entry::Milestone(m) => milestones.push((event.at, m.milestone.name().to_string())),
             Entry::Step(s) => {
                 let next = step_numbers.len() + 1;
@@ -117,7 +126,7 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
 
         chart
             .draw_series(LineSeries::new(
-                points.iter().map(|p| (p.0, p.1)),
+                points.iter().filter(|p| !p.1.is_nan()).map(|p| (p.0, p.1)),
                 COLLISIONS.stroke_width(2),
             ))
             .map_err(|e| e.to_string())?
@@ -127,7 +136,7 @@ pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String>
             });
         chart
             .draw_secondary_series(LineSeries::new(
-                points.iter().map(|p| (p.0, p.2)),
+                points.iter().filter(|p| !p.2.is_nan()).map(|p| (p.0, p.2)),
                 ERRORS.stroke_width(2),
             ))
             .map_err(|e| e.to_string())?;
@@ -215,19 +224,37 @@ fn clock(t0: Timestamp, x: f64) -> String {
     }
 }
 
-/// A round upper bound for an axis (at least 1).
+/// A rate as the chart draws it: NaN and infinities (which no snapshot
+/// means) become NaN, which the series skip; the rest is held to
+/// `0..=MAX_RATE`.
+fn chart_rate(rate: f64) -> f64 {
+    if rate.is_finite() {
+        rate.clamp(0.0, MAX_RATE)
+    } else {
+        f64::NAN
+    }
+}
+
+/// A round upper bound for an axis (at least 1); `max` itself when no
+/// round bound above it is a finite number.
 fn nice_max(max: f64) -> f64 {
-    if !max.is_finite() || max <= 0.0 {
+    if max.is_nan() || max <= 0.0 {
         return 1.0;
     }
-    let target = max * 1.15;
-    let magnitude = 10f64.powf(target.log10().floor());
-    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if step * magnitude >= target {
-            return step * magnitude;
-        }
+    if !max.is_finite() {
+        return f64::MAX;
     }
-    10.0 * magnitude
+    let target = max * 1.15;
+    if !target.is_finite() {
+        return max;
+    }
+    let magnitude = 10f64.powf(target.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|step| step * magnitude)
+        .find(|bound| *bound >= target)
+        .filter(|bound| bound.is_finite())
+        .unwrap_or(max)
 }
 
 /// Reduces a long series to at most MAX_POINTS buckets, keeping each
@@ -258,4 +285,29 @@ fn reduce(points: Vec<(f64, f64, f64)>, span: f64) -> Vec<(f64, f64, f64)> {
         out.push(acc);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_bounds_stay_finite() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(f64::NAN), 1.0);
+        assert_eq!(nice_max(36.0), 50.0);
+        assert_eq!(nice_max(1.7e308), 1.7e308);
+        assert_eq!(nice_max(f64::MAX), f64::MAX);
+        assert!(nice_max(f64::INFINITY).is_finite());
+        assert!(nice_max(9e307).is_finite());
+    }
+
+    #[test]
+    fn rates_are_held_to_what_the_chart_draws() {
+        assert_eq!(chart_rate(12.5), 12.5);
+        assert_eq!(chart_rate(-3.0), 0.0);
+        assert_eq!(chart_rate(1.7e308), MAX_RATE);
+        assert!(chart_rate(f64::NAN).is_nan());
+        assert!(chart_rate(f64::INFINITY).is_nan());
+    }
 }
