@@ -1056,3 +1056,31 @@ fn html_export_of_absurd_metric_values_finishes_with_the_chart() {
         assert!(!svg.contains(bad), "{bad} in the chart");
     }
 }
+
+#[test]
+fn bench_refuses_an_absurd_export_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = warroom()
+        .args([
+            "bench",
+            "timeline",
+            "--dir",
+            dir.path().to_str().expect("utf-8"),
+            "--single",
+            "1",
+            "--writers",
+            "1",
+            "--batched",
+            "1",
+            "--export-events",
+            "18446744073709551615",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--export-events") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

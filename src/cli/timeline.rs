@@ -581,10 +581,18 @@ pub struct BenchArgs {
     /// Appends in total for each batched run.
     #[arg(long, default_value_t = 50_000)]
     batched: u64,
-    /// Events in the journal used to time the exports.
-    #[arg(long, default_value_t = 100_000)]
+    /// Events in the journal used to time the exports (at most 10 million).
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_EXPORT_EVENTS)
+    )]
     export_events: u64,
 }
+
+/// Largest `--export-events`: a journal of several gigabytes, and well
+/// inside the range where its timestamps (10 s apart) stay representable.
+const MAX_EXPORT_EVENTS: u64 = 10_000_000;
 
 /// Runs `warroom bench timeline`.
 pub fn bench(args: BenchArgs) -> CommandResult {
@@ -742,13 +750,13 @@ fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
 /// 10 s with a PM-003-shaped spike, notes, alerts, milestones and steps.
 fn write_incident(path: &Path, events: u64) -> Result<(), TimelineError> {
     let journal = Journal::open_or_create(path)?;
-    let t0 = Timestamp::now()
-        .checked_sub(jiff::SignedDuration::from_secs(10 * events as i64))
-        .unwrap_or(Timestamp::UNIX_EPOCH);
-    let at = |i: u64| {
-        t0.checked_add(jiff::SignedDuration::from_secs(10 * i as i64))
-            .unwrap_or(t0)
+    let ten_s_steps = |n: u64| {
+        jiff::SignedDuration::from_secs(i64::try_from(n).unwrap_or(i64::MAX).saturating_mul(10))
     };
+    let t0 = Timestamp::now()
+        .checked_sub(ten_s_steps(events))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let at = |i: u64| t0.checked_add(ten_s_steps(i)).unwrap_or(t0);
     let actor = "bench";
     let mut batch = vec![
         NewEvent::at(
@@ -766,7 +774,7 @@ fn write_incident(path: &Path, events: u64) -> Result<(), TimelineError> {
         (events / 10, Milestone::Detected),
         (events / 8, Milestone::Declared),
         (events / 3, Milestone::Mitigated),
-        (events * 9 / 10, Milestone::Resolved),
+        (events - events / 10, Milestone::Resolved),
     ];
     let mut done = batch.len() as u64;
     let mut i = 1;
