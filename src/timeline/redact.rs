@@ -364,9 +364,10 @@ fn secret_parameters(text: &str) -> Option<String> {
             if start < covered_until {
                 continue;
             }
-            // optional closing quote of a key (`"password": "x"`)
+            // optional closing quote of a key (`"password": "x"`), escaped
+            // in JSON quoted inside a note (`{\"password\": \"x\"}`)
             let mut j = i;
-            while j < bytes.len() && matches!(bytes[j], b'"' | b'\'') {
+            while j < bytes.len() && matches!(bytes[j], b'"' | b'\'' | b'\\') {
                 j += 1;
             }
             let value_start;
@@ -394,6 +395,9 @@ fn secret_parameters(text: &str) -> Option<String> {
                 continue;
             }
             let mut k = value_start;
+            if bytes.get(k) == Some(&b'\\') && matches!(bytes.get(k + 1), Some(b'"' | b'\'')) {
+                k += 1;
+            }
             let value_begin;
             if let Some(&quote @ (b'"' | b'\'')) = bytes.get(k) {
                 // A quoted value runs to its closing quote, spaces and all
@@ -653,6 +657,10 @@ mod tests {
             r#"{"password": "[REDACTED]", "user": "bob"}"#
         );
         assert_eq!(r("password='it is' x"), "password='[REDACTED]' x");
+        assert_eq!(
+            r(r#"{\"password\": \"a b\", \"user\": \"bob\"}"#),
+            r#"{\"password\": \"[REDACTED]\", \"user\": \"bob\"}"#
+        );
         assert_eq!(
             r(
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\nNzaC1r\n-----END OPENSSH PRIVATE KEY-----"
