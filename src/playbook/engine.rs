@@ -197,6 +197,10 @@ struct StepFailure {
     message: String,
     unreachable: bool,
     refused: bool,
+    /// Changes that landed on the cluster before the step failed (the write
+    /// was accepted, or is known or suspected to have landed): recorded so
+    /// they are undone.
+    applied: Vec<FieldChange>,
 }
 
 impl StepFailure {
@@ -205,7 +209,13 @@ impl StepFailure {
             message: message.into(),
             unreachable: false,
             refused: false,
+            applied: Vec::new(),
         }
+    }
+
+    fn with_applied(mut self, applied: Vec<FieldChange>) -> Self {
+        self.applied = applied;
+        self
     }
 }
 
@@ -215,6 +225,7 @@ impl From<KubeError> for StepFailure {
             unreachable: err.is_unreachable(),
             message: err.to_string(),
             refused: false,
+            applied: Vec::new(),
         }
     }
 }
@@ -580,20 +591,25 @@ impl Engine {
                 }
                 Err(failure) => {
                     unreachable |= failure.unreachable;
+                    let landed = !failure.applied.is_empty();
                     run.emit(
                         StepPhase::Failed,
                         &step.name,
                         step.kind,
                         target_of(step),
-                        None,
+                        landed.then_some(failure.applied.as_slice()),
                         failure.message.clone(),
                     );
                     record.steps.push(StepRecord {
                         name: step.name.clone(),
                         kind: step.kind.into(),
                         target: target_of(step).cloned(),
-                        changes: Vec::new(),
-                        outcome: StepOutcome::Failed,
+                        changes: failure.applied.clone(),
+                        outcome: if landed {
+                            StepOutcome::AppliedUnverified
+                        } else {
+                            StepOutcome::Failed
+                        },
                         message: failure.message.clone(),
                     });
                     failures.push(format!("step `{}` failed: {}", step.name, failure.message));
@@ -629,7 +645,7 @@ impl Engine {
                 let left = record
                     .steps
                     .iter()
-                    .filter(|s| s.outcome == StepOutcome::Applied)
+                    .filter(|s| s.outcome.left_changes())
                     .count();
                 format!("{text}; {undone} applied step(s) undone, {left} left in place")
             }
@@ -673,7 +689,7 @@ impl Engine {
         let mut all = true;
         for index in (0..record.steps.len()).rev() {
             let step = &record.steps[index];
-            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+            if !step.outcome.left_changes() || step.changes.is_empty() {
                 continue;
             }
             let Some(target) = step.target.clone() else {
@@ -859,6 +875,7 @@ impl Engine {
                             message: "declined by the operator".into(),
                             unreachable: false,
                             refused: true,
+                            applied: Vec::new(),
                         });
                     }
                     Confirmation::Unavailable(reason) => {
@@ -866,6 +883,7 @@ impl Engine {
                             message: format!("needs confirmation: {reason}"),
                             unreachable: false,
                             refused: true,
+                            applied: Vec::new(),
                         });
                     }
                 }
@@ -916,7 +934,11 @@ impl Engine {
             Some(&changes),
             "written",
         );
-        self.verify(&change.target, &changes, &desired).await?;
+        if let Err(failure) = self.verify(&change.target, &changes, &desired).await {
+            // The write was accepted: whatever it changed is on the cluster
+            // and must be undone like any applied change.
+            return Err(failure.with_applied(changes));
+        }
         run.emit(
             StepPhase::Verified,
             &step.name,
@@ -954,12 +976,45 @@ impl Engine {
             match self.kube.replace(target, &body, false).await {
                 Ok(_) => return Ok(Some((changes, desired))),
                 Err(KubeError::Conflict { .. }) => continue,
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(self.after_failed_write(target, err, changes).await),
             }
         }
         Err(StepFailure::new(format!(
             "{target} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
         )))
+    }
+
+    /// A write answered with an error (not a conflict) may still have
+    /// landed — the answer can be lost on the way back. Reads the object
+    /// again: changes found in place, or a state that cannot be read, are
+    /// carried as applied so they are undone (reverting a write that did
+    /// not land changes nothing).
+    async fn after_failed_write(
+        &self,
+        target: &ObjectRef,
+        err: KubeError,
+        changes: Vec<FieldChange>,
+    ) -> StepFailure {
+        let failure = StepFailure::from(err);
+        match self.kube.get(target).await {
+            Ok(Some(now)) => {
+                let landed: Vec<FieldChange> = changes
+                    .into_iter()
+                    .filter(|c| now.pointer(&c.path) == c.after.as_ref())
+                    .collect();
+                failure.with_applied(landed)
+            }
+            Ok(None) => failure,
+            Err(read) => {
+                let mut failure = failure.with_applied(changes);
+                failure.unreachable |= read.is_unreachable();
+                failure.message = format!(
+                    "{}; whether the write landed is unknown ({read}), so it is undone as if it had",
+                    failure.message
+                );
+                failure
+            }
+        }
     }
 
     async fn verify(
@@ -1140,7 +1195,7 @@ impl Engine {
         let mut plan = empty_plan(&playbook);
         let mut drift = Vec::new();
         for step in chosen.steps.iter().rev() {
-            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+            if !step.outcome.left_changes() || step.changes.is_empty() {
                 continue;
             }
             let Some(target) = &step.target else { continue };
@@ -1246,7 +1301,7 @@ impl Engine {
         let mut failed = Vec::new();
         let mut unreachable = false;
         for step in chosen.steps.iter().rev() {
-            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+            if !step.outcome.left_changes() || step.changes.is_empty() {
                 continue;
             }
             let Some(target) = &step.target else { continue };
@@ -1289,7 +1344,7 @@ impl Engine {
             marked.outcome = RunOutcome::Undone;
             marked.undone = Some(run.stamp());
             for step in &mut marked.steps {
-                if step.outcome == StepOutcome::Applied {
+                if step.outcome.left_changes() {
                     step.outcome = StepOutcome::Undone;
                 }
             }
