@@ -1340,3 +1340,95 @@ async fn a_write_whose_answer_is_lost_is_found_and_undone() {
     assert_eq!(undone, ["scale", "limit"], "{}", report.message);
     drill.server.stop().await;
 }
+
+// ---- a plan with no confirm step before its changes --------------------
+
+const NO_CONFIRM: &str = "name: no-confirm\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: gate\n    confirm: {prompt: go on?}\n  - name: config\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
+
+/// No confirm step at all.
+const NO_GATE: &str = "name: no-gate\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: config\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
+
+/// Approves everything and remembers which steps it was asked about.
+#[derive(Default)]
+struct PlanConfirmer {
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl Confirmer for PlanConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((request.step.clone(), request.prompt.clone()));
+        Box::pin(async { Confirmation::Approved })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_before_any_confirm_step_asks_once_for_the_plan() {
+    let drill = Drill::start().await;
+    let confirmer = Arc::new(PlanConfirmer::default());
+    let (engine, _) = drill.engine(confirmer.clone()).await;
+    let report = engine
+        .run(&bind_text(NO_CONFIRM), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let asked = confirmer.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[0].0, "plan");
+    assert_eq!(
+        asked[0].1,
+        "Apply 2 change(s) to namespace orders (scale, config)?"
+    );
+    assert_eq!(asked[1].0, "gate");
+
+    // A playbook whose changes all come after a confirm step: no extra question.
+    confirmer.asked.lock().unwrap().clear();
+    engine
+        .undo(NS, None)
+        .await
+        .expect("undo puts the drill back");
+    confirmer.asked.lock().unwrap().clear();
+    let report = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let asked: Vec<String> = confirmer
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(step, _)| step.clone())
+        .collect();
+    assert_eq!(asked, ["confirm-scale-down"]);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warroom_run_without_confirm_steps_needs_a_terminal_or_yes() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let file = drill._dir.path().join("no-confirm.yaml");
+    std::fs::write(&file, NO_GATE).unwrap();
+    let file = file.to_str().unwrap();
+
+    let versions = drill.versions();
+    let (code, stdout, stderr) = warroom(&["run", file], &kc).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("--yes"), "{stdout}");
+    assert_eq!(drill.versions(), versions, "nothing changed");
+
+    // On a terminal the operator declines the plan: nothing changed.
+    let (code, out) = warroom_on_terminal(&format!("run '{file}'"), &kc, "n\n").await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("Apply 2 change(s)"), "{out}");
+    assert_eq!(drill.versions(), versions, "nothing changed");
+
+    let (code, stdout, stderr) = warroom(&["run", file, "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(drill.replicas(), 2);
+    assert_eq!(drill.lock_mode(), "watch");
+    drill.server.stop().await;
+}

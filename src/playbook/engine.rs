@@ -31,6 +31,10 @@ use crate::kube::{KubeAccess, KubeError, ObjectRef};
 /// How many times a write is retried after a 409 with a fresh read.
 const CONFLICT_RETRIES: usize = 8;
 
+/// The name under which the whole plan is confirmed when a change comes
+/// before any `confirm` step.
+pub const PLAN_GATE: &str = "plan";
+
 /// What a step will do, as planned against the current state.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedStep {
@@ -500,6 +504,64 @@ impl Engine {
                 ),
                 false,
             ));
+        }
+        // A change that no `confirm` step comes before would change the
+        // cluster unasked: ask once for the whole plan.
+        let first_gate = plan
+            .steps
+            .iter()
+            .position(|s| s.action == PlannedAction::Confirm)
+            .unwrap_or(plan.steps.len());
+        if plan.steps[..first_gate]
+            .iter()
+            .any(|s| s.action == PlannedAction::Change)
+        {
+            let changing: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|s| s.action == PlannedAction::Change)
+                .map(|s| s.name.as_str())
+                .collect();
+            let request = ConfirmRequest {
+                run_id: run_id.clone(),
+                playbook: playbook.name.clone(),
+                step: PLAN_GATE.into(),
+                prompt: format!(
+                    "Apply {} change(s) to namespace {} ({})?",
+                    changing.len(),
+                    playbook.namespace,
+                    changing.join(", ")
+                ),
+                answer: None,
+            };
+            match self.confirmer.confirm(&request).await {
+                Confirmation::Approved => run.emit(
+                    StepPhase::Confirmed,
+                    PLAN_GATE,
+                    "confirm",
+                    None,
+                    None,
+                    request.prompt.clone(),
+                ),
+                Confirmation::Declined => {
+                    return Ok(report(
+                        Outcome::Refused,
+                        Vec::new(),
+                        "the plan was declined by the operator; nothing changed".into(),
+                        false,
+                    ));
+                }
+                Confirmation::Unavailable(reason) => {
+                    return Ok(report(
+                        Outcome::Refused,
+                        Vec::new(),
+                        format!(
+                            "the plan changes the cluster before any confirm step and needs a confirmation: {reason}; nothing changed"
+                        ),
+                        false,
+                    ));
+                }
+            }
         }
         let holder = format!(
             "{} on {} (pid {}, run {run_id})",
