@@ -1432,3 +1432,89 @@ async fn warroom_run_without_confirm_steps_needs_a_terminal_or_yes() {
     assert_eq!(drill.lock_mode(), "watch");
     drill.server.stop().await;
 }
+
+// ---- the run lease ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_without_a_renewal_time_holds_the_lease() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    drill
+        .server
+        .store()
+        .put(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "warroom-playbook", "namespace": NS},
+            "spec": {"holderIdentity": "deploy-bot on ci-3", "leaseDurationSeconds": 30}
+        }))
+        .unwrap();
+    let report = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Refused, "{}", report.message);
+    assert!(
+        report.message.contains("deploy-bot on ci-3"),
+        "{}",
+        report.message
+    );
+    assert!(report.message.contains("unknown"), "{}", report.message);
+    assert_eq!(drill.replicas(), 8, "nothing changed");
+    drill.server.stop().await;
+}
+
+/// Approves every gate; the gate named `step` takes `hold` to answer.
+struct SlowConfirmer {
+    step: &'static str,
+    hold: std::time::Duration,
+}
+
+impl Confirmer for SlowConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        let slow = request.step == self.step;
+        let hold = self.hold;
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(hold).await;
+            }
+            Confirmation::Approved
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_is_lost_and_the_run_stops() {
+    let drill = Drill::start().await;
+    let log = Arc::new(EventLog::default());
+    let engine = Engine::new(
+        drill.access().await,
+        log.clone(),
+        Arc::new(SlowConfirmer {
+            step: "slow-gate",
+            hold: std::time::Duration::from_millis(2500),
+        }),
+    )
+    .with_lease_duration(std::time::Duration::from_secs(1));
+    // The lease is created (POST); every renewal (PUT) is refused.
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/leases/warroom-playbook", 500, None);
+    let playbook = bind_text(
+        "name: t\ndescription: d\nsteps:\n  - name: gate\n    confirm: {prompt: go?}\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: slow-gate\n    confirm: {prompt: still sure?}\n  - name: config\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n",
+    );
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("lease"), "{}", report.message);
+    assert_eq!(
+        drill.lock_mode(),
+        "legacy",
+        "the step after the loss did not run"
+    );
+    assert_eq!(drill.replicas(), 8, "the applied step was undone");
+    assert!(report.steps.iter().all(|s| s.name != "config"));
+    drill.server.stop().await;
+}

@@ -607,7 +607,7 @@ impl Engine {
         let mut failures = Vec::new();
         for step in &playbook.steps {
             if lease.is_lost() {
-                message = "the run lease was taken by someone else; stopping".into();
+                message = "the run lease was lost (taken by someone else, or not renewed within its duration); stopping".into();
                 outcome = self
                     .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
                     .await;
