@@ -1518,3 +1518,30 @@ async fn a_lease_that_cannot_be_renewed_is_lost_and_the_run_stops() {
     assert!(report.steps.iter().all(|s| s.name != "config"));
     drill.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_record_that_cannot_be_saved_fails_the_step_and_undoes() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    // The record is created (POST) before the first step; the update after
+    // the first change (PUT) is refused once.
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/configmaps/warroom-runs", 500, Some(1));
+    let report = engine
+        .run(&bind_text(NO_GATE), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("run record"), "{}", report.message);
+    assert_eq!(
+        state(&drill),
+        original(),
+        "the change was undone, the next step never ran"
+    );
+    assert!(report.steps.iter().all(|s| s.name != "config"));
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::FailedUndone);
+    drill.server.stop().await;
+}

@@ -648,7 +648,26 @@ impl Engine {
                     if !record.steps.last().is_some_and(|s| s.changes.is_empty())
                         && let Err(err) = self.save_record(&playbook.namespace, &record).await
                     {
-                        tracing::warn!("saving run record {run_id}: {err}");
+                        // A change with no run record could not be undone
+                        // later: stop and undo it now.
+                        unreachable |= err.is_unreachable();
+                        let text = format!("the run record could not be saved: {err}");
+                        run.emit(
+                            StepPhase::Failed,
+                            &step.name,
+                            step.kind,
+                            target_of(step),
+                            None,
+                            text.clone(),
+                        );
+                        if let Some(last) = record.steps.last_mut() {
+                            last.message = text.clone();
+                        }
+                        failures.push(format!("step `{}` failed: {text}", step.name));
+                        outcome = self
+                            .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
+                            .await;
+                        break;
                     }
                 }
                 Err(failure) => {
