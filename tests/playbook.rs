@@ -1175,3 +1175,373 @@ async fn hand_changes_with_kubectl_during_the_incident_are_shown_and_restored() 
     );
     drill.server.stop().await;
 }
+
+// ---- writes that land although the step fails -------------------------
+
+/// A patch whose read-back cannot match: the server drops the unknown
+/// `replicaz`, while `replicas` is written.
+const DROPPED_FIELD: &str = "name: t\ndescription: d\nsteps:\n  - name: confirm\n    confirm: {prompt: go?}\n  - name: typo\n    on-failure: ON_FAILURE\n    patch:\n      apiVersion: apps/v1\n      kind: Deployment\n      name: order-service\n      merge: {spec: {replicas: 3, replicaz: 3}}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_read_back_is_undone() {
+    let drill = Drill::start().await;
+    let (engine, log) = drill.engine(Arc::new(AutoApprove)).await;
+    let report = engine
+        .run(
+            &bind_text(&DROPPED_FIELD.replace("ON_FAILURE", "undo")),
+            RunOptions::default(),
+        )
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("read-back"), "{}", report.message);
+    assert_eq!(drill.replicas(), 8, "the landed write was undone");
+    assert!(
+        log.events()
+            .iter()
+            .any(|e| e.phase == StepPhase::Undone && e.step == "typo")
+    );
+    let records = engine.records(NS).await.unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(last.outcome, RunOutcome::FailedUndone);
+    assert_eq!(last.steps.last().unwrap().outcome, StepOutcome::Undone);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_read_back_and_is_left_can_be_undone_later() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let report = engine
+        .run(
+            &bind_text(&DROPPED_FIELD.replace("ON_FAILURE", "stop")),
+            RunOptions::default(),
+        )
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Failed, "{}", report.message);
+    assert_eq!(drill.replicas(), 3, "the write landed");
+    assert!(
+        report.message.contains("1 left in place"),
+        "{}",
+        report.message
+    );
+    let step = report.steps.last().unwrap();
+    assert_eq!(step.outcome, StepOutcome::AppliedUnverified);
+    assert_eq!(step.changes[0].path, "/spec/replicas");
+    let records = engine.records(NS).await.unwrap();
+    assert!(
+        records.last().unwrap().undoable(),
+        "the record can be undone"
+    );
+    let undo = engine.undo(NS, None).await.expect("undo");
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    assert_eq!(drill.replicas(), 8);
+    drill.server.stop().await;
+}
+
+/// A TCP proxy in front of the cluster server that passes the first request
+/// whose start line begins with `request_line` through to the server and
+/// then closes the client's connection without its answer: a write that
+/// lands while its response is lost.
+async fn lossy_proxy(upstream: std::net::SocketAddr, request_line: &'static str) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(AtomicBool::new(true));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let armed = armed.clone();
+            tokio::spawn(async move {
+                let lose = Arc::new(AtomicBool::new(false));
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let seen = lose.clone();
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if buf[..n].starts_with(request_line.as_bytes())
+                            && armed.swap(false, Ordering::SeqCst)
+                        {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if lose.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_is_lost_is_found_and_undone() {
+    let drill = Drill::start().await;
+    let proxy = lossy_proxy(
+        drill.server.addr(),
+        "PUT /apis/apps/v1/namespaces/orders/deployments/order-service",
+    )
+    .await;
+    let kubeconfig = drill._dir.path().join("kubeconfig-proxy");
+    let text = std::fs::read_to_string(&drill.kubeconfig)
+        .unwrap()
+        .replace(&drill.server.url(), &proxy);
+    std::fs::write(&kubeconfig, text).unwrap();
+    let access = Arc::new(
+        KubeAccess::connect(&KubeTarget {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            namespace: None,
+        })
+        .await
+        .expect("connects"),
+    );
+    let log = Arc::new(EventLog::default());
+    let engine = Engine::new(access, log.clone(), Arc::new(AutoApprove));
+    let playbook = bind_text(
+        "name: t\ndescription: d\nsteps:\n  - name: limit\n    patch:\n      apiVersion: networking.k8s.io/v1\n      kind: Ingress\n      name: orders-gateway\n      merge: {metadata: {annotations: {nginx.ingress.kubernetes.io/limit-rps: \"5\"}}}\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n",
+    );
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert_eq!(state(&drill), original(), "both steps undone");
+    let undone: Vec<String> = log
+        .events()
+        .iter()
+        .filter(|e| e.phase == StepPhase::Undone)
+        .map(|e| e.step.clone())
+        .collect();
+    assert_eq!(undone, ["scale", "limit"], "{}", report.message);
+    drill.server.stop().await;
+}
+
+// ---- a plan with no confirm step before its changes --------------------
+
+const NO_CONFIRM: &str = "name: no-confirm\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: gate\n    confirm: {prompt: go on?}\n  - name: config\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
+
+/// No confirm step at all.
+const NO_GATE: &str = "name: no-gate\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: config\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
+
+/// Approves everything and remembers which steps it was asked about.
+#[derive(Default)]
+struct PlanConfirmer {
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl Confirmer for PlanConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((request.step.clone(), request.prompt.clone()));
+        Box::pin(async { Confirmation::Approved })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_before_any_confirm_step_asks_once_for_the_plan() {
+    let drill = Drill::start().await;
+    let confirmer = Arc::new(PlanConfirmer::default());
+    let (engine, _) = drill.engine(confirmer.clone()).await;
+    let report = engine
+        .run(&bind_text(NO_CONFIRM), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let asked = confirmer.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[0].0, "plan");
+    assert_eq!(
+        asked[0].1,
+        "Apply 2 change(s) to namespace orders (scale, config)?"
+    );
+    assert_eq!(asked[1].0, "gate");
+
+    // A playbook whose changes all come after a confirm step: no extra question.
+    confirmer.asked.lock().unwrap().clear();
+    engine
+        .undo(NS, None)
+        .await
+        .expect("undo puts the drill back");
+    confirmer.asked.lock().unwrap().clear();
+    let report = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let asked: Vec<String> = confirmer
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(step, _)| step.clone())
+        .collect();
+    assert_eq!(asked, ["confirm-scale-down"]);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warroom_run_without_confirm_steps_needs_a_terminal_or_yes() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let file = drill._dir.path().join("no-confirm.yaml");
+    std::fs::write(&file, NO_GATE).unwrap();
+    let file = file.to_str().unwrap();
+
+    let versions = drill.versions();
+    let (code, stdout, stderr) = warroom(&["run", file], &kc).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("--yes"), "{stdout}");
+    assert_eq!(drill.versions(), versions, "nothing changed");
+
+    // On a terminal the operator declines the plan: nothing changed.
+    let (code, out) = warroom_on_terminal(&format!("run '{file}'"), &kc, "n\n").await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("Apply 2 change(s)"), "{out}");
+    assert_eq!(drill.versions(), versions, "nothing changed");
+
+    let (code, stdout, stderr) = warroom(&["run", file, "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(drill.replicas(), 2);
+    assert_eq!(drill.lock_mode(), "watch");
+    drill.server.stop().await;
+}
+
+// ---- the run lease ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_without_a_renewal_time_holds_the_lease() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    drill
+        .server
+        .store()
+        .put(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "warroom-playbook", "namespace": NS},
+            "spec": {"holderIdentity": "deploy-bot on ci-3", "leaseDurationSeconds": 30}
+        }))
+        .unwrap();
+    let report = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Refused, "{}", report.message);
+    assert!(
+        report.message.contains("deploy-bot on ci-3"),
+        "{}",
+        report.message
+    );
+    assert!(report.message.contains("unknown"), "{}", report.message);
+    assert_eq!(drill.replicas(), 8, "nothing changed");
+    drill.server.stop().await;
+}
+
+/// Approves every gate; the gate named `step` takes `hold` to answer.
+struct SlowConfirmer {
+    step: &'static str,
+    hold: std::time::Duration,
+}
+
+impl Confirmer for SlowConfirmer {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        let slow = request.step == self.step;
+        let hold = self.hold;
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(hold).await;
+            }
+            Confirmation::Approved
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_is_lost_and_the_run_stops() {
+    let drill = Drill::start().await;
+    let log = Arc::new(EventLog::default());
+    let engine = Engine::new(
+        drill.access().await,
+        log.clone(),
+        Arc::new(SlowConfirmer {
+            step: "slow-gate",
+            hold: std::time::Duration::from_millis(2500),
+        }),
+    )
+    .with_lease_duration(std::time::Duration::from_secs(1));
+    // The lease is created (POST); every renewal (PUT) is refused.
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/leases/warroom-playbook", 500, None);
+    let playbook = bind_text(
+        "name: t\ndescription: d\nsteps:\n  - name: gate\n    confirm: {prompt: go?}\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: slow-gate\n    confirm: {prompt: still sure?}\n  - name: config\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n",
+    );
+    let report = engine
+        .run(&playbook, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("lease"), "{}", report.message);
+    assert_eq!(
+        drill.lock_mode(),
+        "legacy",
+        "the step after the loss did not run"
+    );
+    assert_eq!(drill.replicas(), 8, "the applied step was undone");
+    assert!(report.steps.iter().all(|s| s.name != "config"));
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_record_that_cannot_be_saved_fails_the_step_and_undoes() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    // The record is created (POST) before the first step; the update after
+    // the first change (PUT) is refused once.
+    drill
+        .server
+        .faults()
+        .fail("PUT", "/configmaps/warroom-runs", 500, Some(1));
+    let report = engine
+        .run(&bind_text(NO_GATE), RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(report.message.contains("run record"), "{}", report.message);
+    assert_eq!(
+        state(&drill),
+        original(),
+        "the change was undone, the next step never ran"
+    );
+    assert!(report.steps.iter().all(|s| s.name != "config"));
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::FailedUndone);
+    drill.server.stop().await;
+}

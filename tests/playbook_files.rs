@@ -104,6 +104,31 @@ fn unknown_parameter_is_reported_at_the_reference() {
 }
 
 #[test]
+fn steps_that_change_secrets_are_refused() {
+    let file = root().join("tests/playbooks/malformed/36-patch-on-a-secret.yaml");
+    let source = std::fs::read_to_string(&file).expect("reads");
+    let err = warroom::playbook::parse("36-patch-on-a-secret.yaml", &source).expect_err("invalid");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!((err.problems[0].line, err.problems[0].column), (7, 13));
+    assert!(
+        err.problems[0]
+            .message
+            .contains("never records Secret values"),
+        "{err}"
+    );
+
+    // The kind given as a parameter: refused when bound.
+    let source = "name: m\ndescription: d\nparameters:\n  kind: {type: string, default: ConfigMap}\nsteps:\n  - name: a\n    restore: {apiVersion: v1, kind: \"${kind}\", name: x}\n";
+    let loaded = warroom::playbook::parse("p.yaml", source).expect("valid with the default");
+    assert!(loaded.bind(&[], None, "orders").is_ok());
+    let err = match loaded.bind(&[("kind".into(), "Secret".into())], None, "orders") {
+        Ok(_) => panic!("a Secret target binds"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("never records Secret values"), "{err}");
+}
+
+#[test]
 fn every_problem_is_reported_not_just_the_first() {
     let source = "name: m\ndescription: d\nsteps:\n  - name: a\n    note: ${x}\n  - name: a\n    scale: {deployment: \"${y}\", replicas: -1}\n";
     let err = warroom::playbook::parse("p.yaml", source).expect_err("invalid");

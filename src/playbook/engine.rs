@@ -31,6 +31,10 @@ use crate::kube::{KubeAccess, KubeError, ObjectRef};
 /// How many times a write is retried after a 409 with a fresh read.
 const CONFLICT_RETRIES: usize = 8;
 
+/// The name under which the whole plan is confirmed when a change comes
+/// before any `confirm` step.
+pub const PLAN_GATE: &str = "plan";
+
 /// What a step will do, as planned against the current state.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedStep {
@@ -197,6 +201,10 @@ struct StepFailure {
     message: String,
     unreachable: bool,
     refused: bool,
+    /// Changes that landed on the cluster before the step failed (the write
+    /// was accepted, or is known or suspected to have landed): recorded so
+    /// they are undone.
+    applied: Vec<FieldChange>,
 }
 
 impl StepFailure {
@@ -205,7 +213,13 @@ impl StepFailure {
             message: message.into(),
             unreachable: false,
             refused: false,
+            applied: Vec::new(),
         }
+    }
+
+    fn with_applied(mut self, applied: Vec<FieldChange>) -> Self {
+        self.applied = applied;
+        self
     }
 }
 
@@ -215,6 +229,7 @@ impl From<KubeError> for StepFailure {
             unreachable: err.is_unreachable(),
             message: err.to_string(),
             refused: false,
+            applied: Vec::new(),
         }
     }
 }
@@ -490,6 +505,64 @@ impl Engine {
                 false,
             ));
         }
+        // A change that no `confirm` step comes before would change the
+        // cluster unasked: ask once for the whole plan.
+        let first_gate = plan
+            .steps
+            .iter()
+            .position(|s| s.action == PlannedAction::Confirm)
+            .unwrap_or(plan.steps.len());
+        if plan.steps[..first_gate]
+            .iter()
+            .any(|s| s.action == PlannedAction::Change)
+        {
+            let changing: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|s| s.action == PlannedAction::Change)
+                .map(|s| s.name.as_str())
+                .collect();
+            let request = ConfirmRequest {
+                run_id: run_id.clone(),
+                playbook: playbook.name.clone(),
+                step: PLAN_GATE.into(),
+                prompt: format!(
+                    "Apply {} change(s) to namespace {} ({})?",
+                    changing.len(),
+                    playbook.namespace,
+                    changing.join(", ")
+                ),
+                answer: None,
+            };
+            match self.confirmer.confirm(&request).await {
+                Confirmation::Approved => run.emit(
+                    StepPhase::Confirmed,
+                    PLAN_GATE,
+                    "confirm",
+                    None,
+                    None,
+                    request.prompt.clone(),
+                ),
+                Confirmation::Declined => {
+                    return Ok(report(
+                        Outcome::Refused,
+                        Vec::new(),
+                        "the plan was declined by the operator; nothing changed".into(),
+                        false,
+                    ));
+                }
+                Confirmation::Unavailable(reason) => {
+                    return Ok(report(
+                        Outcome::Refused,
+                        Vec::new(),
+                        format!(
+                            "the plan changes the cluster before any confirm step and needs a confirmation: {reason}; nothing changed"
+                        ),
+                        false,
+                    ));
+                }
+            }
+        }
         let holder = format!(
             "{} on {} (pid {}, run {run_id})",
             run.actor,
@@ -534,7 +607,7 @@ impl Engine {
         let mut failures = Vec::new();
         for step in &playbook.steps {
             if lease.is_lost() {
-                message = "the run lease was taken by someone else; stopping".into();
+                message = "the run lease was lost (taken by someone else, or not renewed within its duration); stopping".into();
                 outcome = self
                     .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
                     .await;
@@ -575,25 +648,49 @@ impl Engine {
                     if !record.steps.last().is_some_and(|s| s.changes.is_empty())
                         && let Err(err) = self.save_record(&playbook.namespace, &record).await
                     {
-                        tracing::warn!("saving run record {run_id}: {err}");
+                        // A change with no run record could not be undone
+                        // later: stop and undo it now.
+                        unreachable |= err.is_unreachable();
+                        let text = format!("the run record could not be saved: {err}");
+                        run.emit(
+                            StepPhase::Failed,
+                            &step.name,
+                            step.kind,
+                            target_of(step),
+                            None,
+                            text.clone(),
+                        );
+                        if let Some(last) = record.steps.last_mut() {
+                            last.message = text.clone();
+                        }
+                        failures.push(format!("step `{}` failed: {text}", step.name));
+                        outcome = self
+                            .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
+                            .await;
+                        break;
                     }
                 }
                 Err(failure) => {
                     unreachable |= failure.unreachable;
+                    let landed = !failure.applied.is_empty();
                     run.emit(
                         StepPhase::Failed,
                         &step.name,
                         step.kind,
                         target_of(step),
-                        None,
+                        landed.then_some(failure.applied.as_slice()),
                         failure.message.clone(),
                     );
                     record.steps.push(StepRecord {
                         name: step.name.clone(),
                         kind: step.kind.into(),
                         target: target_of(step).cloned(),
-                        changes: Vec::new(),
-                        outcome: StepOutcome::Failed,
+                        changes: failure.applied.clone(),
+                        outcome: if landed {
+                            StepOutcome::AppliedUnverified
+                        } else {
+                            StepOutcome::Failed
+                        },
                         message: failure.message.clone(),
                     });
                     failures.push(format!("step `{}` failed: {}", step.name, failure.message));
@@ -629,7 +726,7 @@ impl Engine {
                 let left = record
                     .steps
                     .iter()
-                    .filter(|s| s.outcome == StepOutcome::Applied)
+                    .filter(|s| s.outcome.left_changes())
                     .count();
                 format!("{text}; {undone} applied step(s) undone, {left} left in place")
             }
@@ -673,7 +770,7 @@ impl Engine {
         let mut all = true;
         for index in (0..record.steps.len()).rev() {
             let step = &record.steps[index];
-            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+            if !step.outcome.left_changes() || step.changes.is_empty() {
                 continue;
             }
             let Some(target) = step.target.clone() else {
@@ -859,6 +956,7 @@ impl Engine {
                             message: "declined by the operator".into(),
                             unreachable: false,
                             refused: true,
+                            applied: Vec::new(),
                         });
                     }
                     Confirmation::Unavailable(reason) => {
@@ -866,6 +964,7 @@ impl Engine {
                             message: format!("needs confirmation: {reason}"),
                             unreachable: false,
                             refused: true,
+                            applied: Vec::new(),
                         });
                     }
                 }
@@ -916,7 +1015,11 @@ impl Engine {
             Some(&changes),
             "written",
         );
-        self.verify(&change.target, &changes, &desired).await?;
+        if let Err(failure) = self.verify(&change.target, &changes, &desired).await {
+            // The write was accepted: whatever it changed is on the cluster
+            // and must be undone like any applied change.
+            return Err(failure.with_applied(changes));
+        }
         run.emit(
             StepPhase::Verified,
             &step.name,
@@ -954,12 +1057,45 @@ impl Engine {
             match self.kube.replace(target, &body, false).await {
                 Ok(_) => return Ok(Some((changes, desired))),
                 Err(KubeError::Conflict { .. }) => continue,
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(self.after_failed_write(target, err, changes).await),
             }
         }
         Err(StepFailure::new(format!(
             "{target} kept changing: {CONFLICT_RETRIES} conflicting writes in a row"
         )))
+    }
+
+    /// A write answered with an error (not a conflict) may still have
+    /// landed — the answer can be lost on the way back. Reads the object
+    /// again: changes found in place, or a state that cannot be read, are
+    /// carried as applied so they are undone (reverting a write that did
+    /// not land changes nothing).
+    async fn after_failed_write(
+        &self,
+        target: &ObjectRef,
+        err: KubeError,
+        changes: Vec<FieldChange>,
+    ) -> StepFailure {
+        let failure = StepFailure::from(err);
+        match self.kube.get(target).await {
+            Ok(Some(now)) => {
+                let landed: Vec<FieldChange> = changes
+                    .into_iter()
+                    .filter(|c| now.pointer(&c.path) == c.after.as_ref())
+                    .collect();
+                failure.with_applied(landed)
+            }
+            Ok(None) => failure,
+            Err(read) => {
+                let mut failure = failure.with_applied(changes);
+                failure.unreachable |= read.is_unreachable();
+                failure.message = format!(
+                    "{}; whether the write landed is unknown ({read}), so it is undone as if it had",
+                    failure.message
+                );
+                failure
+            }
+        }
     }
 
     async fn verify(
@@ -1140,7 +1276,7 @@ impl Engine {
         let mut plan = empty_plan(&playbook);
         let mut drift = Vec::new();
         for step in chosen.steps.iter().rev() {
-            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+            if !step.outcome.left_changes() || step.changes.is_empty() {
                 continue;
             }
             let Some(target) = &step.target else { continue };
@@ -1246,7 +1382,7 @@ impl Engine {
         let mut failed = Vec::new();
         let mut unreachable = false;
         for step in chosen.steps.iter().rev() {
-            if step.outcome != StepOutcome::Applied || step.changes.is_empty() {
+            if !step.outcome.left_changes() || step.changes.is_empty() {
                 continue;
             }
             let Some(target) = &step.target else { continue };
@@ -1289,7 +1425,7 @@ impl Engine {
             marked.outcome = RunOutcome::Undone;
             marked.undone = Some(run.stamp());
             for step in &mut marked.steps {
-                if step.outcome == StepOutcome::Applied {
+                if step.outcome.left_changes() {
                     step.outcome = StepOutcome::Undone;
                 }
             }

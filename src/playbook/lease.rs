@@ -5,13 +5,15 @@
 //! update at the resourceVersion it read), so of two concurrent takers one
 //! gets 409 and is refused. The holder renews every third of the lease
 //! duration; if it dies the lease expires after `leaseDurationSeconds` and
-//! the next run takes it over. A run that loses its lease (renewal refused)
-//! stops before its next step. Clocks of the machines involved are assumed
+//! the next run takes it over. A run that loses its lease (taken by someone
+//! else, or not renewed for a whole lease duration because the API server
+//! refused or did not answer) stops before its next step. A lease with a
+//! holder whose renewal time cannot be read counts as held. Clocks of the machines involved are assumed
 //! to agree within a few seconds; the lease duration is far larger.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -24,18 +26,14 @@ pub const LEASE_NAME: &str = "warroom-playbook";
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     /// Another run holds the lease.
-    #[error(
-        "another playbook run holds the lease {namespace}/{LEASE_NAME}: {holder} (renewed {renewed}, expires in {expires_in}s unless renewed)"
-    )]
+    #[error("another playbook run holds the lease {namespace}/{LEASE_NAME}: {holder} ({state})")]
     Held {
         /// Namespace.
         namespace: String,
         /// The holder's identity.
         holder: String,
-        /// Last renewal.
-        renewed: String,
-        /// Seconds until it expires.
-        expires_in: i64,
+        /// When it was renewed and when it expires, or why that is unknown.
+        state: String,
     },
     /// The API server failed.
     #[error(transparent)]
@@ -60,34 +58,52 @@ fn micro_time(at: jiff::Timestamp) -> String {
 }
 
 /// Whether a Lease object is held by someone other than `holder`, and if so
-/// by whom, when renewed and for how much longer.
-fn held_by_other(
-    lease: &Value,
-    holder: &str,
-    now: jiff::Timestamp,
-) -> Option<(String, String, i64)> {
+/// by whom and until when. A holder whose renewal time or expiry cannot be
+/// read holds the lease: it may be live, written by another tool.
+fn held_by_other(lease: &Value, holder: &str, now: jiff::Timestamp) -> Option<(String, String)> {
     let spec = lease.get("spec")?;
     let current = spec.get("holderIdentity").and_then(Value::as_str)?;
     if current.is_empty() || current == holder {
         return None;
     }
-    let duration = spec
-        .get("leaseDurationSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(15);
-    let renewed_raw = spec
+    let unknown = |why: &str| {
+        Some((
+            current.to_owned(),
+            format!(
+                "{why}, so the time it was renewed is unknown and it is treated as held; \
+                 once its holder is gone, clear spec.holderIdentity"
+            ),
+        ))
+    };
+    let duration = match spec.get("leaseDurationSeconds") {
+        None | Some(Value::Null) => 15,
+        Some(value) => match value.as_i64() {
+            Some(seconds) if seconds >= 0 => seconds,
+            _ => return unknown(&format!("leaseDurationSeconds is {value}")),
+        },
+    };
+    let Some(renewed_raw) = spec
         .get("renewTime")
         .or_else(|| spec.get("acquireTime"))
-        .and_then(Value::as_str)?;
-    let renewed: jiff::Timestamp = renewed_raw.parse().ok()?;
-    let expires = renewed
-        .checked_add(jiff::SignedDuration::from_secs(duration))
-        .ok()?;
+        .and_then(Value::as_str)
+    else {
+        return unknown("it has no renewTime or acquireTime");
+    };
+    let Ok(renewed) = renewed_raw.parse::<jiff::Timestamp>() else {
+        return unknown(&format!("its renewTime {renewed_raw:?} cannot be read"));
+    };
+    let Ok(expires) = renewed.checked_add(jiff::SignedDuration::from_secs(duration)) else {
+        return unknown(&format!(
+            "renewed {renewed_raw} for {duration}s, past any date"
+        ));
+    };
     (expires > now).then(|| {
         (
             current.to_owned(),
-            renewed_raw.to_owned(),
-            expires.duration_since(now).as_secs(),
+            format!(
+                "renewed {renewed_raw}, expires in {}s unless renewed",
+                expires.duration_since(now).as_secs()
+            ),
         )
     })
 }
@@ -123,13 +139,11 @@ impl RunLease {
                     kube.create(&object, &body, false).await
                 }
                 Some(lease) => {
-                    if let Some((current, renewed, expires_in)) = held_by_other(lease, holder, now)
-                    {
+                    if let Some((current, state)) = held_by_other(lease, holder, now) {
                         return Err(LeaseError::Held {
                             namespace: namespace.to_owned(),
                             holder: current,
-                            renewed,
-                            expires_in,
+                            state,
                         });
                     }
                     let mut body = lease.clone();
@@ -142,19 +156,21 @@ impl RunLease {
                         "leaseDurationSeconds": seconds,
                         "acquireTime": micro_time(now),
                         "renewTime": micro_time(now),
-                        "leaseTransitions": transitions + 1
+                        "leaseTransitions": transitions.saturating_add(1)
                     });
                     kube.replace(&object, &body, false).await
                 }
             };
             match result {
                 Ok(_) => {
+                    let taken = Instant::now();
                     let lost = Arc::new(AtomicBool::new(false));
                     let renewal = tokio::spawn(renew(
                         kube.clone(),
                         object.clone(),
                         holder.to_owned(),
                         duration,
+                        taken,
                         lost.clone(),
                     ));
                     return Ok(RunLease {
@@ -223,16 +239,28 @@ impl Drop for RunLease {
     }
 }
 
+/// Renews the lease every third of its duration. Sets `lost` when the lease
+/// was taken by someone else or is gone, and when no renewal succeeded for a
+/// whole lease duration (it has expired and may be taken at any moment).
 async fn renew(
     kube: Arc<KubeAccess>,
     object: ObjectRef,
     holder: String,
     duration: Duration,
+    taken: Instant,
     lost: Arc<AtomicBool>,
 ) {
     let every = (duration / 3).max(Duration::from_millis(200));
+    // When the last successful write of the lease was sent.
+    let mut renewed = taken;
+    let expired = |renewed: Instant| renewed.elapsed() >= duration;
     loop {
         tokio::time::sleep(every).await;
+        if expired(renewed) {
+            tracing::warn!("the run lease expired without being renewed");
+            lost.store(true, Ordering::SeqCst);
+            return;
+        }
         let lease = match kube.get(&object).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
@@ -253,9 +281,11 @@ async fn renew(
             return;
         }
         let mut body = lease;
+        let sent = Instant::now();
         body["spec"]["renewTime"] = Value::String(micro_time(jiff::Timestamp::now()));
         match kube.replace(&object, &body, false).await {
-            Ok(_) | Err(KubeError::Conflict { .. }) => {}
+            Ok(_) => renewed = sent,
+            Err(KubeError::Conflict { .. }) => {}
             Err(err) => tracing::warn!("renewing the run lease: {err}"),
         }
     }
@@ -278,5 +308,23 @@ mod tests {
             Some("ana".into())
         );
         assert_eq!(held_by_other(&fresh, "ana", now), None);
+    }
+
+    #[test]
+    fn a_holder_whose_time_is_unknown_holds_the_lease() {
+        let now: jiff::Timestamp = "2026-11-26T23:00:30Z".parse().unwrap();
+        for spec in [
+            json!({"holderIdentity": "ana"}),
+            json!({"holderIdentity": "ana", "renewTime": "yesterday"}),
+            json!({"holderIdentity": "ana", "renewTime": "2026-11-26T23:00:00Z",
+                   "leaseDurationSeconds": i64::MAX}),
+            json!({"holderIdentity": "ana", "renewTime": "2026-11-26T23:00:00Z",
+                   "leaseDurationSeconds": "long"}),
+        ] {
+            let (holder, state) = held_by_other(&json!({ "spec": spec }), "bo", now).expect("held");
+            assert_eq!(holder, "ana");
+            assert!(state.contains("unknown"), "{state}");
+        }
+        assert_eq!(held_by_other(&json!({"spec": {}}), "bo", now), None);
     }
 }

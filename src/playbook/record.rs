@@ -345,6 +345,17 @@ pub enum StepOutcome {
     Failed,
     /// Changed, then reverted.
     Undone,
+    /// The write landed but the step failed afterwards (read-back did not
+    /// match, or the answer to the write was lost): the change is in place
+    /// and is undone like an applied one.
+    AppliedUnverified,
+}
+
+impl StepOutcome {
+    /// True when the step left changes on the cluster that undo must revert.
+    pub fn left_changes(self) -> bool {
+        matches!(self, StepOutcome::Applied | StepOutcome::AppliedUnverified)
+    }
 }
 
 /// One step of a run record.
@@ -404,7 +415,7 @@ impl RunRecord {
             && self
                 .steps
                 .iter()
-                .any(|s| s.outcome == StepOutcome::Applied && !s.changes.is_empty())
+                .any(|s| s.outcome.left_changes() && !s.changes.is_empty())
     }
 }
 

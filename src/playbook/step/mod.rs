@@ -141,6 +141,23 @@ impl Resolve<'_> {
         ObjectRef::namespaced(&api_version, &kind, &namespace, &name)
     }
 
+    /// Renders the object a changing step writes. Secrets are refused:
+    /// a change records the values it replaces (on the object and in the
+    /// run record), and warroom never records Secret values.
+    pub fn changed_object(&mut self, spec: &ObjectSpec) -> ObjectRef {
+        let target = self.object(spec);
+        let core = target.api_version.trim() == "v1";
+        if core && target.kind.trim().eq_ignore_ascii_case("secret") {
+            self.problem(
+                spec.kind.location(),
+                "steps cannot change Secrets: warroom records the values a step replaces \
+                 (warroom.io/previous annotation, warroom-runs ConfigMap) and never records \
+                 Secret values",
+            );
+        }
+        target
+    }
+
     /// Renders a named object of a fixed kind.
     pub fn named(
         &mut self,

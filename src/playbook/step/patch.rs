@@ -39,7 +39,7 @@ impl StepSpec for Patch {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
         };
-        let target = resolve.object(&spec);
+        let target = resolve.changed_object(&spec);
         let edit = match (&self.merge, &self.json) {
             (Some(merge), None) => {
                 let body = resolve.render.body(merge);

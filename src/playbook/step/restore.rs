@@ -14,7 +14,7 @@ pub struct Restore(pub ObjectSpec);
 
 impl StepSpec for Restore {
     fn resolve(&self, resolve: &mut Resolve<'_>) -> Effect {
-        let target = resolve.object(&self.0);
+        let target = resolve.changed_object(&self.0);
         Effect::Change(Change {
             target,
             edit: Edit::Restore,
