@@ -156,7 +156,9 @@ pub struct Snapshot {
     pub stream_connected: bool,
     /// Whether expired-key notifications are on and subscribed.
     pub keyspace_enabled: bool,
-    /// ID of the last entry processed.
+    /// The stream ID reading continues after: the last entry processed,
+    /// or, before any, the start point resolved at the first connection
+    /// (`0-0` for an empty stream or [`StartFrom::Beginning`]).
     pub last_id: Option<String>,
 }
 
@@ -270,6 +272,15 @@ impl State {
         }
     }
 
+    /// Records where reading starts, unless reading already has a
+    /// position.
+    pub(crate) fn start_at(&mut self, id: &str) {
+        if self.last_id.is_none() {
+            self.last_id = Some(id.to_string());
+        }
+    }
+
+    /// The stream ID reading continues after.
     pub(crate) fn last_id(&self) -> Option<&str> {
         self.last_id.as_deref()
     }

@@ -67,10 +67,16 @@ async fn read_connected(shared: &Shared) -> Result<std::convert::Infallible, red
     let resume = shared.state().last_id().map(str::to_string);
     let mut last_id = match resume {
         Some(id) => id,
-        None => match shared.config.start {
-            StartFrom::Beginning => "0-0".to_string(),
-            StartFrom::Latest => newest_id(&mut conn, stream).await?,
-        },
+        None => {
+            let start = match shared.config.start {
+                StartFrom::Beginning => "0-0".to_string(),
+                StartFrom::Latest => newest_id(&mut conn, stream).await?,
+            };
+            // Resolved once: a reconnect before the first entry is read
+            // continues from here, not from whatever is newest by then.
+            shared.state().start_at(&start);
+            start
+        }
     };
     // A frozen Redis accepts connections but answers nothing: only a
     // reply counts as connected.
