@@ -631,3 +631,39 @@ async fn from_latest_events_written_before_the_first_entry_is_read_are_not_skipp
     );
     assert_eq!(snapshot.app_errors, DURING + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_read_before_a_reconnect_is_counted_once() {
+    let node = RedisNode::start().unwrap();
+    let (url, mut admin) = reader_url(&node).await;
+    const GARBAGE: u64 = 7;
+    for i in 0..GARBAGE {
+        let _: String = admin
+            .xadd(DEFAULT_STREAM, "*", &[("v", "2"), ("n", &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let exporter = Exporter::new(ExporterConfig {
+        start: StartFrom::Beginning,
+        ..ExporterConfig::new(&url)
+    })
+    .unwrap();
+    let _readers = exporter.spawn_stream_only();
+    read_up_to_newest(&exporter, &mut admin).await;
+    assert_eq!(exporter.snapshot().bad_events, GARBAGE);
+
+    outage(&mut admin, &exporter, async {}).await;
+    let sink = EventSink::connect(&node.url(), EventStream::default())
+        .await
+        .unwrap();
+    sink.publish(app_error(0));
+    assert!(sink.flush(Duration::from_secs(5)).await);
+    read_up_to_newest(&exporter, &mut admin).await;
+
+    let snapshot = exporter.snapshot();
+    assert_eq!(
+        snapshot.bad_events, GARBAGE,
+        "nothing re-read after the reconnect"
+    );
+    assert_eq!(snapshot.events_processed, GARBAGE + 1);
+}

@@ -240,9 +240,13 @@ impl State {
         self.count(findings);
     }
 
-    /// Counts an entry whose shape is not a stream entry at all.
-    pub(crate) fn malformed(&mut self, detail: &str) {
+    /// Counts an entry whose shape is not a stream entry at all; `id`, if
+    /// it has a usable one, becomes the resume point.
+    pub(crate) fn malformed(&mut self, id: Option<&str>, detail: &str) {
         self.metrics.events.inc();
+        if let Some(id) = id {
+            self.last_id = Some(id.to_string());
+        }
         self.bad("malformed_entry", detail);
     }
 
@@ -444,7 +448,7 @@ impl Exporter {
         let mut state = self.shared.state();
         match stream::id_millis(id) {
             Some(at_ms) => state.entry(id, at_ms, parsed),
-            None => state.malformed(&format!("entry id {id:?} is not <ms>-<seq>")),
+            None => state.malformed(None, &format!("entry id {id:?} is not <ms>-<seq>")),
         }
     }
 

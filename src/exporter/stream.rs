@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::{Connection, Shared, StartFrom};
+use super::{Connection, Shared, StartFrom, State};
 use crate::lock::event::LockEvent;
 
 /// The millisecond part of a stream entry ID (`<ms>-<seq>`).
@@ -99,21 +99,25 @@ async fn read_connected(shared: &Shared) -> Result<std::convert::Infallible, red
         if entries.is_empty() {
             continue;
         }
-        let mut state = shared.state();
-        for entry in entries {
-            match entry {
-                Entry::Event { id, at_ms, fields } => {
-                    let parsed = LockEvent::from_fields(
-                        fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    );
-                    state.entry(&id, at_ms, parsed);
-                    last_id = id;
-                }
-                Entry::Malformed { id, detail } => {
-                    state.malformed(&detail);
-                    if let Some(id) = id {
-                        last_id = id;
-                    }
+        apply(&mut shared.state(), &mut last_id, entries);
+    }
+}
+
+/// Applies one reply's entries to `state` and moves `cursor` past them.
+fn apply(state: &mut State, cursor: &mut String, entries: Vec<Entry>) {
+    for entry in entries {
+        match entry {
+            Entry::Event { id, at_ms, fields } => {
+                let parsed = LockEvent::from_fields(
+                    fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                );
+                state.entry(&id, at_ms, parsed);
+                *cursor = id;
+            }
+            Entry::Malformed { id, detail } => {
+                state.malformed(id.as_deref(), &detail);
+                if let Some(id) = id {
+                    *cursor = id;
                 }
             }
         }
@@ -239,6 +243,58 @@ fn parse_entry(entry: Value) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exporter::{Exporter, ExporterConfig};
+
+    fn exporter() -> Exporter {
+        Exporter::new(ExporterConfig::new("redis://127.0.0.1:1")).unwrap()
+    }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> Value {
+        Value::Array(vec![
+            Value::BulkString(id.as_bytes().to_vec()),
+            Value::Array(
+                fields
+                    .iter()
+                    .flat_map(|(k, v)| {
+                        [
+                            Value::BulkString(k.as_bytes().to_vec()),
+                            Value::BulkString(v.as_bytes().to_vec()),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ])
+    }
+
+    fn reply(entries: Vec<Value>) -> Value {
+        Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"s".to_vec()),
+            Value::Array(entries),
+        ])])
+    }
+
+    #[test]
+    fn a_malformed_entry_with_an_id_moves_the_resume_point_past_it() {
+        let exporter = exporter();
+        let mut state = exporter.shared.state();
+        let mut cursor = "0-0".to_string();
+        let entries = entries_of(reply(vec![
+            entry("1-1", &[("v", "2")]),
+            // Shaped wrong (a field that is not a string), but its ID is fine.
+            Value::Array(vec![
+                Value::BulkString(b"2-1".to_vec()),
+                Value::Array(vec![Value::BulkString(b"v".to_vec()), Value::Nil]),
+            ]),
+        ]));
+        apply(&mut state, &mut cursor, entries);
+        assert_eq!(cursor, "2-1");
+        assert_eq!(
+            state.last_id(),
+            Some("2-1"),
+            "a reconnect resumes after the malformed entry, not before it"
+        );
+        assert_eq!(state.metrics.bad_events_total(), 2);
+    }
 
     #[test]
     fn ids_give_their_milliseconds() {
