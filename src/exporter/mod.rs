@@ -12,7 +12,11 @@
 //!
 //! - **Nothing counted twice, nothing skipped.** The stream is read with a
 //!   blocking `XREAD` from the ID after the last entry processed; after any
-//!   reconnect (Redis restarted, network cut) it continues from that ID. A
+//!   reconnect (Redis restarted, network cut) it continues from that ID, or,
+//!   before any entry was read, from the start point resolved at the first
+//!   connection. An entry whose ID cannot be read cannot move that position:
+//!   a reply made only of such entries is counted once and re-read with a
+//!   growing pause, never in a tight loop. A
 //!   restarted Redis must keep the stream (append-only file) for entries
 //!   written before the restart to be seen; entries trimmed by `MAXLEN`
 //!   before they were read are lost to every reader.
@@ -205,6 +209,9 @@ pub(crate) struct State {
     stream_now_ms: u64,
     logged_bad: HashSet<&'static str>,
     last_id: Option<String>,
+    /// The position at which a reply with no usable entry ID was last
+    /// counted, so that the same reply coming again is not.
+    stuck_at: Option<String>,
 }
 
 impl State {
@@ -377,6 +384,7 @@ impl Exporter {
                     stream_now_ms: 0,
                     logged_bad: HashSet::new(),
                     last_id: None,
+                    stuck_at: None,
                 }),
             }),
         })
