@@ -487,3 +487,183 @@ async fn a_lease_left_to_expire_is_an_overrun_seen_from_the_expiry_notice() {
     assert_eq!(sample(&body, "warroom_lock_keys_held"), Some(0.0));
     drop(lease);
 }
+
+/// The Redis user the exporter reads as in the reconnect tests, so the test
+/// can shut the exporter out (`ACL SETUSER … off`, `CLIENT KILL USER`) while
+/// writers on the default user go on.
+const READER: &str = "exporter-reader";
+
+/// Creates the reader user on `node` and returns its URL and an admin
+/// connection (default user).
+async fn reader_url(node: &RedisNode) -> (String, redis::aio::MultiplexedConnection) {
+    let client = redis::Client::open(node.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(READER)
+        .arg("on")
+        .arg(">reader-secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://{READER}:reader-secret@127.0.0.1:{}", node.port());
+    (url, admin)
+}
+
+/// Waits until the exporter's stream connection is `up` (bounded).
+async fn stream_connected(exporter: &Exporter, up: bool) {
+    let deadline = Instant::now() + CATCH_UP;
+    while exporter.snapshot().stream_connected != up && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exporter.snapshot().stream_connected, up);
+}
+
+/// Drops the exporter's stream connection and keeps it out until
+/// `while_out` has run, then lets it back in and waits until it is back.
+async fn outage<F: std::future::Future<Output = ()>>(
+    admin: &mut redis::aio::MultiplexedConnection,
+    exporter: &Exporter,
+    while_out: F,
+) {
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(READER)
+        .arg("off")
+        .query_async(admin)
+        .await
+        .unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg(READER)
+        .query_async(admin)
+        .await
+        .unwrap();
+    assert!(killed > 0, "the exporter's connection was dropped");
+    stream_connected(exporter, false).await;
+    while_out.await;
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(READER)
+        .arg("on")
+        .query_async(admin)
+        .await
+        .unwrap();
+    stream_connected(exporter, true).await;
+}
+
+async fn newest_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    let reply: redis::streams::StreamRangeReply = conn
+        .xrevrange_count(DEFAULT_STREAM, "+", "-", 1)
+        .await
+        .unwrap();
+    reply.ids[0].id.clone()
+}
+
+/// Waits until the exporter has processed the stream's newest entry.
+async fn read_up_to_newest(exporter: &Exporter, conn: &mut redis::aio::MultiplexedConnection) {
+    let newest = newest_id(conn).await;
+    let deadline = Instant::now() + CATCH_UP;
+    while exporter.snapshot().last_id.as_deref() != Some(newest.as_str())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exporter.snapshot().last_id, Some(newest));
+}
+
+fn app_error(i: usize) -> LockEvent {
+    LockEvent::app_error("POST /v2/orders/fulfill", format!("order-svc-{i}"), "503")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_latest_events_written_before_the_first_entry_is_read_are_not_skipped() {
+    let node = RedisNode::start_with(NodeOptions {
+        append_only: true,
+        ..NodeOptions::default()
+    })
+    .unwrap();
+    let (url, mut admin) = reader_url(&node).await;
+    let sink = EventSink::connect(&node.url(), EventStream::default())
+        .await
+        .unwrap();
+    // Already in the stream at start-up: reading from the latest skips them.
+    const OLD: u64 = 5;
+    for i in 0..OLD as usize {
+        sink.publish(app_error(i));
+    }
+    assert!(sink.flush(Duration::from_secs(5)).await);
+
+    let exporter = Exporter::new(ExporterConfig {
+        start: StartFrom::Latest,
+        ..ExporterConfig::new(&url)
+    })
+    .unwrap();
+    let _readers = exporter.spawn_stream_only();
+    stream_connected(&exporter, true).await;
+
+    // The connection drops before any entry was read; events are written
+    // while it is down.
+    const DURING: u64 = 20;
+    outage(&mut admin, &exporter, async {
+        for i in 0..DURING as usize {
+            sink.publish(app_error(i));
+        }
+        assert!(sink.flush(Duration::from_secs(5)).await);
+    })
+    .await;
+    // One more after it is back, to know when reading has caught up.
+    sink.publish(app_error(0));
+    assert!(sink.flush(Duration::from_secs(5)).await);
+    read_up_to_newest(&exporter, &mut admin).await;
+
+    let len: u64 = admin.xlen(DEFAULT_STREAM).await.unwrap();
+    assert_eq!(len, OLD + DURING + 1);
+    let snapshot = exporter.snapshot();
+    assert_eq!(
+        snapshot.events_processed,
+        DURING + 1,
+        "every event written after start-up counted once, none from before"
+    );
+    assert_eq!(snapshot.app_errors, DURING + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_read_before_a_reconnect_is_counted_once() {
+    let node = RedisNode::start().unwrap();
+    let (url, mut admin) = reader_url(&node).await;
+    const GARBAGE: u64 = 7;
+    for i in 0..GARBAGE {
+        let _: String = admin
+            .xadd(DEFAULT_STREAM, "*", &[("v", "2"), ("n", &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let exporter = Exporter::new(ExporterConfig {
+        start: StartFrom::Beginning,
+        ..ExporterConfig::new(&url)
+    })
+    .unwrap();
+    let _readers = exporter.spawn_stream_only();
+    read_up_to_newest(&exporter, &mut admin).await;
+    assert_eq!(exporter.snapshot().bad_events, GARBAGE);
+
+    outage(&mut admin, &exporter, async {}).await;
+    let sink = EventSink::connect(&node.url(), EventStream::default())
+        .await
+        .unwrap();
+    sink.publish(app_error(0));
+    assert!(sink.flush(Duration::from_secs(5)).await);
+    read_up_to_newest(&exporter, &mut admin).await;
+
+    let snapshot = exporter.snapshot();
+    assert_eq!(
+        snapshot.bad_events, GARBAGE,
+        "nothing re-read after the reconnect"
+    );
+    assert_eq!(snapshot.events_processed, GARBAGE + 1);
+}

@@ -12,7 +12,11 @@
 //!
 //! - **Nothing counted twice, nothing skipped.** The stream is read with a
 //!   blocking `XREAD` from the ID after the last entry processed; after any
-//!   reconnect (Redis restarted, network cut) it continues from that ID. A
+//!   reconnect (Redis restarted, network cut) it continues from that ID, or,
+//!   before any entry was read, from the start point resolved at the first
+//!   connection. An entry whose ID cannot be read cannot move that position:
+//!   a reply made only of such entries is counted once and re-read with a
+//!   growing pause, never in a tight loop. A
 //!   restarted Redis must keep the stream (append-only file) for entries
 //!   written before the restart to be seen; entries trimmed by `MAXLEN`
 //!   before they were read are lost to every reader.
@@ -156,7 +160,9 @@ pub struct Snapshot {
     pub stream_connected: bool,
     /// Whether expired-key notifications are on and subscribed.
     pub keyspace_enabled: bool,
-    /// ID of the last entry processed.
+    /// The stream ID reading continues after: the last entry processed,
+    /// or, before any, the start point resolved at the first connection
+    /// (`0-0` for an empty stream or [`StartFrom::Beginning`]).
     pub last_id: Option<String>,
 }
 
@@ -203,6 +209,9 @@ pub(crate) struct State {
     stream_now_ms: u64,
     logged_bad: HashSet<&'static str>,
     last_id: Option<String>,
+    /// The position at which a reply with no usable entry ID was last
+    /// counted, so that the same reply coming again is not.
+    stuck_at: Option<String>,
 }
 
 impl State {
@@ -238,9 +247,13 @@ impl State {
         self.count(findings);
     }
 
-    /// Counts an entry whose shape is not a stream entry at all.
-    pub(crate) fn malformed(&mut self, detail: &str) {
+    /// Counts an entry whose shape is not a stream entry at all; `id`, if
+    /// it has a usable one, becomes the resume point.
+    pub(crate) fn malformed(&mut self, id: Option<&str>, detail: &str) {
         self.metrics.events.inc();
+        if let Some(id) = id {
+            self.last_id = Some(id.to_string());
+        }
         self.bad("malformed_entry", detail);
     }
 
@@ -270,6 +283,15 @@ impl State {
         }
     }
 
+    /// Records where reading starts, unless reading already has a
+    /// position.
+    pub(crate) fn start_at(&mut self, id: &str) {
+        if self.last_id.is_none() {
+            self.last_id = Some(id.to_string());
+        }
+    }
+
+    /// The stream ID reading continues after.
     pub(crate) fn last_id(&self) -> Option<&str> {
         self.last_id.as_deref()
     }
@@ -362,6 +384,7 @@ impl Exporter {
                     stream_now_ms: 0,
                     logged_bad: HashSet::new(),
                     last_id: None,
+                    stuck_at: None,
                 }),
             }),
         })
@@ -433,7 +456,7 @@ impl Exporter {
         let mut state = self.shared.state();
         match stream::id_millis(id) {
             Some(at_ms) => state.entry(id, at_ms, parsed),
-            None => state.malformed(&format!("entry id {id:?} is not <ms>-<seq>")),
+            None => state.malformed(None, &format!("entry id {id:?} is not <ms>-<seq>")),
         }
     }
 
