@@ -206,8 +206,6 @@ fn run_playbook(args: RunArgs) -> CommandResult {
         let bound = loaded
             .bind(&params, args.kube.namespace.as_deref(), kube.namespace())
             .map_err(|err| Failure::msg(Exit::Invalid, err))?;
-        let log = Arc::new(EventLog::default());
-        let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
         if args.output == Output::Text {
             println!(
                 "{} {} in namespace {} as {} ({}){}",
@@ -229,17 +227,8 @@ fn run_playbook(args: RunArgs) -> CommandResult {
                     )
                 }
             );
-            observers.push(Arc::new(TextEvents));
         }
-        if let Some(recorder) = &recorder {
-            observers.push(recorder.clone());
-        }
-        let confirmer: Arc<dyn Confirmer> = if args.yes {
-            Arc::new(AutoApprove)
-        } else {
-            Arc::new(TerminalConfirmer)
-        };
-        let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
+        let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
         let report = engine
             .run(
                 &bound,
@@ -248,12 +237,7 @@ fn run_playbook(args: RunArgs) -> CommandResult {
                 },
             )
             .await
-            .map_err(|err| match err {
-                warroom::playbook::engine::RunError::Unreachable(e) => {
-                    Failure::msg(Exit::Unreachable, e)
-                }
-                warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
-            })?;
+            .map_err(run_failure)?;
         report_recorder(recorder.as_deref());
         Ok(finish(&report, &log.events(), args.output))
     })
@@ -268,21 +252,8 @@ fn undo(args: UndoArgs) -> CommandResult {
                 .await
                 .map_err(kube_failure)?,
         );
-        let log = Arc::new(EventLog::default());
-        let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
-        if args.output == Output::Text {
-            observers.push(Arc::new(TextEvents));
-        }
-        if let Some(recorder) = &recorder {
-            observers.push(recorder.clone());
-        }
-        let confirmer: Arc<dyn Confirmer> = if args.yes {
-            Arc::new(AutoApprove)
-        } else {
-            Arc::new(TerminalConfirmer)
-        };
         let namespace = kube.namespace().to_owned();
-        let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
+        let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
         let report = engine
             .undo(
                 &namespace,
@@ -293,15 +264,43 @@ fn undo(args: UndoArgs) -> CommandResult {
                 },
             )
             .await
-            .map_err(|err| match err {
-                warroom::playbook::engine::RunError::Unreachable(e) => {
-                    Failure::msg(Exit::Unreachable, e)
-                }
-                warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
-            })?;
+            .map_err(run_failure)?;
         report_recorder(recorder.as_deref());
         Ok(finish(&report, &log.events(), args.output))
     })
+}
+
+/// The engine for a run or an undo: events kept for the report, printed as
+/// they happen in text mode and recorded in the timeline when asked; gates
+/// answered by `--yes` or on the terminal.
+fn engine_for(
+    kube: &Arc<KubeAccess>,
+    output: Output,
+    yes: bool,
+    recorder: Option<&Arc<TimelineRecorder>>,
+) -> (Engine, Arc<EventLog>) {
+    let log = Arc::new(EventLog::default());
+    let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
+    if output == Output::Text {
+        observers.push(Arc::new(TextEvents));
+    }
+    if let Some(recorder) = recorder {
+        observers.push(recorder.clone());
+    }
+    let confirmer: Arc<dyn Confirmer> = if yes {
+        Arc::new(AutoApprove)
+    } else {
+        Arc::new(TerminalConfirmer)
+    };
+    let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
+    (engine, log)
+}
+
+fn run_failure(err: warroom::playbook::engine::RunError) -> Failure {
+    match err {
+        warroom::playbook::engine::RunError::Unreachable(e) => Failure::msg(Exit::Unreachable, e),
+        warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
+    }
 }
 
 /// Opens the incident journal a run records into, before anything changes.

@@ -15,31 +15,9 @@ use serde_json::Value;
 
 use crate::kube::ObjectRef;
 
-/// The stage of a step an event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepPhase {
-    /// The plan for the step (what it would change).
-    Planned,
-    /// A server-side dry run of the change was accepted.
-    DryRun,
-    /// The change was written.
-    Applied,
-    /// The change was read back and matches (or nothing needed changing).
-    Verified,
-    /// The step had nothing to change: its change is already in place.
-    Unchanged,
-    /// The step was skipped (`when-changed` step changed nothing).
-    Skipped,
-    /// A human gate was passed.
-    Confirmed,
-    /// A note for the timeline.
-    Noted,
-    /// The step failed.
-    Failed,
-    /// The step's change was reverted.
-    Undone,
-}
+/// The stage of a step an event reports (shared with the timeline, which
+/// records these events as they are).
+pub use crate::timeline::StepPhase;
 
 /// One step event.
 #[derive(Debug, Clone, Serialize)]

@@ -11,10 +11,10 @@
 
 use std::sync::Mutex;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::event::{StepEvent, StepObserver, StepPhase};
-use crate::timeline::{self, Entry, Journal, NewEvent, StepReport, StepTarget, TimelineError};
+use crate::timeline::{Entry, Journal, NewEvent, StepReport, StepTarget, TimelineError};
 
 /// Appends step events to an incident journal.
 pub struct TimelineRecorder {
@@ -56,18 +56,6 @@ pub fn entry_of(event: &StepEvent) -> Entry {
     if event.phase == StepPhase::Noted {
         return Entry::note(event.message.clone());
     }
-    let phase = match event.phase {
-        StepPhase::Planned => timeline::StepPhase::Planned,
-        StepPhase::DryRun => timeline::StepPhase::DryRun,
-        StepPhase::Applied => timeline::StepPhase::Applied,
-        StepPhase::Verified => timeline::StepPhase::Verified,
-        StepPhase::Unchanged => timeline::StepPhase::Unchanged,
-        StepPhase::Skipped => timeline::StepPhase::Skipped,
-        StepPhase::Confirmed => timeline::StepPhase::Confirmed,
-        StepPhase::Noted => timeline::StepPhase::Noted,
-        StepPhase::Failed => timeline::StepPhase::Failed,
-        StepPhase::Undone => timeline::StepPhase::Undone,
-    };
     let target = event
         .target
         .as_ref()
@@ -83,7 +71,7 @@ pub fn entry_of(event: &StepEvent) -> Entry {
         run_id: event.run_id.clone(),
         step: event.step.clone(),
         kind: event.kind.clone(),
-        phase,
+        phase: event.phase,
         target,
         before: event.before.as_ref().map(nest).unwrap_or_default(),
         after: event.after.as_ref().map(nest).unwrap_or_default(),
@@ -101,31 +89,39 @@ fn nest(values: &Value) -> Value {
     if map.is_empty() || !map.keys().all(|k| k.starts_with('/')) {
         return values.clone();
     }
-    let mut root = Value::Object(serde_json::Map::new());
+    let mut root = Map::new();
     for (pointer, value) in map {
-        let mut node = &mut root;
-        let tokens: Vec<String> = pointer[1..]
+        let tokens: Vec<String> = pointer
+            .strip_prefix('/')
+            .unwrap_or(pointer)
             .split('/')
             .map(|t| t.replace("~1", "/").replace("~0", "~"))
             .collect();
-        for (i, token) in tokens.iter().enumerate() {
-            if !node.is_object() {
-                *node = Value::Object(serde_json::Map::new());
+        insert_at(&mut root, &tokens, value);
+    }
+    Value::Object(root)
+}
+
+/// Puts `value` at the path `tokens` below `node`, making the objects on the
+/// way (a non-object in the way is replaced).
+fn insert_at(node: &mut Map<String, Value>, tokens: &[String], value: &Value) {
+    match tokens {
+        [] => {}
+        [last] => {
+            node.insert(last.clone(), value.clone());
+        }
+        [first, rest @ ..] => {
+            let child = node
+                .entry(first.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
             }
-            let Value::Object(children) = node else {
-                unreachable!("made an object above")
-            };
-            node = if i + 1 == tokens.len() {
-                children.insert(token.clone(), value.clone());
-                break;
-            } else {
-                children
-                    .entry(token.clone())
-                    .or_insert_with(|| Value::Object(serde_json::Map::new()))
-            };
+            if let Value::Object(children) = child {
+                insert_at(children, rest, value);
+            }
         }
     }
-    root
 }
 
 impl StepObserver for TimelineRecorder {

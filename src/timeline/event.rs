@@ -109,7 +109,7 @@ pub struct AlertChange {
 
 /// Where a playbook step is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum StepPhase {
     /// The change was computed and shown; nothing was changed yet.
     Planned,
@@ -138,7 +138,7 @@ impl StepPhase {
     pub fn name(self) -> &'static str {
         match self {
             StepPhase::Planned => "planned",
-            StepPhase::DryRun => "dry_run",
+            StepPhase::DryRun => "dry-run",
             StepPhase::Applied => "applied",
             StepPhase::Verified => "verified",
             StepPhase::Unchanged => "unchanged",
