@@ -14,6 +14,8 @@
 //! - [`cluster`]: a local Kubernetes-API-compatible server for drills and
 //!   tests (`warroom cluster`).
 //! - [`timeline`]: the append-only incident journal and its postmortem exports.
+//! - [`redact`]: the one redactor every output that can carry a secret goes
+//!   through (errors, logs, plans, run records, the journal, exports, metrics).
 
 pub mod bench;
 pub mod cluster;
@@ -22,5 +24,6 @@ pub mod fence;
 pub mod kube;
 pub mod lock;
 pub mod playbook;
+pub mod redact;
 pub mod redis_node;
 pub mod timeline;

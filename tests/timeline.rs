@@ -887,7 +887,7 @@ fn exports_report_a_torn_tail() {
 
 mod redaction_properties {
     use proptest::prelude::*;
-    use warroom::timeline::redact::redact_text;
+    use warroom::redact::redact_text;
 
     proptest! {
         #[test]

@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::TimelineError;
 use super::event::{Entry, Milestone, NewEvent, Recorded, rfc3339_millis, to_millis};
 use super::read::{SkippedLine, scan};
-use super::redact::{redact_all_strings, redact_text, redact_value};
+use crate::redact::{redact_all_strings, redact_text, redact_value};
 
 /// Largest number of events written with one sync.
 const MAX_BATCH_EVENTS: usize = 8192;

@@ -4,7 +4,8 @@
 //!
 //! Owns: the event schema ([`event`]), durable appends with group commit and
 //! milestone order checks ([`journal`]), reading back with torn-tail
-//! reporting ([`read`]), redaction of secrets before disk ([`redact`]), the
+//! reporting ([`read`]), redaction of secrets before disk
+//! (through [`crate::redact`]), the
 //! figures a postmortem needs (Time to Detect, Time to Mitigate, duration;
 //! [`figures`]) and the exports ([`export`]).
 //!
@@ -23,7 +24,6 @@ pub mod export;
 pub mod figures;
 pub mod journal;
 pub mod read;
-pub mod redact;
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! Redaction of secrets before an event reaches the disk.
+//! Redaction of secrets before anything reaches a screen, a file, a metric or
+//! a cluster object.
 //!
 //! Applied to every string in an event (notes, alert labels, step payloads,
 //! the actor): bearer and basic credentials, whole `Authorization:` and
@@ -80,6 +81,12 @@ pub fn redact_text(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out
+}
+
+/// True when `text` holds something [`redact_text`] would hide: a value that
+/// must never be shown, stored or written to a cluster in clear.
+pub fn contains_secret(text: &str) -> bool {
+    matches!(redact_text(text), std::borrow::Cow::Owned(_))
 }
 
 /// Redacts secrets in a structured payload, in place.
