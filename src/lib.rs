@@ -16,6 +16,8 @@
 //! - [`timeline`]: the append-only incident journal and its postmortem exports.
 //! - [`redact`]: the one redactor every output that can carry a secret goes
 //!   through (errors, logs, plans, run records, the journal, exports, metrics).
+//! - [`redis_url`]: Redis URLs as the operator gives them: checked, shown
+//!   without their password, connection failures explained.
 
 pub mod bench;
 pub mod cluster;
@@ -26,4 +28,5 @@ pub mod lock;
 pub mod playbook;
 pub mod redact;
 pub mod redis_node;
+pub mod redis_url;
 pub mod timeline;

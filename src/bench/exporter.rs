@@ -24,8 +24,8 @@ use crate::lock::legacy::LegacyLock;
 use crate::lock::{EventStream, LockError, LockOptions};
 use crate::redis_node::RedisNode;
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure. Its `Debug` shows the Redis URL without its password.
+#[derive(Clone)]
 pub struct ExporterBench {
     /// Redis to use; `None` starts a `redis-server` of its own.
     pub redis: Option<String>,
@@ -41,6 +41,23 @@ pub struct ExporterBench {
     /// Memory is sampled every this many events read.
     pub sample_every: u64,
 }
+
+impl std::fmt::Debug for ExporterBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterBench")
+            .field("redis", &self.redis.as_deref().map(crate::redis_url::shown))
+            .field("trials", &self.trials)
+            .field("events", &self.events)
+            .field("keys", &self.keys)
+            .field("held", &self.held)
+            .field("sample_every", &self.sample_every)
+            .finish()
+    }
+}
+
+/// How long the exporter may be cut off from Redis before the run is given
+/// up (a measurement across an outage would mean nothing).
+const REDIS_GONE_AFTER: Duration = Duration::from_secs(10);
 
 /// Detection latency in milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -98,8 +115,9 @@ pub enum ExporterBenchError {
     /// The arguments do not describe a runnable benchmark.
     #[error("{0}")]
     Invalid(String),
-    /// Redis could not be started or reached.
-    #[error("cannot reach Redis: {0}")]
+    /// Redis could not be started or reached, or went away during the run;
+    /// the message names it (password redacted) and says what to check.
+    #[error("{0}")]
     Redis(String),
     /// The exporter failed.
     #[error("exporter: {0}")]
@@ -109,15 +127,17 @@ pub enum ExporterBenchError {
     Stalled(String),
 }
 
-impl From<LockError> for ExporterBenchError {
-    fn from(e: LockError) -> Self {
-        ExporterBenchError::Redis(e.to_string())
-    }
-}
-
-impl From<redis::RedisError> for ExporterBenchError {
-    fn from(e: redis::RedisError) -> Self {
-        ExporterBenchError::Redis(e.to_string())
+impl ExporterBenchError {
+    /// Redis at `url` failed: which (redacted), why, and what to check.
+    fn redis(url: &str, error: &LockError) -> Self {
+        ExporterBenchError::Redis(match error {
+            LockError::Redis(e) => crate::redis_url::explain(url, e),
+            other => format!(
+                "Redis at {}: {}",
+                crate::redis_url::shown(url),
+                crate::redact::redact_text(&other.to_string())
+            ),
+        })
     }
 }
 
@@ -136,21 +156,43 @@ impl ExporterBench {
             ));
         }
         let (_node, url) = match &self.redis {
-            Some(url) => (None, url.clone()),
+            Some(url) => {
+                crate::redis_url::parse(url)
+                    .map_err(|e| ExporterBenchError::Invalid(format!("--redis: {e}")))?;
+                (None, url.clone())
+            }
             None => {
-                let node =
-                    RedisNode::start().map_err(|e| ExporterBenchError::Redis(e.to_string()))?;
+                let node = RedisNode::start().map_err(|e| {
+                    ExporterBenchError::Redis(format!("cannot start a redis-server: {e}"))
+                })?;
                 let url = node.url();
                 (Some(node), url)
             }
         };
+        // Reach Redis once before anything starts, so that a wrong URL or
+        // password is one clear error, not an exporter retrying in the
+        // background.
+        let mut conn = crate::lock::connect(&url, Some(Duration::from_secs(5)), false)
+            .await
+            .map_err(|e| ExporterBenchError::redis(&url, &e))?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| ExporterBenchError::redis(&url, &LockError::Redis(e)))?;
+        drop(conn);
         let prefix = format!("bench:{:08x}", rand::random::<u32>());
-        let detection = self.detection(&url, &prefix).await;
+        let detection = match self.detection(&url, &prefix).await {
+            Ok(detection) => detection,
+            Err(e) => {
+                cleanup(&url, &prefix).await;
+                return Err(e);
+            }
+        };
         let throughput = self.throughput(&url, &prefix).await;
         cleanup(&url, &prefix).await;
         let (throughput, rss) = throughput?;
         Ok(ExporterBenchReport {
-            detection: detection?,
+            detection,
             throughput,
             rss,
         })
@@ -175,16 +217,22 @@ impl ExporterBench {
             events: Some(stream.clone()),
             ..LockOptions::new(ttl, holder)
         };
-        let pod_7f = LegacyLock::connect(url, options("pod-7f")).await?;
-        let pod_3c = LegacyLock::connect(url, options("pod-3c")).await?;
+        let redis = |e: LockError| ExporterBenchError::redis(url, &e);
+        let pod_7f = LegacyLock::connect(url, options("pod-7f"))
+            .await
+            .map_err(redis)?;
+        let pod_3c = LegacyLock::connect(url, options("pod-3c"))
+            .await
+            .map_err(redis)?;
         let http = reqwest::Client::new();
         // Wait until the reader is connected.
         let ready = Instant::now() + Duration::from_secs(10);
         while !exporter.snapshot().stream_connected {
             if Instant::now() > ready {
-                return Err(ExporterBenchError::Stalled(
-                    "the exporter did not connect to Redis".into(),
-                ));
+                return Err(ExporterBenchError::Redis(format!(
+                    "the exporter did not connect to Redis at {} within 10 s",
+                    crate::redis_url::shown(url)
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -193,10 +241,16 @@ impl ExporterBench {
         let mut seen = collisions(&http, addr).await?;
         for trial in 0..self.trials {
             let key = format!("{prefix}:lock:{trial}");
-            let first = pod_7f.acquire(&key, Duration::from_secs(1)).await?;
+            let first = pod_7f
+                .acquire(&key, Duration::from_secs(1))
+                .await
+                .map_err(redis)?;
             // pod-7f stalls past its TTL: the key expires under it.
             tokio::time::sleep(ttl + Duration::from_millis(5)).await;
-            let second = pod_3c.acquire(&key, Duration::from_secs(1)).await?;
+            let second = pod_3c
+                .acquire(&key, Duration::from_secs(1))
+                .await
+                .map_err(redis)?;
             let granted = Instant::now();
             let deadline = granted + Duration::from_secs(10);
             loop {
@@ -206,14 +260,20 @@ impl ExporterBench {
                     break;
                 }
                 if Instant::now() > deadline {
+                    if !exporter.snapshot().stream_connected {
+                        return Err(ExporterBenchError::Redis(format!(
+                            "trial {trial}: lost Redis at {} (the exporter is not connected)",
+                            crate::redis_url::shown(url)
+                        )));
+                    }
                     return Err(ExporterBenchError::Stalled(format!(
                         "trial {trial}: the collision did not show within 10 s"
                     )));
                 }
             }
             let _ = latency.record(granted.elapsed().as_micros().max(1) as u64);
-            pod_7f.release(first).await?;
-            pod_3c.release(second).await?;
+            pod_7f.release(first).await.map_err(redis)?;
+            pod_3c.release(second).await.map_err(redis)?;
         }
         server.abort();
         let ms = |v: u64| v as f64 / 1000.0;
@@ -259,8 +319,19 @@ impl ExporterBench {
         let started = Instant::now();
         let mut next_sample = self.sample_every;
         let deadline = started + Duration::from_secs(600);
+        let mut last_connected = Instant::now();
         let finished = loop {
-            let processed = exporter.snapshot().events_processed;
+            let snapshot = exporter.snapshot();
+            let processed = snapshot.events_processed;
+            if snapshot.stream_connected {
+                last_connected = Instant::now();
+            } else if last_connected.elapsed() > REDIS_GONE_AFTER {
+                break Err(ExporterBenchError::Redis(format!(
+                    "lost Redis at {} while reading the stream: not connected for {} s",
+                    crate::redis_url::shown(url),
+                    REDIS_GONE_AFTER.as_secs()
+                )));
+            }
             while processed >= next_sample {
                 rss.push(RssSample {
                     events: processed,
@@ -269,20 +340,18 @@ impl ExporterBench {
                 next_sample += self.sample_every;
             }
             if processed >= self.events {
-                break Some(started.elapsed());
+                break Ok(started.elapsed());
             }
             if Instant::now() > deadline {
-                break None;
+                break Err(ExporterBenchError::Stalled(
+                    "the exporter did not read the pre-filled stream within 600 s".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         let _ = stop_tx.send(());
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        let Some(elapsed) = finished else {
-            return Err(ExporterBenchError::Stalled(
-                "the exporter did not read the pre-filled stream within 600 s".into(),
-            ));
-        };
+        let elapsed = finished?;
         let snapshot = exporter.snapshot();
         Ok((
             Throughput {
@@ -324,7 +393,10 @@ async fn prefill(
     keys: u64,
     held: u64,
 ) -> Result<(), ExporterBenchError> {
-    let mut conn = crate::lock::connect(url, Some(Duration::from_secs(30)), false).await?;
+    let redis = |e: redis::RedisError| ExporterBenchError::redis(url, &LockError::Redis(e));
+    let mut conn = crate::lock::connect(url, Some(Duration::from_secs(30)), false)
+        .await
+        .map_err(|e| ExporterBenchError::redis(url, &e))?;
     let wave_len = held;
     let mut written = 0u64;
     let mut wave = 0u64;
@@ -362,7 +434,7 @@ async fn prefill(
                 queued += 1;
                 written += 1;
                 if queued == 5_000 {
-                    pipe.query_async::<()>(&mut conn).await?;
+                    pipe.query_async::<()>(&mut conn).await.map_err(redis)?;
                     pipe = redis::pipe();
                     queued = 0;
                 }
@@ -371,7 +443,7 @@ async fn prefill(
         wave += 1;
     }
     if queued > 0 {
-        pipe.query_async::<()>(&mut conn).await?;
+        pipe.query_async::<()>(&mut conn).await.map_err(redis)?;
     }
     Ok(())
 }

@@ -69,8 +69,8 @@ pub struct PauseSchedule {
     pub pause: Duration,
 }
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run. Its `Debug` shows the node URLs without their passwords.
+#[derive(Clone)]
 pub struct LockBench {
     /// Redis URLs; single-node modes use the first.
     pub nodes: Vec<String>,
@@ -97,6 +97,34 @@ pub struct LockBench {
     /// Connections per node, shared round-robin by the clients.
     pub connections: usize,
 }
+
+impl std::fmt::Debug for LockBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|url| crate::redis_url::shown(url))
+            .collect();
+        f.debug_struct("LockBench")
+            .field("nodes", &nodes)
+            .field("mode", &self.mode)
+            .field("clients", &self.clients)
+            .field("keys", &self.keys)
+            .field("duration", &self.duration)
+            .field("ttl", &self.ttl)
+            .field("pauses", &self.pauses)
+            .field("events", &self.events)
+            .field("compare", &self.compare)
+            .field("colocated", &self.colocated)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// How long a client waits for any one Redis reply: lock operations answer
+/// in milliseconds, and a node that stops answering (paused, cut off) must
+/// end the run with errors rather than hang it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -202,14 +230,34 @@ pub enum BenchError {
     /// The arguments do not describe a runnable benchmark.
     #[error("{0}")]
     Invalid(String),
-    /// A node could not be reached or refused the setup.
-    #[error("cannot set up the benchmark on {url}: {source}")]
+    /// A node could not be reached, refused the setup, or went away during
+    /// the run (so the counts would mean nothing).
+    #[error("{message}")]
     Setup {
-        /// The node.
+        /// The node, its password redacted.
         url: String,
-        /// What failed.
-        source: LockError,
+        /// What failed and what to check, the URL redacted.
+        message: String,
     },
+}
+
+impl BenchError {
+    /// A node failure: `what` went wrong on `url`, with the cause and what
+    /// to check; the URL is shown redacted.
+    fn node(what: &str, url: &str, source: &LockError) -> Self {
+        let detail = match source {
+            LockError::Redis(e) => crate::redis_url::explain(url, e),
+            other => format!(
+                "Redis at {}: {}",
+                crate::redis_url::shown(url),
+                crate::redact::redact_text(&other.to_string())
+            ),
+        };
+        BenchError::Setup {
+            url: crate::redis_url::shown(url),
+            message: format!("{what}: {detail}"),
+        }
+    }
 }
 
 impl LockBench {
@@ -231,6 +279,10 @@ impl LockBench {
         }
         if self.ttl < Duration::from_millis(10) {
             return invalid("--ttl-ms must be at least 10");
+        }
+        for url in &self.nodes {
+            crate::redis_url::parse(url)
+                .map_err(|e| BenchError::Invalid(format!("--redis: {e}")))?;
         }
         Ok(())
     }
@@ -288,7 +340,7 @@ impl LockBench {
         let events = self.events.then(EventStream::default);
         let setup = |url: &str| {
             let url = url.to_string();
-            move |source: LockError| BenchError::Setup { url, source }
+            move |source: LockError| BenchError::node("cannot set up the benchmark", &url, &source)
         };
         let first = &self.nodes[0];
         // One connection per node, shared by every client, as the worker tasks
@@ -299,7 +351,7 @@ impl LockBench {
             let mut node_conns = Vec::with_capacity(self.nodes.len());
             for url in &self.nodes {
                 node_conns.push(
-                    crate::lock::connect(url, None, false)
+                    crate::lock::connect(url, Some(RESPONSE_TIMEOUT), false)
                         .await
                         .map_err(setup(url))?,
                 );
@@ -408,7 +460,17 @@ impl LockBench {
             for &k in chunk {
                 pipe.cmd("HGET").arg(record_key(&prefix, k)).arg("value");
             }
-            let values: Vec<Option<String>> = pipe.query_async(&mut conn).await.unwrap_or_default();
+            let values: Vec<Option<String>> = match pipe.query_async(&mut conn).await {
+                Ok(values) => values,
+                Err(e) => {
+                    cleanup(&self.nodes, &prefix).await;
+                    return Err(BenchError::node(
+                        "lost Redis during the run, so the counts would mean nothing",
+                        first,
+                        &LockError::Redis(e),
+                    ));
+                }
+            };
             total += values
                 .iter()
                 .map(|v| {

@@ -9,7 +9,7 @@ use warroom::exporter::{
 };
 use warroom::lock::event::DEFAULT_STREAM;
 
-use super::{CommandResult, Exit, Failure};
+use super::{CommandResult, Exit, Failure, output};
 
 /// May the exporter change `notify-keyspace-events` on the server?
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,36 +89,26 @@ async fn serve(exporter: Exporter, listen: SocketAddr) -> CommandResult {
         ExporterError::Listen { .. } => Failure::msg(Exit::Failed, e),
         other => Failure::msg(Exit::Invalid, other),
     })?;
-    let _readers = exporter.spawn();
     let config = exporter.config();
-    eprintln!(
+    output::say(format!(
         "warroom exporter: serving http://{bound}/metrics and /healthz; reading stream {:?} from {}",
-        config.stream,
-        redact(&config.redis_url)
-    );
-    match config.keyspace_events {
-        KeyspaceEvents::Allow => eprintln!(
+        config.stream, config.redis_url
+    ));
+    // What the server's notifications turn out to be is logged once by the
+    // reader that finds out; here only what the exporter may do.
+    output::say(match config.keyspace_events {
+        KeyspaceEvents::Allow => {
             "keyspace notifications: allowed; the exporter turns on expired-key events \
              (notify-keyspace-events Ex) if they are off"
-        ),
-        KeyspaceEvents::Off => eprintln!(
+        }
+        KeyspaceEvents::Off => {
             "keyspace notifications: --keyspace-events off; the server's configuration is \
-             left as it is, and if expired-key events are off there, lease overruns are \
-             seen only from stream times (see warroom_keyspace_notifications_enabled)"
-        ),
-    }
+             left as it is"
+        }
+    });
+    let _readers = exporter.spawn();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(Exit::Done),
         _ = server => Err(Failure::msg(Exit::Failed, "the HTTP server stopped")),
-    }
-}
-
-/// The URL without its password, for printing.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line interface: one file per command family, each turning parsed
-//! arguments into library calls.
+//! arguments into library calls, and [`output`] for everything written to
+//! standard error (failure reports, warnings, logs: redacted, each once).
 //!
 //! Exit codes are stable and documented in the README:
 //! 0 done, 1 failed (for `run`: a step failed and was undone), 2 invalid input,
@@ -9,6 +10,7 @@
 mod bench;
 mod cluster;
 mod exporter;
+pub mod output;
 mod playbook;
 mod timeline;
 
@@ -48,8 +50,10 @@ impl Failure {
         }
     }
 
-    /// A failure built from a plain message.
+    /// A failure built from a plain message, redacted now: a URL or token
+    /// in it must not survive, even split across wrapped lines.
     pub fn msg(exit: Exit, message: impl std::fmt::Display) -> Self {
+        let message = warroom::redact::redact_text(&message.to_string()).into_owned();
         Self::new(exit, miette::miette!("{message}"))
     }
 }
@@ -65,8 +69,15 @@ pub type CommandResult = Result<Exit, Failure>;
     long_about = None
 )]
 struct Cli {
-    /// Log filter (tracing env-filter syntax); logs go to stderr.
-    #[arg(long, global = true, env = "WARROOM_LOG", default_value = "warn")]
+    /// Log filter (tracing env-filter syntax: a level such as warn, info or
+    /// debug, or targets such as warroom=debug); logs go to stderr, redacted.
+    #[arg(
+        long,
+        global = true,
+        env = "WARROOM_LOG",
+        hide_env_values = true,
+        default_value = "warn"
+    )]
     log: String,
 
     #[command(subcommand)]
@@ -97,16 +108,29 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            let _ = err.print();
             return match err.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    let _ = err.print();
                     ExitCode::SUCCESS
                 }
-                _ => ExitCode::from(Exit::Invalid as u8),
+                _ => {
+                    // The message quotes the value it refuses, which may be
+                    // a URL with its password.
+                    let rendered = err.render();
+                    output::say(if output::use_color() {
+                        rendered.ansi().to_string()
+                    } else {
+                        rendered.to_string()
+                    });
+                    ExitCode::from(Exit::Invalid as u8)
+                }
             };
         }
     };
-    init_logging(&cli.log);
+    if let Err(failure) = init_logging(&cli.log) {
+        output::report(&failure.report);
+        return ExitCode::from(failure.exit as u8);
+    }
     let outcome = match cli.command {
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Playbook(cmd)) => playbook::run(cmd),
@@ -122,17 +146,28 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(failure) => {
-            eprintln!("{:?}", failure.report);
+            output::report(&failure.report);
             ExitCode::from(failure.exit as u8)
         }
     }
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// Logs go to standard error through the redactor, each line once, in
+/// colour only on a terminal without `NO_COLOR`.
+fn init_logging(filter: &str) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        Failure::msg(
+            Exit::Invalid,
+            format!(
+                "--log (or WARROOM_LOG) {filter:?} is not a log filter: {e}; use a level such \
+                 as warn, info or debug, or targets such as warroom=debug"
+            ),
+        )
+    })?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(output::use_color())
+        .with_writer(output::LogSink)
         .try_init();
+    Ok(())
 }

@@ -152,7 +152,7 @@ fn validate(args: ValidateArgs) -> CommandResult {
             ),
             Err(err) => {
                 invalid += 1;
-                eprintln!("{:?}", load_report(err));
+                super::output::report(&load_report(err));
             }
         }
     }
@@ -207,7 +207,7 @@ fn run_playbook(args: RunArgs) -> CommandResult {
             .bind(&params, args.kube.namespace.as_deref(), kube.namespace())
             .map_err(|err| Failure::msg(Exit::Invalid, err))?;
         if args.output == Output::Text {
-            println!(
+            super::output::line(format_args!(
                 "{} {} in namespace {} as {} ({}){}",
                 if args.dry_run {
                     "Dry run of"
@@ -226,7 +226,7 @@ fn run_playbook(args: RunArgs) -> CommandResult {
                         warroom::playbook::engine::params_line(&bound.params)
                     )
                 }
-            );
+            ));
         }
         let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
         let report = engine
@@ -364,10 +364,7 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output) -> Exit {
                 "steps": report.steps,
                 "events": events,
             });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".into())
-            );
+            super::output::json(value);
         }
         Output::Text => {
             let verb = match report.outcome {
@@ -379,10 +376,10 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output) -> Exit {
                 Outcome::Failed => "failed",
                 Outcome::Refused => "refused",
             };
-            println!(
+            super::output::line(format_args!(
                 "{verb}: {} (run {}, {} ms, {} ms waiting)",
                 report.message, report.plan.run_id, report.elapsed_ms, report.waited_ms
-            );
+            ));
             if report.outcome == Outcome::Done {
                 println!(
                     "undo with: warroom undo {} -n {}",
@@ -424,11 +421,10 @@ impl StepObserver for TextEvents {
         } else {
             e.at.strftime("%H:%M:%S%.3f").to_string()
         };
-        println!(
+        super::output::line(format_args!(
             "  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}",
             e.step, e.kind
-        );
-        let _ = std::io::stdout().flush();
+        ));
     }
 }
 
@@ -459,13 +455,14 @@ impl Confirmer for TerminalConfirmer {
 
 fn ask(request: &ConfirmRequest) -> Confirmation {
     let mut stderr = std::io::stderr();
+    let prompt = super::output::redacted(&request.prompt);
     let _ = match &request.answer {
         Some(answer) => write!(
             stderr,
-            "\n[{}] {}\nType {answer:?} to go on: ",
-            request.step, request.prompt
+            "\n[{}] {prompt}\nType {answer:?} to go on: ",
+            request.step
         ),
-        None => write!(stderr, "\n[{}] {} [y/N] ", request.step, request.prompt),
+        None => write!(stderr, "\n[{}] {prompt} [y/N] ", request.step),
     };
     let _ = stderr.flush();
     let mut line = String::new();

@@ -40,10 +40,10 @@ enum Outcome {
 /// Watches for expired keys until the task is dropped.
 pub(crate) async fn watch(shared: Arc<Shared>) {
     let mut said_off = false;
-    let mut failing = false;
     loop {
-        match subscribe(&shared).await {
+        let failing = match subscribe(&shared).await {
             Outcome::Off(flags) => {
+                shared.redis_back();
                 if !said_off {
                     tracing::warn!(
                         "keyspace notifications are OFF (notify-keyspace-events is {flags:?}, and \
@@ -52,15 +52,13 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
                     );
                     said_off = true;
                 }
-                failing = false;
+                false
             }
             Outcome::Failed(e) => {
-                if !failing {
-                    tracing::warn!("keyspace notifications: {e}; retrying until Redis answers");
-                    failing = true;
-                }
+                shared.redis_trouble("keyspace notifications", &e);
+                true
             }
-        }
+        };
         {
             let mut state = shared.state();
             state.set_connected(Connection::Keyspace, false);
@@ -124,6 +122,7 @@ async fn subscribe_inner(shared: &Shared) -> Result<Outcome, redis::RedisError> 
         state.set_connected(Connection::Keyspace, true);
         state.set_keyspace_enabled(true);
     }
+    shared.redis_back();
     tracing::info!("subscribed to {channel}");
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.tick().await;

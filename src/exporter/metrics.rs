@@ -4,7 +4,10 @@
 //! counters, no unbounded labels. Keys appear as labels only on
 //! `warroom_lock_holders` (the top keys; the rest are summed into
 //! `warroom_lock_holders_other`); services reporting errors are capped at
-//! [`MAX_SERVICES`] label values, the rest count as `other`.
+//! [`MAX_SERVICES`] label values, the rest count as `other`. Label values
+//! that come from the stream (keys, services) go through the redactor
+//! ([`crate::redact`]) first: a token someone put in a lock key or a
+//! service name never reaches `/metrics` in clear.
 
 use std::collections::HashMap;
 
@@ -297,6 +300,8 @@ impl Metrics {
     }
 
     pub(crate) fn app_error(&mut self, service: &str) {
+        let service = crate::redact::redact_text(service);
+        let service = service.as_ref();
         if let Some(counter) = self.services.get(service) {
             counter.inc();
             return;
@@ -343,11 +348,13 @@ impl Metrics {
     pub(crate) fn set_holders(&self, summary: &HoldersSummary) {
         self.holders.clear();
         for key in &summary.top {
+            // Keys that differ only in a redacted secret share a label and
+            // add up.
             self.holders
                 .get_or_create(&KeyLabel {
-                    key: key.key.clone(),
+                    key: crate::redact::redact_text(&key.key).into_owned(),
                 })
-                .set(key.holders as i64);
+                .inc_by(i64::try_from(key.holders).unwrap_or(i64::MAX));
         }
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.holders_other.set(gauge(summary.other_holders));

@@ -75,10 +75,12 @@ pub enum StartFrom {
     Beginning,
 }
 
-/// How the exporter runs.
-#[derive(Debug, Clone)]
+/// How the exporter runs. Its `Debug` shows the Redis URL without its
+/// password.
+#[derive(Clone)]
 pub struct ExporterConfig {
     /// Redis URL (`redis://`, `rediss://`, credentials and db in the URL).
+    /// Shown anywhere only through [`crate::redis_url::shown`].
     pub redis_url: String,
     /// Stream key (default: the lock client's [`DEFAULT_STREAM`]).
     pub stream: String,
@@ -113,17 +115,27 @@ impl ExporterConfig {
     }
 }
 
+impl std::fmt::Debug for ExporterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterConfig")
+            .field("redis_url", &crate::redis_url::shown(&self.redis_url))
+            .field("stream", &self.stream)
+            .field("keyspace_events", &self.keyspace_events)
+            .field("start", &self.start)
+            .field("top_keys", &self.top_keys)
+            .field("belief_horizon", &self.belief_horizon)
+            .field("batch", &self.batch)
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
 /// Why the exporter cannot start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterError {
-    /// The Redis URL cannot be parsed.
-    #[error("invalid Redis URL {url:?}: {source}")]
-    RedisUrl {
-        /// The URL given.
-        url: String,
-        /// Why it was refused.
-        source: redis::RedisError,
-    },
+    /// The Redis URL cannot be parsed (the message shows it redacted).
+    #[error(transparent)]
+    RedisUrl(#[from] crate::redis_url::InvalidUrl),
     /// The configuration makes no sense.
     #[error("invalid exporter configuration: {0}")]
     Config(String),
@@ -313,11 +325,41 @@ pub(crate) struct Shared {
     pub(crate) config: ExporterConfig,
     pub(crate) client: redis::Client,
     state: Mutex<State>,
+    /// What the last warning about reaching Redis advised, until a
+    /// connection works again.
+    trouble: Mutex<Option<&'static str>>,
 }
 
 impl Shared {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Warns that Redis cannot be reached or used. The stream reader and
+    /// the keyspace subscriber fail together when Redis goes away, so a
+    /// cause is warned about once, by whichever reader meets it first, and
+    /// again only after a connection worked ([`Shared::redis_back`]) or for
+    /// a cause that needs other advice.
+    pub(crate) fn redis_trouble(&self, what: &str, error: &redis::RedisError) {
+        tracing::debug!("{what}: {error}");
+        let advice = crate::redis_url::hint(&self.config.redis_url, error);
+        {
+            let mut last = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == Some(advice) {
+                return;
+            }
+            *last = Some(advice);
+        }
+        tracing::warn!(
+            "{what}: {} (retrying until it answers; warroom_redis_connected stays 0 meanwhile)",
+            crate::redis_url::explain(&self.config.redis_url, error)
+        );
+    }
+
+    /// A connection to Redis works (again): the next trouble is warned
+    /// about.
+    pub(crate) fn redis_back(&self) {
+        *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -355,12 +397,7 @@ impl Drop for Readers {
 impl Exporter {
     /// Checks the configuration; connects to nothing yet.
     pub fn new(config: ExporterConfig) -> Result<Self, ExporterError> {
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|source| {
-            ExporterError::RedisUrl {
-                url: config.redis_url.clone(),
-                source,
-            }
-        })?;
+        let client = crate::redis_url::parse(&config.redis_url)?;
         if config.stream.is_empty() {
             return Err(ExporterError::Config("the stream name is empty".into()));
         }
@@ -386,6 +423,7 @@ impl Exporter {
                     last_id: None,
                     stuck_at: None,
                 }),
+                trouble: Mutex::new(None),
             }),
         })
     }

@@ -20,7 +20,6 @@ pub(crate) fn id_millis(id: &str) -> Option<u64> {
 /// Reads until the task is dropped.
 pub(crate) async fn read(shared: Arc<Shared>) {
     let mut backoff = MIN_BACKOFF;
-    let mut failing = false;
     loop {
         let Err(e) = read_connected(&shared).await;
         let was_up = {
@@ -29,19 +28,13 @@ pub(crate) async fn read(shared: Arc<Shared>) {
             state.set_connected(Connection::Stream, false);
             was_up
         };
+        let stream = &shared.config.stream;
         if was_up {
-            tracing::warn!(
-                "lost the lock event stream {:?}: {e}; reconnecting",
-                shared.config.stream
-            );
+            shared.redis_trouble(&format!("lost the lock event stream {stream:?}"), &e);
             backoff = MIN_BACKOFF;
-        } else if !failing {
-            tracing::warn!(
-                "cannot read the lock event stream {:?}: {e}; retrying until Redis answers",
-                shared.config.stream
-            );
+        } else {
+            shared.redis_trouble(&format!("cannot read the lock event stream {stream:?}"), &e);
         }
-        failing = true;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -82,6 +75,7 @@ async fn read_connected(shared: &Shared) -> Result<std::convert::Infallible, red
     // reply counts as connected.
     redis::cmd("PING").query_async::<()>(&mut conn).await?;
     shared.state().set_connected(Connection::Stream, true);
+    shared.redis_back();
     tracing::info!("reading lock events from {stream:?} after {last_id}");
     let block_ms = u64::try_from(shared.config.block.as_millis()).unwrap_or(u64::MAX);
     let mut stuck_backoff = MIN_BACKOFF;

@@ -445,7 +445,7 @@ pub fn records_in(configmap: &Value) -> Vec<RunRecord> {
 /// [`RUNS_KEPT`] dropped).
 pub fn store_in(configmap: &Value, record: &RunRecord) -> Result<Value, String> {
     let mut out = configmap.clone();
-    let raw = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    let raw = serde_json::to_string(&redacted(record)).map_err(|e| e.to_string())?;
     set_pointer(
         &mut out,
         &format!("/data/{}", escape(&record.id)),
@@ -460,6 +460,21 @@ pub fn store_in(configmap: &Value, record: &RunRecord) -> Result<Value, String> 
         }
     }
     Ok(out)
+}
+
+/// `record` as it may be stored in the cluster: parameter values, step
+/// messages and the actor go through the redactor. The changes keep their
+/// values, which `undo` writes back.
+fn redacted(record: &RunRecord) -> RunRecord {
+    let mut shown = record.clone();
+    let mut params = serde_json::to_value(&shown.params).unwrap_or(Value::Null);
+    crate::redact::redact_value(&mut params);
+    shown.params = serde_json::from_value(params).unwrap_or_default();
+    for step in &mut shown.steps {
+        step.message = crate::redact::redact_text(&step.message).into_owned();
+    }
+    shown.actor = crate::redact::redact_text(&shown.actor).into_owned();
+    shown
 }
 
 #[cfg(test)]

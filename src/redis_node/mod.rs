@@ -8,6 +8,9 @@
 //! enabled, is replayed). Dropping the node kills the process and removes its
 //! directory.
 //!
+//! Passwords given to a node never appear in its `Debug` output or in its
+//! errors (which quote the server's log): both go through the redactor.
+//!
 //! This module knows nothing about locks; it only runs servers.
 
 use std::fs;
@@ -59,8 +62,9 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// How to start a node.
-#[derive(Debug, Clone, Default)]
+/// How to start a node. Its `Debug` shows the password (and secret-looking
+/// extra arguments) redacted.
+#[derive(Clone, Default)]
 pub struct NodeOptions {
     /// Turn on the append-only file with `appendfsync always`, so that data
     /// (fencing counters in particular) survives a `SIGKILL` and restart.
@@ -73,6 +77,31 @@ pub struct NodeOptions {
     pub keyspace_events: Option<String>,
     /// Extra `--name value` arguments passed to the server as they are.
     pub extra_args: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra_args: Vec<(String, String)> = self
+            .extra_args
+            .iter()
+            .map(|(name, value)| {
+                let shown = crate::redact::redact_text(&format!("--{name} {value}"))
+                    .trim_start_matches(&format!("--{name} "))
+                    .to_string();
+                (name.clone(), shown)
+            })
+            .collect();
+        f.debug_struct("NodeOptions")
+            .field("append_only", &self.append_only)
+            .field(
+                "password",
+                &self.password.as_ref().map(|_| crate::redact::REDACTED),
+            )
+            .field("tls", &self.tls)
+            .field("keyspace_events", &self.keyspace_events)
+            .field("extra_args", &extra_args)
+            .finish()
+    }
 }
 
 /// A running (or stopped) `redis-server` process owned by this value.
@@ -312,10 +341,12 @@ impl RedisNode {
         matches!(stream.read(&mut buf), Ok(n) if n > 0)
     }
 
+    /// The last lines of the server's log, redacted (a configuration error
+    /// quotes the offending directive, which may be `requirepass`).
     fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
+        crate::redact::redact_text(&lines[lines.len().saturating_sub(5)..].join(" | ")).into_owned()
     }
 }
 
