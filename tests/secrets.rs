@@ -1144,3 +1144,52 @@ fn timeline_commands_and_exports_never_show_the_password() {
     .expect("the JSON export parses");
     assert!(json.is_object());
 }
+
+/// On a terminal, log lines are coloured unless `NO_COLOR` is set; in a pipe
+/// (the other tests) they never are. The terminal is `script`'s
+/// pseudo-terminal; the exporter logs its warning at once and is stopped
+/// with SIGINT by `timeout`.
+#[test]
+fn colour_only_on_a_terminal_without_no_color() {
+    if common::require_tool("script", "util-linux").is_none() {
+        return;
+    }
+    let pw = planted_password();
+    let sandbox = Sandbox::new(&pw);
+    let dead = dead_port();
+    let exporter = format!(
+        "timeout -s INT 5 {} exporter --redis redis://:{pw}@127.0.0.1:{dead} --listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_warroom")
+    );
+    for no_color in [false, true] {
+        let mut command = Command::new("script");
+        command
+            .args(["-qefc", &exporter, "/dev/null"])
+            .current_dir(sandbox.path("."))
+            .env("HOME", sandbox.path("."))
+            .env_remove("WARROOM_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if no_color {
+            command.env("NO_COLOR", "1");
+        } else {
+            command.env_remove("NO_COLOR");
+        }
+        let mut running = Spawned::start(command, &["(in script)", "exporter"]);
+        let status = running.wait(DEADLINE);
+        let run = running.finish(status);
+        assert_nowhere(&pw, "the terminal", run.stdout.as_bytes());
+        assert!(
+            run.stdout.contains("Redis at"),
+            "the warning is shown:\n{}",
+            run.stdout
+        );
+        assert_eq!(
+            run.stdout.contains('\x1b'),
+            !no_color,
+            "NO_COLOR={no_color}: colour codes only on a terminal without NO_COLOR:\n{:?}",
+            run.stdout
+        );
+    }
+}
