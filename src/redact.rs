@@ -39,15 +39,18 @@
 //! # How, and what it guarantees
 //!
 //! Each class is one regular expression ([`regex`], finite automata: no
-//! backtracking). A call runs each expression once over the text, collects
-//! the byte ranges of the secrets, and replaces them in one splice; nothing
-//! is scanned twice, so the work is linear in the input. Every expression is
-//! written so that a search never looks far past the match it reports (a
-//! value runs to its end, then the automaton dies), which keeps iterating
-//! over many matches linear too. Ranges come from `&str` matches, so any
-//! UTF-8 input is cut only at character boundaries. A value that is already
-//! [`REDACTED`] is left alone, so redacting twice changes nothing, and
-//! [`contains_secret`] is true exactly when [`redact_text`] changes its input.
+//! backtracking). A round runs each expression once over the text, collects
+//! the byte ranges of the secrets, and replaces them in one splice. Every
+//! expression is written so that a search never looks far past the match it
+//! reports (a value runs to its end, then the automaton dies), which keeps
+//! iterating over many matches linear. A redacted value can join its
+//! neighbours into a new match (a quoted value with spaces becomes one
+//! word), so rounds repeat until one finds nothing: usually one or two,
+//! never more than a small fixed number, so the work stays linear in the
+//! input. Ranges come from `&str` matches, so any UTF-8 input is cut only
+//! at character boundaries. A value that is already [`REDACTED`] is left
+//! alone, so redacting twice changes nothing, and [`contains_secret`] is
+//! true exactly when [`redact_text`] changes its input.
 //!
 //! It errs towards redacting too much: a redacted note is an inconvenience,
 //! a leaked token in a postmortem is an incident of its own.

@@ -91,6 +91,17 @@ fn first_time(line: &str) -> bool {
     true
 }
 
+/// Whether a log line is a warning or an error (its level follows the
+/// timestamp).
+fn is_warning(line: &str) -> bool {
+    let plain = strip_ansi(line);
+    let level = without_timestamp(plain.trim_start())
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    matches!(level, "WARN" | "ERROR")
+}
+
 /// A log line without the RFC 3339 timestamp it starts with, if any.
 fn without_timestamp(line: &str) -> &str {
     match line.split_once(' ') {
@@ -150,8 +161,9 @@ fn write(text: &str, once: bool) {
     let _ = stderr.flush();
 }
 
-/// The log writer: each log line is collected whole, then written redacted
-/// and only the first time within [`REPEAT_WINDOW`].
+/// The log writer: each log line is collected whole, then written redacted;
+/// a warning or error only the first time within [`REPEAT_WINDOW`] (debug
+/// and info lines always, for whoever asked for them).
 #[derive(Clone, Copy, Default)]
 pub struct LogSink;
 
@@ -183,7 +195,7 @@ impl Drop for LogLine {
             return;
         }
         let line = String::from_utf8_lossy(&self.0);
-        write(&line, true);
+        write(&line, is_warning(&line));
     }
 }
 
@@ -209,6 +221,13 @@ mod tests {
         assert!(!first_time(b));
         assert!(first_time(
             "2026-12-02T09:39:54Z  WARN exporter: another (unique-1)"
+        ));
+        assert!(is_warning(a));
+        assert!(is_warning(
+            "\x1b[2m2026-12-02T09:39:53Z\x1b[0m \x1b[33m WARN\x1b[0m x"
+        ));
+        assert!(!is_warning(
+            "2026-12-02T09:39:53.1Z DEBUG exporter: retrying"
         ));
     }
 }
