@@ -1131,7 +1131,10 @@ async fn ctrl_c_during_a_wait_stops_before_the_next_change() {
     .await;
     assert_eq!(code, 1, "{out}");
     // Before the wait or during it, depending on when the key arrives.
-    assert!(out.contains("interrupted by the operator (Ctrl-C)"), "{out}");
+    assert!(
+        out.contains("interrupted by the operator (Ctrl-C)"),
+        "{out}"
+    );
     assert_eq!(drill.replicas(), 2, "the applied change is kept");
     assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
     let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;

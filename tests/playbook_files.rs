@@ -271,6 +271,17 @@ fn a_bad_value_given_on_the_command_line_names_the_flag() {
     let err = bind(&[("deployment", "order\u{1b}[2Jservice")], None);
     assert!(err.contains("control character"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err}");
+    // Integers are held to the playbook's range and to what the field holds.
+    let err = bind(&[("replicas", "-1")], None);
+    assert_eq!(
+        err,
+        "invalid --param replicas: -1 is less than 0; nothing was changed"
+    );
+    let err = bind(&[("replicas", "2147483648")], None);
+    assert!(
+        err.starts_with("invalid --param replicas: replicas must be between 0 and 2147483647"),
+        "{err}"
+    );
     // A secret is refused without being repeated.
     let err = bind(&[("deployment", "redis://:hunter2@redis:6379")], None);
     assert!(err.starts_with("invalid --param deployment: "), "{err}");

@@ -247,6 +247,11 @@ impl KubeAccess {
             cluster: None,
             user: None,
         };
+        // kube-rs reads kubeconfig files whole: a device or a huge file
+        // would never finish.
+        for path in kubeconfig_files(target.kubeconfig.as_deref()) {
+            check_kubeconfig_file(&path, target.kubeconfig.is_some())?;
+        }
         let kubeconfig =
             match &target.kubeconfig {
                 Some(path) => Some(Kubeconfig::read_from(path).map_err(|err| {
@@ -481,6 +486,38 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// The largest kubeconfig file read.
+const MAX_KUBECONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A kubeconfig that can be read: a regular file of a sane size. A missing
+/// file is left to kube-rs to report, except one named with `--kubeconfig`.
+fn check_kubeconfig_file(path: &std::path::Path, named: bool) -> Result<(), KubeError> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(err) if named => {
+            return Err(KubeError::Config(format!(
+                "reading {}: {err}",
+                path.display()
+            )));
+        }
+        Err(_) => return Ok(()),
+    };
+    if !metadata.is_file() {
+        return Err(KubeError::Config(format!(
+            "kubeconfig {} is not a regular file",
+            path.display()
+        )));
+    }
+    if metadata.len() > MAX_KUBECONFIG_BYTES {
+        return Err(KubeError::Config(format!(
+            "kubeconfig {} is larger than {} MiB",
+            path.display(),
+            MAX_KUBECONFIG_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(())
 }
 
 /// The kubeconfig files read, as kubectl picks them, made absolute.

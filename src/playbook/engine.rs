@@ -1641,6 +1641,12 @@ impl Engine {
         };
         match self.ask(&request).await {
             Confirmation::Approved => {}
+            Confirmation::Declined if self.cancelled() => {
+                return Ok(refused(
+                    plan,
+                    "undo interrupted at the confirmation (Ctrl-C); nothing was changed".into(),
+                ));
+            }
             Confirmation::Declined => {
                 return Ok(refused(
                     plan,

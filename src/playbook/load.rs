@@ -43,12 +43,43 @@ pub enum LoadError {
     Invalid(#[from] Box<InvalidPlaybook>),
 }
 
-/// Reads and validates a playbook file.
+/// The largest playbook file read (the shipped ones are a few KB).
+pub const MAX_PLAYBOOK_BYTES: u64 = 1024 * 1024;
+
+/// Reads and validates a playbook file: a regular file of at most
+/// [`MAX_PLAYBOOK_BYTES`] (a device such as `/dev/zero` never ends).
 pub fn load_file(path: &Path) -> Result<LoadedPlaybook, LoadError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|err| LoadError::Read {
+    let read_error = |message: String| LoadError::Read {
         file: file.clone(),
-        message: err.to_string(),
+        message,
+    };
+    let opened = std::fs::File::open(path).map_err(|err| read_error(err.to_string()))?;
+    let metadata = opened
+        .metadata()
+        .map_err(|err| read_error(err.to_string()))?;
+    if !metadata.is_file() {
+        return Err(read_error(
+            "not a regular file; give the path of a playbook (.yaml)".into(),
+        ));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_PLAYBOOK_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| read_error(err.to_string()))?;
+    if bytes.len() as u64 > MAX_PLAYBOOK_BYTES {
+        return Err(read_error(format!(
+            "larger than {} KiB; a playbook is a few KB of YAML",
+            MAX_PLAYBOOK_BYTES / 1024
+        )));
+    }
+    let source = String::from_utf8(bytes).map_err(|err| {
+        read_error(format!(
+            "not UTF-8 text (byte {})",
+            err.utf8_error().valid_up_to()
+        ))
     })?;
     parse(&file, &source).map_err(LoadError::Invalid)
 }
@@ -153,6 +184,12 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
                     if let Some(problem) = default_problem(name, &value) {
                         problems.push(Problem::at(default.0.referenced, problem));
                     }
+                    if let Some(problem) = parameter.out_of_range(&value) {
+                        problems.push(Problem::at(
+                            default.0.referenced,
+                            format!("default of `{name}`: {problem}"),
+                        ));
+                    }
                     value
                 }
                 None => {
@@ -170,6 +207,28 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
             None => parameter.kind.placeholder(),
         };
         values.insert(name.clone(), value);
+        if parameter.kind != super::model::ParamType::Integer
+            && (parameter.minimum.is_some() || parameter.maximum.is_some())
+        {
+            let at = parameter_at(source, name);
+            problems.push(Problem::span(
+                source,
+                at,
+                name.len(),
+                format!("`minimum` and `maximum` apply to integer parameters; `{name}` is not one"),
+            ));
+        }
+        if let (Some(min), Some(max)) = (parameter.minimum, parameter.maximum)
+            && min > max
+        {
+            let at = parameter_at(source, name);
+            problems.push(Problem::span(
+                source,
+                at,
+                name.len(),
+                format!("`{name}` has minimum {min} above maximum {max}"),
+            ));
+        }
     }
     let mut resolve = Resolve::new(Render::new(&values, source), "placeholder");
     for precondition in &doc.preconditions {
@@ -240,6 +299,16 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
     }
     problems.extend(resolve.render.problems);
     problems
+}
+
+/// Where a parameter is declared (its key under `parameters:`), as far as
+/// plain text can tell.
+fn parameter_at(source: &str, name: &str) -> usize {
+    let base = source.find("\nparameters:").unwrap_or(0);
+    source[base..]
+        .find(&format!("{name}:"))
+        .map(|at| base + at)
+        .unwrap_or(0)
 }
 
 /// What is wrong with a parameter's default value, if anything: a
@@ -414,6 +483,12 @@ impl LoadedPlaybook {
                 },
                 value: names::shown(raw),
             })?;
+            if let Some(problem) = parameter.out_of_range(&value) {
+                return Err(BindError::Given {
+                    given: format!("--param {name}"),
+                    message: problem,
+                });
+            }
             values.insert(name.clone(), value);
             origins.insert(name.clone(), origin);
         }
