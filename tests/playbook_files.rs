@@ -289,6 +289,47 @@ fn a_bad_value_given_on_the_command_line_names_the_flag() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// Runs the binary; kills it and fails if it has not exited after 20 s.
+fn warroom_within_deadline(args: &[&str]) -> (i32, String) {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            let mut stderr = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            return (status.code().unwrap_or(-1), stderr);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("warroom {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn files_that_never_end_are_refused_not_read() {
+    for args in [
+        &["validate", "/dev/zero"][..],
+        &["validate", "/dev/urandom"],
+        &["run", "/dev/zero", "--dry-run"],
+        &["run", "playbooks/scale-to-one.yaml", "--dry-run", "--kubeconfig", "/dev/zero"],
+    ] {
+        let (code, stderr) = warroom_within_deadline(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
     let source = "name: m\ndescription: d\nsteps:\n  - name: a\n    note: ${x}\n  - name: a\n    scale: {deployment: \"${y}\", replicas: -1}\n";
