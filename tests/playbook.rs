@@ -2386,3 +2386,25 @@ async fn numeric_flags_are_range_checked_with_a_clear_message() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("1 to 1000"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_name_cannot_rewrite_the_terminal() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "warroom-playbook", "namespace": NS},
+        "spec": {"holderIdentity": "bo\u{1b}[2J\u{1b}[Hall clear", "leaseDurationSeconds": 60,
+                 "renewTime": format!("{}.000000Z", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"))}
+    });
+    drill.server.store().put(lease).unwrap();
+    let scale = playbook_path("scale-to-one.yaml");
+    let (code, stdout, stderr) = warroom(&["run", scale.to_str().unwrap(), "--yes"], &kc).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains(r"bo\u{1b}[2J\u{1b}[Hall clear"), "{stderr}");
+    assert!(
+        !format!("{stdout}{stderr}").contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    drill.server.stop().await;
+}

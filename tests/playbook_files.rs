@@ -210,6 +210,12 @@ fn names_keys_and_secrets_are_refused_where_they_are_written() {
             13,
             "kind \"Deployment/scale\" is not a kind",
         ),
+        (
+            "51-secret-in-a-name.yaml",
+            5,
+            25,
+            "is not a lowercase RFC 1123 subdomain",
+        ),
     ];
     for (name, line, column, says) in cases {
         let file = root().join("tests/playbooks/malformed").join(name);
@@ -322,7 +328,13 @@ fn files_that_never_end_are_refused_not_read() {
         &["validate", "/dev/zero"][..],
         &["validate", "/dev/urandom"],
         &["run", "/dev/zero", "--dry-run"],
-        &["run", "playbooks/scale-to-one.yaml", "--dry-run", "--kubeconfig", "/dev/zero"],
+        &[
+            "run",
+            "playbooks/scale-to-one.yaml",
+            "--dry-run",
+            "--kubeconfig",
+            "/dev/zero",
+        ],
     ] {
         let (code, stderr) = warroom_within_deadline(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

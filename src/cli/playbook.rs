@@ -220,7 +220,8 @@ fn kube_failure(err: KubeError) -> Failure {
         KubeError::Unreachable { .. } => Exit::Unreachable,
         _ => Exit::Failed,
     };
-    Failure::msg(exit, err)
+    // The API server's message can quote an object's values.
+    Failure::msg(exit, warroom::redact::redact_text(&err.to_string()))
 }
 
 /// Ctrl-C, as a signal the engine watches: the first one asks the run to
@@ -429,7 +430,10 @@ fn engine_for(
 
 fn run_failure(err: warroom::playbook::engine::RunError) -> Failure {
     match err {
-        warroom::playbook::engine::RunError::Unreachable(e) => Failure::msg(Exit::Unreachable, e),
+        warroom::playbook::engine::RunError::Unreachable(e) => Failure::msg(
+            Exit::Unreachable,
+            warroom::redact::redact_text(&e.to_string()),
+        ),
         warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
     }
 }

@@ -92,6 +92,12 @@ impl InvalidPlaybook {
     pub fn new(file: &str, source: &str, mut problems: Vec<Problem>) -> Self {
         let masked = mask_secrets(source);
         let source = masked.as_str();
+        for problem in &mut problems {
+            // A message can quote a value from the file.
+            if let std::borrow::Cow::Owned(clean) = crate::redact::redact_text(&problem.message) {
+                problem.message = clean;
+            }
+        }
         problems.sort_by_key(|p| (p.line, p.column));
         problems.dedup();
         let mut summary = format!(
