@@ -181,7 +181,7 @@ pub fn path_segment(what: &str, value: &str) -> Result<(), String> {
         && value != "."
         && value != ".."
         && value.len() <= SUBDOMAIN_MAX
-        && value.bytes().all(is_segment_char);
+        && encode_path_segment(value) == value;
     check(
         ok,
         what,

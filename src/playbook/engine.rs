@@ -9,6 +9,14 @@
 //! object itself (see [`super::record`]) and in the run record, so `undo`
 //! and `restore.yaml` work from any machine. A change that is already in
 //! place writes nothing, so a re-run is a no-op.
+//!
+//! A failed step undoes what was applied (unless `on-failure` says
+//! otherwise). Stopping is different: a declined gate, an interrupt, or an
+//! incident journal that can no longer record the next change stop the run
+//! before its next step and keep what was applied — in the middle of an
+//! incident, putting mitigations back is a decision for `warroom undo`. A
+//! change that would record a secret is refused before anything is
+//! written ([`super::check`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
