@@ -1645,3 +1645,76 @@ async fn warroom_cluster_command_serves_until_interrupted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     assert!(!dir.path().join("unused").exists());
 }
+
+#[tokio::test]
+async fn escaped_paths_and_metadata_keys_are_read_as_the_api_server_reads_them() {
+    let server = seeded().await;
+    let http = reqwest::Client::new();
+    let deployments = format!(
+        "{}/apis/apps/v1/namespaces/orders/deployments",
+        server.url()
+    );
+    // The path is decoded before it is split: %2D is '-'.
+    let response = http
+        .get(format!("{deployments}/order%2Dservice"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["metadata"]["name"], "order-service");
+    // An escaped '#' is part of the name, not a fragment; an escaped '/'
+    // is a separator once decoded; a broken escape is a bad request.
+    for (path, code) in [
+        ("order-service%23x", 404),
+        ("order-service%2Fscale%2Fx", 404),
+        ("order%zzservice", 400),
+    ] {
+        let response = http
+            .get(format!("{deployments}/{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), code, "{path}");
+        let status: Value = response.json().await.unwrap();
+        assert_eq!(status["kind"], "Status", "{status}");
+    }
+    // Annotation and label keys and label values are checked as the API
+    // server checks them.
+    let before = server.store().revision();
+    for patch in [
+        json!({"metadata": {"annotations": {"limit rps": "50"}}}),
+        json!({"metadata": {"labels": {"a/b/c": "x"}}}),
+        json!({"metadata": {"labels": {"app": "not a label value"}}}),
+        json!({"spec": {"template": {"metadata": {"annotations": {"-x": "1"}}}}}),
+    ] {
+        let response = http
+            .patch(format!("{deployments}/order-service"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(response.status(), 422, "{patch}");
+        let status: Value = response.json().await.unwrap();
+        assert_eq!(status["reason"], "Invalid", "{status}");
+    }
+    assert_eq!(server.store().revision(), before, "nothing was stored");
+    // A field name cannot end the quoted text of its warning.
+    let response = http
+        .patch(format!("{deployments}/order-service"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"spec":{"a\"b":1}}"#)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), 200);
+    let warnings: Vec<String> = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    assert_eq!(warnings, [r#"299 - "unknown field \"spec.a\\\"b\"""#]);
+    server.stop().await;
+}

@@ -4,13 +4,15 @@
 //! concurrent run; `warroom run`/`undo`/`validate` as a real binary, and
 //! `kubectl` sees what `warroom run` changed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use warroom::cluster::ClusterServer;
-use warroom::kube::{KubeAccess, KubeTarget};
+use warroom::kube::{KubeAccess, KubeError, KubeTarget, ObjectRef};
 use warroom::playbook::event::ConfirmFuture;
 use warroom::playbook::record::{PREVIOUS_ANNOTATION, RunOutcome, StepOutcome};
 use warroom::playbook::{
@@ -652,11 +654,16 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
     let lock = playbook_path("lock-contention.yaml");
     let lock = lock.to_str().unwrap();
 
-    // No terminal, no --yes: refused before anything changes.
+    // No terminal, no --yes: refused before anything changes; the refusal
+    // goes to stderr (stdout is for results).
     let versions = drill.versions();
-    let (code, stdout, _) = warroom(&["run", lock], &kc).await;
-    assert_eq!(code, 3, "{stdout}");
-    assert!(stdout.contains("--yes"), "{stdout}");
+    let (code, stdout, stderr) = warroom(&["run", lock], &kc).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("refused"), "{stdout}");
     assert_eq!(drill.versions(), versions);
 
     // Dry run.
@@ -784,9 +791,9 @@ async fn warroom_run_and_undo_binary_exit_codes_and_json() {
                  "renewTime": format!("{}.000000Z", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"))}
     });
     drill.server.store().put(lease).unwrap();
-    let (code, stdout, _) = warroom(&["run", lock, "--yes"], &kc).await;
-    assert_eq!(code, 3, "{stdout}");
-    assert!(stdout.contains("bo on jump-1"), "{stdout}");
+    let (code, stdout, stderr) = warroom(&["run", lock, "--yes"], &kc).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains("bo on jump-1"), "{stderr}");
     assert_eq!(state(&drill), original());
 
     // The cluster gone: exit 4.
@@ -880,42 +887,306 @@ async fn warroom_on_terminal(args: &str, kubeconfig: &Path, input: &str) -> (i32
     )
 }
 
+/// Runs `command` (a shell command line) on a pseudo-terminal (util-linux
+/// `script`) in `dir`, as an operator would: for each `(shown, typed)` turn
+/// it waits until the output shows `shown` (after the previous turn's) and
+/// then types `typed`. Returns the exit status and everything shown.
+async fn terminal_conversation(command: &str, dir: &Path, turns: &[(&str, &str)]) -> (i32, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let shown = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let shown = shown.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut from = 0;
+    for (wait_for, typed) in turns {
+        let at = common::wait_until_async(
+            &format!("{wait_for:?} on the terminal"),
+            std::time::Duration::from_secs(60),
+            || {
+                let shown = shown.clone();
+                async move {
+                    let text = shown.lock().unwrap().clone();
+                    text.get(from..)
+                        .and_then(|rest| rest.find(wait_for))
+                        .map(|i| from + i + wait_for.len())
+                }
+            },
+        )
+        .await;
+        from = at;
+        stdin.write_all(typed.as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+    let status = match tokio::time::timeout(std::time::Duration::from_secs(60), child.wait()).await
+    {
+        Ok(status) => status.expect("script exits"),
+        Err(_) => panic!(
+            "warroom did not exit within 60 s; the terminal showed:\n{}",
+            shown.lock().unwrap()
+        ),
+    };
+    let _ = reader.await;
+    drop(stdin);
+    let text = shown.lock().unwrap().clone();
+    (status.code().unwrap_or(-1), text)
+}
+
+/// `warroom ARGS --kubeconfig KC` as a shell command line.
+fn warroom_command(args: &str, kubeconfig: &Path) -> String {
+    format!(
+        "'{}' {args} --kubeconfig '{}'",
+        env!("CARGO_BIN_EXE_warroom"),
+        kubeconfig.display()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_terminal_dangerous_steps_need_the_typed_answer() {
     let drill = Drill::start().await;
+    let dir = drill._dir.path();
     let scale = playbook_path("scale-to-one.yaml");
-    let lock = playbook_path("lock-contention.yaml");
+    let scale_run = warroom_command(&format!("run '{}'", scale.display()), &drill.kubeconfig);
 
-    let (code, out) = warroom_on_terminal(
-        &format!("run '{}'", scale.display()),
-        &drill.kubeconfig,
-        "yes\n",
-    )
-    .await;
-    assert_eq!(code, 3, "a plain yes is not the typed answer: {out}");
-    assert!(out.contains("Type \"scale order-service\""), "{out}");
-    assert_eq!(drill.replicas(), 8);
-
-    // Typed answers for the first two gates, then the operator declines the
-    // third: the scale-down and the rate limit are undone.
-    let (code, out) = warroom_on_terminal(
-        &format!("run '{}'", lock.display()),
-        &drill.kubeconfig,
-        "scale order-service\ny\nno\n",
+    // A plain yes is not the typed answer: asked again, then the operator
+    // stops. Nothing changed.
+    let (code, out) = terminal_conversation(
+        &scale_run,
+        dir,
+        &[
+            ("Type \"scale order-service\"", "yes\n"),
+            ("\"yes\" is not \"scale order-service\"", "n\n"),
+        ],
     )
     .await;
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("declined by the operator"), "{out}");
-    assert_eq!(state(&drill), original());
+    assert!(out.contains("nothing was changed"), "{out}");
+    assert_eq!(drill.replicas(), 8);
 
-    let (code, out) = warroom_on_terminal(
-        &format!("run '{}'", scale.display()),
-        &drill.kubeconfig,
-        "scale order-service\n",
+    // A mistyped answer asks again; the right one goes on.
+    let (code, out) = terminal_conversation(
+        &scale_run,
+        dir,
+        &[
+            ("Type \"scale order-service\"", "scale order-servce\n"),
+            ("is not \"scale order-service\"", "scale order-service\n"),
+        ],
     )
     .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(drill.replicas(), 1);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declining_the_last_gate_keeps_the_mitigations_already_applied() {
+    let drill = Drill::start().await;
+    let lock = playbook_path("lock-contention.yaml");
+    let run = warroom_command(&format!("run '{}'", lock.display()), &drill.kubeconfig);
+
+    // Typed answers for the first two gates, then the operator declines the
+    // third: the scale-down and the rate limit stay in the middle of the
+    // incident, and the output says so and how to put them back.
+    let (code, out) = terminal_conversation(
+        &run,
+        drill._dir.path(),
+        &[
+            ("Type \"scale order-service\"", "scale order-service\n"),
+            ("[y/N]", "y\n"),
+            ("Type \"watch\"", "no\n"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(state(&drill), (1, Some("50".into()), "legacy".into()));
+    assert!(out.contains("declined by the operator"), "{out}");
+    assert!(
+        out.contains("the 2 step(s) applied before are kept (scale-down, limit-ingress)"),
+        "{out}"
+    );
+    assert!(out.contains("undo with: "), "{out}");
+
+    // The run record says where the run stopped; it is not "failed" and not
+    // "running", and `warroom undo` can act on it.
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let records = engine.records(NS).await.unwrap();
+    let record = records.last().unwrap();
+    assert_eq!(record.outcome, RunOutcome::Declined, "{record:?}");
+    assert_eq!(
+        record.steps.last().map(|s| (s.name.as_str(), s.outcome)),
+        Some(("confirm-watch-locking", StepOutcome::Declined))
+    );
+    assert!(record.undoable());
+    let undo = engine.undo(NS, Some(&record.id)).await.unwrap();
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    assert_eq!(state(&drill), original());
+    drill.server.stop().await;
+}
+
+/// Approves every gate but the last, where nobody can be asked.
+#[derive(Default)]
+struct GoneAtLastGate;
+
+impl Confirmer for GoneAtLastGate {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        let last = request.step == "confirm-watch-locking";
+        Box::pin(async move {
+            if last {
+                Confirmation::Unavailable("stdin is not a terminal".into())
+            } else {
+                Confirmation::Approved
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_nobody_can_answer_stops_the_run_and_changes_nothing_further() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(GoneAtLastGate)).await;
+    let report = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Declined, "{}", report.message);
+    assert!(
+        report.message.contains("nobody could give"),
+        "{}",
+        report.message
+    );
+    assert_eq!(state(&drill), (1, Some("50".into()), "legacy".into()));
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::Declined);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_a_prompt_stops_keeps_what_was_applied_and_frees_the_lease() {
+    let drill = Drill::start().await;
+    let lock = playbook_path("lock-contention.yaml");
+    let run = warroom_command(&format!("run '{}'", lock.display()), &drill.kubeconfig);
+    let (code, out) = terminal_conversation(
+        &run,
+        drill._dir.path(),
+        &[
+            ("Type \"scale order-service\"", "scale order-service\n"),
+            ("[y/N]", "\u{3}"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("interrupted at the confirmation (Ctrl-C)"),
+        "{out}"
+    );
+    assert_eq!(state(&drill), (1, None, "legacy".into()));
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::Declined);
+    // The lease was given back: the next run is not refused.
+    let again = engine
+        .run(&bind("lock-contention.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, Outcome::Done, "{}", again.message);
+    drill.server.stop().await;
+}
+
+/// A change, then a wait that never ends.
+const WAITS_FOREVER: &str = "name: t\ndescription: d\nsteps:\n  - name: confirm\n    confirm: {prompt: go?}\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: never-there}\n      until: exists\n      timeout: 1h\n  - name: after\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_wait_stops_before_the_next_change() {
+    let drill = Drill::start().await;
+    let file = drill._dir.path().join("waits.yaml");
+    std::fs::write(&file, WAITS_FOREVER).unwrap();
+    let run = warroom_command(&format!("run '{}'", file.display()), &drill.kubeconfig);
+    let (code, out) = terminal_conversation(
+        &run,
+        drill._dir.path(),
+        &[("[y/N]", "y\n"), ("verified ", "\u{3}")],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    // Before the wait or during it, depending on when the key arrives.
+    assert!(
+        out.contains("interrupted by the operator (Ctrl-C)"),
+        "{out}"
+    );
+    assert_eq!(drill.replicas(), 2, "the applied change is kept");
+    assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::Stopped);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_cuts_a_wait_short_and_keeps_what_was_applied() {
+    let drill = Drill::start().await;
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let engine = engine.with_cancel(cancelled);
+    let requests = drill.server.requests();
+    let waiting = tokio::spawn(async move {
+        // Once the wait is polling for its object, interrupt.
+        common::wait_until_async(
+            "the wait to poll",
+            std::time::Duration::from_secs(30),
+            || {
+                let requests = requests.clone();
+                async move {
+                    requests
+                        .entries()
+                        .iter()
+                        .any(|r| r.path_and_query.contains("/configmaps/never-there"))
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        cancel.send(true).unwrap();
+        cancel
+    });
+    let started = std::time::Instant::now();
+    let report = engine
+        .run(&bind_text(WAITS_FOREVER), RunOptions::default())
+        .await
+        .unwrap();
+    let _cancel = waiting.await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(report.outcome, Outcome::Stopped, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("interrupted by the operator (Ctrl-C) while waiting"),
+        "{}",
+        report.message
+    );
+    assert_eq!(drill.replicas(), 2, "the applied change is kept");
+    assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
     drill.server.stop().await;
 }
 
@@ -1117,7 +1388,7 @@ async fn hand_changes_with_kubectl_during_the_incident_are_shown_and_restored() 
     let prompts = asked.prompts.lock().unwrap().clone();
     assert_eq!(prompts.len(), 1);
     assert!(
-        prompts[0].contains("/spec/replicas is now 2 (the run set 1)"),
+        prompts[0].contains("spec.replicas is now 2 (the run set 1)"),
         "{}",
         prompts[0]
     );
@@ -1417,7 +1688,7 @@ async fn warroom_run_without_confirm_steps_needs_a_terminal_or_yes() {
     let versions = drill.versions();
     let (code, stdout, stderr) = warroom(&["run", file], &kc).await;
     assert_eq!(code, 3, "{stdout}{stderr}");
-    assert!(stdout.contains("--yes"), "{stdout}");
+    assert!(stderr.contains("--yes"), "{stderr}");
     assert_eq!(drill.versions(), versions, "nothing changed");
 
     // On a terminal the operator declines the plan: nothing changed.
@@ -1543,5 +1814,597 @@ async fn a_run_record_that_cannot_be_saved_fails_the_step_and_undoes() {
     assert!(report.steps.iter().all(|s| s.name != "config"));
     let records = engine.records(NS).await.unwrap();
     assert_eq!(records.last().unwrap().outcome, RunOutcome::FailedUndone);
+    drill.server.stop().await;
+}
+
+// ---- values that reach a request line ----------------------------------
+
+/// Parameter values that would change a request line if sent as they are:
+/// a fragment or a query cuts `?dryRun=All` off, a slash or an escape
+/// addresses another object or subresource.
+const HOSTILE_VALUES: &[&str] = &[
+    "order-service#x",
+    "order-service?dryRun=",
+    "order-service?x=",
+    "order-service/scale",
+    "order-service/status",
+    "..",
+    ".",
+    "order%2Dservice",
+    "order-service%23",
+    "Order-Service",
+    " order-service",
+    "order-service\nx",
+    "order service",
+    "",
+    "ordér-service",
+];
+
+fn non_dry_run_writes(drill: &Drill) -> Vec<String> {
+    drill
+        .server
+        .requests()
+        .entries()
+        .into_iter()
+        .filter(|r| r.is_write() && !r.is_dry_run())
+        .map(|r| format!("{} {} -> {}", r.method, r.path_and_query, r.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_of_every_shipped_playbook_with_hostile_values_never_writes() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let revision = drill.server.store().revision();
+    let long = "a".repeat(300);
+    let mut values: Vec<&str> = HOSTILE_VALUES.to_vec();
+    values.push(&long);
+    let dir = root_playbooks();
+    let mut tried = 0;
+    for file in &dir {
+        let loaded = warroom::playbook::load_file(file).expect("valid");
+        let path = file.to_str().unwrap();
+        for name in loaded.doc.parameters.keys() {
+            for value in &values {
+                let param = format!("{name}={value}");
+                let (code, stdout, stderr) =
+                    warroom(&["run", path, "--dry-run", "--yes", "--param", &param], &kc).await;
+                assert_eq!(code, 2, "{path} --param {param:?}: {stdout}{stderr}");
+                assert!(
+                    stderr.contains(&format!("--param {name}")),
+                    "{path} --param {param:?}: {stderr}"
+                );
+                tried += 1;
+            }
+        }
+        for namespace in ["orders#x", "orders/x", "Orders", "orders?dryRun="] {
+            let (code, stdout, stderr) =
+                warroom(&["run", path, "--dry-run", "--yes", "-n", namespace], &kc).await;
+            assert_eq!(code, 2, "{path} -n {namespace:?}: {stdout}{stderr}");
+            assert!(stderr.contains("-n/--namespace"), "{stderr}");
+        }
+        // The same dry run with the shipped values goes through the server.
+        let (code, stdout, stderr) = warroom(&["run", path, "--dry-run", "--yes"], &kc).await;
+        assert_eq!(code, 0, "{path}: {stdout}{stderr}");
+    }
+    assert!(tried > 250, "{tried} hostile runs");
+    assert_eq!(
+        drill.server.store().revision(),
+        revision,
+        "no resourceVersion changed"
+    );
+    assert_eq!(non_dry_run_writes(&drill), Vec::<String>::new());
+    assert_eq!(state(&drill), original());
+    drill.server.stop().await;
+}
+
+fn root_playbooks() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(playbook_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_layer_refuses_references_that_would_change_the_request_line() {
+    let drill = Drill::start().await;
+    let kube = drill.access().await;
+    let revision = drill.server.store().revision();
+    let body = drill.deployment();
+    drill.server.requests().clear();
+    let mut references = Vec::new();
+    // Each of these would cut, redirect or break the request line (an
+    // upper-case name would not: the API server answers it with 404).
+    for name in HOSTILE_VALUES.iter().filter(|v| **v != "Order-Service") {
+        references.push(ObjectRef::namespaced("apps/v1", "Deployment", NS, name));
+    }
+    for namespace in ["orders#x", "orders/x", "orders?dryRun=", "..", ""] {
+        references.push(ObjectRef::namespaced(
+            "apps/v1",
+            "Deployment",
+            namespace,
+            "order-service",
+        ));
+    }
+    for api_version in ["apps#/v1", "apps/v1?x=", "apps/v1/namespaces", "../v1"] {
+        references.push(ObjectRef::namespaced(
+            api_version,
+            "Deployment",
+            NS,
+            "order-service",
+        ));
+    }
+    for kind in ["Deployment#", "Deployment/scale", "Deploy ment"] {
+        references.push(ObjectRef::namespaced("apps/v1", kind, NS, "order-service"));
+    }
+    for target in &references {
+        let refused = |result: Result<Option<Value>, KubeError>| match result {
+            Err(err) => assert!(
+                err.to_string().contains("refusing to send a request"),
+                "{target:?}: {err}"
+            ),
+            Ok(found) => panic!("{target:?} was sent: {found:?}"),
+        };
+        refused(kube.get(target).await);
+        refused(kube.replace(target, &body, true).await.map(Some));
+        refused(kube.replace(target, &body, false).await.map(Some));
+        refused(kube.create(target, &body, true).await.map(Some));
+    }
+    assert_eq!(
+        drill.server.requests().entries(),
+        Vec::new(),
+        "nothing reached the API server"
+    );
+    assert_eq!(drill.server.store().revision(), revision);
+    drill.server.stop().await;
+}
+
+// ---- run records edited by hand -----------------------------------------
+
+/// Rewrites the last run record in the store with `edit`.
+fn edit_last_record(drill: &Drill, edit: impl Fn(&mut Value)) -> String {
+    let store = drill.server.store();
+    let mut runs = store
+        .get("v1", "ConfigMap", Some(NS), "warroom-runs")
+        .expect("run records");
+    let data = runs["data"].as_object_mut().unwrap();
+    let mut records: Vec<(String, Value)> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_str(v.as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    records.sort_by(|a, b| a.1["started"].as_str().cmp(&b.1["started"].as_str()));
+    let (key, mut last) = records.pop().unwrap();
+    edit(&mut last);
+    data.insert(key.clone(), Value::String(last.to_string()));
+    store.put(runs).unwrap();
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_refuses_a_record_edited_to_write_a_secret_or_another_object() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let run = engine
+        .run(&bind("scale-to-one.yaml"), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Done, "{}", run.message);
+    let scale_step = |record: &mut Value| -> usize {
+        record["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|s| s["name"] == "scale-down")
+            .unwrap()
+    };
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        (
+            "Secrets",
+            Box::new(move |r: &mut Value| {
+                let i = scale_step(r);
+                r["steps"][i]["target"] = json!({"apiVersion": "v1", "kind": "Secret",
+                    "namespace": NS, "name": "order-service-redis"});
+                r["steps"][i]["changes"] =
+                    json!([{"path": "/data/password", "before": "aHVudGVyMg==", "after": null}]);
+            }),
+        ),
+        (
+            "secret",
+            Box::new(move |r: &mut Value| {
+                let i = scale_step(r);
+                r["steps"][i]["target"] = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "namespace": NS, "name": "order-service-lock"});
+                r["steps"][i]["changes"] = json!([{"path": "/data/REDIS_URL",
+                    "before": "redis://:hunter2-planted@redis:6379", "after": null}]);
+            }),
+        ),
+        (
+            "\"order-service#x\" is not a valid request path segment",
+            Box::new(move |r: &mut Value| {
+                let i = scale_step(r);
+                r["steps"][i]["target"]["name"] = json!("order-service#x");
+            }),
+        ),
+        (
+            "cannot set metadata.name",
+            Box::new(move |r: &mut Value| {
+                let i = scale_step(r);
+                r["steps"][i]["changes"] = json!([{"path": "/metadata/name", "before": "payment-service", "after": "order-service"}]);
+            }),
+        ),
+    ];
+    for (says, edit) in edits {
+        let key = edit_last_record(&drill, edit);
+        let versions = drill.versions();
+        drill.server.requests().clear();
+        let (code, stdout, stderr) = warroom(&["undo", &key, "--yes"], &kc).await;
+        assert_eq!(code, 3, "{says}: {stdout}{stderr}");
+        assert!(stderr.contains("refusing to undo"), "{says}: {stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(stderr.contains("nothing was changed"), "{stderr}");
+        assert!(
+            !format!("{stdout}{stderr}").contains("hunter2"),
+            "{stdout}{stderr}"
+        );
+        assert_eq!(drill.versions(), versions, "{says}: nothing written");
+        let sent: Vec<String> = drill
+            .server
+            .requests()
+            .entries()
+            .into_iter()
+            .filter(|r| !r.path_and_query.contains("/configmaps/warroom-runs"))
+            .filter(|r| !r.path_and_query.starts_with("/api?") && r.path_and_query != "/api")
+            .filter(|r| !r.path_and_query.starts_with("/apis"))
+            .map(|r| format!("{} {}", r.method, r.path_and_query))
+            .collect();
+        assert!(
+            sent.iter()
+                .all(|r| !r.contains("/secrets") && !r.contains("/deployments")),
+            "{says}: {sent:?}"
+        );
+        // Put the record back as the run wrote it.
+        edit_last_record(&drill, |r| {
+            let i = r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|s| s["name"] == "scale-down")
+                .unwrap();
+            r["steps"][i]["target"] = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "namespace": NS, "name": "order-service"});
+            r["steps"][i]["changes"] = json!([{"path": "/spec/replicas", "before": 8, "after": 1}]);
+        });
+    }
+    assert_eq!(drill.replicas(), 1, "the run's own change is still there");
+    let (code, stdout, stderr) = warroom(&["undo", "--last", "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(state(&drill), original());
+    drill.server.stop().await;
+}
+
+// ---- secrets ---------------------------------------------------------------
+
+const PLANTED: &str = "hunter2-planted";
+
+/// Everything the cluster holds that warroom writes: run records and the
+/// annotations on every object.
+fn stored_text(drill: &Drill) -> String {
+    let store = drill.server.store();
+    let mut text = String::new();
+    for (api_version, kind) in [
+        ("v1", "ConfigMap"),
+        ("apps/v1", "Deployment"),
+        ("networking.k8s.io/v1", "Ingress"),
+    ] {
+        for object in store.list(api_version, kind, None) {
+            text.push_str(&object["metadata"]["annotations"].to_string());
+            if object["metadata"]["name"] == "warroom-runs" {
+                text.push_str(&object["data"].to_string());
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_output_the_run_record_or_the_annotations() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    drill
+        .server
+        .store()
+        .put(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "order-service-config", "namespace": NS},
+            "data": {"REDIS_URL": format!("redis://:{PLANTED}@redis:6379"), "LOG_LEVEL": "info"}
+        }))
+        .unwrap();
+    let dir = drill._dir.path();
+    let write = |name: &str, steps: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("name: {name}\ndescription: d\nparameters:\n  value: {{type: string, default: info}}\nsteps:\n{steps}"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let set_url = write(
+        "set-url.yaml",
+        "  - name: url\n    set-config: {configmap: order-service-config, key: REDIS_URL, value: \"redis://redis:6379\"}\n",
+    );
+    let patch_url = write(
+        "patch-url.yaml",
+        "  - name: url\n    patch:\n      apiVersion: v1\n      kind: ConfigMap\n      name: order-service-config\n      merge: {data: {REDIS_URL: \"redis://redis:6380\"}}\n",
+    );
+    let drop_data = write(
+        "drop-data.yaml",
+        "  - name: wipe\n    patch:\n      apiVersion: v1\n      kind: ConfigMap\n      name: order-service-config\n      merge: {data: null}\n",
+    );
+    let set_level = write(
+        "set-level.yaml",
+        "  - name: level\n    set-config: {configmap: order-service-config, key: LOG_LEVEL, value: \"${value}\"}\n",
+    );
+    let versions = drill.server.store().revision();
+    let mut output = String::new();
+    // The current value on the cluster is secret-looking: refused at plan
+    // time, nothing changed.
+    for (file, dry) in [
+        (&set_url, false),
+        (&set_url, true),
+        (&patch_url, false),
+        (&drop_data, false),
+    ] {
+        let mut args = vec!["run", file.as_str(), "--yes"];
+        if dry {
+            args.push("--dry-run");
+        }
+        for format in ["text", "json"] {
+            let mut args = args.clone();
+            args.extend(["--output", format]);
+            let (code, stdout, stderr) = warroom(&args, &kc).await;
+            assert_eq!(code, 3, "{file}: {stdout}{stderr}");
+            let said = if format == "json" { &stdout } else { &stderr };
+            assert!(said.contains("looks like a secret"), "{said}");
+            assert!(said.contains("nothing was changed"), "{said}");
+            output.push_str(&stdout);
+            output.push_str(&stderr);
+        }
+    }
+    // Given on the command line, or written in the playbook: refused when
+    // the playbook is bound (exit 2).
+    for value in [
+        format!("redis://:{PLANTED}@redis:6379"),
+        format!("password={PLANTED}"),
+        format!("Bearer {PLANTED}abcdefghijklmnop"),
+    ] {
+        let param = format!("value={value}");
+        let (code, stdout, stderr) =
+            warroom(&["run", &set_level, "--yes", "--param", &param], &kc).await;
+        assert_eq!(code, 2, "{param}: {stdout}{stderr}");
+        assert!(stderr.contains("--param value"), "{stderr}");
+        output.push_str(&stdout);
+        output.push_str(&stderr);
+    }
+    assert_eq!(drill.server.store().revision(), versions, "nothing changed");
+    assert!(!output.contains(PLANTED), "{output}");
+    assert!(!stored_text(&drill).contains(PLANTED));
+
+    // The same steps on a value that is not a secret go through, and the
+    // secret next to it is neither shown nor recorded.
+    let (code, stdout, stderr) =
+        warroom(&["run", &set_level, "--yes", "--param", "value=debug"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains(PLANTED));
+    let stored = stored_text(&drill);
+    assert!(stored.contains("LOG_LEVEL"), "{stored}");
+    assert!(!stored.contains(PLANTED), "{stored}");
+    drill.server.stop().await;
+}
+
+// ---- the operator's path ---------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_undo_command_works_pasted_as_it_is() {
+    let drill = Drill::start().await;
+    // The operator works in an incident directory with relative paths.
+    let work = drill._dir.path().join("incident");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::copy(&drill.kubeconfig, work.join("kc")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["run", playbook_path("scale-to-one.yaml").to_str().unwrap()])
+        .args(["--kubeconfig", "kc", "--context", "warroom-local", "-n", NS])
+        .args(["--timeline", "PM-004.jsonl", "--yes"])
+        .current_dir(&work)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(drill.replicas(), 1);
+    let command = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("undo with: "))
+        .unwrap_or_else(|| panic!("no undo command in {stdout}"))
+        .to_owned();
+    for part in [
+        "--context warroom-local",
+        "-n orders",
+        "--kubeconfig /",
+        "--timeline /",
+    ] {
+        assert!(command.contains(part), "{command}");
+    }
+    // Pasted in another directory, on a terminal, with nothing else set.
+    let (code, shown) = terminal_conversation(&command, Path::new("/"), &[("[y/N]", "y\n")]).await;
+    assert_eq!(code, 0, "{command}\n{shown}");
+    assert_eq!(state(&drill), original());
+    let journal = std::fs::read_to_string(work.join("PM-004.jsonl")).unwrap();
+    assert!(journal.contains("\"undone\""), "{journal}");
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_says_what_it_will_put_back_before_it_does() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let gateway = playbook_path("gateway-rate-limit.yaml");
+    let gateway = gateway.to_str().unwrap();
+    let (code, stdout, stderr) = warroom(&["run", gateway, "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // People read paths, not JSON pointers; JSON keeps the pointer.
+    assert!(
+        stdout.contains(
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/limit-rps"]: null -> "50""#
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("~1"), "{stdout}");
+    let run_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("undo with: "))
+        .and_then(|c| c.split_whitespace().nth(2))
+        .expect("undo command")
+        .to_owned();
+
+    let (code, stdout, stderr) = warroom(&["undo", "--last", "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let announced = stdout
+        .find(&format!("Undoing run {run_id} of gateway-rate-limit"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let change = stdout
+        .find(r#"limit-ingress            networking.k8s.io/v1 Ingress orders/orders-gateway  metadata.annotations["nginx.ingress.kubernetes.io/limit-rps"]: back to absent (the run set "50")"#)
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let undone = stdout
+        .find("undone: run")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(announced < change && change < undone, "{stdout}");
+    assert_eq!(drill.limit_rps(), None);
+
+    let (code, stdout, _) = warroom(&["run", gateway, "--yes", "--output", "json"], &kc).await;
+    assert_eq!(code, 0);
+    let run: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        run["plan"][1]["changes"][0]["path"],
+        "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps"
+    );
+    assert!(run["undo_command"].as_str().unwrap().contains(" undo "));
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_with_nothing_recorded_says_it_changed_nothing() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let restore = playbook_path("restore.yaml");
+    let versions = drill.versions();
+    let (code, stdout, stderr) = warroom(&["run", restore.to_str().unwrap(), "--yes"], &kc).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("nothing recorded to restore"), "{stdout}");
+    assert!(stdout.contains("done, nothing changed"), "{stdout}");
+    assert!(!stdout.contains("undo with"), "nothing to undo: {stdout}");
+    assert_eq!(drill.versions(), versions);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_stamped_with_a_time_that_has_passed() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    for _ in 0..3 {
+        drill
+            .server
+            .store()
+            .put({
+                let mut d = drill.deployment();
+                d["spec"]["template"]["metadata"]["annotations"] = json!({});
+                d
+            })
+            .unwrap();
+        let report = engine
+            .run(&bind_text(RESTART), RunOptions::default())
+            .await
+            .unwrap();
+        let after = jiff::Timestamp::now();
+        assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+        let stamp: jiff::Timestamp = drill
+            .deployment()
+            .pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt")
+            .and_then(Value::as_str)
+            .expect("restartedAt")
+            .parse()
+            .unwrap();
+        assert!(stamp <= after, "{stamp} is after {after}");
+    }
+    drill.server.stop().await;
+}
+
+const RESTART: &str = "name: t\ndescription: d\nsteps:\n  - name: confirm\n    confirm: {prompt: go?}\n  - name: restart\n    rollout-restart: {deployment: order-service}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_flags_are_range_checked_with_a_clear_message() {
+    for (runs, says) in [
+        ("0", "0 is not in 1..=1000"),
+        ("1001", "1001 is not in 1..=1000"),
+        ("-1", "unexpected argument"),
+        ("many", "invalid digit"),
+        ("4294967296", "invalid value"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+            .args([
+                "bench",
+                "playbook",
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+            ])
+            .args(["--runs", runs])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--runs {runs}: {stderr}");
+        assert!(stderr.contains(says), "--runs {runs}: {stderr}");
+    }
+    let help = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["bench", "playbook", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("1 to 1000"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_name_cannot_rewrite_the_terminal() {
+    let drill = Drill::start().await;
+    let kc = drill.kubeconfig.clone();
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "warroom-playbook", "namespace": NS},
+        "spec": {"holderIdentity": "bo\u{1b}[2J\u{1b}[Hall clear", "leaseDurationSeconds": 60,
+                 "renewTime": format!("{}.000000Z", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"))}
+    });
+    drill.server.store().put(lease).unwrap();
+    let scale = playbook_path("scale-to-one.yaml");
+    let (code, stdout, stderr) = warroom(&["run", scale.to_str().unwrap(), "--yes"], &kc).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains(r"bo\u{1b}[2J\u{1b}[Hall clear"), "{stderr}");
+    assert!(
+        !format!("{stdout}{stderr}").contains('\u{1b}'),
+        "{stderr:?}"
+    );
     drill.server.stop().await;
 }

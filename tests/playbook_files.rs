@@ -129,6 +129,220 @@ fn steps_that_change_secrets_are_refused() {
 }
 
 #[test]
+fn names_keys_and_secrets_are_refused_where_they_are_written() {
+    // file, line, column, what the message must say
+    let cases = [
+        (
+            "37-object-name-with-a-fragment.yaml",
+            5,
+            25,
+            "\"order-service#x\" is not a lowercase RFC 1123 subdomain",
+        ),
+        (
+            "38-namespace-not-a-label.yaml",
+            5,
+            64,
+            "namespace \"Orders_NS\" is not a lowercase RFC 1123 label",
+        ),
+        (
+            "39-annotation-key-with-a-space.yaml",
+            9,
+            14,
+            "annotation key \"limit rps\" is not a qualified name",
+        ),
+        (
+            "40-json-patch-label-key-with-two-slashes.yaml",
+            10,
+            9,
+            "label key \"a/b/c\" is not a qualified name",
+        ),
+        (
+            "41-api-version-with-a-query.yaml",
+            6,
+            19,
+            "apiVersion \"apps/v1?dryRun=\" is not an API version",
+        ),
+        (
+            "42-default-name-with-a-slash.yaml",
+            7,
+            25,
+            "\"order-service/scale\" is not a lowercase RFC 1123 subdomain",
+        ),
+        (
+            "43-patch-renames-the-object.yaml",
+            9,
+            14,
+            "cannot set metadata.name",
+        ),
+        (
+            "44-patch-edits-warroom-annotation.yaml",
+            9,
+            14,
+            "cannot set the annotation \"warroom.io/previous\"",
+        ),
+        (
+            "45-set-config-of-a-secret-key.yaml",
+            5,
+            56,
+            "\"API_TOKEN\" names a secret",
+        ),
+        (
+            "46-set-config-of-a-secret-value.yaml",
+            5,
+            74,
+            "looks like a secret",
+        ),
+        (
+            "47-patch-with-a-secret-value.yaml",
+            9,
+            14,
+            "data.REDIS_URL: the value looks like a secret",
+        ),
+        (
+            "48-patch-with-a-secret-env-entry.yaml",
+            10,
+            9,
+            "looks like a secret",
+        ),
+        (
+            "49-kind-with-a-slash.yaml",
+            7,
+            13,
+            "kind \"Deployment/scale\" is not a kind",
+        ),
+        (
+            "51-secret-in-a-name.yaml",
+            5,
+            25,
+            "is not a lowercase RFC 1123 subdomain",
+        ),
+    ];
+    for (name, line, column, says) in cases {
+        let file = root().join("tests/playbooks/malformed").join(name);
+        let source = std::fs::read_to_string(&file).expect("reads");
+        let err = warroom::playbook::parse(name, &source).expect_err(name);
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let problem = &err.problems[0];
+        assert_eq!((problem.line, problem.column), (line, column), "{err}");
+        assert!(problem.message.contains(says), "{name}: {err}");
+        // A secret in the file is never repeated by the report.
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn a_bad_value_given_on_the_command_line_names_the_flag() {
+    let loaded =
+        warroom::playbook::load_file(&root().join("playbooks/scale-to-one.yaml")).expect("valid");
+    let bind = |given: &[(&str, &str)], namespace: Option<&str>| {
+        let given: Vec<(String, String)> = given
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match loaded.bind(&given, namespace, "orders") {
+            Ok(_) => panic!("{given:?} binds"),
+            Err(err) => err.to_string(),
+        }
+    };
+    for hostile in [
+        "order-service#x",
+        "order-service?dryRun=",
+        "order-service/scale",
+        "..",
+        "Order-Service",
+        "",
+    ] {
+        let err = bind(&[("deployment", hostile)], None);
+        assert!(err.starts_with("invalid --param deployment: "), "{err}");
+        assert!(
+            err.contains("RFC 1123 subdomain") || err.contains("must not be empty"),
+            "{err}"
+        );
+        assert!(
+            err.contains("(used at ") && err.contains("scale-to-one.yaml:"),
+            "{err}"
+        );
+        assert!(err.ends_with("nothing was changed"), "{err}");
+    }
+    let err = bind(&[("namespace", "orders/x")], None);
+    assert!(err.starts_with("invalid --param namespace: "), "{err}");
+    let err = bind(&[], Some("Orders"));
+    assert!(err.starts_with("invalid -n/--namespace: "), "{err}");
+    let err = match loaded.bind(&[], None, "bad_namespace") {
+        Ok(_) => String::new(),
+        Err(err) => err.to_string(),
+    };
+    // The playbook's own default wins over the context's namespace here.
+    assert!(err.is_empty(), "{err}");
+    let err = bind(&[("deployment", "order\u{1b}[2Jservice")], None);
+    assert!(err.contains("control character"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+    // Integers are held to the playbook's range and to what the field holds.
+    let err = bind(&[("replicas", "-1")], None);
+    assert_eq!(
+        err,
+        "invalid --param replicas: -1 is less than 0; nothing was changed"
+    );
+    let err = bind(&[("replicas", "2147483648")], None);
+    assert!(
+        err.starts_with("invalid --param replicas: replicas must be between 0 and 2147483647"),
+        "{err}"
+    );
+    // A secret is refused without being repeated.
+    let err = bind(&[("deployment", "redis://:hunter2@redis:6379")], None);
+    assert!(err.starts_with("invalid --param deployment: "), "{err}");
+    assert!(err.contains("looks like a secret"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Runs the binary; kills it and fails if it has not exited after 20 s.
+fn warroom_within_deadline(args: &[&str]) -> (i32, String) {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            let mut stderr = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            return (status.code().unwrap_or(-1), stderr);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("warroom {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn files_that_never_end_are_refused_not_read() {
+    for args in [
+        &["validate", "/dev/zero"][..],
+        &["validate", "/dev/urandom"],
+        &["run", "/dev/zero", "--dry-run"],
+        &[
+            "run",
+            "playbooks/scale-to-one.yaml",
+            "--dry-run",
+            "--kubeconfig",
+            "/dev/zero",
+        ],
+    ] {
+        let (code, stderr) = warroom_within_deadline(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn every_problem_is_reported_not_just_the_first() {
     let source = "name: m\ndescription: d\nsteps:\n  - name: a\n    note: ${x}\n  - name: a\n    scale: {deployment: \"${y}\", replicas: -1}\n";
     let err = warroom::playbook::parse("p.yaml", source).expect_err("invalid");

@@ -1,12 +1,19 @@
 //! `warroom run … --timeline FILE` and `warroom undo … --timeline FILE`
 //! record every step in the incident journal, with the operator from the
 //! kubeconfig as actor and the values before and after; the postmortem export
-//! then lists the steps taken.
+//! then lists the steps taken. A journal that cannot be written stops the run
+//! before its next change.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 use warroom::cluster::ClusterServer;
+use warroom::kube::{KubeAccess, KubeTarget};
+use warroom::playbook::event::Observers;
+use warroom::playbook::journal::TimelineRecorder;
+use warroom::playbook::record::RunOutcome;
+use warroom::playbook::{AutoApprove, Engine, Outcome, RunOptions, StepEvent, StepObserver};
 use warroom::timeline::{Entry, StepPhase, read_journal};
 
 async fn warroom(args: &[&str]) -> (i32, String, String) {
@@ -166,5 +173,129 @@ async fn an_unwritable_timeline_refuses_the_run_before_anything_changes() {
         .expect("deployment exists")["spec"]["replicas"]
         .clone();
     assert_eq!(replicas, 8);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_cannot_be_written_stops_the_run_before_it_changes_anything() {
+    let (server, _dir, kubeconfig) = local_cluster().await;
+    // /dev/full opens, and every write to it fails (ENOSPC).
+    let (code, stdout, stderr) = warroom(&[
+        "run",
+        "playbooks/lock-contention.yaml",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--yes",
+        "--timeline",
+        "/dev/full",
+    ])
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the incident journal could not be written"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    let replicas = server
+        .store()
+        .get("apps/v1", "Deployment", Some("orders"), "order-service")
+        .expect("deployment exists")["spec"]["replicas"]
+        .clone();
+    assert_eq!(replicas, 8);
+    server.stop().await;
+}
+
+/// Takes the journal's lock (as another process appending would) once the
+/// step it waits for is applied, and holds it.
+struct LockJournalAfter {
+    step: &'static str,
+    path: std::path::PathBuf,
+    held: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl StepObserver for LockJournalAfter {
+    fn on_event(&self, event: &StepEvent) {
+        use std::os::unix::io::AsRawFd;
+        if event.step != self.step || event.phase != StepPhase::Applied {
+            return;
+        }
+        let file = std::fs::File::open(&self.path).expect("journal opens");
+        // SAFETY: flock on the descriptor of a file this struct keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "lock taken");
+        *self.held.lock().unwrap() = Some(file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_stops_answering_mid_run_stops_the_run_before_its_next_change() {
+    let (server, dir, kubeconfig) = local_cluster().await;
+    let path = dir.path().join("PM-004.jsonl");
+    let journal = warroom::timeline::Journal::open_or_create(&path).expect("journal");
+    let recorder = Arc::new(
+        TimelineRecorder::new(journal).with_timeout(std::time::Duration::from_millis(300)),
+    );
+    let lock = Arc::new(LockJournalAfter {
+        step: "scale-down",
+        path: path.clone(),
+        held: std::sync::Mutex::new(None),
+    });
+    let kube = Arc::new(
+        KubeAccess::connect(&KubeTarget {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            namespace: None,
+        })
+        .await
+        .expect("connects"),
+    );
+    let engine = Engine::new(
+        kube,
+        Arc::new(Observers(vec![lock.clone(), recorder.clone()])),
+        Arc::new(AutoApprove),
+    );
+    let bound = warroom::playbook::load_file(Path::new("playbooks/lock-contention.yaml"))
+        .expect("valid")
+        .bind(&[], None, "orders")
+        .expect("binds");
+    let report = engine
+        .run(&bound, RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, Outcome::Stopped, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("incident journal could not be written"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.message.contains("kept (scale-down)"),
+        "{}",
+        report.message
+    );
+    assert!(report.journal_error.is_some());
+    let store = server.store();
+    let replicas = store
+        .get("apps/v1", "Deployment", Some("orders"), "order-service")
+        .unwrap()["spec"]["replicas"]
+        .clone();
+    assert_eq!(replicas, 1, "the applied change is kept");
+    let ingress = store
+        .get(
+            "networking.k8s.io/v1",
+            "Ingress",
+            Some("orders"),
+            "orders-gateway",
+        )
+        .unwrap();
+    assert!(
+        ingress["metadata"]["annotations"].is_null(),
+        "the next change was not made: {ingress}"
+    );
+    let records = engine.records("orders").await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::Stopped);
+    drop(lock.held.lock().unwrap().take());
     server.stop().await;
 }

@@ -1,15 +1,22 @@
 //! `warroom validate`, `warroom run` and `warroom undo`: playbooks from the
 //! command line, with a terminal prompt for human gates and `--output json`
 //! for scripts.
+//!
+//! Results go to stdout (the plan, the steps, "done", the undo command);
+//! refusals and failures go to stderr. Ctrl-C stops a run before its next
+//! step (at a prompt it declines), keeping what was applied; a second Ctrl-C
+//! quits at once.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
-use warroom::kube::{KubeAccess, KubeError, KubeTarget};
+use tokio::sync::watch;
+use warroom::kube::{KubeAccess, KubeError, KubeTarget, names};
 use warroom::playbook::event::{ConfirmFuture, Observers};
-use warroom::playbook::journal::TimelineRecorder;
+use warroom::playbook::journal::{APPEND_TIMEOUT, TimelineRecorder};
+use warroom::playbook::record::display_path;
 use warroom::playbook::{
     AutoApprove, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, LoadError, Outcome,
     RunOptions, RunReport, StepEvent, StepObserver, StepPhase,
@@ -54,18 +61,39 @@ pub struct KubeArgs {
     /// Kubeconfig context (default: the current context).
     #[arg(long)]
     context: Option<String>,
-    /// Namespace (default: the playbook's, then the context's).
+    /// Namespace, an RFC 1123 label (default: the playbook's, then the context's).
     #[arg(short, long)]
     namespace: Option<String>,
 }
 
 impl KubeArgs {
-    fn target(&self) -> KubeTarget {
-        KubeTarget {
+    /// The connection target, once the flags are known to be usable.
+    fn target(&self) -> Result<KubeTarget, Failure> {
+        if let Some(namespace) = &self.namespace
+            && let Err(err) = names::namespace(namespace)
+        {
+            return Err(Failure::msg(
+                Exit::Invalid,
+                format!("invalid -n/--namespace: {err}; nothing was changed"),
+            ));
+        }
+        if let Some(context) = &self.context
+            && (context.is_empty() || context.chars().any(char::is_control))
+        {
+            return Err(Failure::msg(
+                Exit::Invalid,
+                format!(
+                    "invalid --context {}: give a context name from the kubeconfig \
+                     (kubectl config get-contexts); nothing was changed",
+                    names::shown(context)
+                ),
+            ));
+        }
+        Ok(KubeTarget {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
             namespace: self.namespace.clone(),
-        }
+        })
     }
 }
 
@@ -96,7 +124,8 @@ pub struct RunArgs {
 /// `warroom undo`.
 #[derive(Args)]
 pub struct UndoArgs {
-    /// The run to undo (see the `warroom-runs` ConfigMap).
+    /// The run to undo, as printed by `warroom run` (see the `warroom-runs`
+    /// ConfigMap).
     #[arg(required_unless_present = "last", conflicts_with = "last")]
     run_id: Option<String>,
     /// Undo the latest run that left changes.
@@ -176,7 +205,10 @@ fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>, Failure> {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
             _ => Err(Failure::msg(
                 Exit::Invalid,
-                format!("--param {p:?}: expected NAME=VALUE"),
+                format!(
+                    "--param {}: expected NAME=VALUE (e.g. --param replicas=1)",
+                    names::shown(p)
+                ),
             )),
         })
         .collect()
@@ -184,25 +216,51 @@ fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>, Failure> {
 
 fn kube_failure(err: KubeError) -> Failure {
     let exit = match &err {
-        KubeError::Config(_) => Exit::Invalid,
+        KubeError::Config(_) | KubeError::InvalidReference { .. } => Exit::Invalid,
         KubeError::Unreachable { .. } => Exit::Unreachable,
         _ => Exit::Failed,
     };
-    Failure::msg(exit, err)
+    // The API server's message can quote an object's values.
+    Failure::msg(exit, warroom::redact::redact_text(&err.to_string()))
+}
+
+/// Ctrl-C, as a signal the engine watches: the first one asks the run to
+/// stop before its next step (a prompt counts as declined), the second
+/// quits at once.
+fn interrupt_signal() -> watch::Receiver<bool> {
+    let (interrupt, interrupted) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        let _ = interrupt.send(true);
+        eprintln!(
+            "\ninterrupted: stopping before the next step and keeping what was applied \
+             (Ctrl-C again to quit at once)"
+        );
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("quitting: the run record may still say `running`; check it before going on");
+            std::process::exit(130);
+        }
+    });
+    interrupted
+}
+
+/// Where a run's commands go, to print an undo command that works as it is.
+struct Context<'a> {
+    kube: &'a KubeAccess,
+    timeline: Option<&'a Path>,
 }
 
 fn run_playbook(args: RunArgs) -> CommandResult {
     let loaded = warroom::playbook::load_file(&args.playbook)
         .map_err(|err| Failure::new(Exit::Invalid, load_report(err)))?;
     let params = parse_params(&args.params)?;
+    let target = args.kube.target()?;
     let recorder = open_recorder(args.timeline.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async move {
-        let kube = Arc::new(
-            KubeAccess::connect(&args.kube.target())
-                .await
-                .map_err(kube_failure)?,
-        );
+        let kube = Arc::new(KubeAccess::connect(&target).await.map_err(kube_failure)?);
         let bound = loaded
             .bind(&params, args.kube.namespace.as_deref(), kube.namespace())
             .map_err(|err| Failure::msg(Exit::Invalid, err))?;
@@ -229,6 +287,7 @@ fn run_playbook(args: RunArgs) -> CommandResult {
             ));
         }
         let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
+        let engine = engine.with_cancel(interrupt_signal());
         let report = engine
             .run(
                 &bound,
@@ -239,35 +298,108 @@ fn run_playbook(args: RunArgs) -> CommandResult {
             .await
             .map_err(run_failure)?;
         report_recorder(recorder.as_deref());
-        Ok(finish(&report, &log.events(), args.output))
+        let context = Context {
+            kube: &kube,
+            timeline: args.timeline.as_deref(),
+        };
+        Ok(finish(&report, &log.events(), args.output, &context))
+    })
+}
+
+/// A run id as `warroom run` prints it can be stored as a ConfigMap key;
+/// anything else cannot name a run.
+fn check_run_id(run_id: &str) -> Result<(), Failure> {
+    names::config_map_key(run_id).map_err(|err| {
+        Failure::msg(
+            Exit::Invalid,
+            format!(
+                "invalid RUN-ID: {err}; run ids look like 20261126T231500Z-3f9a (warroom run \
+                 prints them; `warroom undo --last` takes the latest); nothing was changed"
+            ),
+        )
     })
 }
 
 fn undo(args: UndoArgs) -> CommandResult {
+    if let Some(run_id) = &args.run_id {
+        check_run_id(run_id)?;
+    }
+    let target = args.kube.target()?;
     let recorder = open_recorder(args.timeline.as_deref())?;
     let runtime = runtime()?;
     runtime.block_on(async move {
-        let kube = Arc::new(
-            KubeAccess::connect(&args.kube.target())
-                .await
-                .map_err(kube_failure)?,
-        );
+        let kube = Arc::new(KubeAccess::connect(&target).await.map_err(kube_failure)?);
         let namespace = kube.namespace().to_owned();
+        if let Err(err) = names::namespace(&namespace) {
+            return Err(Failure::msg(
+                Exit::Invalid,
+                format!(
+                    "invalid namespace of the kubeconfig context: {err}; give -n NAMESPACE; \
+                     nothing was changed"
+                ),
+            ));
+        }
         let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
-        let report = engine
-            .undo(
-                &namespace,
-                if args.last {
-                    None
-                } else {
-                    args.run_id.as_deref()
-                },
-            )
-            .await
-            .map_err(run_failure)?;
+        let engine = engine.with_cancel(interrupt_signal());
+        let run_id = if args.last {
+            None
+        } else {
+            args.run_id.as_deref()
+        };
+        if args.output == Output::Text {
+            announce_undo(&engine, &kube, &namespace, run_id).await;
+        }
+        let report = engine.undo(&namespace, run_id).await.map_err(run_failure)?;
         report_recorder(recorder.as_deref());
-        Ok(finish(&report, &log.events(), args.output))
+        let context = Context {
+            kube: &kube,
+            timeline: args.timeline.as_deref(),
+        };
+        Ok(finish(&report, &log.events(), args.output, &context))
     })
+}
+
+/// Says what an undo is about to put back, before it asks or acts: the
+/// run, its playbook and each change. Records the engine would refuse are
+/// not shown (the engine says why).
+async fn announce_undo(engine: &Engine, kube: &KubeAccess, namespace: &str, run_id: Option<&str>) {
+    let Ok(Some(record)) = engine.undo_target(namespace, run_id).await else {
+        return;
+    };
+    if !record.undoable() || warroom::playbook::engine::undo_record_problem(&record).is_some() {
+        return;
+    }
+    let mut lines = vec![format!(
+        "Undoing run {} of {} (run by {} at {}) in namespace {namespace} ({}):",
+        record.id,
+        record.playbook,
+        record.actor,
+        record.started.strftime("%Y-%m-%d %H:%M:%SZ"),
+        kube.server()
+    )];
+    for step in record.steps.iter().rev() {
+        if !step.outcome.left_changes() {
+            continue;
+        }
+        let Some(target) = &step.target else { continue };
+        for change in &step.changes {
+            lines.push(format!(
+                "  {:<24} {target}  {}: back to {} (the run set {})",
+                step.name,
+                display_path(&change.path),
+                shown_value(change.before.as_ref()),
+                shown_value(change.after.as_ref())
+            ));
+        }
+    }
+    let text = warroom::redact::redact_text(&lines.join("\n")).into_owned();
+    println!("{}", warroom::playbook::check::printable_lines(&text));
+}
+
+fn shown_value(value: Option<&serde_json::Value>) -> String {
+    value
+        .map(serde_json::Value::to_string)
+        .unwrap_or_else(|| "absent".into())
 }
 
 /// The engine for a run or an undo: events kept for the report, printed as
@@ -298,7 +430,10 @@ fn engine_for(
 
 fn run_failure(err: warroom::playbook::engine::RunError) -> Failure {
     match err {
-        warroom::playbook::engine::RunError::Unreachable(e) => Failure::msg(Exit::Unreachable, e),
+        warroom::playbook::engine::RunError::Unreachable(e) => Failure::msg(
+            Exit::Unreachable,
+            warroom::redact::redact_text(&e.to_string()),
+        ),
         warroom::playbook::engine::RunError::Kube(e) => kube_failure(e),
     }
 }
@@ -308,15 +443,39 @@ fn open_recorder(path: Option<&std::path::Path>) -> Result<Option<Arc<TimelineRe
     let Some(path) = path else {
         return Ok(None);
     };
-    let journal = warroom::timeline::Journal::open_or_create(path)
-        .map_err(|e| Failure::msg(Exit::Failed, format!("{e}; nothing was changed")))?;
+    // Opening reads the journal under its lock: another process holding
+    // the lock, or a file that never ends, must not hang the war room.
+    let (opened, answer) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("journal-open".into())
+        .spawn(move || {
+            let _ = opened.send(warroom::timeline::Journal::open_or_create(&owned));
+        })
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot open the journal: {e}")))?;
+    let journal = match answer.recv_timeout(APPEND_TIMEOUT) {
+        Ok(opened) => {
+            opened.map_err(|e| Failure::msg(Exit::Failed, format!("{e}; nothing was changed")))?
+        }
+        Err(_) => {
+            return Err(Failure::msg(
+                Exit::Failed,
+                format!(
+                    "the incident journal {} could not be opened within {APPEND_TIMEOUT:?} \
+                     (another process may hold its lock, or it is not a regular file); \
+                     nothing was changed",
+                    path.display()
+                ),
+            ));
+        }
+    };
     for skipped in journal.recovered() {
-        eprintln!(
+        super::output::say(format_args!(
             "warning: {}: line {} is unreadable and was skipped ({})",
             path.display(),
             skipped.line,
             skipped.reason
-        );
+        ));
     }
     Ok(Some(Arc::new(TimelineRecorder::new(journal))))
 }
@@ -326,11 +485,13 @@ fn report_recorder(recorder: Option<&TimelineRecorder>) {
     let Some(recorder) = recorder else { return };
     match recorder.failures() {
         (0, _) => {}
-        (n, first) => eprintln!(
-            "warning: {n} step event(s) could not be recorded in {}: {}",
+        (n, first) => super::output::say(format_args!(
+            "error: the incident journal {} could not be written: {n} step event(s) are missing \
+             from it ({}); add what happened by hand with `warroom timeline note` once it is \
+             writable",
             recorder.journal().path().display(),
             first.unwrap_or_default()
-        ),
+        )),
     }
 }
 
@@ -340,17 +501,85 @@ fn exit_of(report: &RunReport) -> Exit {
         return Exit::Unreachable;
     }
     match report.outcome {
+        Outcome::Done | Outcome::DryRun | Outcome::Undone if report.journal_error.is_some() => {
+            Exit::Failed
+        }
         Outcome::Done | Outcome::DryRun | Outcome::Undone => Exit::Done,
-        Outcome::PlanFailed | Outcome::FailedUndone | Outcome::Failed => Exit::Failed,
-        Outcome::Refused => Exit::Refused,
+        Outcome::PlanFailed | Outcome::FailedUndone | Outcome::Failed | Outcome::Stopped => {
+            Exit::Failed
+        }
+        Outcome::Refused | Outcome::Declined => Exit::Refused,
     }
 }
 
-fn finish(report: &RunReport, events: &[StepEvent], output: Output) -> Exit {
+/// A word as the shell reads it back: as it is when it has no character
+/// the shell treats specially, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The command that undoes `run_id`, complete enough to work when pasted
+/// anywhere: this warroom binary, the kubeconfig file(s) as absolute paths,
+/// the context, the namespace and the incident journal.
+fn undo_command(run_id: &str, namespace: &str, context: &Context<'_>) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let origin = context.kube.origin();
+    if origin.kubeconfigs.len() > 1 {
+        let joined = std::env::join_paths(&origin.kubeconfigs)
+            .map(|j| j.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        words.push(format!("KUBECONFIG={}", shell_word(&joined)));
+    }
+    let program = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .filter(|p| p.components().count() > 1)
+        .map(|p| shell_word(&absolute(&p)))
+        .unwrap_or_else(|| "warroom".into());
+    words.push(program);
+    words.push("undo".into());
+    words.push(shell_word(run_id));
+    if let [kubeconfig] = origin.kubeconfigs.as_slice() {
+        words.push("--kubeconfig".into());
+        words.push(shell_word(&absolute(kubeconfig)));
+    }
+    if let Some(name) = &origin.context {
+        words.push("--context".into());
+        words.push(shell_word(name));
+    }
+    words.push("-n".into());
+    words.push(shell_word(namespace));
+    if let Some(timeline) = context.timeline {
+        words.push("--timeline".into());
+        words.push(shell_word(&absolute(timeline)));
+    }
+    words.join(" ")
+}
+
+fn finish(report: &RunReport, events: &[StepEvent], output: Output, context: &Context<'_>) -> Exit {
     let exit = exit_of(report);
+    let left_changes =
+        report.outcome != Outcome::Undone && report.steps.iter().any(|s| s.outcome.left_changes());
+    let undo =
+        left_changes.then(|| undo_command(&report.plan.run_id, &report.plan.namespace, context));
     match output {
         Output::Json => {
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "run_id": report.plan.run_id,
                 "playbook": report.plan.playbook,
                 "namespace": report.plan.namespace,
@@ -364,6 +593,12 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output) -> Exit {
                 "steps": report.steps,
                 "events": events,
             });
+            if let Some(undo) = &undo {
+                value["undo_command"] = undo.clone().into();
+            }
+            if let Some(err) = &report.journal_error {
+                value["journal_error"] = err.clone().into();
+            }
             super::output::json(value);
         }
         Output::Text => {
@@ -375,16 +610,29 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output) -> Exit {
                 Outcome::FailedUndone => "failed, undone",
                 Outcome::Failed => "failed",
                 Outcome::Refused => "refused",
+                Outcome::Declined => "declined",
+                Outcome::Stopped => "stopped",
             };
-            super::output::line(format_args!(
+            let mut lines = vec![format!(
                 "{verb}: {} (run {}, {} ms, {} ms waiting)",
                 report.message, report.plan.run_id, report.elapsed_ms, report.waited_ms
-            ));
-            if report.outcome == Outcome::Done {
-                println!(
-                    "undo with: warroom undo {} -n {}",
-                    report.plan.run_id, report.plan.namespace
-                );
+            )];
+            if let Some(err) = &report.journal_error
+                && report.outcome != Outcome::Stopped
+            {
+                lines.push(format!(
+                    "the incident journal could not be written: {err}; its last events are \
+                     missing"
+                ));
+            }
+            if let Some(undo) = &undo {
+                lines.push(format!("undo with: {undo}"));
+            }
+            let text = lines.join("\n");
+            if exit == Exit::Done {
+                super::output::line(text);
+            } else {
+                super::output::say(text);
             }
         }
     }
@@ -403,7 +651,7 @@ impl StepObserver for TextEvents {
                     .iter()
                     .map(|(path, b)| {
                         let a = after.get(path).cloned().unwrap_or(serde_json::Value::Null);
-                        format!("{path}: {b} -> {a}")
+                        format!("{}: {b} -> {a}", display_path(path))
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -445,39 +693,67 @@ impl Confirmer for TerminalConfirmer {
             if let Err(reason) = self.can_ask() {
                 return Confirmation::Unavailable(reason);
             }
+            // A plain thread, not the runtime's blocking pool: when the
+            // prompt is interrupted the read is abandoned, and the process
+            // must not wait for it on the way out.
+            let (answer, answered) = tokio::sync::oneshot::channel();
             let request = request.clone();
-            tokio::task::spawn_blocking(move || ask(&request))
-                .await
-                .unwrap_or(Confirmation::Declined)
+            let spawned = std::thread::Builder::new()
+                .name("prompt".into())
+                .spawn(move || {
+                    let _ = answer.send(ask(&request));
+                });
+            if spawned.is_err() {
+                return Confirmation::Unavailable("cannot read the terminal".into());
+            }
+            answered.await.unwrap_or(Confirmation::Declined)
         })
     }
 }
 
+/// Asks one question on the terminal. A typed answer must match exactly:
+/// anything else but an empty line, `n` or `no` asks again; end of input
+/// declines.
 fn ask(request: &ConfirmRequest) -> Confirmation {
     let mut stderr = std::io::stderr();
     let prompt = super::output::redacted(&request.prompt);
     let _ = match &request.answer {
         Some(answer) => write!(
             stderr,
-            "\n[{}] {prompt}\nType {answer:?} to go on: ",
+            "\n[{}] {prompt}\nType {answer:?} to go on (Enter or n to stop here): ",
             request.step
         ),
         None => write!(stderr, "\n[{}] {prompt} [y/N] ", request.step),
     };
-    let _ = stderr.flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() {
-        return Confirmation::Declined;
-    }
-    let line = line.trim();
-    let approved = match &request.answer {
-        Some(answer) => line == answer,
-        None => matches!(line, "y" | "Y" | "yes" | "YES" | "Yes"),
-    };
-    if approved {
-        Confirmation::Approved
-    } else {
-        Confirmation::Declined
+    loop {
+        let _ = stderr.flush();
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => return Confirmation::Declined,
+            Ok(_) => {}
+        }
+        let line = line.trim();
+        match &request.answer {
+            Some(answer) if line == answer => return Confirmation::Approved,
+            Some(_) if line.is_empty() || matches!(line, "n" | "N" | "no" | "NO" | "No") => {
+                return Confirmation::Declined;
+            }
+            Some(answer) => {
+                let _ = write!(
+                    stderr,
+                    "{} is not {answer:?}. Type {answer:?} exactly to go on (Enter or n to stop \
+                     here): ",
+                    names::shown(line)
+                );
+            }
+            None => {
+                return if matches!(line, "y" | "Y" | "yes" | "YES" | "Yes") {
+                    Confirmation::Approved
+                } else {
+                    Confirmation::Declined
+                };
+            }
+        }
     }
 }
 
@@ -487,9 +763,9 @@ pub struct BenchArgs {
     /// The playbook to run.
     #[arg(default_value = "playbooks/lock-contention.yaml")]
     playbook: PathBuf,
-    /// Runs to measure (each is undone before the next).
-    #[arg(long, default_value_t = 10)]
-    runs: usize,
+    /// Runs to measure, 1 to 1000 (each is undone before the next).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
     /// Use this cluster instead of starting a local cluster server.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -505,7 +781,7 @@ pub fn bench(args: BenchArgs) -> CommandResult {
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot find the warroom binary: {e}")))?;
     let bench = PlaybookBench {
         playbook: args.playbook,
-        runs: args.runs,
+        runs: args.runs as usize,
         binary,
         kubeconfig: args.kubeconfig,
     };

@@ -39,6 +39,79 @@ const CONFIG_KEY: &str = "a valid config key must consist of alphanumeric charac
      or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is \
      '[-._a-zA-Z0-9]+')";
 
+const QUALIFIED_NAME: &str = "name part must consist of alphanumeric characters, '-', '_' or \
+     '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  \
+     or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]'), \
+     with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+
+const LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric \
+     characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. \
+     'MyValue',  or 'my_value',  or '12345', regex used for validation is \
+     '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63 characters.
+fn is_qualified_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// An annotation or label key: `[prefix/]name`.
+fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_qualified_part(name),
+        None => is_qualified_part(s),
+    }
+}
+
+/// The annotation and label rules the API server applies to every object's
+/// metadata (and a Deployment's pod template metadata).
+fn metadata_causes(obj: &Value, causes: &mut Vec<FieldCause>) {
+    for (pointer, field) in [
+        ("/metadata", "metadata"),
+        ("/spec/template/metadata", "spec.template.metadata"),
+    ] {
+        let Some(meta) = obj.pointer(pointer) else {
+            continue;
+        };
+        if let Some(annotations) = meta.get("annotations").and_then(Value::as_object) {
+            for key in annotations.keys() {
+                // As the API server does: annotation keys are checked lower-cased.
+                if !is_qualified_name(&key.to_ascii_lowercase()) {
+                    causes.push(FieldCause::invalid(
+                        &format!("{field}.annotations"),
+                        format!("{key:?}"),
+                        QUALIFIED_NAME,
+                    ));
+                }
+            }
+        }
+        if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
+            for (key, value) in labels {
+                if !is_qualified_name(key) {
+                    causes.push(FieldCause::invalid(
+                        &format!("{field}.labels"),
+                        format!("{key:?}"),
+                        QUALIFIED_NAME,
+                    ));
+                }
+                if let Some(value) = value.as_str()
+                    && !(value.is_empty() || is_qualified_part(value))
+                {
+                    causes.push(FieldCause::invalid(
+                        &format!("{field}.labels"),
+                        format!("{value:?}"),
+                        LABEL_VALUE,
+                    ));
+                }
+            }
+        }
+    }
+}
+
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -207,6 +280,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     }
     validate_name(rt, name)?;
     let mut causes = Vec::new();
+    metadata_causes(obj, &mut causes);
     match rt.kind {
         "Deployment" => {
             if let Some(replicas) = obj.pointer("/spec/replicas").and_then(Value::as_i64)

@@ -167,8 +167,44 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
     response
 }
 
+/// The request path with `%XX` escapes decoded, as the real API server
+/// reads it before splitting it into segments (so `order%2Dservice` names
+/// `order-service`, and an escaped `/` becomes a separator).
+fn decoded_path(raw: &str) -> Result<String, ApiError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid URL escape in the request path at byte {i}"
+                    )));
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request("the request path is not UTF-8 once decoded"))
+}
+
 async fn answer(app: &App, method: &Method, path_and_query: &str, request: Request) -> Response {
-    let route = Route::parse(request.uri().path());
+    let route = match decoded_path(request.uri().path()) {
+        Ok(path) => Route::parse(&path),
+        Err(error) => return error_response(&error),
+    };
     tracing::debug!(%method, %path_and_query, "cluster request");
     if let Some(code) = app.faults.take(method.as_str(), path_and_query) {
         let error = match &route {
@@ -266,10 +302,31 @@ enum FieldValidation {
     Ignore,
 }
 
+/// `text` in double quotes with `"` and `\` escaped and control characters
+/// written as escapes (as Go's `%q` does), so that a field name can neither
+/// end the quoted text nor break the header line.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Adds one `Warning: 299 - "unknown field …"` header per unknown field.
 fn with_warnings(mut response: Response, unknown: &[String]) -> Response {
     for field in unknown {
-        let warning = format!("299 - \"unknown field \\\"{field}\\\"\"");
+        let warning = format!(
+            "299 - {}",
+            quoted(&format!("unknown field {}", quoted(field)))
+        );
         if let Ok(value) = HeaderValue::from_str(&warning) {
             response.headers_mut().append(header::WARNING, value);
         }
@@ -694,5 +751,53 @@ mod tests {
             Route::ResourceList(..)
         ));
         assert!(matches!(Route::parse("/nonsense/../x"), Route::Unknown));
+    }
+
+    #[test]
+    fn escaped_paths_are_read_as_the_api_server_reads_them() {
+        let path = decoded_path("/apis/apps/v1/namespaces/orders/deployments/order%2Dservice")
+            .expect("decodes");
+        assert_eq!(
+            resource(&path),
+            (
+                "deployments".into(),
+                Some("orders".into()),
+                Some("order-service".into()),
+                None
+            )
+        );
+        let path = decoded_path("/api/v1/namespaces/orders/configmaps/a%23b").expect("decodes");
+        assert_eq!(resource(&path).2.as_deref(), Some("a#b"));
+        // An escaped slash is a separator once decoded: no such route.
+        let path = decoded_path("/api/v1/namespaces/orders/configmaps/a%2Fb%2Fc").unwrap();
+        assert!(matches!(Route::parse(&path), Route::Unknown));
+        assert!(decoded_path("/api/v1/%zz").is_err());
+        assert!(decoded_path("/api/v1/%ff").is_err());
+    }
+
+    #[test]
+    fn warnings_quote_field_names_as_the_api_server_does() {
+        let response = with_warnings(
+            ok(&json!({})),
+            &[
+                "spec.a\"b".into(),
+                "spec.x\r\nX-Injected: 1".into(),
+                "spec.c\\d".into(),
+            ],
+        );
+        let warnings: Vec<&str> = response
+            .headers()
+            .get_all(header::WARNING)
+            .iter()
+            .map(|v| v.to_str().expect("visible ASCII"))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                r#"299 - "unknown field \"spec.a\\\"b\"""#,
+                r#"299 - "unknown field \"spec.x\\r\\nX-Injected: 1\"""#,
+                r#"299 - "unknown field \"spec.c\\\\d\"""#,
+            ]
+        );
     }
 }

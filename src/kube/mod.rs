@@ -12,6 +12,15 @@
 //! go in and out as `serde_json::Value`, errors come back classified so callers
 //! can tell "retry with a fresh read" (409) from "not there" (404) from
 //! "could not reach the API server".
+//!
+//! No request is sent for an object whose apiVersion, kind, namespace or name
+//! could change the request line: kube-rs puts names into the URL as they
+//! are, so a name with `#`, `?`, `/` or `%` would cut off `?dryRun=All` or
+//! address another object. Such references are refused with
+//! [`KubeError::InvalidReference`] ([`names`] has the rules), whatever
+//! validated them before.
+
+pub mod names;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,6 +101,32 @@ impl ObjectRef {
     pub fn guessed_resource(&self) -> String {
         ApiResource::from_gvk(&self.gvk()).plural
     }
+
+    /// Whether a request for this object can be sent as it is: apiVersion
+    /// and kind as the API server spells them, an RFC 1123 namespace, and a
+    /// name that is one path segment unchanged by percent-encoding.
+    pub fn check(&self) -> Result<(), KubeError> {
+        let refused = |message: String| KubeError::InvalidReference {
+            object: format!(
+                "{} {} {}{}",
+                names::shown(&self.api_version),
+                names::shown(&self.kind),
+                self.namespace
+                    .as_deref()
+                    .map(|ns| format!("{}/", names::shown(ns)))
+                    .unwrap_or_default(),
+                names::shown(&self.name)
+            ),
+            message,
+        };
+        names::api_version(&self.api_version).map_err(refused)?;
+        names::kind(&self.kind).map_err(refused)?;
+        if let Some(namespace) = &self.namespace {
+            names::namespace(namespace).map_err(refused)?;
+        }
+        names::path_segment("name", &self.name).map_err(refused)?;
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for ObjectRef {
@@ -146,6 +181,15 @@ pub enum KubeError {
         /// The Status message.
         message: String,
     },
+    /// The reference cannot be sent: its apiVersion, kind, namespace or name
+    /// would not be one path segment of the request as it is.
+    #[error("refusing to send a request for {object}: {message}")]
+    InvalidReference {
+        /// The object, as far as it can be shown.
+        object: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An object could not be converted to or from JSON.
     #[error("malformed object {object}: {message}")]
     Malformed {
@@ -163,12 +207,24 @@ impl KubeError {
     }
 }
 
+/// Where a connection's settings came from, so that a command printed for
+/// the operator reaches the same API server as this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The kubeconfig files read, as absolute paths (several when
+    /// `KUBECONFIG` lists several; none for the in-cluster configuration).
+    pub kubeconfigs: Vec<PathBuf>,
+    /// The context used (`--context`, else the kubeconfig's current context).
+    pub context: Option<String>,
+}
+
 /// A connection to one API server, with the namespace and user it acts as.
 pub struct KubeAccess {
     client: ::kube::Client,
     namespace: String,
     user: String,
     server: String,
+    origin: Origin,
     resources: Mutex<HashMap<GroupVersionKind, ApiResource>>,
 }
 
@@ -191,6 +247,11 @@ impl KubeAccess {
             cluster: None,
             user: None,
         };
+        // kube-rs reads kubeconfig files whole: a device or a huge file
+        // would never finish.
+        for path in kubeconfig_files(target.kubeconfig.as_deref()) {
+            check_kubeconfig_file(&path, target.kubeconfig.is_some())?;
+        }
         let kubeconfig =
             match &target.kubeconfig {
                 Some(path) => Some(Kubeconfig::read_from(path).map_err(|err| {
@@ -206,8 +267,16 @@ impl KubeAccess {
                     }
                 },
             };
+        let mut origin = Origin::default();
         let (config, user) = match kubeconfig {
             Some(kubeconfig) => {
+                origin = Origin {
+                    kubeconfigs: kubeconfig_files(target.kubeconfig.as_deref()),
+                    context: target
+                        .context
+                        .clone()
+                        .or_else(|| kubeconfig.current_context.clone()),
+                };
                 let user = kubeconfig_user(&kubeconfig, target.context.as_deref())?;
                 let config = ::kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
@@ -246,8 +315,14 @@ impl KubeAccess {
             namespace,
             user,
             server,
+            origin,
             resources: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Where the connection's settings came from (kubeconfig files, context).
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// The namespace commands act in.
@@ -318,6 +393,7 @@ impl KubeAccess {
     }
 
     async fn api(&self, object: &ObjectRef) -> Result<Api<DynamicObject>, KubeError> {
+        object.check()?;
         let resource = self.resource(object).await?;
         Ok(match &object.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
@@ -410,6 +486,58 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// The largest kubeconfig file read.
+const MAX_KUBECONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A kubeconfig that can be read: a regular file of a sane size. A missing
+/// file is left to kube-rs to report, except one named with `--kubeconfig`.
+fn check_kubeconfig_file(path: &std::path::Path, named: bool) -> Result<(), KubeError> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(err) if named => {
+            return Err(KubeError::Config(format!(
+                "reading {}: {err}",
+                path.display()
+            )));
+        }
+        Err(_) => return Ok(()),
+    };
+    if !metadata.is_file() {
+        return Err(KubeError::Config(format!(
+            "kubeconfig {} is not a regular file",
+            path.display()
+        )));
+    }
+    if metadata.len() > MAX_KUBECONFIG_BYTES {
+        return Err(KubeError::Config(format!(
+            "kubeconfig {} is larger than {} MiB",
+            path.display(),
+            MAX_KUBECONFIG_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
+/// The kubeconfig files read, as kubectl picks them, made absolute.
+fn kubeconfig_files(given: Option<&std::path::Path>) -> Vec<PathBuf> {
+    let absolute = |path: &std::path::Path| std::path::absolute(path).unwrap_or(path.to_owned());
+    if let Some(path) = given {
+        return vec![absolute(path)];
+    }
+    if let Some(list) = std::env::var_os("KUBECONFIG") {
+        let files: Vec<PathBuf> = std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| absolute(&p))
+            .collect();
+        if !files.is_empty() {
+            return files;
+        }
+    }
+    std::env::var_os("HOME")
+        .map(|home| vec![absolute(&PathBuf::from(home).join(".kube").join("config"))])
+        .unwrap_or_default()
 }
 
 fn default_kubeconfig_exists() -> bool {

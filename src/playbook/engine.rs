@@ -9,6 +9,14 @@
 //! object itself (see [`super::record`]) and in the run record, so `undo`
 //! and `restore.yaml` work from any machine. A change that is already in
 //! place writes nothing, so a re-run is a no-op.
+//!
+//! A failed step undoes what was applied (unless `on-failure` says
+//! otherwise). Stopping is different: a declined gate, an interrupt, or an
+//! incident journal that can no longer record the next change stop the run
+//! before its next step and keep what was applied — in the middle of an
+//! incident, putting mitigations back is a decision for `warroom undo`. A
+//! change that would record a secret is refused before anything is
+//! written ([`super::check`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,17 +24,20 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::watch;
 
+use super::check;
 use super::event::{ConfirmRequest, Confirmation, Confirmer, StepEvent, StepObserver, StepPhase};
 use super::lease::{LeaseError, RunLease};
 use super::load::{BoundPlaybook, BoundStep};
 use super::model::OnFailure;
 use super::record::{
     self, FieldChange, RunOutcome, RunRecord, Stamp, StepOutcome, StepRecord, apply_edit, diff,
-    with_record,
+    display_path, with_record,
 };
 use super::step::{Change, Check, Edit, Effect};
 use crate::kube::{KubeAccess, KubeError, ObjectRef};
+use crate::redact::{redact_text, redact_value};
 
 /// How many times a write is retried after a 409 with a fresh read.
 const CONFLICT_RETRIES: usize = 8;
@@ -72,6 +83,9 @@ pub enum PlannedAction {
     Note,
     /// Cannot be done (object missing, patch does not apply).
     Fail,
+    /// Refused: the change would record a secret (its field names one, or
+    /// the value there now or after looks like one).
+    Refuse,
 }
 
 /// The plan of a run.
@@ -104,9 +118,16 @@ pub enum Outcome {
     /// A step failed; applied steps were left (`on-failure: stop|continue`)
     /// or could not all be undone.
     Failed,
-    /// Refused: lease held, precondition not met, confirmation declined or
-    /// unavailable, nothing to undo.
+    /// Refused before anything changed: lease held, precondition not met,
+    /// a change that would record a secret, the plan or an undo declined,
+    /// no confirmation possible, nothing to undo.
     Refused,
+    /// The operator declined a gate (or nobody could be asked) after the
+    /// run started: it stopped there and kept what was applied.
+    Declined,
+    /// The run stopped before finishing and kept what was applied: the
+    /// incident journal could not be written, or it was interrupted.
+    Stopped,
     /// A run was undone (`warroom undo`).
     Undone,
 }
@@ -128,6 +149,10 @@ pub struct RunReport {
     pub elapsed_ms: u64,
     /// Milliseconds of that spent in `wait` steps and human gates.
     pub waited_ms: u64,
+    /// Why step events could not be recorded in the incident journal, if
+    /// they could not (the run then ends non-zero).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_error: Option<String>,
 }
 
 /// Errors that stop a run before it changes anything.
@@ -164,6 +189,27 @@ pub struct Engine {
     observer: Arc<dyn StepObserver>,
     confirmer: Arc<dyn Confirmer>,
     lease_duration: Duration,
+    cancel: Option<watch::Receiver<bool>>,
+}
+
+/// Why a run stops before its next step, keeping what it applied.
+enum Halt {
+    /// A step event could not be recorded in the incident journal.
+    Journal(String),
+    /// The operator interrupted the run.
+    Interrupted,
+}
+
+impl Halt {
+    fn reason(&self) -> String {
+        match self {
+            Halt::Journal(err) => format!(
+                "the incident journal could not be written ({err}), so the next change would \
+                 be missing from it"
+            ),
+            Halt::Interrupted => "interrupted by the operator (Ctrl-C)".into(),
+        }
+    }
 }
 
 /// A new run id: UTC time and a random suffix (`20261126T231500Z-3f9a`).
@@ -200,7 +246,11 @@ fn fields(changes: &[FieldChange], after: bool) -> Value {
 struct StepFailure {
     message: String,
     unreachable: bool,
-    refused: bool,
+    /// The step's gate was declined (or could not be asked, or the prompt
+    /// was interrupted): the run stops and keeps what it applied.
+    declined: bool,
+    /// The run was interrupted during the step (a wait).
+    interrupted: bool,
     /// Changes that landed on the cluster before the step failed (the write
     /// was accepted, or is known or suspected to have landed): recorded so
     /// they are undone.
@@ -212,8 +262,16 @@ impl StepFailure {
         Self {
             message: message.into(),
             unreachable: false,
-            refused: false,
+            declined: false,
+            interrupted: false,
             applied: Vec::new(),
+        }
+    }
+
+    fn declined(message: impl Into<String>) -> Self {
+        Self {
+            declined: true,
+            ..Self::new(message)
         }
     }
 
@@ -227,9 +285,7 @@ impl From<KubeError> for StepFailure {
     fn from(err: KubeError) -> Self {
         Self {
             unreachable: err.is_unreachable(),
-            message: err.to_string(),
-            refused: false,
-            applied: Vec::new(),
+            ..Self::new(err.to_string())
         }
     }
 }
@@ -252,6 +308,13 @@ impl Run<'_> {
         changes: Option<&[FieldChange]>,
         message: impl Into<String>,
     ) {
+        // Changes that would record a secret are refused before they are
+        // made; redacting here as well keeps anything that slips past that
+        // (a note, a wait's observation) off screens and journals.
+        let redacted = |mut value: Value| {
+            redact_value(&mut value);
+            value
+        };
         let event = StepEvent {
             at: jiff::Timestamp::now(),
             phase,
@@ -261,9 +324,9 @@ impl Run<'_> {
             step: step.to_owned(),
             kind: kind.to_owned(),
             target: target.cloned(),
-            before: changes.map(|c| fields(c, false)),
-            after: changes.map(|c| fields(c, true)),
-            message: message.into(),
+            before: changes.map(|c| redacted(fields(c, false))),
+            after: changes.map(|c| redacted(fields(c, true))),
+            message: clean(&message.into()),
         };
         self.engine.observer.on_event(&event);
     }
@@ -290,7 +353,40 @@ impl Engine {
             observer,
             confirmer,
             lease_duration: Duration::from_secs(15),
+            cancel: None,
         }
+    }
+
+    /// Stops runs and undos when `cancel` becomes true (Ctrl-C): before
+    /// the next step, during a wait, or at a prompt (which counts as
+    /// declined). What was applied is kept.
+    pub fn with_cancel(mut self, cancel: watch::Receiver<bool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Resolves when the run is cancelled (never without a cancel signal).
+    async fn until_cancelled(&self) {
+        match self.cancel.clone() {
+            Some(mut cancel) => {
+                if cancel.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    /// Why the run must stop before its next change, if it must.
+    fn halt(&self) -> Option<Halt> {
+        if let Some(err) = self.observer.failure() {
+            return Some(Halt::Journal(err));
+        }
+        self.cancelled().then_some(Halt::Interrupted)
     }
 
     /// Changes how long the run lease lasts without renewal (default 15 s).
@@ -341,7 +437,18 @@ impl Engine {
                             }
                             Ok(desired) => {
                                 planned.changes = diff(&current, &desired);
-                                if skip {
+                                if let Some(reason) =
+                                    planned.changes.iter().find_map(check::secret_in_change)
+                                {
+                                    // Never shown, never recorded: the values go.
+                                    planned.changes.clear();
+                                    planned.action = PlannedAction::Refuse;
+                                    planned.detail = format!(
+                                        "{} {reason}, and {}",
+                                        change.target,
+                                        check::SECRET_ADVICE
+                                    );
+                                } else if skip {
                                     planned.action = PlannedAction::Skip;
                                     planned.detail = format!(
                                         "only when `{}` changes something",
@@ -349,7 +456,10 @@ impl Engine {
                                     );
                                 } else if planned.changes.is_empty() {
                                     planned.action = PlannedAction::Unchanged;
-                                    planned.detail = "already in place".into();
+                                    planned.detail = match change.edit {
+                                        Edit::Restore => "nothing recorded to restore".into(),
+                                        _ => "already in place".into(),
+                                    };
                                 } else {
                                     state.insert(change.target.clone(), Some(desired));
                                 }
@@ -459,11 +569,35 @@ impl Engine {
             plan: plan.clone(),
             outcome,
             steps,
-            message,
+            message: clean(&message),
             unreachable,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
+            journal_error: self.observer.failure(),
         };
+        if let Some(halt) = self.halt() {
+            return Ok(report(
+                Outcome::Stopped,
+                Vec::new(),
+                format!("{}; nothing was changed", halt.reason()),
+                false,
+            ));
+        }
+        if let Some(refused) = plan
+            .steps
+            .iter()
+            .find(|s| s.action == PlannedAction::Refuse)
+        {
+            return Ok(report(
+                Outcome::Refused,
+                Vec::new(),
+                format!(
+                    "step `{}` refused: {}; nothing was changed",
+                    refused.name, refused.detail
+                ),
+                false,
+            ));
+        }
         if !unmet.is_empty() {
             return Ok(report(
                 Outcome::Refused,
@@ -534,7 +668,7 @@ impl Engine {
                 ),
                 answer: None,
             };
-            match self.confirmer.confirm(&request).await {
+            match self.ask(&request).await {
                 Confirmation::Approved => run.emit(
                     StepPhase::Confirmed,
                     PLAN_GATE,
@@ -562,6 +696,14 @@ impl Engine {
                     ));
                 }
             }
+        }
+        if let Some(halt) = self.halt() {
+            return Ok(report(
+                Outcome::Stopped,
+                Vec::new(),
+                format!("{}; nothing was changed", halt.reason()),
+                false,
+            ));
         }
         let holder = format!(
             "{} on {} (pid {}, run {run_id})",
@@ -593,6 +735,7 @@ impl Engine {
             outcome: RunOutcome::Running,
             params: playbook.params.clone(),
             steps: Vec::new(),
+            message: String::new(),
             undone: None,
         };
         if let Err(err) = self.save_record(&playbook.namespace, &record).await {
@@ -605,7 +748,14 @@ impl Engine {
         let mut message = String::new();
         let mut unreachable = false;
         let mut failures = Vec::new();
+        // Why the run stopped early keeping what it applied, and where.
+        let mut stopped: Option<(String, String)> = None;
         for step in &playbook.steps {
+            if let Some(halt) = self.halt() {
+                outcome = Outcome::Stopped;
+                stopped = Some((format!("before step `{}`", step.name), halt.reason()));
+                break;
+            }
             if lease.is_lost() {
                 message = "the run lease was lost (taken by someone else, or not renewed within its duration); stopping".into();
                 outcome = self
@@ -670,6 +820,38 @@ impl Engine {
                         break;
                     }
                 }
+                Err(failure) if failure.declined || failure.interrupted => {
+                    // The operator said no (or could not be asked, or
+                    // interrupted): stop here and keep what was applied.
+                    // Putting it back is `warroom undo`'s job, when asked.
+                    run.emit(
+                        StepPhase::Skipped,
+                        &step.name,
+                        step.kind,
+                        target_of(step),
+                        None,
+                        format!("{}; the run stops here", failure.message),
+                    );
+                    record.steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: target_of(step).cloned(),
+                        changes: Vec::new(),
+                        outcome: if failure.declined {
+                            StepOutcome::Declined
+                        } else {
+                            StepOutcome::Failed
+                        },
+                        message: clean(&failure.message),
+                    });
+                    outcome = if failure.declined {
+                        Outcome::Declined
+                    } else {
+                        Outcome::Stopped
+                    };
+                    stopped = Some((format!("at step `{}`", step.name), failure.message));
+                    break;
+                }
                 Err(failure) => {
                     unreachable |= failure.unreachable;
                     let landed = !failure.applied.is_empty();
@@ -691,7 +873,7 @@ impl Engine {
                         } else {
                             StepOutcome::Failed
                         },
-                        message: failure.message.clone(),
+                        message: clean(&failure.message),
                     });
                     failures.push(format!("step `{}` failed: {}", step.name, failure.message));
                     if step.on_failure == OnFailure::Continue {
@@ -701,15 +883,39 @@ impl Engine {
                     outcome = self
                         .fail_and_maybe_undo(&run, &mut record, step.on_failure)
                         .await;
-                    if failure.refused {
-                        outcome = Outcome::Refused;
-                    }
                     break;
                 }
             }
         }
-        message = match outcome {
-            Outcome::Done => format!("all {} steps done and verified", record.steps.len()),
+        let kept: Vec<&str> = record
+            .steps
+            .iter()
+            .filter(|s| s.outcome.left_changes())
+            .map(|s| s.name.as_str())
+            .collect();
+        message = match (&outcome, &stopped) {
+            (Outcome::Done, _) if kept.is_empty() => format!(
+                "all {} steps done, nothing changed: every change was already in place or had \
+                 nothing recorded to restore",
+                record.steps.len()
+            ),
+            (Outcome::Done, _) => format!(
+                "all {} steps done and verified; {} step(s) changed the cluster",
+                record.steps.len(),
+                kept.len()
+            ),
+            (Outcome::Declined | Outcome::Stopped, Some((place, why))) => {
+                let kept_text = if kept.is_empty() {
+                    "nothing was changed".to_owned()
+                } else {
+                    format!(
+                        "the {} step(s) applied before are kept ({}); nothing was undone",
+                        kept.len(),
+                        kept.join(", ")
+                    )
+                };
+                format!("stopped {place}: {why}; {kept_text}")
+            }
             _ => {
                 let mut text = failures.join("; ");
                 if !message.is_empty() {
@@ -723,12 +929,10 @@ impl Engine {
                     .iter()
                     .filter(|s| s.outcome == StepOutcome::Undone)
                     .count();
-                let left = record
-                    .steps
-                    .iter()
-                    .filter(|s| s.outcome.left_changes())
-                    .count();
-                format!("{text}; {undone} applied step(s) undone, {left} left in place")
+                format!(
+                    "{text}; {undone} applied step(s) undone, {} left in place",
+                    kept.len()
+                )
             }
         };
         record.finished = Some(jiff::Timestamp::now());
@@ -736,8 +940,11 @@ impl Engine {
             Outcome::Done => RunOutcome::Applied,
             Outcome::FailedUndone => RunOutcome::FailedUndone,
             Outcome::Refused => RunOutcome::Refused,
+            Outcome::Declined => RunOutcome::Declined,
+            Outcome::Stopped => RunOutcome::Stopped,
             _ => RunOutcome::Failed,
         };
+        record.message = clean(&message);
         if let Err(err) = self.save_record(&playbook.namespace, &record).await {
             tracing::warn!("saving run record {run_id}: {err}");
             unreachable |= err.is_unreachable();
@@ -750,10 +957,11 @@ impl Engine {
             plan,
             outcome,
             steps: record.steps,
-            message,
+            message: clean(&message),
             unreachable,
             elapsed_ms,
             waited_ms: waited.as_millis() as u64,
+            journal_error: self.observer.failure(),
         })
     }
 
@@ -813,6 +1021,9 @@ impl Engine {
         let mut message = format!("dry run of {} steps: nothing changed", plan.steps.len());
         let mut simulated: HashMap<ObjectRef, Value> = HashMap::new();
         for (step, planned) in playbook.steps.iter().zip(&plan.steps) {
+            if self.halt().is_some() {
+                break;
+            }
             let Effect::Change(change) = &step.effect else {
                 continue;
             };
@@ -869,15 +1080,33 @@ impl Engine {
                 }
             }
         }
+        if let Some(halt) = self.halt()
+            && outcome == Outcome::DryRun
+        {
+            outcome = Outcome::Stopped;
+            message = format!("dry run stopped: {}; nothing was changed", halt.reason());
+        }
         Ok(RunReport {
             plan: plan.clone(),
             outcome,
             steps,
-            message,
+            message: clean(&message),
             unreachable: false,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
+            journal_error: self.observer.failure(),
         })
+    }
+
+    /// Asks the confirmer; an interrupt while it waits counts as declined.
+    async fn ask(&self, request: &ConfirmRequest) -> Confirmation {
+        if self.cancelled() {
+            return Confirmation::Declined;
+        }
+        tokio::select! {
+            answer = self.confirmer.confirm(request) => answer,
+            _ = self.until_cancelled() => Confirmation::Declined,
+        }
     }
 
     async fn step(&self, run: &Run<'_>, step: &BoundStep) -> Result<StepRecord, StepFailure> {
@@ -925,10 +1154,20 @@ impl Engine {
                             wait.target
                         )));
                     }
-                    tokio::time::sleep(
-                        pause.min(deadline.saturating_duration_since(Instant::now())),
-                    )
-                    .await;
+                    let nap = pause.min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(nap) => {}
+                        _ = self.until_cancelled() => {
+                            return Err(StepFailure {
+                                interrupted: true,
+                                ..StepFailure::new(format!(
+                                    "interrupted by the operator (Ctrl-C) while waiting for {} on {}",
+                                    describe(&wait.until),
+                                    wait.target
+                                ))
+                            });
+                        }
+                    }
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
@@ -940,7 +1179,7 @@ impl Engine {
                     prompt: gate.prompt.clone(),
                     answer: gate.answer.clone(),
                 };
-                match self.confirmer.confirm(&request).await {
+                match self.ask(&request).await {
                     Confirmation::Approved => {
                         run.emit(
                             StepPhase::Confirmed,
@@ -951,21 +1190,18 @@ impl Engine {
                             gate.prompt.clone(),
                         );
                     }
+                    Confirmation::Declined if self.cancelled() => {
+                        return Err(StepFailure::declined(
+                            "interrupted at the confirmation (Ctrl-C)",
+                        ));
+                    }
                     Confirmation::Declined => {
-                        return Err(StepFailure {
-                            message: "declined by the operator".into(),
-                            unreachable: false,
-                            refused: true,
-                            applied: Vec::new(),
-                        });
+                        return Err(StepFailure::declined("declined by the operator"));
                     }
                     Confirmation::Unavailable(reason) => {
-                        return Err(StepFailure {
-                            message: format!("needs confirmation: {reason}"),
-                            unreachable: false,
-                            refused: true,
-                            applied: Vec::new(),
-                        });
+                        return Err(StepFailure::declined(format!(
+                            "needs a confirmation nobody could give: {reason}"
+                        )));
                     }
                 }
             }
@@ -978,7 +1214,7 @@ impl Engine {
                     None,
                     text.clone(),
                 );
-                done.message = text.clone();
+                done.message = clean(text);
             }
         }
         Ok(done)
@@ -1003,7 +1239,10 @@ impl Engine {
                 step.kind,
                 Some(&change.target),
                 None,
-                "already in place",
+                match change.edit {
+                    Edit::Restore => "nothing recorded to restore: nothing changed",
+                    _ => "already in place: nothing changed",
+                },
             );
             return Ok(Vec::new());
         };
@@ -1047,6 +1286,14 @@ impl Engine {
             let changes = diff(&current, &desired);
             if changes.is_empty() {
                 return Ok(None);
+            }
+            // The plan refused secrets as the cluster was then; it may have
+            // changed since.
+            if let Some(reason) = changes.iter().find_map(check::secret_in_change) {
+                return Err(StepFailure::new(format!(
+                    "refused to change {target}: {reason}, and {}; nothing was written",
+                    check::SECRET_ADVICE
+                )));
             }
             let body = with_record(
                 &current,
@@ -1116,7 +1363,7 @@ impl Engine {
             if want != have {
                 return Err(StepFailure::new(format!(
                     "read-back of {target} {}: want {}, found {}",
-                    change.path,
+                    display_path(&change.path),
                     want.map(Value::to_string)
                         .unwrap_or_else(|| "absent".into()),
                     have.map(Value::to_string)
@@ -1219,16 +1466,28 @@ impl Engine {
             .unwrap_or_default())
     }
 
+    /// The run `warroom undo` would act on: `run_id`, or (`None`) the latest
+    /// run that left changes.
+    pub async fn undo_target(
+        &self,
+        namespace: &str,
+        run_id: Option<&str>,
+    ) -> Result<Option<RunRecord>, KubeError> {
+        let records = self.records(namespace).await?;
+        Ok(match run_id {
+            Some(id) => records.into_iter().find(|r| r.id == id),
+            None => records.into_iter().rev().find(|r| r.undoable()),
+        })
+    }
+
     /// Undoes a recorded run (`None`: the latest run that left changes),
-    /// from the values in its record: asks the confirmer first, holds the
-    /// namespace's lease, reverts steps in reverse and marks the record.
+    /// from the values in its record: checks the record (no Secret, no
+    /// name the API server would refuse, no field warroom must not set, no
+    /// secret value), asks the confirmer, holds the namespace's lease,
+    /// reverts steps in reverse and marks the record.
     pub async fn undo(&self, namespace: &str, run_id: Option<&str>) -> Result<RunReport, RunError> {
         let started = Instant::now();
-        let records = self.records(namespace).await?;
-        let chosen = match run_id {
-            Some(id) => records.iter().find(|r| r.id == id),
-            None => records.iter().rev().find(|r| r.undoable()),
-        };
+        let chosen = self.undo_target(namespace, run_id).await?;
         let undo_id = new_run_id();
         let empty_plan = |playbook: &str| Plan {
             run_id: undo_id.clone(),
@@ -1241,22 +1500,30 @@ impl Engine {
             plan,
             outcome: Outcome::Refused,
             steps: Vec::new(),
-            message,
+            message: clean(&message),
             unreachable: false,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
+            journal_error: self.observer.failure(),
         };
-        let Some(chosen) = chosen.cloned() else {
+        let Some(chosen) = chosen else {
             let message = match run_id {
                 Some(id) => format!(
-                    "no run {id} recorded in {namespace}/{}",
+                    "no run {} recorded in {namespace}/{}; nothing was changed",
+                    check::printable(id),
                     record::RUNS_CONFIGMAP
                 ),
-                None => format!("no run with changes left to undo in namespace {namespace}"),
+                None => format!(
+                    "no run with changes left to undo in namespace {namespace}; nothing was changed"
+                ),
             };
             return Ok(refused(empty_plan("undo"), message));
         };
-        let playbook = format!("undo {} ({})", chosen.id, chosen.playbook);
+        let playbook = format!(
+            "undo {} ({})",
+            check::printable(&chosen.id),
+            check::printable(&chosen.playbook)
+        );
         let run = Run {
             run_id: undo_id.clone(),
             playbook: playbook.clone(),
@@ -1267,18 +1534,35 @@ impl Engine {
             return Ok(refused(
                 empty_plan(&playbook),
                 format!(
-                    "run {} has no changes left to undo ({:?})",
-                    chosen.id, chosen.outcome
+                    "run {} has no changes left to undo ({:?}); nothing was changed",
+                    check::printable(&chosen.id),
+                    chosen.outcome
+                ),
+            ));
+        }
+        // A record can be edited by hand: nothing in it is trusted further
+        // than `validate` trusts a playbook.
+        let reverted_steps: Vec<&StepRecord> = chosen
+            .steps
+            .iter()
+            .rev()
+            .filter(|s| s.outcome.left_changes() && !s.changes.is_empty())
+            .collect();
+        if let Some(problem) = record_problem(&chosen, &reverted_steps) {
+            return Ok(refused(
+                empty_plan(&playbook),
+                format!(
+                    "refusing to undo run {} from its record in {namespace}/{}: {problem}; \
+                     nothing was changed",
+                    check::printable(&chosen.id),
+                    record::RUNS_CONFIGMAP
                 ),
             ));
         }
         // Plan: each applied step in reverse, with drift against the run's "after".
         let mut plan = empty_plan(&playbook);
         let mut drift = Vec::new();
-        for step in chosen.steps.iter().rev() {
-            if !step.outcome.left_changes() || step.changes.is_empty() {
-                continue;
-            }
+        for step in &reverted_steps {
             let Some(target) = &step.target else { continue };
             let current = self.kube.get(target).await?;
             let mut changes = Vec::new();
@@ -1287,26 +1571,33 @@ impl Engine {
                     .as_ref()
                     .and_then(|c| c.pointer(&change.path))
                     .cloned();
+                let revert = FieldChange {
+                    path: change.path.clone(),
+                    before: now.clone(),
+                    after: change.before.clone(),
+                };
+                if let Some(reason) = check::secret_in_change(&revert) {
+                    return Ok(refused(
+                        plan,
+                        format!(
+                            "refusing to undo step `{}` of run {}: {target} {reason}, and {}; \
+                             nothing was changed",
+                            check::printable(&step.name),
+                            check::printable(&chosen.id),
+                            check::SECRET_ADVICE
+                        ),
+                    ));
+                }
                 if now != change.after {
                     drift.push(format!(
                         "{target} {} is now {} (the run set {})",
-                        change.path,
-                        now.as_ref()
-                            .map(Value::to_string)
-                            .unwrap_or_else(|| "absent".into()),
-                        change
-                            .after
-                            .as_ref()
-                            .map(Value::to_string)
-                            .unwrap_or_else(|| "absent".into())
+                        display_path(&change.path),
+                        shown_value(now.as_ref()),
+                        shown_value(change.after.as_ref())
                     ));
                 }
                 if now != change.before {
-                    changes.push(FieldChange {
-                        path: change.path.clone(),
-                        before: now,
-                        after: change.before.clone(),
-                    });
+                    changes.push(revert);
                 }
             }
             let planned = PlannedStep {
@@ -1327,6 +1618,9 @@ impl Engine {
                     "restore recorded values".into()
                 },
             };
+            plan.steps.push(planned);
+        }
+        for planned in &plan.steps {
             run.emit(
                 StepPhase::Planned,
                 &planned.name,
@@ -1335,13 +1629,12 @@ impl Engine {
                 Some(&planned.changes),
                 "undo",
             );
-            plan.steps.push(planned);
         }
         let mut prompt = format!(
             "Undo run {} of {} by {} ({} step(s))?",
-            chosen.id,
-            chosen.playbook,
-            chosen.actor,
+            check::printable(&chosen.id),
+            check::printable(&chosen.playbook),
+            check::printable(&chosen.actor),
             plan.steps.len()
         );
         if !drift.is_empty() {
@@ -1351,17 +1644,35 @@ impl Engine {
             run_id: undo_id.clone(),
             playbook: playbook.clone(),
             step: "undo".into(),
-            prompt,
+            prompt: clean(&prompt),
             answer: None,
         };
-        match self.confirmer.confirm(&request).await {
+        match self.ask(&request).await {
             Confirmation::Approved => {}
+            Confirmation::Declined if self.cancelled() => {
+                return Ok(refused(
+                    plan,
+                    "undo interrupted at the confirmation (Ctrl-C); nothing was changed".into(),
+                ));
+            }
             Confirmation::Declined => {
-                return Ok(refused(plan, "undo declined by the operator".into()));
+                return Ok(refused(
+                    plan,
+                    "undo declined by the operator; nothing was changed".into(),
+                ));
             }
             Confirmation::Unavailable(reason) => {
-                return Ok(refused(plan, format!("undo needs confirmation: {reason}")));
+                return Ok(refused(
+                    plan,
+                    format!("undo needs confirmation: {reason}; nothing was changed"),
+                ));
             }
+        }
+        if let Some(halt) = self.halt() {
+            return Ok(RunReport {
+                outcome: Outcome::Stopped,
+                ..refused(plan, format!("{}; nothing was changed", halt.reason()))
+            });
         }
         let holder = format!(
             "{} on {} (pid {}, undo of {})",
@@ -1381,11 +1692,13 @@ impl Engine {
         let mut steps = Vec::new();
         let mut failed = Vec::new();
         let mut unreachable = false;
-        for step in chosen.steps.iter().rev() {
-            if !step.outcome.left_changes() || step.changes.is_empty() {
-                continue;
-            }
+        let mut halted = None;
+        for step in &reverted_steps {
             let Some(target) = &step.target else { continue };
+            if let Some(halt) = self.halt() {
+                halted = Some(format!("before `{}`: {}", step.name, halt.reason()));
+                break;
+            }
             match self
                 .revert(&run, &step.name, &step.kind, target, &step.changes)
                 .await
@@ -1415,12 +1728,15 @@ impl Engine {
                         target: Some(target.clone()),
                         changes: Vec::new(),
                         outcome: StepOutcome::Failed,
-                        message: failure.message,
+                        message: clean(&failure.message),
                     });
                 }
             }
         }
-        let outcome = if failed.is_empty() {
+        let restored = steps.iter().filter(|s| !s.changes.is_empty()).count();
+        let outcome = if halted.is_some() {
+            Outcome::Stopped
+        } else if failed.is_empty() {
             let mut marked = chosen.clone();
             marked.outcome = RunOutcome::Undone;
             marked.undone = Some(run.stamp());
@@ -1437,29 +1753,91 @@ impl Engine {
             Outcome::Failed
         };
         let _ = lease.release().await;
-        let message = if failed.is_empty() {
-            format!(
-                "run {} undone ({} step(s) restored)",
-                chosen.id,
-                steps.len()
-            )
-        } else {
-            format!(
+        let message = match (&halted, failed.is_empty()) {
+            (Some(halt), _) => format!(
+                "undo of run {} stopped {halt}; {restored} step(s) restored before that, the \
+                 rest left as the run set them",
+                chosen.id
+            ),
+            (None, true) if restored == 0 => format!(
+                "run {} undone, nothing changed: every field already held its value from \
+                 before the run",
+                chosen.id
+            ),
+            (None, true) => format!("run {} undone ({restored} step(s) restored)", chosen.id),
+            (None, false) => format!(
                 "undo of run {} incomplete: {}",
                 chosen.id,
                 failed.join("; ")
-            )
+            ),
         };
         Ok(RunReport {
             plan,
             outcome,
             steps,
-            message,
+            message: clean(&message),
             unreachable,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
+            journal_error: self.observer.failure(),
         })
     }
+}
+
+/// A value as shown in messages (`absent` for none).
+fn shown_value(value: Option<&Value>) -> String {
+    value
+        .map(Value::to_string)
+        .unwrap_or_else(|| "absent".into())
+}
+
+/// Why `warroom undo` refuses to act on `record`, if it does (see
+/// [`Engine::undo`]).
+pub fn undo_record_problem(record: &RunRecord) -> Option<String> {
+    let steps: Vec<&StepRecord> = record
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.outcome.left_changes() && !s.changes.is_empty())
+        .collect();
+    record_problem(record, &steps)
+}
+
+/// What in a run record `warroom undo` must not act on: an id that cannot be
+/// a record key, a step without a target, a target `validate` would refuse
+/// (Secrets, names the API server refuses), a path that is not a JSON
+/// pointer or touches a field no change may set, or a secret.
+fn record_problem(chosen: &RunRecord, steps: &[&StepRecord]) -> Option<String> {
+    if let Err(err) = crate::kube::names::config_map_key(&chosen.id) {
+        return Some(format!("the run id is not usable: {err}"));
+    }
+    for step in steps {
+        let name = check::printable(&step.name);
+        let Some(target) = &step.target else {
+            return Some(format!("step `{name}` records changes but no object"));
+        };
+        if let Some(problem) = check::record_target_problem(target) {
+            return Some(format!("step `{name}`: {problem}"));
+        }
+        for change in &step.changes {
+            if !change.path.starts_with('/') {
+                return Some(format!(
+                    "step `{name}`: {} is not a JSON pointer",
+                    crate::kube::names::shown(&change.path)
+                ));
+            }
+            let tokens = record::pointer_tokens(&change.path);
+            for value in [change.before.as_ref(), change.after.as_ref()] {
+                if let Some(problem) = check::field_problems(target, &tokens, value).first() {
+                    return Some(format!(
+                        "step `{name}`: {}: {problem}",
+                        record::display_tokens(&tokens)
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 fn target_of(step: &BoundStep) -> Option<&ObjectRef> {
@@ -1476,7 +1854,7 @@ pub fn describe(check: &Check) -> String {
         Check::Exists => "it exists".into(),
         Check::RolloutComplete => "the rollout is complete".into(),
         Check::Condition(name) => format!("condition {name} is True"),
-        Check::Field { path, equals } => format!("{path} == {equals}"),
+        Check::Field { path, equals } => format!("{} == {equals}", display_path(path)),
     }
 }
 
@@ -1528,6 +1906,12 @@ pub fn engine_permissions() -> Vec<(String, String, String)> {
     }
     out.sort();
     out
+}
+
+/// Text with any secret in it redacted (messages can quote what a server or
+/// an object said).
+fn clean(text: &str) -> String {
+    redact_text(text).into_owned()
 }
 
 /// Parameter values of a plan (for printing).

@@ -53,6 +53,14 @@ pub struct StepEvent {
 pub trait StepObserver: Send + Sync {
     /// Called once per event, in order.
     fn on_event(&self, event: &StepEvent);
+
+    /// Why an event could not be recorded where it must be durable (the
+    /// incident journal), if one could not. The engine asks before each
+    /// change: a run whose record is failing stops before its next change,
+    /// keeping what was applied, and ends non-zero.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An observer that keeps every event (for JSON output and tests).
@@ -84,6 +92,10 @@ impl StepObserver for Observers {
         for observer in &self.0 {
             observer.on_event(event);
         }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0.iter().find_map(|observer| observer.failure())
     }
 }
 

@@ -6,26 +6,39 @@
 //! timeline notes. Appends are durable before the engine goes on, so a crash
 //! mid-run leaves the journal saying how far the run got.
 //!
-//! The observer interface cannot fail, so a failed append is kept here and
-//! reported by [`TimelineRecorder::failures`] once the run is over.
+//! A failed append is kept here: [`StepObserver::failure`] tells the engine,
+//! which stops the run before its next change (a change the journal cannot
+//! record would be missing from the postmortem), and
+//! [`TimelineRecorder::failures`] counts what is missing. An append that does
+//! not come back within [`APPEND_TIMEOUT`] (another process holding the
+//! journal's lock, a hung disk) counts as failed, and the events after it
+//! are not attempted, so a stuck journal can neither hang a run nor let it
+//! go on changing the cluster unrecorded.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::event::{StepEvent, StepObserver, StepPhase};
-use crate::timeline::{Entry, Journal, NewEvent, StepReport, StepTarget, TimelineError};
+use crate::timeline::{Entry, Journal, NewEvent, StepReport, StepTarget};
+
+/// How long one append may take before it counts as failed.
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Appends step events to an incident journal.
 pub struct TimelineRecorder {
     journal: Journal,
+    timeout: Duration,
     failures: Mutex<Failures>,
 }
 
 #[derive(Default)]
 struct Failures {
     count: u64,
-    first: Option<TimelineError>,
+    first: Option<String>,
+    /// An append never came back: later events are not attempted.
+    stuck: bool,
 }
 
 impl TimelineRecorder {
@@ -33,7 +46,24 @@ impl TimelineRecorder {
     pub fn new(journal: Journal) -> Self {
         Self {
             journal,
+            timeout: APPEND_TIMEOUT,
             failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    /// Changes how long one append may take (default [`APPEND_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn failed(&self, why: String, stuck: bool) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.count += 1;
+            failures.stuck |= stuck;
+            if failures.first.is_none() {
+                failures.first = Some(why);
+            }
         }
     }
 
@@ -45,7 +75,7 @@ impl TimelineRecorder {
     /// How many events could not be recorded, and the first error.
     pub fn failures(&self) -> (u64, Option<String>) {
         match self.failures.lock() {
-            Ok(f) => (f.count, f.first.as_ref().map(ToString::to_string)),
+            Ok(f) => (f.count, f.first.clone()),
             Err(_) => (0, None),
         }
     }
@@ -125,17 +155,44 @@ fn insert_at(node: &mut Map<String, Value>, tokens: &[String], value: &Value) {
 }
 
 impl StepObserver for TimelineRecorder {
+    fn failure(&self) -> Option<String> {
+        match self.failures.lock() {
+            Ok(failures) => failures.first.clone(),
+            Err(_) => Some("the journal recorder failed".into()),
+        }
+    }
+
     fn on_event(&self, event: &StepEvent) {
-        let recorded =
-            self.journal
-                .append(NewEvent::at(event.at, event.actor.clone(), entry_of(event)));
-        if let Err(err) = recorded
-            && let Ok(mut failures) = self.failures.lock()
-        {
-            failures.count += 1;
-            if failures.first.is_none() {
-                failures.first = Some(err);
-            }
+        if self.failures.lock().map(|f| f.stuck).unwrap_or(true) {
+            self.failed("an earlier append never completed".into(), true);
+            return;
+        }
+        let event = NewEvent::at(event.at, event.actor.clone(), entry_of(event));
+        let journal = self.journal.clone();
+        let (done, answer) = std::sync::mpsc::channel();
+        // The append blocks (fdatasync, the journal's lock): wait for it on
+        // the side, with a deadline.
+        let spawned = std::thread::Builder::new()
+            .name("journal-append".into())
+            .spawn(move || {
+                let _ = done.send(journal.append(event).map(|_| ()));
+            });
+        if let Err(err) = spawned {
+            self.failed(format!("cannot start the append: {err}"), false);
+            return;
+        }
+        match answer.recv_timeout(self.timeout) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => self.failed(err.to_string(), false),
+            Err(_) => self.failed(
+                format!(
+                    "appending to {} took longer than {:?} (another process may hold its \
+                     lock, or the disk is not answering)",
+                    self.journal.path().display(),
+                    self.timeout
+                ),
+                true,
+            ),
         }
     }
 }

@@ -140,9 +140,11 @@ impl RunLease {
                 }
                 Some(lease) => {
                     if let Some((current, state)) = held_by_other(lease, holder, now) {
+                        // Written by anyone: shown with its control
+                        // characters escaped.
                         return Err(LeaseError::Held {
                             namespace: namespace.to_owned(),
-                            holder: current,
+                            holder: super::check::printable(&current),
                             state,
                         });
                     }

@@ -7,11 +7,12 @@ use std::path::Path;
 use serde_json::Value;
 use serde_saphyr::Location;
 
+use super::check;
 use super::model::{Playbook, Precondition};
 use super::step::{Check, Effect, Resolve, STEP_KINDS};
 use super::template::Render;
 use super::validate::{InvalidPlaybook, Problem};
-use crate::kube::ObjectRef;
+use crate::kube::{ObjectRef, names};
 use crate::playbook::model::OnFailure;
 
 /// A playbook read from a file and validated.
@@ -42,12 +43,43 @@ pub enum LoadError {
     Invalid(#[from] Box<InvalidPlaybook>),
 }
 
-/// Reads and validates a playbook file.
+/// The largest playbook file read (the shipped ones are a few KB).
+pub const MAX_PLAYBOOK_BYTES: u64 = 1024 * 1024;
+
+/// Reads and validates a playbook file: a regular file of at most
+/// [`MAX_PLAYBOOK_BYTES`] (a device such as `/dev/zero` never ends).
 pub fn load_file(path: &Path) -> Result<LoadedPlaybook, LoadError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|err| LoadError::Read {
+    let read_error = |message: String| LoadError::Read {
         file: file.clone(),
-        message: err.to_string(),
+        message,
+    };
+    let opened = std::fs::File::open(path).map_err(|err| read_error(err.to_string()))?;
+    let metadata = opened
+        .metadata()
+        .map_err(|err| read_error(err.to_string()))?;
+    if !metadata.is_file() {
+        return Err(read_error(
+            "not a regular file; give the path of a playbook (.yaml)".into(),
+        ));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_PLAYBOOK_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| read_error(err.to_string()))?;
+    if bytes.len() as u64 > MAX_PLAYBOOK_BYTES {
+        return Err(read_error(format!(
+            "larger than {} KiB; a playbook is a few KB of YAML",
+            MAX_PLAYBOOK_BYTES / 1024
+        )));
+    }
+    let source = String::from_utf8(bytes).map_err(|err| {
+        read_error(format!(
+            "not UTF-8 text (byte {})",
+            err.utf8_error().valid_up_to()
+        ))
     })?;
     parse(&file, &source).map_err(LoadError::Invalid)
 }
@@ -148,7 +180,18 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
         }
         let value = match &parameter.default {
             Some(default) => match parameter.kind.check(&default.0.value) {
-                Some(value) => value,
+                Some(value) => {
+                    if let Some(problem) = default_problem(name, &value) {
+                        problems.push(Problem::at(default.0.referenced, problem));
+                    }
+                    if let Some(problem) = parameter.out_of_range(&value) {
+                        problems.push(Problem::at(
+                            default.0.referenced,
+                            format!("default of `{name}`: {problem}"),
+                        ));
+                    }
+                    value
+                }
                 None => {
                     problems.push(Problem::at(
                         default.0.referenced,
@@ -164,11 +207,30 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
             None => parameter.kind.placeholder(),
         };
         values.insert(name.clone(), value);
+        if parameter.kind != super::model::ParamType::Integer
+            && (parameter.minimum.is_some() || parameter.maximum.is_some())
+        {
+            let at = parameter_at(source, name);
+            problems.push(Problem::span(
+                source,
+                at,
+                name.len(),
+                format!("`minimum` and `maximum` apply to integer parameters; `{name}` is not one"),
+            ));
+        }
+        if let (Some(min), Some(max)) = (parameter.minimum, parameter.maximum)
+            && min > max
+        {
+            let at = parameter_at(source, name);
+            problems.push(Problem::span(
+                source,
+                at,
+                name.len(),
+                format!("`{name}` has minimum {min} above maximum {max}"),
+            ));
+        }
     }
-    let mut resolve = Resolve {
-        render: Render::new(&values, source),
-        namespace: "placeholder".into(),
-    };
+    let mut resolve = Resolve::new(Render::new(&values, source), "placeholder");
     for precondition in &doc.preconditions {
         resolve_precondition(&mut resolve, precondition);
     }
@@ -239,6 +301,50 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
     problems
 }
 
+/// Where a parameter is declared (its key under `parameters:`), as far as
+/// plain text can tell.
+fn parameter_at(source: &str, name: &str) -> usize {
+    let base = source.find("\nparameters:").unwrap_or(0);
+    source[base..]
+        .find(&format!("{name}:"))
+        .map(|at| base + at)
+        .unwrap_or(0)
+}
+
+/// What is wrong with a parameter's default value, if anything: a
+/// `namespace` that is not an RFC 1123 label, a control character, or a
+/// secret (a default is stored in every run record).
+fn default_problem(name: &str, value: &Value) -> Option<String> {
+    let text = value.as_str()?;
+    if name == "namespace"
+        && let Err(err) = names::namespace(text)
+    {
+        return Some(format!("default of `namespace`: {err}"));
+    }
+    parameter_value_problem(name, text)
+}
+
+/// What is wrong with a parameter value wherever it comes from: control
+/// characters (they could rewrite what the terminal shows) or a secret (the
+/// parameters are stored in the run record and printed with the plan). The
+/// value itself is never part of the answer.
+fn parameter_value_problem(name: &str, value: &str) -> Option<String> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "the value of `{name}` contains the control character {:?}; give plain text",
+            c
+        ));
+    }
+    if check::secret_named(name) || crate::redact::contains_secret(value) {
+        return Some(format!(
+            "`{name}` looks like a secret (a password, token or credential): parameters are \
+             stored in the run record and shown with the plan, and {}",
+            check::SECRET_ADVICE
+        ));
+    }
+    None
+}
+
 fn resolve_precondition(
     resolve: &mut Resolve<'_>,
     precondition: &Precondition,
@@ -305,13 +411,13 @@ pub enum BindError {
         declared: String,
     },
     /// A value does not have the parameter's type.
-    #[error("parameter `{name}` must be a {kind}, got {value:?}")]
+    #[error("invalid --param {name}: the value must be {kind}, got {value}; nothing was changed")]
     Type {
         /// The parameter.
         name: String,
-        /// Its type.
+        /// Its type, in words (`an integer`).
         kind: &'static str,
-        /// The value given.
+        /// The value given, quoted and escaped.
         value: String,
     },
     /// A parameter without default was not given.
@@ -319,6 +425,15 @@ pub enum BindError {
     Missing {
         /// The parameter.
         name: String,
+    },
+    /// A value given on the command line (`--param`, `-n`) or taken from the
+    /// kubeconfig cannot be used as it is.
+    #[error("invalid {given}: {message}; nothing was changed")]
+    Given {
+        /// How the value was given (`--param deployment`, `-n/--namespace`).
+        given: String,
+        /// What is wrong, and where the playbook uses the value.
+        message: String,
     },
     /// The values make a step invalid (e.g. a negative replica count).
     #[error("{0}")]
@@ -344,6 +459,7 @@ impl LoadedPlaybook {
                 .join(", ")
         };
         let mut values = BTreeMap::new();
+        let mut origins = BTreeMap::new();
         for (name, raw) in given {
             let Some(parameter) = self.doc.parameters.get(name) else {
                 return Err(BindError::Unknown {
@@ -351,17 +467,42 @@ impl LoadedPlaybook {
                     declared: declared(),
                 });
             };
+            let origin = format!("--param {name}");
+            if let Some(message) = parameter_value_problem(name, raw) {
+                return Err(BindError::Given {
+                    given: origin,
+                    message,
+                });
+            }
             let value = parameter.kind.parse(raw).ok_or_else(|| BindError::Type {
                 name: name.clone(),
-                kind: parameter.kind.name(),
-                value: raw.clone(),
+                kind: match parameter.kind {
+                    super::model::ParamType::String => "text",
+                    super::model::ParamType::Integer => "a whole number (e.g. 2)",
+                    super::model::ParamType::Boolean => "true or false",
+                },
+                value: names::shown(raw),
             })?;
+            if let Some(problem) = parameter.out_of_range(&value) {
+                return Err(BindError::Given {
+                    given: format!("--param {name}"),
+                    message: problem,
+                });
+            }
             values.insert(name.clone(), value);
+            origins.insert(name.clone(), origin);
         }
-        if let Some(ns) = namespace
-            && self.doc.parameters.contains_key("namespace")
-        {
-            values.insert("namespace".into(), Value::String(ns.to_owned()));
+        if let Some(ns) = namespace {
+            if let Err(err) = names::namespace(ns) {
+                return Err(BindError::Given {
+                    given: "-n/--namespace".into(),
+                    message: err,
+                });
+            }
+            if self.doc.parameters.contains_key("namespace") {
+                values.insert("namespace".into(), Value::String(ns.to_owned()));
+                origins.insert("namespace".into(), "-n/--namespace".into());
+            }
         }
         for (name, parameter) in &self.doc.parameters {
             if values.contains_key(name) {
@@ -381,15 +522,28 @@ impl LoadedPlaybook {
                 None => return Err(BindError::Missing { name: name.clone() }),
             }
         }
-        let run_namespace = match (namespace, values.get("namespace")) {
-            (Some(ns), _) => ns.to_owned(),
-            (None, Some(Value::String(ns))) => ns.clone(),
-            _ => fallback_namespace.to_owned(),
+        let (run_namespace, origin) = match (namespace, values.get("namespace")) {
+            (Some(ns), _) => (ns.to_owned(), "-n/--namespace".to_owned()),
+            (None, Some(Value::String(ns))) => (
+                ns.clone(),
+                origins
+                    .get("namespace")
+                    .cloned()
+                    .unwrap_or_else(|| format!("default of `namespace` in {}", self.file)),
+            ),
+            _ => (
+                fallback_namespace.to_owned(),
+                "namespace of the kubeconfig context".to_owned(),
+            ),
         };
-        let mut resolve = Resolve {
-            render: Render::new(&values, &self.source),
-            namespace: run_namespace.clone(),
-        };
+        if let Err(err) = names::namespace(&run_namespace) {
+            return Err(BindError::Given {
+                given: origin,
+                message: err,
+            });
+        }
+        let mut resolve = Resolve::new(Render::new(&values, &self.source), run_namespace.clone());
+        resolve.given = origins;
         let preconditions = self
             .doc
             .preconditions
@@ -418,6 +572,18 @@ impl LoadedPlaybook {
                 on_failure: step.on_failure,
                 when_changed: step.when_changed.as_ref().map(|s| s.value.clone()),
                 effect: spec.resolve(&mut resolve),
+            });
+        }
+        if let Some(problem) = resolve.given_problems.first() {
+            return Err(BindError::Given {
+                given: problem.given.clone(),
+                message: format!(
+                    "{} (used at {}:{}:{})",
+                    problem.message,
+                    self.file,
+                    problem.at.line(),
+                    problem.at.column()
+                ),
             });
         }
         if let Some(problem) = resolve.render.problems.first() {

@@ -4,7 +4,8 @@
 //!
 //! This module owns the file format ([`model`], [`step`]), its validation
 //! with file:line:col reports ([`load`], [`validate`]), the JSON Schema
-//! ([`schema`]), the engine (plan → dry run → apply + verify → undo,
+//! ([`schema`]), what a change may touch ([`check`]: names the API server
+//! accepts, no field warroom must not set, no secret), the engine (plan → dry run → apply + verify → undo,
 //! [`engine`]), the run guard ([`lease`]) and what a run records on objects
 //! and in the namespace ([`record`]). It reports step events through
 //! [`event::StepObserver`] and asks humans through [`event::Confirmer`];
@@ -12,6 +13,7 @@
 //! It knows nothing about terminals or the console.
 //! All API server traffic goes through [`crate::kube`].
 
+pub mod check;
 pub mod engine;
 pub mod event;
 pub mod journal;

@@ -54,6 +54,27 @@ pub struct Parameter {
     /// What the parameter means.
     #[serde(default)]
     pub description: Option<String>,
+    /// For integers: the smallest value accepted.
+    #[serde(default)]
+    pub minimum: Option<i64>,
+    /// For integers: the largest value accepted.
+    #[serde(default)]
+    pub maximum: Option<i64>,
+}
+
+impl Parameter {
+    /// Why `value` is outside the parameter's range, if it is.
+    pub fn out_of_range(&self, value: &serde_json::Value) -> Option<String> {
+        let number = value.as_i64()?;
+        match (self.minimum, self.maximum) {
+            (Some(min), Some(max)) if number < min || number > max => {
+                Some(format!("{number} is not between {min} and {max}"))
+            }
+            (Some(min), _) if number < min => Some(format!("{number} is less than {min}")),
+            (_, Some(max)) if number > max => Some(format!("{number} is more than {max}")),
+            _ => None,
+        }
+    }
 }
 
 /// Parameter value types.

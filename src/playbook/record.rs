@@ -46,6 +46,52 @@ fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
 
+/// The unescaped tokens of a JSON pointer (`/a~1b/c` → `["a/b", "c"]`;
+/// the empty pointer has none).
+pub fn pointer_tokens(pointer: &str) -> Vec<String> {
+    match pointer.strip_prefix('/') {
+        Some(rest) => rest.split('/').map(unescape).collect(),
+        None if pointer.is_empty() => Vec::new(),
+        None => vec![pointer.to_owned()],
+    }
+}
+
+/// Path tokens as a person reads them: names joined with `.`, indexes and
+/// keys with dots, slashes or other characters in brackets
+/// (`metadata.annotations["nginx.ingress.kubernetes.io/limit-rps"]`,
+/// `spec.containers[0].image`).
+pub fn display_tokens(tokens: &[String]) -> String {
+    if tokens.is_empty() {
+        return "(the whole object)".into();
+    }
+    let mut out = String::new();
+    for token in tokens {
+        let plain = token
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if plain {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(token);
+        } else if !token.is_empty() && token.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{token}]"));
+        } else {
+            out.push_str(&format!("[{token:?}]"));
+        }
+    }
+    out
+}
+
+/// A JSON pointer as a person reads it (see [`display_tokens`]).
+pub fn display_path(pointer: &str) -> String {
+    display_tokens(&pointer_tokens(pointer))
+}
+
 /// Sets (`Some`) or removes (`None`) the value at a JSON pointer, creating
 /// intermediate objects. A removal also removes the objects it leaves empty
 /// (so restoring a field that was absent leaves no empty parents behind).
@@ -150,6 +196,10 @@ pub fn apply_edit(current: &Value, edit: &Edit) -> Result<Value, String> {
             for (path, value) in fields {
                 set_pointer(&mut desired, path, value.clone())?;
             }
+        }
+        Edit::Now(path) => {
+            let now = super::step::rollout_restart::restarted_at(jiff::Timestamp::now());
+            set_pointer(&mut desired, path, Some(Value::String(now)))?;
         }
         Edit::Merge(patch) => json_patch::merge(&mut desired, patch),
         Edit::Json(patch) => {
@@ -323,8 +373,14 @@ pub enum RunOutcome {
     /// A step failed; applied steps were left in place (`on-failure: stop`
     /// or `continue`).
     Failed,
-    /// Refused (lease held, confirmation declined, precondition).
+    /// Refused (lease held, precondition) before anything changed.
     Refused,
+    /// The operator declined a gate (or nobody could be asked): the run
+    /// stopped there and kept the steps applied before it.
+    Declined,
+    /// The run stopped before finishing and kept the steps applied so far:
+    /// the incident journal could not be written, or it was interrupted.
+    Stopped,
     /// Undone later with `warroom undo`.
     Undone,
 }
@@ -341,6 +397,8 @@ pub enum StepOutcome {
     Skipped,
     /// Gate passed, note written or wait satisfied.
     Done,
+    /// The operator declined this gate; the run stopped here.
+    Declined,
     /// Failed.
     Failed,
     /// Changed, then reverted.
@@ -402,6 +460,9 @@ pub struct RunRecord {
     /// Steps in order (only those reached).
     #[serde(default)]
     pub steps: Vec<StepRecord>,
+    /// How the run ended, in words (why it stopped, what it kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
     /// Who undid the run, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undone: Option<Stamp>,
@@ -569,6 +630,22 @@ mod tests {
     }
 
     #[test]
+    fn pointers_are_shown_as_people_read_paths() {
+        assert_eq!(display_path("/spec/replicas"), "spec.replicas");
+        assert_eq!(
+            display_path("/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rps"),
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/limit-rps"]"#
+        );
+        assert_eq!(
+            display_path("/spec/template/spec/containers/0/image"),
+            "spec.template.spec.containers[0].image"
+        );
+        assert_eq!(display_path("/data/LOCK_MODE"), "data.LOCK_MODE");
+        assert_eq!(display_path("/data/a~0b"), r#"data["a~b"]"#);
+        assert_eq!(display_path(""), "(the whole object)");
+    }
+
+    #[test]
     fn run_records_keep_the_latest_fifty() {
         let mut configmap = json!({"metadata": {"name": RUNS_CONFIGMAP}});
         for n in 0..60 {
@@ -582,6 +659,7 @@ mod tests {
                 outcome: RunOutcome::Applied,
                 params: BTreeMap::new(),
                 steps: Vec::new(),
+                message: String::new(),
                 undone: None,
             };
             configmap = store_in(&configmap, &record).unwrap();

@@ -161,6 +161,14 @@ impl<'a> Render<'a> {
         self.params.get(name)
     }
 
+    /// Renders a string without recording problems (references to unknown
+    /// parameters stay as written): for looking at text already rendered
+    /// once, such as the keys of a patch body.
+    pub fn quiet(&self, raw: &str) -> String {
+        let mut quiet = Render::new(self.params, self.source);
+        quiet.render_str(raw, Location::UNKNOWN)
+    }
+
     /// Renders a string.
     pub fn text(&mut self, text: &Text) -> String {
         self.render_str(&text.0.value, text.0.referenced)
@@ -306,6 +314,29 @@ impl<'a> Render<'a> {
     }
 }
 
+/// The parameter names `raw` refers to with `${name}`, in order.
+pub fn references(raw: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = raw;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => {
+                    found.push(inner[..end].trim().to_owned());
+                    rest = &inner[end + 1..];
+                }
+                None => break,
+            }
+        } else {
+            rest = after;
+        }
+    }
+    found
+}
+
 /// Maps whose values Kubernetes keeps as strings.
 const STRING_MAPS: &[&str] = &["annotations", "labels", "data", "stringData"];
 
@@ -350,6 +381,15 @@ mod tests {
         assert!(render.problems.is_empty());
         assert_eq!(render.render_str("${nope}", at), "${nope}");
         assert_eq!(render.problems.len(), 1);
+    }
+
+    #[test]
+    fn references_are_found_and_dollars_skipped() {
+        assert_eq!(
+            references("scale ${ name } to ${replicas} for $$5 ${x"),
+            vec!["name".to_string(), "replicas".to_string()]
+        );
+        assert!(references("$${name}").is_empty());
     }
 
     #[test]

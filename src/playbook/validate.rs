@@ -1,6 +1,8 @@
 //! Validation problems and how they are reported: every problem carries the
 //! file, line and column, and the offending text, and the whole set renders
-//! as one miette diagnostic with a label per problem.
+//! as one miette diagnostic with a label per problem. A secret written in
+//! the file is masked in the report (same length, so every span still
+//! points at the right place).
 
 use std::fmt::Write as _;
 
@@ -56,6 +58,9 @@ impl Problem {
     }
 
     /// The offending text, trimmed to one line.
+    ///
+    /// `source` is the text the problem was found in; reports mask secrets
+    /// in it first.
     pub fn offending<'a>(&self, source: &'a str) -> &'a str {
         let end = if self.len == 0 {
             source[self.offset.min(source.len())..]
@@ -85,6 +90,14 @@ pub struct InvalidPlaybook {
 impl InvalidPlaybook {
     /// Builds the report from the problems found in `source`.
     pub fn new(file: &str, source: &str, mut problems: Vec<Problem>) -> Self {
+        let masked = mask_secrets(source);
+        let source = masked.as_str();
+        for problem in &mut problems {
+            // A message can quote a value from the file.
+            if let std::borrow::Cow::Owned(clean) = crate::redact::redact_text(&problem.message) {
+                problem.message = clean;
+            }
+        }
         problems.sort_by_key(|p| (p.line, p.column));
         problems.dedup();
         let mut summary = format!(
@@ -112,6 +125,56 @@ impl InvalidPlaybook {
     }
 }
 
+/// `source` with every secret [`crate::redact`] finds replaced by `*` of the
+/// same byte length, line by line; when a secret spans lines (a PEM block),
+/// every visible character is masked.
+fn mask_secrets(source: &str) -> String {
+    use crate::redact::{contains_secret, redact_text};
+    if !contains_secret(source) {
+        return source.to_owned();
+    }
+    let mut found = false;
+    let masked: String = source
+        .split_inclusive('\n')
+        .map(|line| {
+            let redacted = redact_text(line);
+            if redacted == line {
+                return line.to_owned();
+            }
+            found = true;
+            let (a, b) = (line.as_bytes(), redacted.as_bytes());
+            let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            let suffix = a[prefix..]
+                .iter()
+                .rev()
+                .zip(b[prefix..].iter().rev())
+                .take_while(|(x, y)| x == y)
+                .count();
+            mask(line, prefix, line.len() - suffix)
+        })
+        .collect();
+    // A secret over several lines (a PEM block) is not found line by line.
+    if found && !source.contains("PRIVATE KEY-----") {
+        masked
+    } else {
+        mask(source, 0, source.len())
+    }
+}
+
+/// `text` with the visible characters in `start..end` replaced by `*`, one
+/// per byte.
+fn mask(text: &str, start: usize, end: usize) -> String {
+    text.char_indices()
+        .map(|(i, c)| {
+            if i >= start && i < end && !c.is_whitespace() {
+                "*".repeat(c.len_utf8())
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl Diagnostic for InvalidPlaybook {
     fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         Some(Box::new("warroom::playbook::invalid"))
@@ -128,5 +191,29 @@ impl Diagnostic for InvalidPlaybook {
                 SourceSpan::new(p.offset.into(), p.len),
             )
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_mask_secrets_and_keep_spans() {
+        let source = "name: m\nsteps:\n  - note: \"redis://:hunter2@redis:6379\"\n";
+        let at = source.find("redis://").unwrap();
+        let report = InvalidPlaybook::new(
+            "p.yaml",
+            source,
+            vec![Problem::span(source, at, 27, "looks like a secret")],
+        );
+        let text = report.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("redis://:*******@redis:6379"), "{text}");
+        assert_eq!(report.problems[0].offset, at);
+        let pem = "a: |\n  -----BEGIN PRIVATE KEY-----\n  MIIBVg\n  -----END PRIVATE KEY-----\n";
+        let masked = mask_secrets(pem);
+        assert_eq!(masked.len(), pem.len());
+        assert!(!masked.contains("MIIBVg"), "{masked}");
     }
 }

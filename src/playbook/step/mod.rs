@@ -16,6 +16,7 @@ pub mod scale;
 pub mod set_config;
 pub mod wait;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -23,10 +24,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
+use super::check;
 use super::model::{Condition, ObjectSpec, OnFailure};
-use super::template::{Render, Text};
+use super::template::{Render, Text, references};
 use super::validate::Problem;
-use crate::kube::ObjectRef;
+use crate::kube::{ObjectRef, names};
 
 /// What a step kind does once its parameters are filled in.
 #[derive(Debug, Clone)]
@@ -58,6 +60,9 @@ pub struct Change {
 pub enum Edit {
     /// Set (or with `None` remove) the value at each JSON pointer.
     Set(Vec<(String, Option<Value>)>),
+    /// Set the value at a JSON pointer to the time the edit is applied
+    /// (UTC, whole seconds, never ahead of the clock).
+    Now(String),
     /// An RFC 7386 JSON merge patch.
     Merge(Value),
     /// An RFC 6902 JSON patch.
@@ -112,33 +117,98 @@ pub struct Resolve<'a> {
     pub render: Render<'a>,
     /// The run's namespace (default for objects).
     pub namespace: String,
+    /// How each parameter given on the command line was given
+    /// (`--param deployment`, `-n/--namespace`), by parameter name.
+    pub given: BTreeMap<String, String>,
+    /// Problems with values given on the command line.
+    pub given_problems: Vec<GivenProblem>,
 }
 
-impl Resolve<'_> {
+/// A problem caused by a value given on the command line rather than one
+/// written in the playbook.
+#[derive(Debug, Clone)]
+pub struct GivenProblem {
+    /// How the value was given (`--param deployment`).
+    pub given: String,
+    /// What is wrong.
+    pub message: String,
+    /// Where the playbook uses the value.
+    pub at: Location,
+}
+
+impl<'a> Resolve<'a> {
+    /// Resolves with `render`'s parameter values; objects default to
+    /// `namespace`.
+    pub fn new(render: Render<'a>, namespace: impl Into<String>) -> Self {
+        Self {
+            render,
+            namespace: namespace.into(),
+            given: BTreeMap::new(),
+            given_problems: Vec::new(),
+        }
+    }
+
     /// Records a problem at a location.
     pub fn problem(&mut self, at: Location, message: impl Into<String>) {
         self.render.problems.push(Problem::at(at, message));
     }
 
-    /// Renders an object reference.
+    /// Records a problem with a value made from playbook text at `at` that
+    /// refers to the parameters `refs`: charged to the command-line value
+    /// when one of them was given there, to the playbook otherwise.
+    pub fn value_problem(&mut self, at: Location, refs: &[String], message: impl Into<String>) {
+        match refs.iter().find_map(|name| self.given.get(name)) {
+            Some(given) => self.given_problems.push(GivenProblem {
+                given: given.clone(),
+                message: message.into(),
+                at,
+            }),
+            None => self.problem(at, message),
+        }
+    }
+
+    /// [`Self::value_problem`] for a rendered [`Text`].
+    pub fn text_problem(&mut self, text: &Text, message: impl Into<String>) {
+        self.value_problem(text.location(), &references(text.raw()), message);
+    }
+
+    /// Renders an object reference; apiVersion, kind, name and namespace
+    /// must be what the API server accepts.
     pub fn object(&mut self, spec: &ObjectSpec) -> ObjectRef {
         let api_version = self.render.text(&spec.api_version);
         let kind = self.render.text(&spec.kind);
         let name = self.render.text(&spec.name);
-        let namespace = self
-            .render
-            .opt_text(&spec.namespace)
-            .unwrap_or_else(|| self.namespace.clone());
-        for (value, text, what) in [
-            (&api_version, &spec.api_version, "apiVersion"),
-            (&kind, &spec.kind, "kind"),
-            (&name, &spec.name, "name"),
-        ] {
+        let namespace = self.render.opt_text(&spec.namespace);
+        type Rule = fn(&str, &str) -> Result<(), String>;
+        let checks: [(&str, &Text, Rule); 3] = [
+            (&api_version, &spec.api_version, |_, v| {
+                names::api_version(v)
+            }),
+            (&kind, &spec.kind, |_, v| names::kind(v)),
+            (&name, &spec.name, names::object_name),
+        ];
+        for ((value, text, rule), what) in checks.into_iter().zip(["apiVersion", "kind", "name"]) {
             if value.trim().is_empty() {
-                self.problem(text.location(), format!("{what} must not be empty"));
+                self.text_problem(text, format!("{what} must not be empty"));
+            } else if let Err(err) = rule(&kind, value) {
+                self.text_problem(text, err);
             }
         }
+        let namespace = self.namespace_of(namespace, &spec.namespace);
         ObjectRef::namespaced(&api_version, &kind, &namespace, &name)
+    }
+
+    /// The namespace written on a step (checked), or the run's.
+    fn namespace_of(&mut self, rendered: Option<String>, text: &Option<Text>) -> String {
+        match (rendered, text) {
+            (Some(namespace), Some(text)) => {
+                if let Err(err) = names::namespace(&namespace) {
+                    self.text_problem(text, err);
+                }
+                namespace
+            }
+            _ => self.namespace.clone(),
+        }
     }
 
     /// Renders the object a changing step writes. Secrets are refused:
@@ -146,14 +216,8 @@ impl Resolve<'_> {
     /// run record), and warroom never records Secret values.
     pub fn changed_object(&mut self, spec: &ObjectSpec) -> ObjectRef {
         let target = self.object(spec);
-        let core = target.api_version.trim() == "v1";
-        if core && target.kind.trim().eq_ignore_ascii_case("secret") {
-            self.problem(
-                spec.kind.location(),
-                "steps cannot change Secrets: warroom records the values a step replaces \
-                 (warroom.io/previous annotation, warroom-runs ConfigMap) and never records \
-                 Secret values",
-            );
+        if check::is_secret_kind(&target) {
+            self.text_problem(&spec.kind, check::SECRET_KIND_ADVICE);
         }
         target
     }
@@ -168,13 +232,33 @@ impl Resolve<'_> {
     ) -> ObjectRef {
         let rendered = self.render.text(name);
         if rendered.trim().is_empty() {
-            self.problem(name.location(), format!("{kind} name must not be empty"));
+            self.text_problem(name, format!("{kind} name must not be empty"));
+        } else if let Err(err) = names::object_name(kind, &rendered) {
+            self.text_problem(name, err);
         }
-        let namespace = self
-            .render
-            .opt_text(namespace)
-            .unwrap_or_else(|| self.namespace.clone());
+        let given = self.render.opt_text(namespace);
+        let namespace = self.namespace_of(given, namespace);
         ObjectRef::namespaced(api_version, kind, &namespace, &rendered)
+    }
+
+    /// Checks the fields a change touches: keys the API server accepts, no
+    /// field a change must not set, no secret (see [`check`]). Problems
+    /// are reported at `at` and charged to the parameters each field came
+    /// from.
+    pub fn touched(&mut self, target: &ObjectRef, at: Location, touched: &[check::Touched]) {
+        if check::is_secret_kind(target) {
+            // Refused as a whole already.
+            return;
+        }
+        for field in touched {
+            for problem in check::field_problems(target, &field.tokens, field.value.as_ref()) {
+                self.value_problem(
+                    at,
+                    &field.references,
+                    format!("{}: {problem}", field.shown()),
+                );
+            }
+        }
     }
 
     /// Renders a condition.

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Change, Edit, Effect, Resolve, StepSpec};
+use crate::playbook::check;
 use crate::playbook::template::{Body, Text};
 
 /// `patch: {apiVersion, kind, name, namespace?, merge | json}`.
@@ -46,12 +47,22 @@ impl StepSpec for Patch {
                 if !body.is_object() {
                     resolve.problem(merge.0.referenced, "a merge patch must be a mapping");
                 }
+                let touched = check::touched_by_merge(&merge.0.value, &body, &|raw| {
+                    resolve.render.quiet(raw)
+                });
+                resolve.touched(&target, merge.0.referenced, &touched);
                 Edit::Merge(body)
             }
             (None, Some(json)) => {
                 let body = resolve.render.body(json);
                 match serde_json::from_value::<json_patch::Patch>(body) {
-                    Ok(patch) => Edit::Json(patch),
+                    Ok(patch) => {
+                        let touched = check::touched_by_json(&json.0.value, &patch, &|raw| {
+                            resolve.render.quiet(raw)
+                        });
+                        resolve.touched(&target, json.0.referenced, &touched);
+                        Edit::Json(patch)
+                    }
                     Err(err) => {
                         resolve.problem(
                             json.0.referenced,

@@ -24,17 +24,40 @@ pub struct RolloutRestart {
 pub const RESTARTED_AT: &str =
     "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt";
 
+/// The `restartedAt` value for a restart at `now`: UTC, whole seconds,
+/// cut (never rounded up) so that it is never later than the restart.
+pub fn restarted_at(now: jiff::Timestamp) -> String {
+    let whole = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Second)
+        .mode(jiff::RoundMode::Floor);
+    now.round(whole).unwrap_or(now).to_string()
+}
+
 impl StepSpec for RolloutRestart {
     fn resolve(&self, resolve: &mut Resolve<'_>) -> Effect {
         let target = resolve.named("apps/v1", "Deployment", &self.deployment, &self.namespace);
-        let now = jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_else(|_| jiff::Timestamp::now());
         Effect::Change(Change {
             target,
-            edit: Edit::Set(vec![(RESTARTED_AT.into(), Some(now.to_string().into()))]),
+            // The time is taken when the change is written, not when the
+            // playbook is read: a gate can hold the run for minutes.
+            edit: Edit::Now(RESTARTED_AT.into()),
             // A restart is not state to go back to.
             record: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restarted_at;
+
+    #[test]
+    fn the_restart_time_is_never_in_the_future() {
+        let now: jiff::Timestamp = "2026-11-26T23:15:00.600Z".parse().unwrap();
+        assert_eq!(restarted_at(now), "2026-11-26T23:15:00Z");
+        let now: jiff::Timestamp = "2026-11-26T23:15:59.999999999Z".parse().unwrap();
+        assert_eq!(restarted_at(now), "2026-11-26T23:15:59Z");
+        let before_epoch: jiff::Timestamp = "1969-12-31T23:59:59.5Z".parse().unwrap();
+        assert_eq!(restarted_at(before_epoch), "1969-12-31T23:59:59Z");
     }
 }

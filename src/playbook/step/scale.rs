@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Change, Edit, Effect, Resolve, StepSpec};
-use crate::playbook::template::{Int, Text};
+use crate::playbook::template::{Int, IntOrRef, Text, references};
 
 /// `scale: {deployment, replicas, namespace?}`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -24,10 +24,18 @@ impl StepSpec for Scale {
     fn resolve(&self, resolve: &mut Resolve<'_>) -> Effect {
         let target = resolve.named("apps/v1", "Deployment", &self.deployment, &self.namespace);
         let replicas = resolve.render.int(&self.replicas);
-        if replicas < 0 {
-            resolve.problem(
+        if !(0..=i64::from(i32::MAX)).contains(&replicas) {
+            let refs = match &self.replicas.0.value {
+                IntOrRef::Text(raw) => references(raw),
+                IntOrRef::Int(_) => Vec::new(),
+            };
+            resolve.value_problem(
                 self.replicas.0.referenced,
-                format!("replicas must be 0 or more, got {replicas}"),
+                &refs,
+                format!(
+                    "replicas must be between 0 and {} (what a Deployment holds), got {replicas}",
+                    i32::MAX
+                ),
             );
         }
         Effect::Change(Change {

@@ -4,6 +4,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Change, Edit, Effect, Resolve, StepSpec};
+use crate::kube::names;
+use crate::playbook::check;
 use crate::playbook::template::Text;
 
 /// `set-config: {configmap, key, value, namespace?}`.
@@ -25,17 +27,29 @@ impl StepSpec for SetConfig {
     fn resolve(&self, resolve: &mut Resolve<'_>) -> Effect {
         let target = resolve.named("v1", "ConfigMap", &self.configmap, &self.namespace);
         let key = resolve.render.text(&self.key);
-        let valid_key = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_key {
-            resolve.problem(
-                self.key.location(),
-                format!("ConfigMap key {key:?} must be letters, digits, `-`, `_` or `.`"),
+        if let Err(err) = names::config_map_key(&key) {
+            resolve.text_problem(&self.key, err);
+        } else if check::secret_named(&key) {
+            resolve.text_problem(
+                &self.key,
+                format!(
+                    "ConfigMap key {key:?} names a secret, so its old and new values would be \
+                     kept in clear; {}",
+                    check::SECRET_ADVICE
+                ),
             );
         }
         let value = resolve.render.text(&self.value);
+        if check::secret_value(&value.clone().into()) {
+            resolve.text_problem(
+                &self.value,
+                format!(
+                    "the value for ConfigMap key {key:?} looks like a secret (a password, token \
+                     or credential) and would be kept in clear; {}",
+                    check::SECRET_ADVICE
+                ),
+            );
+        }
         Effect::Change(Change {
             target,
             edit: Edit::Set(vec![(

@@ -105,7 +105,13 @@ impl Check {
                 let seen = found
                     .map(Value::to_string)
                     .unwrap_or_else(|| "absent".into());
-                (ok, format!("{path} is {seen}, want {equals}"))
+                (
+                    ok,
+                    format!(
+                        "{} is {seen}, want {equals}",
+                        crate::playbook::record::display_path(path)
+                    ),
+                )
             }
         }
     }
