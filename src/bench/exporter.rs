@@ -135,8 +135,24 @@ impl ExporterBench {
                 "--trials, --events, --keys, --held and --sample-every must be at least 1".into(),
             ));
         }
+        if self.held > self.keys {
+            return Err(ExporterBenchError::Invalid(format!(
+                "--held {} is more than --keys {}: a key is held by one holder at a time, so \
+                 give at least as many keys as are held",
+                self.held, self.keys
+            )));
+        }
         let (_node, url) = match &self.redis {
-            Some(url) => (None, url.clone()),
+            Some(url) => {
+                redis::Client::open(url.as_str()).map_err(|e| {
+                    ExporterBenchError::Invalid(format!(
+                        "--redis {}: not a Redis URL ({e}); write \
+                         redis://[user:password@]host:port, or rediss://… for TLS",
+                        crate::redact::redact_text(url)
+                    ))
+                })?;
+                (None, url.clone())
+            }
             None => {
                 let node =
                     RedisNode::start().map_err(|e| ExporterBenchError::Redis(e.to_string()))?;

@@ -196,6 +196,15 @@ pub struct LockBenchReport {
     pub ratio: Option<f64>,
 }
 
+/// How long a client waits for a lock before counting an acquire failure.
+const CLIENT_ACQUIRE_WAIT: Duration = Duration::from_secs(5);
+/// How long one Redis command may take before it counts as an error: far
+/// above any answer from a node that is up, short enough that a frozen node
+/// ends the run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past the last possible cycle the run waits for its clients.
+const FINISH_GRACE: Duration = Duration::from_secs(30);
+
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -210,6 +219,10 @@ pub enum BenchError {
         /// What failed.
         source: LockError,
     },
+    /// A node stopped answering during the run; its counts cannot be
+    /// trusted.
+    #[error("{0}")]
+    Stalled(String),
 }
 
 impl LockBench {
@@ -220,6 +233,9 @@ impl LockBench {
         }
         if self.mode != BenchMode::Redlock && self.nodes.len() > 1 {
             return invalid("only redlock mode uses several nodes; give one --redis URL");
+        }
+        for url in &self.nodes {
+            check_url(url)?;
         }
         if self.clients == 0 || self.keys == 0 {
             return invalid("--clients and --keys must be at least 1");
@@ -299,7 +315,7 @@ impl LockBench {
             let mut node_conns = Vec::with_capacity(self.nodes.len());
             for url in &self.nodes {
                 node_conns.push(
-                    crate::lock::connect(url, None, false)
+                    crate::lock::connect(url, Some(COMMAND_TIMEOUT), false)
                         .await
                         .map_err(setup(url))?,
                 );
@@ -393,14 +409,37 @@ impl LockBench {
         }
         let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
             .expect("static histogram bounds are valid");
-        for task in tasks {
-            if let Ok(h) = task.await {
-                let _ = latency.add(h);
+        // Clients stop starting cycles at the deadline; one in a cycle then
+        // needs at most its acquire wait, its stall and a few commands. A
+        // node that stops answering (killed, or frozen like a paused
+        // process) must not keep the benchmark waiting for ever.
+        let finish_by = started
+            + self.duration
+            + CLIENT_ACQUIRE_WAIT
+            + self.pauses.map_or(Duration::ZERO, |p| p.pause)
+            + FINISH_GRACE;
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let joined = tokio::time::timeout_at(finish_by.into(), async {
+            for task in tasks {
+                if let Ok(h) = task.await {
+                    let _ = latency.add(h);
+                }
             }
+        })
+        .await;
+        if joined.is_err() {
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+            return Err(BenchError::Stalled(format!(
+                "the clients were still waiting on Redis {:.0} s after the run should have \
+                 ended: a node stopped answering (is it stopped, paused or overloaded?)",
+                (finish_by - started - self.duration).as_secs_f64()
+            )));
         }
         let elapsed = started.elapsed();
 
-        // Lost updates: every accepted write added one to its record.
+        // Lost updates: every accepted write added one to its record. A
+        // record that cannot be read back is not a lost update: the run
+        // cannot be judged.
         let mut conn = store_conn.clone();
         let mut total: u64 = 0;
         for chunk in (0..self.keys).collect::<Vec<_>>().chunks(512) {
@@ -408,7 +447,12 @@ impl LockBench {
             for &k in chunk {
                 pipe.cmd("HGET").arg(record_key(&prefix, k)).arg("value");
             }
-            let values: Vec<Option<String>> = pipe.query_async(&mut conn).await.unwrap_or_default();
+            let values: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(|e| {
+                BenchError::Stalled(format!(
+                    "cannot read the records back to count lost updates ({e}): Redis stopped \
+                     answering during the run, so its counts cannot be checked"
+                ))
+            })?;
             total += values
                 .iter()
                 .map(|v| {
@@ -454,6 +498,17 @@ impl LockBench {
             elapsed_s: elapsed.as_secs_f64(),
         })
     }
+}
+
+/// Refuses a `--redis` value that is not a Redis URL, before connecting.
+fn check_url(url: &str) -> Result<(), BenchError> {
+    redis::Client::open(url).map(drop).map_err(|e| {
+        BenchError::Invalid(format!(
+            "--redis {}: not a Redis URL ({e}); write redis://[user:password@]host:port, \
+             or rediss://… for TLS",
+            crate::redact::redact_text(url)
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,7 +655,7 @@ async fn client_loop(
 ) -> Histogram<u64> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .expect("static histogram bounds are valid");
-    let wait = Duration::from_secs(5);
+    let wait = CLIENT_ACQUIRE_WAIT;
     let stats = &shared.stats;
     while Instant::now() < shared.deadline {
         let k = rand::random_range(0..shared.keys);

@@ -9,6 +9,7 @@
 mod bench;
 mod cluster;
 mod exporter;
+mod numbers;
 mod playbook;
 mod timeline;
 
