@@ -165,10 +165,9 @@ fn key_positions<'a>(
     }
     let mut line_start = 0;
     for (index, line) in source.split_inclusive('\n').enumerate() {
-        // Characters before each byte position seen so far on this line.
-        let mut chars_before = 0u64;
         let mut key_start = 0;
-        for (at, c) in line.char_indices() {
+        // `chars_before`: characters on the line before `at`.
+        for (chars_before, (at, c)) in line.char_indices().enumerate() {
             if c == ':' {
                 let key = &line[key_start..at];
                 let trimmed = key.trim_matches([' ', '\t']);
@@ -185,14 +184,13 @@ fn key_positions<'a>(
                     // Leading blanks are one byte and one character each.
                     let lead = key.len() - key.trim_start_matches([' ', '\t']).len() + quote;
                     let offset = line_start + at - key.len() + lead;
-                    let column = chars_before - key.chars().count() as u64 + lead as u64 + 1;
+                    let column = (chars_before - key.chars().count() + lead + 1) as u64;
                     found.insert(*name, (offset, index as u64 + 1, column));
                 }
             }
             if matches!(c, ':' | ',' | '{' | '[') {
                 key_start = at + c.len_utf8();
             }
-            chars_before += 1;
         }
         line_start += line.len();
     }
