@@ -409,39 +409,37 @@ fn bench_exporter_refuses_more_keys_held_than_there_are() {
     );
 }
 
-/// `bench lock` against `node` for a few seconds, with `during` called once
-/// the clients are cycling.
-fn bench_lock_while(node: &mut RedisNode, during: impl FnOnce(&mut RedisNode)) -> Output {
+/// A benchmark (`args`, then `--redis` for `node`) run in the background;
+/// `during` is called on the node once keys matching `started` exist.
+fn bench_while(
+    node: &mut RedisNode,
+    args: &[&str],
+    started: &str,
+    during: impl FnOnce(&mut RedisNode),
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_warroom"));
-    command.args([
-        "bench",
-        "lock",
-        "--redis",
-        &node.url(),
-        "--duration",
-        "3",
-        "--output",
-        "json",
-    ]);
-    let url = node.url();
+    command.args(args).arg("--redis").arg(node.url());
     let handle =
-        std::thread::spawn(move || common::output_within(&mut command, Duration::from_secs(120)));
-    // The clients are cycling once the records exist.
-    let client = redis::Client::open(url.as_str()).unwrap();
+        std::thread::spawn(move || common::output_within(&mut command, Duration::from_secs(180)));
+    let client = redis::Client::open(node.url().as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    common::wait_until(
-        "the benchmark's first records",
-        Duration::from_secs(60),
-        || {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg("bench:*:order:*")
-                .query(&mut conn)
-                .ok()?;
-            (!keys.is_empty()).then_some(())
-        },
-    );
+    common::wait_until("the benchmark to start", Duration::from_secs(60), || {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(started).query(&mut conn).ok()?;
+        (!keys.is_empty()).then_some(())
+    });
     during(node);
     handle.join().expect("the benchmark ran")
+}
+
+/// `bench lock` for a few seconds; `during` once the clients are cycling
+/// (the records exist).
+fn bench_lock_while(node: &mut RedisNode, during: impl FnOnce(&mut RedisNode)) -> Output {
+    bench_while(
+        node,
+        &["bench", "lock", "--duration", "3", "--output", "json"],
+        "bench:*:order:*",
+        during,
+    )
 }
 
 #[test]
@@ -469,5 +467,39 @@ fn bench_lock_ends_with_exit_4_when_redis_freezes_mid_run() {
         Some(4),
         "a frozen Redis ends the run: {}{stderr}",
         text(&out.stdout)
+    );
+}
+
+#[test]
+fn bench_exporter_ends_with_exit_4_when_redis_freezes_mid_run() {
+    let mut node = RedisNode::start().unwrap();
+    // Thousands of detection trials: the freeze comes during them.
+    let args = [
+        "bench",
+        "exporter",
+        "--trials",
+        "10000",
+        "--events",
+        "1000",
+        "--keys",
+        "100",
+        "--held",
+        "10",
+        "--sample-every",
+        "1000",
+    ];
+    let out = bench_while(&mut node, &args, "bench:*:events", |node| {
+        node.pause().unwrap()
+    });
+    node.resume().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a frozen Redis ends the run: {stderr}"
+    );
+    assert!(
+        flat(&stderr).contains("is Redis stopped or paused?"),
+        "{stderr}"
     );
 }

@@ -161,12 +161,16 @@ impl ExporterBench {
             }
         };
         let prefix = format!("bench:{:08x}", rand::random::<u32>());
-        let detection = self.detection(&url, &prefix).await;
-        let throughput = self.throughput(&url, &prefix).await;
+        let measured = async {
+            let detection = self.detection(&url, &prefix).await?;
+            let throughput = self.throughput(&url, &prefix).await?;
+            Ok::<_, ExporterBenchError>((detection, throughput))
+        }
+        .await;
         cleanup(&url, &prefix).await;
-        let (throughput, rss) = throughput?;
+        let (detection, (throughput, rss)) = measured?;
         Ok(ExporterBenchReport {
-            detection: detection?,
+            detection,
             throughput,
             rss,
         })
@@ -209,10 +213,18 @@ impl ExporterBench {
         let mut seen = collisions(&http, addr).await?;
         for trial in 0..self.trials {
             let key = format!("{prefix}:lock:{trial}");
-            let first = pod_7f.acquire(&key, Duration::from_secs(1)).await?;
+            let first = answered(
+                "pod-7f's grant",
+                pod_7f.acquire(&key, Duration::from_secs(1)),
+            )
+            .await?;
             // pod-7f stalls past its TTL: the key expires under it.
             tokio::time::sleep(ttl + Duration::from_millis(5)).await;
-            let second = pod_3c.acquire(&key, Duration::from_secs(1)).await?;
+            let second = answered(
+                "pod-3c's grant",
+                pod_3c.acquire(&key, Duration::from_secs(1)),
+            )
+            .await?;
             let granted = Instant::now();
             let deadline = granted + Duration::from_secs(10);
             loop {
@@ -228,8 +240,8 @@ impl ExporterBench {
                 }
             }
             let _ = latency.record(granted.elapsed().as_micros().max(1) as u64);
-            pod_7f.release(first).await?;
-            pod_3c.release(second).await?;
+            answered("pod-7f's release", pod_7f.release(first)).await?;
+            answered("pod-3c's release", pod_3c.release(second)).await?;
         }
         server.abort();
         let ms = |v: u64| v as f64 / 1000.0;
@@ -275,8 +287,23 @@ impl ExporterBench {
         let started = Instant::now();
         let mut next_sample = self.sample_every;
         let deadline = started + Duration::from_secs(600);
+        // The reader reconnects by itself, but a Redis that has stopped
+        // answering must not keep the benchmark waiting out the deadline.
+        let (mut last_progress, mut last_processed) = (Instant::now(), 0);
         let finished = loop {
             let processed = exporter.snapshot().events_processed;
+            if processed > last_processed {
+                (last_progress, last_processed) = (Instant::now(), processed);
+            } else if last_progress.elapsed() > STREAM_SILENCE {
+                let _ = stop_tx.send(());
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                return Err(ExporterBenchError::Redis(format!(
+                    "the exporter read nothing for {} s after {processed} of {} events (is \
+                     Redis stopped or paused?)",
+                    STREAM_SILENCE.as_secs(),
+                    self.events
+                )));
+            }
             while processed >= next_sample {
                 rss.push(RssSample {
                     events: processed,
@@ -311,6 +338,29 @@ impl ExporterBench {
             },
             rss,
         ))
+    }
+}
+
+/// How long one lock operation of a detection trial may take before Redis
+/// counts as not answering.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long the throughput reader may read nothing before Redis counts as
+/// not answering.
+const STREAM_SILENCE: Duration = Duration::from_secs(30);
+
+/// `work`'s outcome, or a Redis error if it takes longer than
+/// [`ANSWER_WITHIN`].
+async fn answered<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, LockError>>,
+) -> Result<T, ExporterBenchError> {
+    match tokio::time::timeout(ANSWER_WITHIN, work).await {
+        Ok(outcome) => Ok(outcome?),
+        Err(_) => Err(ExporterBenchError::Redis(format!(
+            "{what}: no answer within {} s (is Redis stopped or paused?)",
+            ANSWER_WITHIN.as_secs()
+        ))),
     }
 }
 
