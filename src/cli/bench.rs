@@ -86,6 +86,9 @@ pub enum PeerArg {
     Rslock,
 }
 
+// Ranges: what a contention test on one machine or a small Redlock
+// deployment can use, with room to spare; far beyond them a value only
+// exhausts memory, threads or connections (100,000 clients took 5 GB).
 /// Longest run a benchmark takes, in seconds: an hour.
 const MAX_BENCH_SECONDS: f64 = 3600.0;
 
@@ -103,6 +106,7 @@ pub struct LockArgs {
     #[arg(long, default_value_t = 32, value_parser = whole::<usize>(1..=1_000), allow_negative_numbers = true)]
     clients: usize,
     /// Distinct lock keys, 1 to 1,000,000.
+    // The referee keeps a slot per key and the run reads every record back.
     #[arg(long, default_value_t = 1024, value_parser = whole::<usize>(1..=1_000_000), allow_negative_numbers = true)]
     keys: usize,
     /// Seconds during which clients start new cycles, 0.1 to 3600.
@@ -113,10 +117,12 @@ pub struct LockArgs {
     ttl_ms: u64,
     /// Every Nth grant stalls while holding (a GC pause), N from 1 to
     /// 1,000,000.
+    // Beyond a million a stall would practically never come.
     #[arg(long, value_parser = whole::<u64>(1..=1_000_000), allow_negative_numbers = true)]
     pause_every: Option<u64>,
     /// Length of the stall in milliseconds, 1 to 60,000 (PM-003: 280–400);
     /// needs --pause-every. The run ends when the last stalled client does.
+    // Real GC pauses last up to seconds; a minute is far past any TTL here.
     #[arg(long, default_value_t = 300, requires = "pause_every", value_parser = whole::<u64>(1..=60_000), allow_negative_numbers = true)]
     pause_ms: u64,
     /// Also run the same benchmark against a peer library.
@@ -135,6 +141,8 @@ pub struct LockArgs {
     connections: usize,
     /// Client runtime threads, 1 to 256 (1 leaves the other core to
     /// redis-server).
+    // More runtime threads than cores only adds contention; 256 covers the
+    // largest machines.
     #[arg(long, default_value_t = 1, value_parser = whole::<usize>(1..=256), allow_negative_numbers = true)]
     threads: usize,
     /// Output format.
