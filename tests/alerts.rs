@@ -6,9 +6,11 @@
 //! tests fail in CI (`CI` set) and are skipped, with the reason printed,
 //! elsewhere.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use warroom::exporter::{Exporter, ExporterConfig, KeyspaceEvents, StartFrom};
 use warroom::lock::LockOptions;
@@ -16,19 +18,7 @@ use warroom::lock::legacy::LegacyLock;
 use warroom::redis_node::{NodeOptions, RedisNode};
 
 fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing in CI: install the Debian package `prometheus`"
-        );
-        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus)");
-    }
-    found
+    common::require_tool("promtool", "prometheus")
 }
 
 fn config_dir() -> PathBuf {
@@ -163,12 +153,24 @@ async fn scraped_metrics_pass_promtool_check_metrics() {
             .await
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (exporter.snapshot().collisions == 0 || exporter.snapshot().app_errors == 0)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Everything written so far has been read: the collision, pod-7f's
+    // overrun and both odd entries.
+    common::wait_until_async(
+        "the exporter to read the collision and the odd entries",
+        Duration::from_secs(30),
+        || async {
+            let written: u64 = redis::AsyncCommands::xlen(&mut conn.clone(), "warroom:lock-events")
+                .await
+                .ok()?;
+            let seen = exporter.snapshot();
+            (seen.events_processed >= written
+                && seen.collisions > 0
+                && seen.lease_overruns > 0
+                && seen.app_errors > 0)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(exporter.snapshot().collisions, 1);
     assert_eq!(
         exporter.snapshot().lease_overruns,

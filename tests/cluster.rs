@@ -2,6 +2,8 @@
 //! (the client warroom's playbooks use) and by raw reqwest requests where the
 //! exact wire shape matters.
 
+mod common;
+
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -1126,12 +1128,12 @@ async fn kube_runtime_waits_until_a_reconciled_rollout_completes() {
         "order-service",
         rolled_out,
     ));
-    for _ in 0..600 {
-        if store.watchers() > watchers {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    common::wait_until_async(
+        "the wait's watch to open",
+        std::time::Duration::from_secs(60),
+        || async { (store.watchers() > watchers).then_some(()) },
+    )
+    .await;
     // The drill's reconcile loop reports the rollout through the store.
     let generation =
         stored(&store, "apps/v1", "Deployment", "order-service")["metadata"]["generation"].clone();

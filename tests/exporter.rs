@@ -5,8 +5,12 @@
 //! The PM-003 schedule: 200 ms leases, every 4th grant stalls 300 ms (a GC
 //! pause) while holding, more clients than keys.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use redis::AsyncCommands;
@@ -71,17 +75,17 @@ async fn stream_len(url: &str) -> u64 {
     conn.xlen(DEFAULT_STREAM).await.unwrap()
 }
 
-/// Waits until the exporter has read the whole stream.
+/// Waits until the exporter has read the whole stream; its length.
 async fn caught_up(running: &Running, url: &str) -> u64 {
-    let deadline = Instant::now() + CATCH_UP;
-    loop {
-        let len = stream_len(url).await;
-        let processed = running.exporter.snapshot().events_processed;
-        if processed >= len || Instant::now() > deadline {
-            return len;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_async(
+        "the exporter to read the whole stream",
+        CATCH_UP,
+        || async {
+            let len = stream_len(url).await;
+            (running.exporter.snapshot().events_processed >= len).then_some(len)
+        },
+    )
+    .await
 }
 
 async fn stream_events(url: &str) -> Vec<LockEvent> {
@@ -212,8 +216,11 @@ async fn redis_restart_mid_run_neither_loses_nor_double_counts_and_metrics_stay_
     let url = node.url();
     let running = start_exporter(&url).await;
 
-    // Order services taking and giving back fenced leases the whole time.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Order services taking and giving back fenced leases the whole time,
+    // counting the cycles that went through and those Redis did not answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let released = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..4 {
         let lock = FencedLock::connect(
@@ -222,36 +229,41 @@ async fn redis_restart_mid_run_neither_loses_nor_double_counts_and_metrics_stay_
         )
         .await
         .unwrap();
-        let stop = stop.clone();
+        let (stop, released, failed) = (stop.clone(), released.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
             let mut cycles = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let key = format!("lock:order:{}", cycles % 3);
-                if let Ok(lease) = lock.acquire(&key, Duration::from_millis(200)).await {
-                    let _ = lease.release().await;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                match lock.acquire(&key, Duration::from_millis(200)).await {
+                    Ok(lease) => {
+                        if lease.release().await.is_ok() {
+                            released.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        // A worker backs off before trying again.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
                 cycles += 1;
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = running.exporter.snapshot().events_processed;
-    assert!(before > 0);
+    let before = common::wait_until_async("the exporter to count events", CATCH_UP, || async {
+        let processed = running.exporter.snapshot().events_processed;
+        (processed >= 20).then_some(processed)
+    })
+    .await;
 
     node.kill().unwrap();
     // Redis is gone: /metrics is still served and says so.
-    let deadline = Instant::now() + CATCH_UP;
-    let down = loop {
+    let down = common::wait_until_async("/metrics to say Redis is down", CATCH_UP, || async {
         let body = scrape(running.addr).await;
-        if sample(&body, "warroom_redis_connected{connection=\"stream\"}") == Some(0.0)
-            || Instant::now() > deadline
-        {
-            break body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (sample(&body, "warroom_redis_connected{connection=\"stream\"}") == Some(0.0))
+            .then_some(body)
+    })
+    .await;
     assert_eq!(
         sample(&down, "warroom_redis_connected{connection=\"stream\"}"),
         Some(0.0),
@@ -263,10 +275,26 @@ async fn redis_restart_mid_run_neither_loses_nor_double_counts_and_metrics_stay_
     assert_eq!(health.status(), 200);
     assert!(health.text().await.unwrap().contains("redis down"));
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The workers have run into the outage before Redis comes back.
+    let failed_before = failed.load(Ordering::Relaxed);
+    common::wait_until_async("the workers to hit the outage", CATCH_UP, || async {
+        (failed.load(Ordering::Relaxed) >= failed_before + 4).then_some(())
+    })
+    .await;
     node.restart().unwrap();
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Back up: the exporter reads again and the workers write new events.
+    let released_at_restart = released.load(Ordering::Relaxed);
+    common::wait_until_async(
+        "the exporter to reconnect and the workers to cycle again",
+        CATCH_UP,
+        || async {
+            (running.exporter.snapshot().stream_connected
+                && released.load(Ordering::Relaxed) >= released_at_restart + 20)
+                .then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await.unwrap();
     }
@@ -294,12 +322,11 @@ async fn redis_restart_mid_run_neither_loses_nor_double_counts_and_metrics_stay_
         sample(&body, "warroom_events_processed_total"),
         Some(len as f64)
     );
-    // The restarted Redis forgot CONFIG SET; the exporter turned it on again.
-    let deadline = Instant::now() + CATCH_UP;
-    while !running.exporter.snapshot().keyspace_enabled && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(running.exporter.snapshot().keyspace_enabled);
+    // The restarted Redis forgot CONFIG SET; the exporter turns it on again.
+    common::wait_until_async("keyspace notifications back on", CATCH_UP, || async {
+        running.exporter.snapshot().keyspace_enabled.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,10 +473,18 @@ async fn a_lease_left_to_expire_is_an_overrun_seen_from_the_expiry_notice() {
     let _off_readers = off.spawn();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let deadline = Instant::now() + CATCH_UP;
-    while !off.snapshot().stream_connected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The keyspace reader looks at the server's configuration when it
+    // starts and every two seconds after: once it has looked twice, it has
+    // decided (and would have changed the configuration if it were going to).
+    common::wait_until_async(
+        "the exporter to read the configuration twice",
+        CATCH_UP,
+        || async {
+            (off.snapshot().stream_connected && config_reads(&mut conn.clone()).await >= 2)
+                .then_some(())
+        },
+    )
+    .await;
     assert!(!off.snapshot().keyspace_enabled);
     let flags: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
@@ -461,19 +496,20 @@ async fn a_lease_left_to_expire_is_an_overrun_seen_from_the_expiry_notice() {
 
     // Allowed: the exporter turns them on and subscribes.
     let running = start_exporter(&url).await;
-    let deadline = Instant::now() + CATCH_UP;
-    while !running.exporter.snapshot().keyspace_enabled && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(running.exporter.snapshot().keyspace_enabled);
+    common::wait_until_async(
+        "the exporter to turn notifications on",
+        CATCH_UP,
+        || async { running.exporter.snapshot().keyspace_enabled.then_some(()) },
+    )
+    .await;
 
     // pod-7f takes the lock and stalls forever: no later event arrives, only
     // the key's expiry can tell.
     let lease = lock.try_acquire("lock:ord-9927431").await.unwrap().unwrap();
-    let deadline = Instant::now() + CATCH_UP;
-    while running.exporter.snapshot().lease_overruns == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_async("the expiry to show as an overrun", CATCH_UP, || async {
+        (running.exporter.snapshot().lease_overruns > 0).then_some(())
+    })
+    .await;
     let body = scrape(running.addr).await;
     assert_eq!(
         sample(&body, "warroom_lock_lease_overruns_total{mode=\"fenced\"}"),
@@ -486,6 +522,19 @@ async fn a_lease_left_to_expire_is_an_overrun_seen_from_the_expiry_notice() {
     );
     assert_eq!(sample(&body, "warroom_lock_keys_held"), Some(0.0));
     drop(lease);
+}
+
+/// How many `CONFIG GET` the server has answered.
+async fn config_reads(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_config|get:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The Redis user the exporter reads as in the reconnect tests, so the test
@@ -513,13 +562,12 @@ async fn reader_url(node: &RedisNode) -> (String, redis::aio::MultiplexedConnect
     (url, admin)
 }
 
-/// Waits until the exporter's stream connection is `up` (bounded).
+/// Waits until the exporter's stream connection is `up`.
 async fn stream_connected(exporter: &Exporter, up: bool) {
-    let deadline = Instant::now() + CATCH_UP;
-    while exporter.snapshot().stream_connected != up && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(exporter.snapshot().stream_connected, up);
+    common::wait_until_async("the stream connection to change", CATCH_UP, || async {
+        (exporter.snapshot().stream_connected == up).then_some(())
+    })
+    .await;
 }
 
 /// Drops the exporter's stream connection and keeps it out until
@@ -567,13 +615,14 @@ async fn newest_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
 /// Waits until the exporter has processed the stream's newest entry.
 async fn read_up_to_newest(exporter: &Exporter, conn: &mut redis::aio::MultiplexedConnection) {
     let newest = newest_id(conn).await;
-    let deadline = Instant::now() + CATCH_UP;
-    while exporter.snapshot().last_id.as_deref() != Some(newest.as_str())
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(exporter.snapshot().last_id, Some(newest));
+    common::wait_until_async(
+        "the exporter to read the newest entry",
+        CATCH_UP,
+        || async {
+            (exporter.snapshot().last_id.as_deref() == Some(newest.as_str())).then_some(())
+        },
+    )
+    .await;
 }
 
 fn app_error(i: usize) -> LockEvent {

@@ -1,8 +1,11 @@
 //! The real `kubectl` against the local cluster server, with the kubeconfig
 //! the server writes: what an operator types during a PM-003 war room.
 //!
-//! Skipped (with a message) only when no kubectl binary can be run; set
-//! `WARROOM_KUBECTL` to use another binary than `kubectl` from PATH.
+//! kubectl is found on PATH, or set `WARROOM_KUBECTL` to another binary.
+//! Under CI (`CI` set) a kubectl that is missing or cannot run fails the
+//! tests; elsewhere they print why they are skipped.
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -13,51 +16,61 @@ use warroom::cluster::{ClusterServer, StatusMode};
 
 const NS: &str = "orders";
 
-fn kubectl_bin() -> String {
-    std::env::var("WARROOM_KUBECTL").unwrap_or_else(|_| "kubectl".to_string())
+/// Bound for kubectl to open a watch; not a speed assertion.
+const WATCH_OPENS: Duration = Duration::from_secs(60);
+
+/// The kubectl binary to run, if one runs here (see the module comment).
+fn kubectl_bin() -> Option<PathBuf> {
+    let bin = match std::env::var_os("WARROOM_KUBECTL") {
+        Some(bin) => PathBuf::from(bin),
+        None => common::require_tool("kubectl", "kubectl")?,
+    };
+    let why = match std::process::Command::new(&bin)
+        .args(["version", "--client"])
+        .output()
+    {
+        Ok(out) if out.status.success() => return Some(bin),
+        Ok(out) => format!(
+            "`{} version --client` failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("cannot run {}: {e}", bin.display()),
+    };
+    if common::under_ci() {
+        panic!("{why}; CI requires a working kubectl");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
 }
 
 /// kubectl pointed at one server, with its own HOME (so its discovery cache
 /// belongs to this test alone).
 struct Kubectl {
+    bin: PathBuf,
     home: tempfile::TempDir,
     kubeconfig: PathBuf,
 }
 
 impl Kubectl {
-    /// None (after saying why) when kubectl cannot be run here.
+    /// None (after saying why) when kubectl cannot be run here and this is
+    /// not CI.
     fn for_server(server: &ClusterServer) -> Option<Self> {
-        match std::process::Command::new(kubectl_bin())
-            .args(["version", "--client"])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                eprintln!(
-                    "skipping: `{} version --client` failed: {}",
-                    kubectl_bin(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!(
-                    "skipping: cannot run {}: {e} (CI installs kubectl)",
-                    kubectl_bin()
-                );
-                return None;
-            }
-        }
+        let bin = kubectl_bin()?;
         let home = tempfile::tempdir().expect("temp dir");
         let kubeconfig = home.path().join("kubeconfig");
         server
             .write_kubeconfig(&kubeconfig)
             .expect("kubeconfig written");
-        Some(Self { home, kubeconfig })
+        Some(Self {
+            bin,
+            home,
+            kubeconfig,
+        })
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(kubectl_bin())
+        tokio::process::Command::new(&self.bin)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.home.path())
@@ -379,14 +392,12 @@ async fn kubectl_rollout_status_waits_for_the_status_to_catch_up() {
         ];
         let run = kubectl.run(&args);
         tokio::spawn(async move {
-            // Wait (bounded) until kubectl's watch is open, then let the
-            // "reconcile loop" report the new replica set as ready.
-            for _ in 0..600 {
-                if store.watchers() > before {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // Wait until kubectl's watch is open, then let the "reconcile
+            // loop" report the new replica set as ready.
+            common::wait_until_async("kubectl's watch to open", WATCH_OPENS, || async {
+                (store.watchers() > before).then_some(())
+            })
+            .await;
             let generation = store
                 .get("apps/v1", "Deployment", Some(NS), "order-service")
                 .expect("stored")["metadata"]["generation"]
@@ -647,7 +658,7 @@ async fn kubectl_selects_deletes_and_watches_pods() {
 
     // `kubectl get -w` prints a new row when the object changes.
     let watchers = store.watchers();
-    let mut watching = tokio::process::Command::new(kubectl_bin())
+    let mut watching = tokio::process::Command::new(&kubectl.bin)
         .args(["get", "deploy", "order-service", "-w"])
         .env("KUBECONFIG", &kubectl.kubeconfig)
         .env("HOME", kubectl.home.path())
@@ -655,12 +666,10 @@ async fn kubectl_selects_deletes_and_watches_pods() {
         .kill_on_drop(true)
         .spawn()
         .expect("kubectl runs");
-    for _ in 0..600 {
-        if store.watchers() > watchers {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_until_async("kubectl's watch to open", WATCH_OPENS, || async {
+        (store.watchers() > watchers).then_some(())
+    })
+    .await;
     let mut d = stored(&server, "apps/v1", "Deployment", "order-service");
     d["spec"]["replicas"] = json!(3);
     store.put(d).expect("scaled");

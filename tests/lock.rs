@@ -3,6 +3,8 @@
 //! The PM-003 schedule: a holder takes a 200 ms lease, stalls for 300 ms (a GC
 //! pause) while holding it, then writes.
 
+mod common;
+
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -147,7 +149,9 @@ async fn legacy_lock_grants_twice_during_gc_pause() {
         .await
         .unwrap()
         .expect("free");
-    tokio::time::sleep(GC_PAUSE).await; // pod-7f stalls while it believes it holds the lock
+    // pod-7f stalls while it believes it holds the lock: the pause is what is
+    // under test.
+    tokio::time::sleep(GC_PAUSE).await;
     let second = pod_3c
         .try_acquire("lock:ord-9927431")
         .await
@@ -213,6 +217,8 @@ async fn fenced_store_rejects_stale_holder() {
             .unwrap(),
         Claim::Claimed { value: None, .. }
     ));
+    // pod-7f stalls past its TTL while it believes it holds the lock: the
+    // pause is what is under test.
     tokio::time::sleep(GC_PAUSE).await;
     assert!(!first.is_valid(), "the lease knows its deadline passed");
 
@@ -301,13 +307,28 @@ async fn watchdog_keeps_a_lease_alive_past_its_ttl() {
         .unwrap();
     let mut lease = a.try_acquire("lock:long-job").await.unwrap().unwrap();
     lease.keep_alive();
+    // Three TTLs go by with the holder doing nothing: outliving its TTL is
+    // what the watchdog is for, so the wait is what is under test.
     tokio::time::sleep(TTL * 3).await;
     assert!(lease.is_valid());
     assert!(b.try_acquire("lock:long-job").await.unwrap().is_none());
     // Someone deletes the key behind the holder's back: the watchdog notices.
     let mut c = conn(&node.url()).await;
     let _: i64 = c.del("lock:long-job").await.unwrap();
-    tokio::time::sleep(TTL).await;
+    // Its next extension finds the key gone and reports the lease lost.
+    let url = node.url();
+    common::wait_until_async(
+        "the watchdog to report the lease lost",
+        Duration::from_secs(10),
+        || async {
+            events(&url)
+                .await
+                .iter()
+                .any(|e| e.kind == EventKind::Lost)
+                .then_some(())
+        },
+    )
+    .await;
     assert!(!lease.is_valid());
     assert_eq!(lease.release().await.unwrap(), Release::AlreadyLost);
     let kinds: Vec<EventKind> = events(&node.url())

@@ -1,11 +1,16 @@
 //! Playbook files without a cluster: the shipped playbooks validate, every
 //! malformed playbook is refused with file:line:col (exit 2), the committed
 //! JSON Schema is current, the parser never panics, and config/rbac.yaml
-//! grants exactly what the shipped playbooks need.
+//! grants exactly what the shipped playbooks need. Hostile files (huge
+//! scalars, lines past column 65,535, thousands of problems, files above
+//! the size limit) get a short report in time proportional to their size.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use warroom::playbook::engine::{engine_permissions, step_permissions};
 
@@ -436,6 +441,155 @@ fn rbac_role_grants_exactly_what_the_shipped_playbooks_use() {
         docs.iter().any(|d| d["kind"] == "RoleBinding"),
         "a RoleBinding is shipped"
     );
+}
+
+/// `warroom validate FILE` on `text`, bounded by `deadline`: (exit code, stderr).
+fn validate_text(name: &str, text: &str, deadline: Duration) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join(name);
+    std::fs::write(&file, text).expect("writes the playbook");
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_warroom"))
+            .arg("validate")
+            .arg(&file),
+        deadline,
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What a report about one problem may print at most: the summary, a few
+/// lines of excerpt, each cut to the window.
+const ONE_PROBLEM_REPORT: usize = 4 * 1024;
+
+#[test]
+fn a_yaml_error_past_column_65535_is_reported_at_its_column() {
+    let line = format!("name: {} : b", "a".repeat(70_000));
+    let column = line.find(" : b").unwrap() + 2;
+    let text = format!("{line}\ndescription: d\nsteps: []\n");
+    let (code, stderr) = validate_text("long-line.yaml", &text, Duration::from_secs(60));
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        stderr.contains(&format!("long-line.yaml:1:{column}:")),
+        "the summary names the exact column: {}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(
+        stderr.contains(&format!("long-line.yaml:1:{column}]")),
+        "so does the excerpt header: {stderr}"
+    );
+    assert!(stderr.contains("…aaaa"), "the line is cut: {stderr}");
+    assert!(stderr.len() < ONE_PROBLEM_REPORT, "{} bytes", stderr.len());
+}
+
+#[test]
+fn a_huge_scalar_is_not_echoed_back() {
+    // Just under the size limit: read, parsed, and reported briefly, though
+    // the parser's message quotes the whole value.
+    let text = format!(
+        "name: m\ndescription: d\nsteps:\n  - name: a\n    scale: {{deployment: x, replicas: \"{}\"}}\n",
+        "x".repeat(1_000_000)
+    );
+    let (code, stderr) = validate_text("huge-scalar.yaml", &text, Duration::from_secs(60));
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        stderr.contains("huge-scalar.yaml:5:28: invalid value: string"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(stderr.contains("xxx…"), "the scalar is cut: {stderr}");
+    assert!(stderr.len() < ONE_PROBLEM_REPORT, "{} bytes", stderr.len());
+}
+
+#[test]
+fn a_file_above_the_size_limit_is_refused_without_being_parsed() {
+    let text = format!("name: {}\n", "x".repeat(2 * 1024 * 1024));
+    let (code, stderr) = validate_text("too-big.yaml", &text, Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        stderr.contains("too-big.yaml is 2097159 bytes long, more than the 1 MiB"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(stderr.len() < 1024, "{} bytes", stderr.len());
+    // A file that never ends is refused at once: it is not a regular file.
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_warroom")).args(["validate", "/dev/zero"]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
+#[test]
+fn thousands_of_problems_are_counted_and_the_first_shown() {
+    let mut text = String::from("name: m\ndescription: d\nsteps:\n");
+    for _ in 0..5_000 {
+        text.push_str("  - name: a\n    note: hi\n");
+    }
+    let (code, stderr) = validate_text("dups.yaml", &text, Duration::from_secs(60));
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("invalid playbook (4999 problems)"),
+        "{stderr}"
+    );
+    let listed = stderr.matches("duplicate step name `a`").count();
+    assert_eq!(
+        listed,
+        2 * warroom::playbook::validate::SHOWN_PROBLEMS,
+        "summary and label each"
+    );
+    assert!(stderr.contains("… and 4979 more"), "{stderr}");
+    assert!(
+        stderr.len() < 8 * ONE_PROBLEM_REPORT,
+        "{} bytes",
+        stderr.len()
+    );
+}
+
+/// Files with tens of thousands of problems, just under the size limit:
+/// each used to cost time in proportion to the square of its size (and
+/// minutes to report); now a few seconds even in a debug build.
+#[test]
+fn hostile_playbooks_are_reported_in_time_proportional_to_their_size() {
+    let deadline = Duration::from_secs(60);
+    // Parameter names that are not identifiers, each looked up in the file.
+    let mut misnamed = String::from("name: m\ndescription: d\nparameters:\n");
+    for i in 0..40_000 {
+        misnamed.push_str(&format!("  {i}x: {{type: string}}\n"));
+    }
+    misnamed.push_str("steps:\n  - name: a\n    note: hi\n");
+    // References to parameters that do not exist, each with the list of
+    // declared ones in its message.
+    let mut unknown = String::from("name: m\ndescription: d\nparameters:\n");
+    for i in 0..10_000 {
+        unknown.push_str(&format!("  p{i}: {{type: string, default: a}}\n"));
+    }
+    unknown.push_str("steps:\n");
+    for i in 0..15_000 {
+        unknown.push_str(&format!("  - name: s{i}\n    note: ${{x}}\n"));
+    }
+    for (name, text, problems) in [
+        ("misnamed.yaml", misnamed, 40_000),
+        ("unknown.yaml", unknown, 15_000),
+    ] {
+        assert!(text.len() < 1024 * 1024, "{name} is under the limit");
+        let (code, stderr) = validate_text(name, &text, deadline);
+        assert_eq!(code, Some(2), "{name}");
+        assert!(
+            stderr.contains(&format!("invalid playbook ({problems} problems)")),
+            "{name}: {}",
+            &stderr[..stderr.len().min(2000)]
+        );
+        assert!(
+            stderr.len() < 8 * ONE_PROBLEM_REPORT,
+            "{name}: {} bytes",
+            stderr.len()
+        );
+    }
 }
 
 proptest::proptest! {

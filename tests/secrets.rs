@@ -907,7 +907,7 @@ async fn run_and_undo_never_show_or_store_the_password() {
 /// Writing a secret-looking value into the cluster is refused by the engine,
 /// so that no ConfigMap, annotation or run record ever holds one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine's secret refusal"]
+
 async fn a_secret_looking_config_value_is_refused_and_never_stored() {
     let pw = planted_password();
     let sandbox = Arc::new(Sandbox::new(&pw));

@@ -55,10 +55,6 @@ impl std::fmt::Debug for ExporterBench {
     }
 }
 
-/// How long the exporter may be cut off from Redis before the run is given
-/// up (a measurement across an outage would mean nothing).
-const REDIS_GONE_AFTER: Duration = Duration::from_secs(10);
-
 /// Detection latency in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Detection {
@@ -155,6 +151,13 @@ impl ExporterBench {
                 "--trials, --events, --keys, --held and --sample-every must be at least 1".into(),
             ));
         }
+        if self.held > self.keys {
+            return Err(ExporterBenchError::Invalid(format!(
+                "--held {} is more than --keys {}: a key is held by one holder at a time, so \
+                 give at least as many keys as are held",
+                self.held, self.keys
+            )));
+        }
         let (_node, url) = match &self.redis {
             Some(url) => {
                 crate::redis_url::parse(url)
@@ -181,16 +184,14 @@ impl ExporterBench {
             .map_err(|e| ExporterBenchError::redis(&url, &LockError::Redis(e)))?;
         drop(conn);
         let prefix = format!("bench:{:08x}", rand::random::<u32>());
-        let detection = match self.detection(&url, &prefix).await {
-            Ok(detection) => detection,
-            Err(e) => {
-                cleanup(&url, &prefix).await;
-                return Err(e);
-            }
-        };
-        let throughput = self.throughput(&url, &prefix).await;
+        let measured = async {
+            let detection = self.detection(&url, &prefix).await?;
+            let throughput = self.throughput(&url, &prefix).await?;
+            Ok::<_, ExporterBenchError>((detection, throughput))
+        }
+        .await;
         cleanup(&url, &prefix).await;
-        let (throughput, rss) = throughput?;
+        let (detection, (throughput, rss)) = measured?;
         Ok(ExporterBenchReport {
             detection,
             throughput,
@@ -241,16 +242,20 @@ impl ExporterBench {
         let mut seen = collisions(&http, addr).await?;
         for trial in 0..self.trials {
             let key = format!("{prefix}:lock:{trial}");
-            let first = pod_7f
-                .acquire(&key, Duration::from_secs(1))
-                .await
-                .map_err(redis)?;
+            let first = answered(
+                url,
+                "pod-7f's grant",
+                pod_7f.acquire(&key, Duration::from_secs(1)),
+            )
+            .await?;
             // pod-7f stalls past its TTL: the key expires under it.
             tokio::time::sleep(ttl + Duration::from_millis(5)).await;
-            let second = pod_3c
-                .acquire(&key, Duration::from_secs(1))
-                .await
-                .map_err(redis)?;
+            let second = answered(
+                url,
+                "pod-3c's grant",
+                pod_3c.acquire(&key, Duration::from_secs(1)),
+            )
+            .await?;
             let granted = Instant::now();
             let deadline = granted + Duration::from_secs(10);
             loop {
@@ -272,8 +277,8 @@ impl ExporterBench {
                 }
             }
             let _ = latency.record(granted.elapsed().as_micros().max(1) as u64);
-            pod_7f.release(first).await.map_err(redis)?;
-            pod_3c.release(second).await.map_err(redis)?;
+            answered(url, "pod-7f's release", pod_7f.release(first)).await?;
+            answered(url, "pod-3c's release", pod_3c.release(second)).await?;
         }
         server.abort();
         let ms = |v: u64| v as f64 / 1000.0;
@@ -319,17 +324,21 @@ impl ExporterBench {
         let started = Instant::now();
         let mut next_sample = self.sample_every;
         let deadline = started + Duration::from_secs(600);
-        let mut last_connected = Instant::now();
+        // The reader reconnects by itself, but a Redis that has stopped
+        // answering must not keep the benchmark waiting out the deadline.
+        let (mut last_progress, mut last_processed) = (Instant::now(), 0);
         let finished = loop {
-            let snapshot = exporter.snapshot();
-            let processed = snapshot.events_processed;
-            if snapshot.stream_connected {
-                last_connected = Instant::now();
-            } else if last_connected.elapsed() > REDIS_GONE_AFTER {
-                break Err(ExporterBenchError::Redis(format!(
-                    "lost Redis at {} while reading the stream: not connected for {} s",
-                    crate::redis_url::shown(url),
-                    REDIS_GONE_AFTER.as_secs()
+            let processed = exporter.snapshot().events_processed;
+            if processed > last_processed {
+                (last_progress, last_processed) = (Instant::now(), processed);
+            } else if last_progress.elapsed() > STREAM_SILENCE {
+                let _ = stop_tx.send(());
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                return Err(ExporterBenchError::Redis(format!(
+                    "the exporter read nothing for {} s after {processed} of {} events (is \
+                     Redis stopped or paused?)",
+                    STREAM_SILENCE.as_secs(),
+                    self.events
                 )));
             }
             while processed >= next_sample {
@@ -364,6 +373,30 @@ impl ExporterBench {
             },
             rss,
         ))
+    }
+}
+
+/// How long one lock operation of a detection trial may take before Redis
+/// counts as not answering.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long the throughput reader may read nothing before Redis counts as
+/// not answering.
+const STREAM_SILENCE: Duration = Duration::from_secs(30);
+
+/// `work`'s outcome, or a Redis error if it takes longer than
+/// [`ANSWER_WITHIN`].
+async fn answered<T>(
+    url: &str,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, LockError>>,
+) -> Result<T, ExporterBenchError> {
+    match tokio::time::timeout(ANSWER_WITHIN, work).await {
+        Ok(outcome) => outcome.map_err(|e| ExporterBenchError::redis(url, &e)),
+        Err(_) => Err(ExporterBenchError::Redis(format!(
+            "{what}: no answer within {} s (is Redis stopped or paused?)",
+            ANSWER_WITHIN.as_secs()
+        ))),
     }
 }
 

@@ -224,6 +224,11 @@ pub struct LockBenchReport {
     pub ratio: Option<f64>,
 }
 
+/// How long a client waits for a lock before counting an acquire failure.
+const CLIENT_ACQUIRE_WAIT: Duration = Duration::from_secs(5);
+/// How long past the last possible cycle the run waits for its clients.
+const FINISH_GRACE: Duration = Duration::from_secs(30);
+
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -239,6 +244,10 @@ pub enum BenchError {
         /// What failed and what to check, the URL redacted.
         message: String,
     },
+    /// A node stopped answering during the run; its counts cannot be
+    /// trusted.
+    #[error("{0}")]
+    Stalled(String),
 }
 
 impl BenchError {
@@ -268,6 +277,9 @@ impl LockBench {
         }
         if self.mode != BenchMode::Redlock && self.nodes.len() > 1 {
             return invalid("only redlock mode uses several nodes; give one --redis URL");
+        }
+        for url in &self.nodes {
+            check_url(url)?;
         }
         if self.clients == 0 || self.keys == 0 {
             return invalid("--clients and --keys must be at least 1");
@@ -445,14 +457,37 @@ impl LockBench {
         }
         let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
             .expect("static histogram bounds are valid");
-        for task in tasks {
-            if let Ok(h) = task.await {
-                let _ = latency.add(h);
+        // Clients stop starting cycles at the deadline; one in a cycle then
+        // needs at most its acquire wait, its stall and a few commands. A
+        // node that stops answering (killed, or frozen like a paused
+        // process) must not keep the benchmark waiting for ever.
+        let finish_by = started
+            + self.duration
+            + CLIENT_ACQUIRE_WAIT
+            + self.pauses.map_or(Duration::ZERO, |p| p.pause)
+            + FINISH_GRACE;
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let joined = tokio::time::timeout_at(finish_by.into(), async {
+            for task in tasks {
+                if let Ok(h) = task.await {
+                    let _ = latency.add(h);
+                }
             }
+        })
+        .await;
+        if joined.is_err() {
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+            return Err(BenchError::Stalled(format!(
+                "the clients were still waiting on Redis {:.0} s after the run should have \
+                 ended: a node stopped answering (is it stopped, paused or overloaded?)",
+                (finish_by - started - self.duration).as_secs_f64()
+            )));
         }
         let elapsed = started.elapsed();
 
-        // Lost updates: every accepted write added one to its record.
+        // Lost updates: every accepted write added one to its record. A
+        // record that cannot be read back is not a lost update: the run
+        // cannot be judged.
         let mut conn = store_conn.clone();
         let mut total: u64 = 0;
         for chunk in (0..self.keys).collect::<Vec<_>>().chunks(512) {
@@ -516,6 +551,13 @@ impl LockBench {
             elapsed_s: elapsed.as_secs_f64(),
         })
     }
+}
+
+/// Refuses a `--redis` value that is not a Redis URL, before connecting.
+fn check_url(url: &str) -> Result<(), BenchError> {
+    crate::redis_url::parse(url)
+        .map(drop)
+        .map_err(|e| BenchError::Invalid(format!("--redis: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -662,7 +704,7 @@ async fn client_loop(
 ) -> Histogram<u64> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .expect("static histogram bounds are valid");
-    let wait = Duration::from_secs(5);
+    let wait = CLIENT_ACQUIRE_WAIT;
     let stats = &shared.stats;
     while Instant::now() < shared.deadline {
         let k = rand::random_range(0..shared.keys);

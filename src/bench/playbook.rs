@@ -103,6 +103,10 @@ impl PlaybookBench {
                 self.playbook.display()
             )));
         }
+        // An invalid playbook is the operator's to fix (exit 2), not a
+        // failed run.
+        crate::playbook::load_file(&self.playbook)
+            .map_err(|e| PlaybookBenchError::Invalid(e.to_string()))?;
         let dir = tempfile_dir()?;
         let (server, kubeconfig) = match &self.kubeconfig {
             Some(path) => (None, path.clone()),

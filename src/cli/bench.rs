@@ -7,6 +7,7 @@ use warroom::bench::lock::{
     BenchError, BenchMode, LockBench, LockBenchReport, PauseSchedule, Peer, RunReport,
 };
 
+use super::numbers::{seconds, whole};
 use super::{CommandResult, Exit, Failure};
 
 /// Benchmarks.
@@ -35,21 +36,23 @@ pub struct ExporterArgs {
     /// Redis to use (default: start a redis-server of its own).
     #[arg(long)]
     redis: Option<String>,
-    /// Detection-latency trials.
-    #[arg(long, default_value_t = 300)]
+    /// Detection-latency trials, 1 to 10,000 (each waits out a 20 ms lease).
+    #[arg(long, default_value_t = 300, value_parser = whole::<usize>(1..=10_000), allow_negative_numbers = true)]
     trials: usize,
-    /// Events in the pre-filled stream.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Events in the pre-filled stream, 1 to 10,000,000 (about 100 bytes of
+    /// Redis memory each).
+    #[arg(long, default_value_t = 1_000_000, value_parser = whole::<u64>(1..=10_000_000), allow_negative_numbers = true)]
     events: u64,
-    /// Distinct lock keys among them.
-    #[arg(long, default_value_t = 100_000)]
+    /// Distinct lock keys among them, 1 to 10,000,000.
+    #[arg(long, default_value_t = 100_000, value_parser = whole::<u64>(1..=10_000_000), allow_negative_numbers = true)]
     keys: u64,
     /// Keys held at once in the pre-filled stream (grants of this many keys,
-    /// then their releases).
-    #[arg(long, default_value_t = 500)]
+    /// then their releases), 1 to 100,000 and at most --keys (the exporter
+    /// tracks each held key: about 1 KiB apiece).
+    #[arg(long, default_value_t = 500, value_parser = whole::<u64>(1..=100_000), allow_negative_numbers = true)]
     held: u64,
-    /// Sample memory every this many events read.
-    #[arg(long, default_value_t = 100_000)]
+    /// Sample memory every this many events read, 1,000 to 10,000,000.
+    #[arg(long, default_value_t = 100_000, value_parser = whole::<u64>(1_000..=10_000_000), allow_negative_numbers = true)]
     sample_every: u64,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -83,6 +86,12 @@ pub enum PeerArg {
     Rslock,
 }
 
+// Ranges: what a contention test on one machine or a small Redlock
+// deployment can use, with room to spare; far beyond them a value only
+// exhausts memory, threads or connections (100,000 clients took 5 GB).
+/// Longest run a benchmark takes, in seconds: an hour.
+const MAX_BENCH_SECONDS: f64 = 3600.0;
+
 /// `warroom bench lock` arguments.
 #[derive(Args)]
 pub struct LockArgs {
@@ -92,23 +101,29 @@ pub struct LockArgs {
     /// Which lock the clients use.
     #[arg(long, value_enum, default_value = "fenced")]
     mode: ModeArg,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent clients, 1 to 1,000 (watch mode opens a connection per
+    /// client).
+    #[arg(long, default_value_t = 32, value_parser = whole::<usize>(1..=1_000), allow_negative_numbers = true)]
     clients: usize,
-    /// Distinct lock keys.
-    #[arg(long, default_value_t = 1024)]
+    /// Distinct lock keys, 1 to 1,000,000.
+    // The referee keeps a slot per key and the run reads every record back.
+    #[arg(long, default_value_t = 1024, value_parser = whole::<usize>(1..=1_000_000), allow_negative_numbers = true)]
     keys: usize,
-    /// Seconds during which clients start new cycles.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Lock TTL in milliseconds (PM-003: 200).
-    #[arg(long, default_value_t = 200)]
+    /// Seconds during which clients start new cycles, 0.1 to 3600.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds(0.1, MAX_BENCH_SECONDS), allow_hyphen_values = true)]
+    duration: Duration,
+    /// Lock TTL in milliseconds, 10 to 600,000 (PM-003: 200).
+    #[arg(long, default_value_t = 200, value_parser = whole::<u64>(10..=600_000), allow_negative_numbers = true)]
     ttl_ms: u64,
-    /// Every Nth grant stalls while holding (a GC pause).
-    #[arg(long)]
+    /// Every Nth grant stalls while holding (a GC pause), N from 1 to
+    /// 1,000,000.
+    // Beyond a million a stall would practically never come.
+    #[arg(long, value_parser = whole::<u64>(1..=1_000_000), allow_negative_numbers = true)]
     pause_every: Option<u64>,
-    /// Length of the stall in milliseconds (PM-003: 280–400); needs --pause-every.
-    #[arg(long, default_value_t = 300, requires = "pause_every")]
+    /// Length of the stall in milliseconds, 1 to 60,000 (PM-003: 280–400);
+    /// needs --pause-every. The run ends when the last stalled client does.
+    // Real GC pauses last up to seconds; a minute is far past any TTL here.
+    #[arg(long, default_value_t = 300, requires = "pause_every", value_parser = whole::<u64>(1..=60_000), allow_negative_numbers = true)]
     pause_ms: u64,
     /// Also run the same benchmark against a peer library.
     #[arg(long, value_enum)]
@@ -121,11 +136,14 @@ pub struct LockArgs {
     #[arg(long)]
     separate_calls: bool,
     /// Connections per node, shared by the clients (as worker tasks share a
-    /// service's connections).
-    #[arg(long, default_value_t = 2)]
+    /// service's connections), 1 to 64.
+    #[arg(long, default_value_t = 2, value_parser = whole::<usize>(1..=64), allow_negative_numbers = true)]
     connections: usize,
-    /// Client runtime threads (1 leaves the other core to redis-server).
-    #[arg(long, default_value_t = 1)]
+    /// Client runtime threads, 1 to 256 (1 leaves the other core to
+    /// redis-server).
+    // More runtime threads than cores only adds contention; 256 covers the
+    // largest machines.
+    #[arg(long, default_value_t = 1, value_parser = whole::<usize>(1..=256), allow_negative_numbers = true)]
     threads: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -190,20 +208,8 @@ fn exporter(args: ExporterArgs) -> CommandResult {
     Ok(Exit::Done)
 }
 
-/// `--duration SECS` as a duration: positive and finite, else exit 2.
-fn duration_arg(seconds: f64) -> Result<Duration, Failure> {
-    if seconds > 0.0 && seconds.is_finite() {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(Failure::msg(
-            Exit::Invalid,
-            "--duration must be a positive number of seconds",
-        ))
-    }
-}
-
 fn lock(args: LockArgs) -> CommandResult {
-    let duration = duration_arg(args.duration)?;
+    let duration = args.duration;
     let bench = LockBench {
         nodes: args
             .redis
@@ -231,7 +237,7 @@ fn lock(args: LockArgs) -> CommandResult {
         connections: args.connections,
     };
     let runtime = match args.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
+        1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         n => tokio::runtime::Builder::new_multi_thread()
@@ -242,7 +248,7 @@ fn lock(args: LockArgs) -> CommandResult {
     .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
     let report = runtime.block_on(bench.run()).map_err(|e| match e {
         BenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
-        BenchError::Setup { .. } => Failure::msg(Exit::Unreachable, e),
+        BenchError::Setup { .. } | BenchError::Stalled(_) => Failure::msg(Exit::Unreachable, e),
     })?;
     match args.output {
         Output::Json => println!(
@@ -315,14 +321,14 @@ fn render(r: &LockBenchReport) -> String {
 /// `warroom bench cluster` arguments.
 #[derive(Args)]
 pub struct ClusterBenchArgs {
-    /// Concurrent clients per operation.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent clients per operation, 1 to 1,000.
+    #[arg(long, default_value_t = 8, value_parser = whole::<usize>(1..=1_000), allow_negative_numbers = true)]
     clients: usize,
-    /// Seconds per operation.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Runtime threads shared by the server and the clients.
-    #[arg(long, default_value_t = 2)]
+    /// Seconds per operation, 0.1 to 3600.
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = seconds(0.1, MAX_BENCH_SECONDS), allow_hyphen_values = true)]
+    duration: Duration,
+    /// Runtime threads shared by the server and the clients, 1 to 256.
+    #[arg(long, default_value_t = 2, value_parser = whole::<usize>(1..=256), allow_negative_numbers = true)]
     threads: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -331,13 +337,12 @@ pub struct ClusterBenchArgs {
 
 fn cluster(args: ClusterBenchArgs) -> CommandResult {
     use warroom::bench::cluster::{ClusterBench, ClusterBenchError, render};
-    let duration = duration_arg(args.duration)?;
     let bench = ClusterBench {
         clients: args.clients,
-        duration,
+        duration: args.duration,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+        .worker_threads(args.threads)
         .enable_all()
         .build()
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;

@@ -2,10 +2,10 @@
 //! Ctrl-C, and writes a kubeconfig that points kubectl and warroom at it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use warroom::cluster::{ClusterError, ClusterServer};
+use warroom::cluster::{ClusterError, ClusterServer, kubeconfig_for};
 
 use super::{CommandResult, Exit, Failure};
 
@@ -15,7 +15,9 @@ pub struct ClusterArgs {
     /// Loopback address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Where to write the kubeconfig (use it with `kubectl --kubeconfig` or `KUBECONFIG`).
+    /// Where to write the kubeconfig (use it with `kubectl --kubeconfig` or
+    /// `KUBECONFIG`). Its directory must exist; an existing file is replaced
+    /// only if an earlier `warroom cluster` wrote it.
     #[arg(long, default_value = "warroom-local.kubeconfig")]
     kubeconfig_out: PathBuf,
     /// Start with only the default and kube-system namespaces (no drill objects).
@@ -23,7 +25,7 @@ pub struct ClusterArgs {
     empty: bool,
 }
 
-/// Runs the server until Ctrl-C.
+/// Runs the server until Ctrl-C (or SIGTERM).
 pub fn run(args: ClusterArgs) -> CommandResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,6 +46,16 @@ async fn serve(args: ClusterArgs) -> CommandResult {
             ),
         ));
     }
+    check_kubeconfig_out(&args.kubeconfig_out)?;
+    // Listening for Ctrl-C (and `kill`) before anything is announced: a
+    // signal sent as soon as the kubeconfig appears stops the server cleanly
+    // instead of killing the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| {
+        signal(kind).map_err(|e| Failure::msg(Exit::Failed, format!("cannot wait for Ctrl-C: {e}")))
+    };
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
     let started = if args.empty {
         ClusterServer::start(args.listen).await
     } else {
@@ -72,9 +84,68 @@ async fn serve(args: ClusterArgs) -> CommandResult {
         args.kubeconfig_out.display()
     );
     println!("press Ctrl-C to stop");
-    let stopped = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     server.stop().await;
-    stopped.map_err(|e| Failure::msg(Exit::Failed, format!("cannot wait for Ctrl-C: {e}")))?;
     println!("local cluster stopped");
     Ok(Exit::Done)
+}
+
+/// Refuses, before anything starts, a `--kubeconfig-out` that cannot be
+/// written or whose file holds something else (a real kubeconfig must not
+/// be overwritten by the local cluster's).
+fn check_kubeconfig_out(path: &Path) -> Result<(), Failure> {
+    let shown = path.display();
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !directory.is_dir() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "cannot write the kubeconfig to {shown}: the directory {} does not exist \
+                 (create it, or choose another --kubeconfig-out)",
+                directory.display()
+            ),
+        ));
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "cannot write the kubeconfig to {shown}: it is not a regular file \
+                 (choose a file name with --kubeconfig-out)"
+            ),
+        ));
+    }
+    // Ours: what an earlier run wrote, whatever server URL it named.
+    let ours = meta.len() == 0
+        || (meta.len() < 4096
+            && std::fs::read_to_string(path)
+                .is_ok_and(|text| without_server(&text) == without_server(&kubeconfig_for(""))));
+    if ours {
+        Ok(())
+    } else {
+        Err(Failure::msg(
+            Exit::Refused,
+            format!(
+                "{shown} exists and is not a kubeconfig `warroom cluster` wrote: refusing to \
+                 overwrite it (choose another --kubeconfig-out, or move the file away)"
+            ),
+        ))
+    }
+}
+
+/// A kubeconfig's lines other than its `server:` line.
+fn without_server(kubeconfig: &str) -> Vec<&str> {
+    kubeconfig
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("server:"))
+        .collect()
 }

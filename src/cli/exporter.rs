@@ -44,8 +44,9 @@ pub struct ExporterArgs {
     /// Count the events already in the stream too (default: only new ones).
     #[arg(long)]
     from_start: bool,
-    /// Keys labelled on warroom_lock_holders; the rest are summed.
-    #[arg(long, default_value_t = 10)]
+    /// Keys labelled on warroom_lock_holders, 0 to 1,000 (each is a series
+    /// Prometheus keeps); the rest are summed.
+    #[arg(long, default_value_t = 10, value_parser = super::numbers::whole::<usize>(0..=1_000), allow_negative_numbers = true)]
     top_keys: usize,
 }
 
@@ -86,7 +87,10 @@ pub fn run(args: ExporterArgs) -> CommandResult {
 
 async fn serve(exporter: Exporter, listen: SocketAddr) -> CommandResult {
     let (bound, server) = exporter.bind(listen).await.map_err(|e| match e {
-        ExporterError::Listen { .. } => Failure::msg(Exit::Failed, e),
+        ExporterError::Listen { .. } => Failure::msg(
+            Exit::Invalid,
+            format!("{e} (choose another address with --listen; port 0 picks a free one)"),
+        ),
         other => Failure::msg(Exit::Invalid, other),
     })?;
     let config = exporter.config();

@@ -10,6 +10,7 @@
 mod bench;
 mod cluster;
 mod exporter;
+mod numbers;
 pub mod output;
 mod playbook;
 mod timeline;

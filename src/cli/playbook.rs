@@ -763,9 +763,9 @@ pub struct BenchArgs {
     /// The playbook to run.
     #[arg(default_value = "playbooks/lock-contention.yaml")]
     playbook: PathBuf,
-    /// Runs to measure, 1 to 1000 (each is undone before the next).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    runs: u32,
+    /// Runs to measure, 1 to 1,000 (each is undone before the next).
+    #[arg(long, default_value_t = 10, value_parser = super::numbers::whole::<usize>(1..=1_000), allow_negative_numbers = true)]
+    runs: usize,
     /// Use this cluster instead of starting a local cluster server.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,

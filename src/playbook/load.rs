@@ -1,7 +1,8 @@
 //! Reading and validating a playbook file, and binding it to parameter
 //! values for a run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read as _;
 use std::path::Path;
 
 use serde_json::Value;
@@ -26,6 +27,11 @@ pub struct LoadedPlaybook {
     pub doc: Playbook,
 }
 
+/// The largest playbook file [`load_file`] reads. A playbook is a few KiB
+/// (the shipped ones are under 10 KiB); refusing anything above 1 MiB keeps
+/// validation fast and its report short whatever a file holds.
+pub const MAX_PLAYBOOK_BYTES: u64 = 1024 * 1024;
+
 /// Why a playbook could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {
@@ -37,19 +43,26 @@ pub enum LoadError {
         /// The I/O error.
         message: String,
     },
+    /// The file is larger than [`MAX_PLAYBOOK_BYTES`].
+    #[error(
+        "{file} is {size} long, more than the 1 MiB a playbook may be (playbooks are a few KiB): \
+         check that this is the playbook you meant"
+    )]
+    TooLarge {
+        /// The file.
+        file: String,
+        /// Its size in words ("5000000 bytes", "more than 1048576 bytes").
+        size: String,
+    },
     /// The file is not a valid playbook.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(#[from] Box<InvalidPlaybook>),
 }
 
-/// The largest playbook file read (the shipped ones are a few KB).
-pub const MAX_PLAYBOOK_BYTES: u64 = 1024 * 1024;
-
-/// Reads and validates a playbook file: a regular file of at most
-/// [`MAX_PLAYBOOK_BYTES`] (a device such as `/dev/zero` never ends).
+/// Reads and validates a playbook file of at most [`MAX_PLAYBOOK_BYTES`]: a regular file
+/// (a device such as `/dev/zero` never ends, a FIFO may never be written).
 pub fn load_file(path: &Path) -> Result<LoadedPlaybook, LoadError> {
-    use std::io::Read;
     let file = path.display().to_string();
     let read_error = |message: String| LoadError::Read {
         file: file.clone(),
@@ -64,20 +77,23 @@ pub fn load_file(path: &Path) -> Result<LoadedPlaybook, LoadError> {
             "not a regular file; give the path of a playbook (.yaml)".into(),
         ));
     }
+    // At most one byte past the limit: a device or pipe that never ends
+    // (`/dev/zero`) is refused as quickly as a huge file.
     let mut bytes = Vec::new();
     opened
         .take(MAX_PLAYBOOK_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|err| read_error(err.to_string()))?;
     if bytes.len() as u64 > MAX_PLAYBOOK_BYTES {
-        return Err(read_error(format!(
-            "larger than {} KiB; a playbook is a few KB of YAML",
-            MAX_PLAYBOOK_BYTES / 1024
-        )));
+        let size = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => format!("{} bytes", meta.len()),
+            _ => format!("more than {MAX_PLAYBOOK_BYTES} bytes"),
+        };
+        return Err(LoadError::TooLarge { file, size });
     }
     let source = String::from_utf8(bytes).map_err(|err| {
         read_error(format!(
-            "not UTF-8 text (byte {})",
+            "it is not UTF-8 text (invalid byte at offset {})",
             err.utf8_error().valid_up_to()
         ))
     })?;
@@ -146,6 +162,51 @@ fn offset_of(source: &str, line: u64, column: u64) -> usize {
     source.len()
 }
 
+/// Where each of `names` is first written as a mapping key (`name:`, block
+/// or flow style, plain or quoted): byte offset, 1-based line and column.
+/// One pass over `source`, however many names are asked for.
+fn key_positions<'a>(
+    source: &str,
+    names: &HashSet<&'a str>,
+) -> HashMap<&'a str, (usize, u64, u64)> {
+    let mut found = HashMap::new();
+    if names.is_empty() {
+        return found;
+    }
+    let mut line_start = 0;
+    for (index, line) in source.split_inclusive('\n').enumerate() {
+        let mut key_start = 0;
+        // `chars_before`: characters on the line before `at`.
+        for (chars_before, (at, c)) in line.char_indices().enumerate() {
+            if c == ':' {
+                let key = &line[key_start..at];
+                let trimmed = key.trim_matches([' ', '\t']);
+                let (unquoted, quote) = match trimmed
+                    .strip_prefix(['"', '\''])
+                    .and_then(|k| k.strip_suffix(['"', '\'']))
+                {
+                    Some(inner) => (inner, 1),
+                    None => (trimmed, 0),
+                };
+                if let Some(name) = names.get(unquoted)
+                    && !found.contains_key(name)
+                {
+                    // Leading blanks are one byte and one character each.
+                    let lead = key.len() - key.trim_start_matches([' ', '\t']).len() + quote;
+                    let offset = line_start + at - key.len() + lead;
+                    let column = (chars_before - key.chars().count() + lead + 1) as u64;
+                    found.insert(*name, (offset, index as u64 + 1, column));
+                }
+            }
+            if matches!(c, ':' | ',' | '{' | '[') {
+                key_start = at + c.len_utf8();
+            }
+        }
+        line_start += line.len();
+    }
+    found
+}
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -168,15 +229,26 @@ fn check(doc: &Playbook, source: &str) -> Vec<Problem> {
         ));
     }
     let mut values = BTreeMap::new();
+    let misnamed: HashSet<&str> = doc
+        .parameters
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !is_identifier(name))
+        .collect();
+    let written_at = key_positions(source, &misnamed);
     for (name, parameter) in &doc.parameters {
-        if !is_identifier(name) {
-            let at = source.find(&format!("{name}:")).unwrap_or(0);
-            problems.push(Problem::span(
-                source,
-                at,
-                name.len(),
-                format!("parameter name `{name}` must be letters, digits, `_` or `-`"),
-            ));
+        if misnamed.contains(name.as_str()) {
+            let message = format!("parameter name `{name}` must be letters, digits, `_` or `-`");
+            problems.push(match written_at.get(name.as_str()) {
+                Some(&(offset, line, column)) => Problem {
+                    message,
+                    offset,
+                    len: name.len(),
+                    line,
+                    column,
+                },
+                None => Problem::span(source, 0, 0, message),
+            });
         }
         let value = match &parameter.default {
             Some(default) => match parameter.kind.check(&default.0.value) {

@@ -292,7 +292,20 @@ impl<'a> Render<'a> {
     }
 
     fn unknown(&self, name: &str, reference: &str, at: Location) -> Problem {
-        let known: Vec<&str> = self.params.keys().map(String::as_str).collect();
+        // A few names at most, and the exact place for the first problems
+        // only (finding it reads the file): a hostile file with thousands of
+        // references costs time and memory in proportion to its size.
+        const LISTED: usize = 10;
+        const LOCATED: usize = 100;
+        let mut known: Vec<&str> = self
+            .params
+            .keys()
+            .take(LISTED)
+            .map(String::as_str)
+            .collect();
+        if self.params.len() > LISTED {
+            known.push("…");
+        }
         let message = if known.is_empty() {
             format!("unknown parameter `{name}` (the playbook declares no parameters)")
         } else {
@@ -301,6 +314,9 @@ impl<'a> Render<'a> {
                 known.join(", ")
             )
         };
+        if self.problems.len() >= LOCATED {
+            return Problem::at(at, message);
+        }
         // Point at the reference itself when it can be found after the node.
         let start = at.span().byte_offset().unwrap_or(0) as usize;
         match self

@@ -2,12 +2,26 @@
 //! file, line and column, and the offending text, and the whole set renders
 //! as one miette diagnostic with a label per problem. A secret written in
 //! the file is masked in the report (same length, so every span still
-//! points at the right place).
+//! points at the right place). What a report echoes
+//! is bounded ([`excerpt`]): the first [`SHOWN_PROBLEMS`] problems, each
+//! message and offending text cut to a few hundred characters, long lines
+//! cut around the problem; file:line:col are always the file's.
+
+mod excerpt;
 
 use std::fmt::Write as _;
 
-use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
+use miette::{Diagnostic, LabeledSpan};
 use serde_saphyr::Location;
+
+use excerpt::{Excerpt, Mark, shorten};
+
+/// Problems a report shows (listed and labelled); the rest are counted.
+pub const SHOWN_PROBLEMS: usize = 20;
+/// Characters of a problem's message a report shows.
+const SHOWN_MESSAGE_CHARS: usize = 300;
+/// Characters of a problem's offending text a report shows.
+const SHOWN_TEXT_CHARS: usize = 80;
 
 /// One thing wrong with a playbook, at a place in its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +72,6 @@ impl Problem {
     }
 
     /// The offending text, trimmed to one line.
-    ///
-    /// `source` is the text the problem was found in; reports mask secrets
-    /// in it first.
     pub fn offending<'a>(&self, source: &'a str) -> &'a str {
         let end = if self.len == 0 {
             source[self.offset.min(source.len())..]
@@ -84,7 +95,7 @@ pub struct InvalidPlaybook {
     /// Every problem, in source order.
     pub problems: Vec<Problem>,
     summary: String,
-    source_code: NamedSource<String>,
+    source_code: Excerpt,
 }
 
 impl InvalidPlaybook {
@@ -105,23 +116,66 @@ impl InvalidPlaybook {
             problems.len(),
             if problems.len() == 1 { "" } else { "s" }
         );
-        for problem in &problems {
+        let shown = &problems[..problems.len().min(SHOWN_PROBLEMS)];
+        for problem in shown {
             let _ = write!(
                 summary,
                 "\n  {file}:{}:{}: {}",
-                problem.line, problem.column, problem.message
+                problem.line,
+                problem.column,
+                shorten(&problem.message, SHOWN_MESSAGE_CHARS)
             );
             let text = problem.offending(source);
             if !text.is_empty() {
-                let _ = write!(summary, "\n      | {text}");
+                let _ = write!(summary, "\n      | {}", shorten(text, SHOWN_TEXT_CHARS));
             }
         }
+        if problems.len() > shown.len() {
+            let _ = write!(
+                summary,
+                "\n  … and {} more (fix these and validate again)",
+                problems.len() - shown.len()
+            );
+        }
+        let marks: Vec<Mark> = shown
+            .iter()
+            .map(|p| Mark {
+                offset: p.offset,
+                len: p.len,
+                column: p.column,
+            })
+            .collect();
+        let source_code = Excerpt::new(file, source, &marks);
         Self {
             file: file.to_owned(),
             problems,
             summary,
-            source_code: NamedSource::new(file, source.to_owned()),
+            source_code,
         }
+    }
+}
+
+impl Diagnostic for InvalidPlaybook {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new("warroom::playbook::invalid"))
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.source_code)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(
+            self.problems
+                .iter()
+                .zip(self.source_code.spans())
+                .map(|(p, span)| {
+                    LabeledSpan::new_with_span(
+                        Some(shorten(&p.message, SHOWN_MESSAGE_CHARS).into_owned()),
+                        *span,
+                    )
+                }),
+        ))
     }
 }
 
@@ -173,25 +227,6 @@ fn mask(text: &str, start: usize, end: usize) -> String {
             }
         })
         .collect()
-}
-
-impl Diagnostic for InvalidPlaybook {
-    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        Some(Box::new("warroom::playbook::invalid"))
-    }
-
-    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(&self.source_code)
-    }
-
-    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        Some(Box::new(self.problems.iter().map(|p| {
-            LabeledSpan::new_with_span(
-                Some(p.message.clone()),
-                SourceSpan::new(p.offset.into(), p.len),
-            )
-        })))
-    }
 }
 
 #[cfg(test)]

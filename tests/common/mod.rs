@@ -45,6 +45,51 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         })
 }
 
+/// Runs `command` to its end and returns what it printed; kills it and
+/// panics if it runs longer than `deadline` (a hang is a failure, not a
+/// stuck test run).
+pub fn output_within(
+    command: &mut std::process::Command,
+    deadline: Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    // Drained on their own threads so that a chatty child cannot block on a
+    // full pipe and look hung.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits for the child") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout drained"),
+        stderr: stderr.join().expect("stderr drained"),
+    }
+}
+
 /// Polls `condition` every 10 ms until it returns `Some`, or panics with
 /// `what` after `deadline`.
 pub fn wait_until<T>(
