@@ -723,7 +723,7 @@ parameters:
     default: orders
   detail:
     type: string
-    default: "password={pw}"
+    default: "all clear"
 steps:
   - name: scale-down
     scale:
@@ -749,6 +749,18 @@ fn validate_never_shows_the_password() {
         .run(&["validate", "bad.yaml", "good.yaml"])
         .expect_code(2)
         .stderr_says("bad.yaml");
+    // A parameter whose default is a secret is refused, and not quoted.
+    sandbox.write(
+        "secret-default.yaml",
+        &playbook(&pw, "").replace(
+            "default: \"all clear\"",
+            &format!("default: \"password={pw}\""),
+        ),
+    );
+    sandbox
+        .run(&["validate", "secret-default.yaml"])
+        .expect_code(2)
+        .stderr_says("looks like a secret");
 }
 
 /// Every object of every kind the local cluster serves, and its request log.
@@ -795,6 +807,7 @@ async fn run_and_undo_never_show_or_store_the_password() {
     sandbox.write("announce.yaml", &playbook(&pw, ""));
     let detail = format!("--param=detail=token={pw}");
     let runs: Vec<(Vec<String>, i32)> = vec![
+        // A secret given as a parameter is refused before anything is read.
         (
             vec![
                 "run",
@@ -802,6 +815,16 @@ async fn run_and_undo_never_show_or_store_the_password() {
                 "--kubeconfig",
                 "kubeconfig",
                 &detail,
+                "--dry-run",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "run",
+                "announce.yaml",
+                "--kubeconfig",
+                "kubeconfig",
                 "--dry-run",
             ],
             0,
@@ -812,7 +835,6 @@ async fn run_and_undo_never_show_or_store_the_password() {
                 "announce.yaml",
                 "--kubeconfig",
                 "kubeconfig",
-                &detail,
                 "--yes",
                 "--timeline",
                 "incidents/PM-004.jsonl",
@@ -837,7 +859,6 @@ async fn run_and_undo_never_show_or_store_the_password() {
                 "announce.yaml",
                 "--kubeconfig",
                 "kubeconfig",
-                &detail,
                 "--yes",
                 "--output",
                 "json",
@@ -858,13 +879,7 @@ async fn run_and_undo_never_show_or_store_the_password() {
         ),
         // Not even a refusal quotes it: no confirmation possible without --yes.
         (
-            vec![
-                "run",
-                "announce.yaml",
-                "--kubeconfig",
-                "kubeconfig",
-                &detail,
-            ],
+            vec!["run", "announce.yaml", "--kubeconfig", "kubeconfig"],
             3,
         ),
     ]
@@ -933,9 +948,34 @@ steps:
       apiVersion: v1
       kind: ConfigMap
       name: order-service-lock
-      merge: {data: {REDIS_PASSWORD: "${url}"}}
+      merge: {data: {REDIS_ENDPOINT: "${url}"}}
 "#,
     );
+    // A change to a key named like a secret is refused where it is written.
+    sandbox.write(
+        "set-password.yaml",
+        r#"name: set-redis-password
+description: Change the order service's Redis password.
+parameters:
+  password: {type: string}
+steps:
+  - name: patch-password
+    patch:
+      apiVersion: v1
+      kind: ConfigMap
+      name: order-service-lock
+      merge: {data: {REDIS_PASSWORD: "${password}"}}
+"#,
+    );
+    let sandbox_for_key = sandbox.clone();
+    tokio::task::spawn_blocking(move || {
+        sandbox_for_key
+            .run(&["validate", "set-password.yaml"])
+            .expect_code(2)
+            .stderr_says("names a secret");
+    })
+    .await
+    .expect("joined");
     // A valid playbook: what refuses the runs below is the value.
     let sandbox_for_validate = sandbox.clone();
     tokio::task::spawn_blocking(move || {
