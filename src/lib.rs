@@ -2,7 +2,7 @@
 //! timeline for lock-contention incidents (PM-003 and its successors).
 //!
 //! Modules, by what they own:
-//! - [`lock`]: the lock client services embed (fenced leases, Redlock, WATCH
+//! - [`lock`] (the `warroom-lock` crate): the lock client services embed (fenced leases, Redlock, WATCH
 //!   mode, and the legacy PM-003 lock kept as a reference).
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
@@ -20,9 +20,9 @@
 pub mod bench;
 pub mod cluster;
 pub mod exporter;
-pub mod fence;
+pub use warroom_lock::fence;
 pub mod kube;
-pub mod lock;
+pub use warroom_lock as lock;
 pub mod playbook;
 pub mod redact;
 pub mod redis_node;
