@@ -8,6 +8,7 @@
 
 mod bench;
 mod cluster;
+mod completions;
 mod exporter;
 mod playbook;
 mod timeline;
@@ -64,7 +65,7 @@ pub type CommandResult = Result<Exit, Failure>;
     about = "War-room console, playbooks, fenced Redis locks and incident timeline",
     long_about = None
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Log filter (tracing env-filter syntax); logs go to stderr.
     #[arg(long, global = true, env = "WARROOM_LOG", default_value = "warn")]
     log: String,
@@ -90,6 +91,10 @@ enum Command {
     /// Collision exporter: lock events and expired-key notices in,
     /// Prometheus /metrics out.
     Exporter(exporter::ExporterArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (or write one per command with --dir).
+    Man(completions::ManArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -113,6 +118,8 @@ pub fn main() -> ExitCode {
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Timeline(cmd)) => timeline::run(cmd),
         Some(Command::Exporter(args)) => exporter::run(args),
+        Some(Command::Completions(args)) => completions::completions(args),
+        Some(Command::Man(args)) => completions::man(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
