@@ -8,6 +8,7 @@
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
 //! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
 //!   undo) run through [`kube`], the only module that talks to an API server.
+//! - [`drill`]: PM-003 on one machine (`warroom drill`, the default command).
 //! - [`exporter`]: the collision exporter: lock events and expired-key
 //!   notices in, Prometheus metrics (`/metrics`) out.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
@@ -19,6 +20,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod drill;
 pub mod exporter;
 pub use warroom_lock::fence;
 pub mod kube;
