@@ -22,7 +22,11 @@ fn bash_completes(words: &str) -> String {
         .args(["-c", &script])
         .output()
         .expect("bash runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -59,7 +63,11 @@ fn man_page_documents_every_command_and_writes_one_page_each() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let out = warroom(&["man", "--dir", dir.path().to_str().expect("utf-8 path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for page in ["warroom.1", "warroom-run.1", "warroom-timeline-export.1"] {
         assert!(dir.path().join(page).is_file(), "{page} not written");
     }

@@ -23,9 +23,8 @@ pub fn require_tool(tool: &str, package: &str) -> Option<PathBuf> {
     if let Some(path) = which(tool) {
         return Some(path);
     }
-    let message = format!(
-        "`{tool}` is not on PATH (install it with `apt-get install -y {package}`)"
-    );
+    let message =
+        format!("`{tool}` is not on PATH (install it with `apt-get install -y {package}`)");
     if under_ci() {
         panic!("{message}; CI requires it");
     }
@@ -48,7 +47,11 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 
 /// Polls `condition` every 10 ms until it returns `Some`, or panics with
 /// `what` after `deadline`.
-pub fn wait_until<T>(what: &str, deadline: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = condition() {
