@@ -863,7 +863,8 @@ fn leftovers_of_a_crashed_run_are_removed() {
         return;
     }
     // A run whose process is gone: a pid that has exited, and a start time
-    // no process has.
+    // no process has. No other run may remove it before it is complete.
+    let lock = lab::cleanup_lock();
     let mut exited = Command::new("true").spawn().expect("true");
     exited.wait().expect("true exits");
     let crashed = format!("{}{}-0-0", lab::PREFIX, exited.id());
@@ -888,6 +889,7 @@ fn leftovers_of_a_crashed_run_are_removed() {
     );
     let dir = std::env::temp_dir().join(&crashed);
     std::fs::create_dir_all(&dir).expect("a log directory");
+    drop(lock);
 
     let lab = Lab::new();
 

@@ -306,9 +306,37 @@ fn owner_is_gone(name: &str) -> bool {
     process_start(pid) != Some(started)
 }
 
+/// Held while leftovers are removed, across processes: a test that makes a
+/// run look crashed holds it until that run is complete.
+pub struct CleanupLock {
+    _file: File,
+}
+
+/// Waits for and takes the [`CleanupLock`].
+pub fn cleanup_lock() -> CleanupLock {
+    let path = std::env::temp_dir().join("warroom-partitions.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    // SAFETY: flock(2) on a descriptor we own; released when it closes.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        panic!(
+            "cannot lock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    CleanupLock { _file: file }
+}
+
 /// Kills what still runs in the namespaces of runs whose process is gone,
 /// deletes those namespaces and their log directories.
 pub fn remove_leftovers() {
+    let _lock = cleanup_lock();
     for namespace in namespaces() {
         if owner_is_gone(&namespace) {
             eprintln!("removing network namespace {namespace} left by a run that is gone");

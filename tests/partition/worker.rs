@@ -259,7 +259,9 @@ async fn contend(plan: WorkerPlan, mut stop: tokio::sync::watch::Receiver<bool>)
                     key: key.clone(),
                     token: token.get(),
                 });
-                let stalled = plan.stall_every.is_some_and(|every| grants.is_multiple_of(every));
+                let stalled = plan
+                    .stall_every
+                    .is_some_and(|every| grants.is_multiple_of(every));
                 let hold = if stalled { plan.stall_ms } else { plan.work_ms };
                 tokio::time::sleep(ms(hold)).await;
                 let entry = format!("{}:{}", plan.name, token.get());
