@@ -103,6 +103,7 @@ struct Worker {
     name: &'static str,
     stall_every: Option<u32>,
     stall_ms: u64,
+    freeze: bool,
     grants: Option<u32>,
 }
 
@@ -112,6 +113,7 @@ impl Worker {
             name,
             stall_every: None,
             stall_ms: STALL_MS,
+            freeze: false,
             grants: None,
         }
     }
@@ -122,9 +124,10 @@ impl Worker {
         self
     }
 
-    /// Makes each stall last `ms`.
-    fn stall_for(mut self, ms: u64) -> Self {
-        self.stall_ms = ms;
+    /// Freezes the whole process after claiming, until the test resumes it.
+    fn freezing(mut self) -> Self {
+        self.stall_every = Some(1);
+        self.freeze = true;
         self
     }
 
@@ -225,6 +228,7 @@ impl OrderSystem {
             work_ms: WORK_MS,
             stall_every: worker.stall_every,
             stall_ms: worker.stall_ms,
+            freeze: worker.freeze,
             grants: worker.grants,
             log: self.lab.dir().join(format!("{}.jsonl", worker.name)),
         };
@@ -723,20 +727,40 @@ fn tokens_increase_through_partitions_heals_and_an_aof_restart() {
 
 #[test]
 fn stale_holder_cut_off_from_the_lock_is_refused_by_the_store() {
-    // Long enough for the successor to start, wait out the TTL and claim.
-    let stall_ms = 5 * TTL_MS;
-    let Some(mut system) =
-        OrderSystem::start(&[Worker::new("pod-7f").stalling(1).stall_for(stall_ms).once()])
-    else {
+    let Some(mut system) = OrderSystem::start(&[Worker::new("pod-7f").freezing().once()]) else {
         return;
     };
-    // pod-7f takes the lease and claims the order, then loses every lock
-    // node while it stalls; it still reaches the store.
-    system.wait_for_grants(&["pod-7f"], 0, "to start the stall");
+    // pod-7f takes the lease, claims the order and freezes (a stop-the-world
+    // pause) before writing; meanwhile it loses every lock node but keeps
+    // the store, and pod-3c takes the order over.
+    let stale = system.worker_index("pod-7f");
+    common::wait_until("pod-7f to freeze after its claim", RECOVERY, || {
+        system.workers[stale].assert_running();
+        system.workers[stale].is_frozen().then_some(())
+    });
+    let stale_token = system.workers[stale]
+        .entries()
+        .iter()
+        .find_map(|e| match e {
+            Entry::Claimed { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("pod-7f froze after its claim");
     system.cut("pod-7f", &[N1, N2, N3]);
     system.add_worker(&Worker::new("pod-3c"));
-    let stale = system.worker_index("pod-7f");
-    common::wait_until("pod-7f's write after its stall", RECOVERY, || {
+    let successor = system.worker_index("pod-3c");
+    let successor_token = common::wait_until("pod-3c to claim the order", RECOVERY, || {
+        system.workers[successor].assert_running();
+        system.workers[successor]
+            .entries()
+            .iter()
+            .find_map(|e| match e {
+                Entry::Claimed { key, token } if key == KEYS[0] => Some(*token),
+                _ => None,
+            })
+    });
+    system.workers[stale].resume();
+    common::wait_until("pod-7f's write after its pause", RECOVERY, || {
         system.workers[stale].assert_running();
         system.workers[stale]
             .entries()
@@ -747,16 +771,13 @@ fn stale_holder_cut_off_from_the_lock_is_refused_by_the_store() {
     system.heal_all();
     let outcome = system.finish();
 
-    let log = |name: &str| {
-        outcome
-            .logs
-            .iter()
-            .find(|(w, _)| w == name)
-            .map(|(_, entries)| entries.clone())
-            .expect("a log per worker")
-    };
-    let stale_write = log("pod-7f")
-        .into_iter()
+    let (token, accepted, fence, lease_valid) = outcome
+        .logs
+        .iter()
+        .find(|(w, _)| w == "pod-7f")
+        .expect("a log per worker")
+        .1
+        .iter()
         .find_map(|e| match e {
             Entry::Wrote {
                 token,
@@ -764,31 +785,29 @@ fn stale_holder_cut_off_from_the_lock_is_refused_by_the_store() {
                 fence,
                 lease_valid,
                 ..
-            } => Some((token, accepted, fence, lease_valid)),
+            } => Some((*token, *accepted, *fence, *lease_valid)),
             _ => None,
         })
         .expect("pod-7f wrote");
-    let (token, accepted, fence, lease_valid) = stale_write;
+    assert_eq!(token, stale_token);
     assert!(
         !lease_valid,
-        "pod-7f's lease should have lapsed during its {stall_ms} ms stall (TTL {TTL_MS} ms)"
+        "pod-7f's lease (TTL {TTL_MS} ms) should have lapsed before pod-3c was granted the order"
     );
     assert!(
         !accepted,
-        "the store accepted pod-7f's write with token {token} after its lease lapsed and pod-3c had claimed the order"
+        "the store accepted pod-7f's write with token {token} after its lease lapsed and pod-3c \
+         claimed the order with token {successor_token}"
     );
     assert!(
-        fence > token,
-        "pod-7f's write was refused with fence {fence}, not above its token {token}"
+        fence >= successor_token && successor_token > token,
+        "pod-7f's write (token {token}) was refused with fence {fence}; pod-3c claimed with token {successor_token}"
     );
-    let successors = log("pod-3c")
-        .iter()
-        .filter(|e| matches!(e, Entry::Granted { key, .. } if key == KEYS[0]))
-        .count();
-    assert!(successors > 0, "pod-3c was never granted {}", KEYS[0]);
     assert_tokens_increase_in_grant_order(&outcome);
     assert_no_stale_write_accepted(&outcome);
-    println!("pod-7f's write with token {token} refused; the record's fence was {fence}");
+    println!(
+        "pod-7f's write with token {token} refused after its pause; pod-3c had claimed the order with token {successor_token}, the record's fence was {fence}"
+    );
 }
 
 /// The namespaces of `run` that still exist.

@@ -50,6 +50,9 @@ pub struct WorkerPlan {
     pub stall_every: Option<u32>,
     /// Length of a stall (longer than the TTL: the lease lapses meanwhile).
     pub stall_ms: u64,
+    /// Stall by stopping the whole process (`SIGSTOP` to itself, a
+    /// stop-the-world pause) until the test resumes it, instead of sleeping.
+    pub freeze: bool,
     /// Stop taking leases after this many grants.
     pub grants: Option<u32>,
     /// Where the JSON Lines log goes.
@@ -262,8 +265,15 @@ async fn contend(plan: WorkerPlan, mut stop: tokio::sync::watch::Receiver<bool>)
                 let stalled = plan
                     .stall_every
                     .is_some_and(|every| grants.is_multiple_of(every));
-                let hold = if stalled { plan.stall_ms } else { plan.work_ms };
-                tokio::time::sleep(ms(hold)).await;
+                if stalled && plan.freeze {
+                    // SAFETY: raise(2) stops this process until SIGCONT.
+                    unsafe {
+                        libc::raise(libc::SIGSTOP);
+                    }
+                } else {
+                    let hold = if stalled { plan.stall_ms } else { plan.work_ms };
+                    tokio::time::sleep(ms(hold)).await;
+                }
                 let entry = format!("{}:{}", plan.name, token.get());
                 let chain = match value {
                     Some(chain) if !chain.is_empty() => format!("{chain} {entry}"),
@@ -375,6 +385,30 @@ impl WorkerProcess {
             .map_while(Result::ok)
             .filter_map(|line| serde_json::from_str(&line).ok())
             .collect()
+    }
+
+    /// Whether the worker has stopped itself (a frozen stall).
+    pub fn is_frozen(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().next().map(|state| state == "T")
+            })
+            .unwrap_or(false)
+    }
+
+    /// Resumes a frozen worker (`SIGCONT`).
+    pub fn resume(&self) {
+        // SAFETY: kill(2) of our own child, not yet reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+        assert_eq!(
+            rc,
+            0,
+            "cannot resume worker {}: {}",
+            self.name,
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Panics with the worker's output if it has exited (it only exits when
