@@ -15,9 +15,10 @@
 //! **Workers.** Each worker is this test binary started again inside its
 //! namespace (`worker`), looping: Redlock lease on an order, claim of the
 //! order's record in the fenced store with the lease's token
-//! (`read_for_update`), work (some workers stall past the TTL, a GC pause),
-//! write, release. Each step is logged with times on the machine's monotonic
-//! clock.
+//! (`read_for_update`), work, write, release. Some workers stall past the
+//! TTL before writing (a GC pause): by sleeping, or by stopping their whole
+//! process (`SIGSTOP` to themselves) until the test resumes them. Each step
+//! is logged with times on the machine's monotonic clock.
 //!
 //! **The store.** The order records live on a fourth Redis node that every
 //! worker always reaches: partitions are between workers and lock nodes, as
@@ -102,7 +103,6 @@ fn worker_process() {
 struct Worker {
     name: &'static str,
     stall_every: Option<u32>,
-    stall_ms: u64,
     freeze: bool,
     grants: Option<u32>,
 }
@@ -112,7 +112,6 @@ impl Worker {
         Self {
             name,
             stall_every: None,
-            stall_ms: STALL_MS,
             freeze: false,
             grants: None,
         }
@@ -227,7 +226,7 @@ impl OrderSystem {
             wait_ms: WAIT_MS,
             work_ms: WORK_MS,
             stall_every: worker.stall_every,
-            stall_ms: worker.stall_ms,
+            stall_ms: STALL_MS,
             freeze: worker.freeze,
             grants: worker.grants,
             log: self.lab.dir().join(format!("{}.jsonl", worker.name)),
@@ -277,11 +276,8 @@ impl OrderSystem {
             let worker = &mut self.workers[i];
             common::wait_until(&format!("a lease for {name} {what}"), RECOVERY, || {
                 worker.assert_running();
-                worker
-                        .entries()
-                        .iter()
-                        .any(|e| matches!(e, Entry::Granted { started_ns, .. } if *started_ns > after_ns))
-                        .then_some(())
+                let granted = |e: &Entry| matches!(e, Entry::Granted { started_ns, .. } if *started_ns > after_ns);
+                worker.entries().iter().any(granted).then_some(())
             });
         }
     }
@@ -555,7 +551,8 @@ fn assert_no_stale_write_accepted(outcome: &Outcome) -> (usize, usize) {
             lost.is_empty(),
             "{record}: the store accepted {lost:?}, then lost them: a holder that had claimed the record \
              before those writes overwrote them, so each was a stale write accepted after a newer claim \
-             (record now: {chain:?})"
+             (the record ends with {:?})",
+            &chain[chain.len().saturating_sub(8)..]
         );
         for entry in &chain {
             assert!(
