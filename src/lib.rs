@@ -2,12 +2,13 @@
 //! timeline for lock-contention incidents (PM-003 and its successors).
 //!
 //! Modules, by what they own:
-//! - [`lock`]: the lock client services embed (fenced leases, Redlock, WATCH
+//! - [`lock`] (the `warroom-lock` crate): the lock client services embed (fenced leases, Redlock, WATCH
 //!   mode, and the legacy PM-003 lock kept as a reference).
 //! - [`fence`]: the store side: writes checked against fencing tokens.
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
 //! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
 //!   undo) run through [`kube`], the only module that talks to an API server.
+//! - [`drill`]: PM-003 on one machine (`warroom drill`, the default command).
 //! - [`exporter`]: the collision exporter: lock events and expired-key
 //!   notices in, Prometheus metrics (`/metrics`) out.
 //! - [`bench`]: benchmarks that print numbers (`warroom bench …`).
@@ -21,10 +22,11 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod drill;
 pub mod exporter;
-pub mod fence;
+pub use warroom_lock::fence;
 pub mod kube;
-pub mod lock;
+pub use warroom_lock as lock;
 pub mod playbook;
 pub mod redact;
 pub mod redis_node;

@@ -9,6 +9,7 @@
 
 mod bench;
 mod cluster;
+mod completions;
 mod exporter;
 mod numbers;
 pub mod output;
@@ -69,7 +70,7 @@ pub type CommandResult = Result<Exit, Failure>;
     about = "War-room console, playbooks, fenced Redis locks and incident timeline",
     long_about = None
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Log filter (tracing env-filter syntax: a level such as warn, info or
     /// debug, or targets such as warroom=debug); logs go to stderr, redacted.
     #[arg(
@@ -102,6 +103,10 @@ enum Command {
     /// Collision exporter: lock events and expired-key notices in,
     /// Prometheus /metrics out.
     Exporter(exporter::ExporterArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (or write one per command with --dir).
+    Man(completions::ManArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -138,6 +143,8 @@ pub fn main() -> ExitCode {
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Timeline(cmd)) => timeline::run(cmd),
         Some(Command::Exporter(args)) => exporter::run(args),
+        Some(Command::Completions(args)) => completions::completions(args),
+        Some(Command::Man(args)) => completions::man(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::{FenceError, WriteOutcome};
-use crate::lock::event::LockMode;
-use crate::lock::{FencedLock, Lease, Release, fence_counter_key};
+use crate::event::LockMode;
+use crate::{FencedLock, Lease, Release, fence_counter_key};
 
 /// KEYS: record, lock, fence counter, stream.
 /// ARGV: token, value, grant value, holder, maxlen, mode, release ('1'/'0').
@@ -120,7 +120,7 @@ pub async fn write(
     Ok(guarded_write(lease, record, value, false).await?.0)
 }
 
-/// [`write`], then release the lease, in one script.
+/// [`write()`], then release the lease, in one script.
 pub async fn write_and_release(
     lease: Lease,
     record: &str,

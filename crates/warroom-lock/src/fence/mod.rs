@@ -39,12 +39,11 @@ pub mod colocated;
 
 use std::sync::LazyLock;
 
-use redis::AsyncCommands;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use crate::lock::event::{DEFAULT_STREAM, LockMode};
-use crate::lock::{EventStream, FencingToken};
+use crate::event::{DEFAULT_STREAM, LockMode};
+use crate::{EventStream, FencingToken};
 
 /// Errors talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -275,10 +274,11 @@ impl FencedStore {
     }
 
     /// PM-003's write path: no token, no check. For drills and benchmarks of
-    /// the legacy lock only.
+    /// the legacy lock only (the `legacy` feature).
+    #[cfg(feature = "legacy")]
     pub async fn write_unfenced(&self, record: &str, value: &str) -> Result<(), FenceError> {
         let mut conn = self.conn.clone();
-        let _: i64 = conn.hset(record, "value", value).await?;
+        let _: i64 = redis::AsyncCommands::hset(&mut conn, record, "value", value).await?;
         Ok(())
     }
 }

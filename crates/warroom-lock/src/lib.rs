@@ -1,10 +1,27 @@
-//! The lock client that order services embed: fenced leases on one Redis node or
-//! on several (Redlock), optimistic WATCH updates, and — kept only to reproduce
-//! PM-003 — the legacy lock that caused it.
+//! warroom-lock: the lock client that order services embed — fenced leases on
+//! one Redis node or on several (Redlock), optimistic WATCH updates — and the
+//! store side that makes a lease safe to write under ([`fence`]).
 //!
-//! This module owns lock keys, fence counters and the lock event stream. It
-//! knows nothing about Kubernetes, HTTP, the console or playbooks, so that it
-//! can be split into its own crate.
+//! The crate owns lock keys, fence counters and the lock event stream. It
+//! depends on Redis and tokio only: nothing of Kubernetes, HTTP servers,
+//! terminals or plotting. PM-003's own lock is kept behind the `legacy`
+//! feature, for drills that reproduce the incident; a service never needs it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use warroom_lock::{FencedLock, LockOptions, fence::FencedStore};
+//!
+//! let url = "redis://127.0.0.1:6379";
+//! let lock = FencedLock::connect(url, LockOptions::new(Duration::from_millis(500), "pod-7f")).await?;
+//! let store = FencedStore::connect(url, "pod-7f", None).await?;
+//! let lease = lock.acquire("lock:ord-9927431", Duration::from_secs(2)).await?;
+//! // The write carries the lease's fencing token: a stale holder is refused.
+//! let outcome = store.write("order:ord-9927431", lease.token(), "FULFILLED").await?;
+//! lease.release().await?;
+//! assert!(outcome.is_accepted());
+//! # Ok(()) }
+//! ```
 //!
 //! # Safety argument
 //!
@@ -64,9 +81,13 @@
 //! [`event::DEFAULT_STREAM`], trimmed with `MAXLEN ~`) for the exporter; the
 //! schema is documented in [`event`].
 
+#![warn(missing_docs)]
+
 mod backoff;
 pub mod event;
+pub mod fence;
 mod lease;
+#[cfg(feature = "legacy")]
 pub mod legacy;
 mod redlock;
 mod scripts;

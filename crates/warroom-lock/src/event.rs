@@ -102,7 +102,7 @@ impl fmt::Display for EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
-    /// The PM-003 lock ([`super::legacy`]).
+    /// The PM-003 lock (`legacy::LegacyLock`, behind the `legacy` feature).
     Legacy,
     /// Single-node fenced lock ([`super::FencedLock`]).
     Fenced,

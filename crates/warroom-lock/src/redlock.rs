@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, join_all};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, join_all};
 use redis::aio::ConnectionManager;
 
 use super::event::{EventKind, LockEvent, LockMode};
