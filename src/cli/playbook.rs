@@ -781,7 +781,7 @@ pub fn bench(args: BenchArgs) -> CommandResult {
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot find the warroom binary: {e}")))?;
     let bench = PlaybookBench {
         playbook: args.playbook,
-        runs: args.runs as usize,
+        runs: args.runs,
         binary,
         kubeconfig: args.kubeconfig,
     };

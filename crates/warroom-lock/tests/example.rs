@@ -1,6 +1,7 @@
 //! The crate's example runs against a real redis-server started for the test.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,14 +41,34 @@ fn start_redis() -> Node {
     node
 }
 
+/// The example's binary: the one `cargo test` built beside this test (in
+/// `target/<profile>/examples/`), or, when only this test was asked for
+/// (`--test example`), one built now with the crate's default features.
+fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let built = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name));
+    if let Some(path) = built.filter(|p| p.is_file()) {
+        return path;
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--offline", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("debug").join("examples").join(name)
+}
+
 #[test]
 fn the_fenced_order_example_takes_a_lease_and_writes_with_its_token() {
     let node = start_redis();
-    // `cargo run` builds the example as a service would: the crate alone,
-    // with its default features.
-    let output = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--offline", "--example", "fenced_order"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let output = Command::new(example_binary("fenced_order"))
         .env("REDIS_URL", format!("redis://127.0.0.1:{}", node.port))
         .output()
         .expect("the example runs");
