@@ -29,6 +29,7 @@
 //! This module knows nothing about playbooks, the console or locks.
 
 mod discovery;
+pub mod events;
 mod faults;
 mod kinds;
 mod openapi;
@@ -50,7 +51,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use events::{EventKind, EventRecorder};
 pub use faults::Faults;
+pub use kinds::template_hash;
 pub use requests::{RequestLog, RequestRecord};
 pub use status::ApiError;
 pub use store::{EventType, StatusMode, Store, StoreEvent};

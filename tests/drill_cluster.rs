@@ -1,0 +1,355 @@
+//! The drill's `order-service` Deployment as real worker processes: the
+//! supervisor's reconcile loop against the local cluster server over real
+//! HTTP, checked by counting the processes themselves (in `/proc`) and with
+//! the real `kubectl`, as an operator would during a PM-003 war room.
+//!
+//! The worker here is a stand-in every machine has: a shell that prints the
+//! ready line, finishes on SIGTERM with a last line, and otherwise idles.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warroom::cluster::{ClusterServer, Store, seed};
+use warroom::drill::supervisor::{PodInfo, Supervisor, SupervisorConfig, WorkerCommand};
+
+const NS: &str = seed::DRILL_NAMESPACE;
+const DEPLOY: &str = seed::DRILL_DEPLOYMENT;
+/// Bound for processes to start or stop (generous for a loaded machine).
+const SETTLES: Duration = Duration::from_secs(30);
+
+/// The stand-in worker; `marker` goes into its environment so the test can
+/// find exactly its own processes in `/proc`.
+fn stand_in(marker: &str) -> WorkerCommand {
+    WorkerCommand {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "echo \"worker ready pod=$WARROOM_POD_NAME\"; \
+             trap 'echo \"stopping pod=$WARROOM_POD_NAME\"; exit 0' TERM; \
+             while :; do sleep 0.1; done"
+                .into(),
+        ],
+        env: vec![("DRILL_CLUSTER_TEST".into(), marker.into())],
+    }
+}
+
+/// Pids of live (not zombie) processes whose parent is `parent` and whose
+/// environment holds `DRILL_CLUSTER_TEST=<marker>`.
+fn workers_of(parent: u32, marker: &str) -> BTreeSet<u32> {
+    let needle = format!("DRILL_CLUSTER_TEST={marker}");
+    let mut found = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): state, ppid.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if state == "Z" || ppid != Some(parent) {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            found.insert(pid);
+        }
+    }
+    found
+}
+
+/// Whether `pid` is alive and not a zombie.
+#[allow(dead_code)]
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// Process state letter (`S`, `T` for stopped, …).
+fn process_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_string)
+}
+
+fn unique_marker(test: &str) -> String {
+    format!("{test}-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A drill cluster (seeded objects, replicas set) with a supervisor.
+struct Drill {
+    server: ClusterServer,
+    supervisor: Supervisor,
+    marker: String,
+    logs: tempfile::TempDir,
+}
+
+impl Drill {
+    async fn start(test: &str, replicas: i64) -> Drill {
+        let server = ClusterServer::start_seeded("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("cluster server starts");
+        set_replicas(&server.store(), replicas);
+        let marker = unique_marker(test);
+        let logs = tempfile::tempdir().expect("temp dir");
+        let mut config = SupervisorConfig::new(logs.path().join("pods"), stand_in(&marker));
+        config.grace = Duration::from_secs(5);
+        let supervisor = Supervisor::start(server.store(), config).expect("supervisor starts");
+        Drill {
+            server,
+            supervisor,
+            marker,
+            logs,
+        }
+    }
+
+    fn processes(&self) -> BTreeSet<u32> {
+        workers_of(std::process::id(), &self.marker)
+    }
+
+    /// Waits until exactly `n` worker processes run, all pods ready, and
+    /// the supervisor's pods name exactly those processes.
+    async fn settled(&self, n: usize) -> Vec<PodInfo> {
+        common::wait_until_async(&format!("{n} ready worker processes"), SETTLES, || async {
+            let pods = self.supervisor.pods();
+            let pids: BTreeSet<u32> = pods.iter().filter_map(|p| p.pid).collect();
+            let ready = pods.iter().filter(|p| p.ready && !p.terminating).count();
+            (pods.len() == n && ready == n && self.processes() == pids).then_some(pods)
+        })
+        .await
+    }
+
+    fn pod_objects(&self) -> Vec<Value> {
+        self.server.store().list("v1", "Pod", Some(NS))
+    }
+
+    async fn stop(self) {
+        self.supervisor.shutdown().await;
+        assert!(
+            self.processes().is_empty(),
+            "no worker outlives shutdown: {:?}",
+            self.processes()
+        );
+        self.server.stop().await;
+        drop(self.logs);
+    }
+}
+
+fn set_replicas(store: &Store, replicas: i64) {
+    let mut deployment = store
+        .get("apps/v1", "Deployment", Some(NS), DEPLOY)
+        .expect("seeded deployment");
+    deployment["spec"]["replicas"] = json!(replicas);
+    store.put(deployment).expect("replicas set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_process_per_replica_with_a_pod_each() {
+    let drill = Drill::start("replicas", 3).await;
+    let pods = drill.settled(3).await;
+    let objects = drill.pod_objects();
+    assert_eq!(objects.len(), 3);
+    let replica_sets = drill.server.store().list("apps/v1", "ReplicaSet", Some(NS));
+    assert_eq!(replica_sets.len(), 1);
+    let rs = &replica_sets[0];
+    let rs_name = rs["metadata"]["name"].as_str().expect("named");
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    for pod in &pods {
+        let object = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == pod.name.as_str())
+            .expect("a Pod per process");
+        assert!(pod.name.starts_with(&format!("{rs_name}-")));
+        assert_eq!(object["metadata"]["labels"]["app"], DEPLOY);
+        assert_eq!(
+            object["metadata"]["ownerReferences"][0]["uid"],
+            rs["metadata"]["uid"]
+        );
+        assert_eq!(object["status"]["phase"], "Running");
+        assert_eq!(object["status"]["containerStatuses"][0]["ready"], true);
+        let log = std::fs::read_to_string(drill.supervisor.log_path(&pod.name)).expect("log");
+        assert!(
+            log.contains(&format!("worker ready pod={}", pod.name)),
+            "{log}"
+        );
+    }
+    let deployment = drill
+        .server
+        .store()
+        .get("apps/v1", "Deployment", Some(NS), DEPLOY)
+        .expect("deployment");
+    let status = common::wait_until("status written", SETTLES, || {
+        let d = drill
+            .server
+            .store()
+            .get("apps/v1", "Deployment", Some(NS), DEPLOY)?;
+        (d["status"]["readyReplicas"] == 3).then(|| d["status"].clone())
+    });
+    assert_eq!(status["updatedReplicas"], 3);
+    assert_eq!(status["availableReplicas"], 3);
+    assert_eq!(
+        status["observedGeneration"],
+        deployment["metadata"]["generation"]
+    );
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_is_stopped_then_resumed() {
+    let drill = Drill::start("pause", 1).await;
+    let pods = drill.settled(1).await;
+    let pid = pods[0].pid.expect("running");
+    let supervisor = drill.supervisor.clone();
+    let name = pods[0].name.clone();
+    let pause =
+        tokio::spawn(async move { supervisor.pause(&name, Duration::from_millis(800)).await });
+    common::wait_until("the worker stopped (SIGSTOP)", SETTLES, || {
+        (process_state(pid).as_deref() == Some("T")).then_some(())
+    });
+    assert!(drill.supervisor.pods()[0].paused);
+    pause.await.expect("joins").expect("pause succeeds");
+    common::wait_until("the worker resumed (SIGCONT)", SETTLES, || {
+        (process_state(pid).as_deref() != Some("T")).then_some(())
+    });
+    assert!(!drill.supervisor.pods()[0].paused);
+    let reasons: Vec<String> = drill
+        .server
+        .store()
+        .list("v1", "Event", Some(NS))
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == pods[0].name.as_str())
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(reasons.contains(&"Paused".to_string()), "{reasons:?}");
+    assert!(reasons.contains(&"Resumed".to_string()), "{reasons:?}");
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pause_still_resumes_the_worker() {
+    let drill = Drill::start("cancelled-pause", 1).await;
+    let pods = drill.settled(1).await;
+    let pid = pods[0].pid.expect("running");
+    let pause = drill
+        .supervisor
+        .pause(&pods[0].name, Duration::from_secs(60));
+    // The pause is dropped after 300 ms, long before it would end.
+    let _ = tokio::time::timeout(Duration::from_millis(300), pause).await;
+    common::wait_until("the worker resumed (SIGCONT)", SETTLES, || {
+        (process_state(pid).as_deref().is_some_and(|s| s != "T")).then_some(())
+    });
+    assert!(!drill.supervisor.pods()[0].paused);
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_is_restarted_in_its_pod() {
+    let drill = Drill::start("restart", 2).await;
+    let pods = drill.settled(2).await;
+    let victim = &pods[0];
+    let pid = victim.pid.expect("running");
+    // SAFETY: kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let restarted = common::wait_until_async("the pod's worker restarted", SETTLES, || async {
+        drill
+            .supervisor
+            .pods()
+            .into_iter()
+            .find(|p| p.name == victim.name && p.ready && p.pid.is_some_and(|p| p != pid))
+    })
+    .await;
+    assert_eq!(restarted.restarts, 1);
+    drill.settled(2).await;
+    let object = drill
+        .server
+        .store()
+        .get("v1", "Pod", Some(NS), &victim.name)
+        .expect("same pod");
+    assert_eq!(object["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(
+        object["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        128 + libc::SIGKILL
+    );
+    let warned = drill
+        .server
+        .store()
+        .list("v1", "Event", Some(NS))
+        .iter()
+        .any(|e| e["reason"] == "BackOff" && e["involvedObject"]["name"] == victim.name.as_str());
+    assert!(warned, "a Warning event names the restart");
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_stops_workers_with_sigterm() {
+    let drill = Drill::start("scale-down", 2).await;
+    let before = drill.settled(2).await;
+    set_replicas(&drill.server.store(), 1);
+    let after = drill.settled(1).await;
+    let stopped = before
+        .iter()
+        .find(|p| p.name != after[0].name)
+        .expect("one pod stopped");
+    // The worker saw SIGTERM and finished on its own (its last line).
+    let log = std::fs::read_to_string(drill.supervisor.log_path(&stopped.name)).expect("log");
+    assert!(
+        log.contains(&format!("stopping pod={}", stopped.name)),
+        "{log}"
+    );
+    common::wait_until("its Pod deleted", SETTLES, || {
+        (drill.pod_objects().len() == 1).then_some(())
+    });
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_worker_program_is_refused_at_start() {
+    let server = ClusterServer::start_seeded("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("cluster server starts");
+    let logs = tempfile::tempdir().expect("temp dir");
+    let config = SupervisorConfig::new(
+        logs.path(),
+        WorkerCommand {
+            program: PathBuf::from("/nonexistent/warroom"),
+            args: vec![],
+            env: vec![],
+        },
+    );
+    let err = Supervisor::start(server.store(), config)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("/nonexistent/warroom"), "{err}");
+    server.stop().await;
+}
