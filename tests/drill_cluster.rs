@@ -78,7 +78,6 @@ fn workers_of(parent: u32, marker: &str) -> BTreeSet<u32> {
 }
 
 /// Whether `pid` is alive and not a zombie.
-#[allow(dead_code)]
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -352,4 +351,81 @@ async fn a_missing_worker_program_is_refused_at_start() {
         .expect("refused");
     assert!(err.to_string().contains("/nonexistent/warroom"), "{err}");
     server.stop().await;
+}
+
+/// Set in the environment of the supervising process that
+/// [`no_orphan_after_the_supervising_process_is_killed`] starts (this same
+/// test binary, running that same test).
+const PARENT_ENV: &str = "WARROOM_TEST_SUPERVISING_PARENT";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_orphan_after_the_supervising_process_is_killed() {
+    if std::env::var_os(PARENT_ENV).is_some() {
+        // The supervising process: start three workers, say which, and wait
+        // to be killed (bounded, in case nobody does).
+        let drill = Drill::start("orphans", 3).await;
+        let pids: Vec<String> = drill
+            .settled(3)
+            .await
+            .iter()
+            .filter_map(|p| p.pid.map(|pid| pid.to_string()))
+            .collect();
+        println!("MARKER {}", drill.marker);
+        println!("WORKERS {}", pids.join(","));
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        return;
+    }
+    use std::io::BufRead;
+    let mut parent = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "no_orphan_after_the_supervising_process_is_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PARENT_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("supervising process starts");
+    let stdout = parent.stdout.take().expect("piped");
+    let (lines, incoming) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut marker = None;
+    let workers: Vec<u32> =
+        common::wait_until("the supervising process's workers", SETTLES, || {
+            let line = incoming.try_recv().ok()?;
+            // libtest may print the test's name on the same line first.
+            if let Some((_, m)) = line.split_once("MARKER ") {
+                marker = Some(m.trim().to_string());
+            }
+            line.split_once("WORKERS ").map(|(_, pids)| {
+                pids.trim()
+                    .split(',')
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+        });
+    let marker = marker.expect("marker printed before the workers");
+    assert_eq!(workers.len(), 3);
+    assert_eq!(
+        workers_of(parent.id(), &marker),
+        workers.iter().copied().collect::<BTreeSet<u32>>(),
+        "the workers are the supervising process's children"
+    );
+    parent.kill().expect("SIGKILL the supervising process");
+    parent.wait().expect("reaped");
+    common::wait_until("every worker gone", Duration::from_secs(2), || {
+        workers.iter().all(|pid| !alive(*pid)).then_some(())
+    });
 }

@@ -3,6 +3,9 @@
 //! life with `PR_SET_PDEATHSIG(SIGKILL)` so that it dies with the drill even
 //! when the drill is SIGKILLed and cannot clean up.
 //!
+//! Each worker runs in its own process group, so a Ctrl-C at the drill's
+//! terminal reaches the drill (which stops workers in order), not the workers.
+//!
 //! The death signal fires when the *thread* that forked the child exits, not
 //! the process. Children are therefore forked from one long-lived thread
 //! owned by [`Spawner`], which lives as long as the supervisor: a short-lived
@@ -184,10 +187,16 @@ fn spawn_now(spec: &WorkerSpec) -> Result<Worker, ProcessError> {
     // SAFETY: getpid is async-signal-safe and runs before the fork.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs between fork and exec and calls only
-    // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
+    // async-signal-safe functions (prctl, setpgid, getppid, _exit); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Its own process group: a Ctrl-C at the drill's terminal goes
+            // to the drill, which stops workers in order (SIGTERM), and not
+            // straight to every worker.
+            if libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before the death signal was armed.
