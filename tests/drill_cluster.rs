@@ -8,8 +8,11 @@
 
 mod common;
 
+use tokio::io::AsyncBufReadExt;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,6 +23,76 @@ const NS: &str = seed::DRILL_NAMESPACE;
 const DEPLOY: &str = seed::DRILL_DEPLOYMENT;
 /// Bound for processes to start or stop (generous for a loaded machine).
 const SETTLES: Duration = Duration::from_secs(30);
+
+/// Bound for one kubectl command (a hang is a failure).
+const KUBECTL_RUNS: Duration = Duration::from_secs(90);
+
+/// The real kubectl pointed at one drill cluster, with its own HOME (so its
+/// discovery cache belongs to this test alone).
+struct Kubectl {
+    bin: PathBuf,
+    home: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// None (after saying why) when kubectl is missing and this is not CI.
+    fn for_server(server: &ClusterServer) -> Option<Self> {
+        let bin = common::require_tool("kubectl", "kubectl")?;
+        let home = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = home.path().join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        Some(Self {
+            bin,
+            home,
+            kubeconfig,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.bin);
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::time::timeout(KUBECTL_RUNS, self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {KUBECTL_RUNS:?}"))
+            .expect("kubectl runs")
+    }
+
+    /// Runs kubectl, expects success, returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs kubectl, expects failure, returns stderr.
+    async fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
 
 /// The stand-in worker; `marker` goes into its environment so the test can
 /// find exactly its own processes in `/proc`.
@@ -428,4 +501,259 @@ async fn no_orphan_after_the_supervising_process_is_killed() {
     common::wait_until("every worker gone", Duration::from_secs(2), || {
         workers.iter().all(|pid| !alive(*pid)).then_some(())
     });
+}
+
+/// Names of the pods kubectl lists that are not terminating.
+async fn running_pods(kubectl: &Kubectl) -> BTreeSet<String> {
+    let listing = kubectl.ok(&["get", "pods", "-n", NS, "-o", "json"]).await;
+    let list: Value = serde_json::from_str(&listing).expect("a pod list");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_changes_the_number_of_worker_processes() {
+    let drill = Drill::start("kubectl-scale", 3).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    drill.settled(3).await;
+    for replicas in [1usize, 2] {
+        let scaled = kubectl
+            .ok(&[
+                "scale",
+                &format!("deploy/{DEPLOY}"),
+                "-n",
+                NS,
+                &format!("--replicas={replicas}"),
+            ])
+            .await;
+        assert!(scaled.contains("scaled"), "{scaled}");
+        let pods = drill.settled(replicas).await;
+        // Counted in /proc, not taken from the supervisor's word.
+        assert_eq!(drill.processes().len(), replicas);
+        let names: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
+        let listed = common::wait_until_async("kubectl lists the pods", SETTLES, || async {
+            let listed = running_pods(&kubectl).await;
+            (listed == names).then_some(listed)
+        })
+        .await;
+        assert_eq!(listed.len(), replicas);
+        let table = kubectl.ok(&["get", "deploy", DEPLOY, "-n", NS]).await;
+        assert!(
+            table.contains(&format!("{replicas}/{replicas}")),
+            "READY {replicas}/{replicas}: {table}"
+        );
+    }
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_restart_replaces_every_worker_and_rollout_status_completes() {
+    let drill = Drill::start("rollout", 3).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let before: BTreeSet<u32> = drill
+        .settled(3)
+        .await
+        .iter()
+        .filter_map(|p| p.pid)
+        .collect();
+    let restarted = kubectl
+        .ok(&["rollout", "restart", &format!("deploy/{DEPLOY}"), "-n", NS])
+        .await;
+    assert!(restarted.contains("restarted"), "{restarted}");
+    let status = kubectl
+        .ok(&[
+            "rollout",
+            "status",
+            &format!("deploy/{DEPLOY}"),
+            "-n",
+            NS,
+            "--timeout=60s",
+        ])
+        .await;
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let after: BTreeSet<u32> =
+        common::wait_until_async("the old workers gone", SETTLES, || async {
+            let pids: BTreeSet<u32> = drill
+                .settled(3)
+                .await
+                .iter()
+                .filter_map(|p| p.pid)
+                .collect();
+            before.iter().all(|pid| !alive(*pid)).then_some(pids)
+        })
+        .await;
+    assert!(
+        after.is_disjoint(&before),
+        "every process replaced: {before:?} → {after:?}"
+    );
+    let replica_sets = kubectl.ok(&["get", "rs", "-n", NS, "-o", "json"]).await;
+    let replica_sets: Value = serde_json::from_str(&replica_sets).expect("a list");
+    let desired: Vec<i64> = replica_sets["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|rs| rs["spec"]["replicas"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(desired.len(), 2, "a new ReplicaSet beside the old one");
+    assert!(desired.contains(&3) && desired.contains(&0), "{desired:?}");
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_shows_the_workers_lines() {
+    let drill = Drill::start("logs", 2).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let pods = drill.settled(2).await;
+    let pod = &pods[0].name;
+    let log = kubectl.ok(&["logs", pod, "-n", NS]).await;
+    assert_eq!(log, format!("worker ready pod={pod}\n"));
+    let tail = kubectl
+        .ok(&["logs", pod, "-n", NS, "--tail=1", "--timestamps"])
+        .await;
+    assert!(tail.contains(&format!("worker ready pod={pod}")), "{tail}");
+    // deploy/: kubectl picks one of the Deployment's pods.
+    let via_deploy = kubectl
+        .ok(&["logs", &format!("deploy/{DEPLOY}"), "-n", NS])
+        .await;
+    assert!(
+        pods.iter()
+            .any(|p| via_deploy == format!("worker ready pod={}\n", p.name)),
+        "{via_deploy}"
+    );
+    let missing = kubectl
+        .fails(&["logs", "order-service-nosuch-zzzzz", "-n", NS])
+        .await;
+    assert!(missing.contains("not found"), "{missing}");
+    let wrong = kubectl
+        .fails(&["logs", pod, "-n", NS, "-c", "sidecar"])
+        .await;
+    assert!(wrong.contains("sidecar"), "{wrong}");
+    // -f streams until the worker ends: its SIGTERM line arrives, then EOF.
+    let mut follow = kubectl
+        .command(&["logs", "-f", pod, "-n", NS])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f starts");
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().expect("piped")).lines();
+    let first = tokio::time::timeout(KUBECTL_RUNS, lines.next_line())
+        .await
+        .expect("kubectl logs -f prints the log so far")
+        .expect("reads")
+        .expect("a line");
+    assert_eq!(first, format!("worker ready pod={pod}"));
+    set_replicas(&drill.server.store(), 0);
+    let mut rest = Vec::new();
+    tokio::time::timeout(KUBECTL_RUNS, async {
+        while let Some(line) = lines.next_line().await.expect("reads") {
+            rest.push(line);
+        }
+    })
+    .await
+    .expect("kubectl logs -f ends when the worker ends");
+    assert_eq!(rest, [format!("stopping pod={pod}")]);
+    let status = tokio::time::timeout(KUBECTL_RUNS, follow.wait())
+        .await
+        .expect("kubectl exits")
+        .expect("waits");
+    assert!(status.success(), "{status}");
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_previous_shows_the_run_before_a_restart() {
+    let drill = Drill::start("logs-previous", 1).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let pods = drill.settled(1).await;
+    let pod = pods[0].name.clone();
+    let none = kubectl.fails(&["logs", &pod, "-n", NS, "--previous"]).await;
+    assert!(none.contains("previous terminated container"), "{none}");
+    let pid = pods[0].pid.expect("running");
+    // SAFETY: kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    common::wait_until_async("the worker restarted", SETTLES, || async {
+        drill
+            .supervisor
+            .pods()
+            .into_iter()
+            .find(|p| p.ready && p.restarts == 1)
+    })
+    .await;
+    let previous = kubectl.ok(&["logs", &pod, "-n", NS, "--previous"]).await;
+    assert_eq!(previous, format!("worker ready pod={pod}\n"));
+    let current = kubectl.ok(&["logs", &pod, "-n", NS]).await;
+    assert_eq!(
+        current,
+        format!("worker ready pod={pod}\n"),
+        "only the new run"
+    );
+    let table = kubectl.ok(&["get", "pod", &pod, "-n", NS]).await;
+    assert!(
+        table.contains("Running") && table.contains(" 1 "),
+        "RESTARTS 1: {table}"
+    );
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_shows_scaling_and_pause_events() {
+    let drill = Drill::start("events", 2).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let pods = drill.settled(2).await;
+    kubectl
+        .ok(&[
+            "scale",
+            &format!("deploy/{DEPLOY}"),
+            "-n",
+            NS,
+            "--replicas=1",
+        ])
+        .await;
+    let kept = drill.settled(1).await;
+    let pod = kept[0].name.clone();
+    drill
+        .supervisor
+        .pause(&pod, Duration::from_millis(300))
+        .await
+        .expect("pause");
+    let events = kubectl.ok(&["get", "events", "-n", NS]).await;
+    for expected in [
+        "ScalingReplicaSet",
+        "Scaled down replica set",
+        "Paused",
+        "Resumed",
+        "Killing",
+        &format!("pod/{pod}"),
+    ] {
+        assert!(events.contains(expected), "{expected:?} in:\n{events}");
+    }
+    let describe = kubectl
+        .ok(&["describe", &format!("deploy/{DEPLOY}"), "-n", NS])
+        .await;
+    assert!(describe.contains("Scaled down replica set"), "{describe}");
+    assert!(describe.contains("NewReplicaSet:"), "{describe}");
+    let described_pod = kubectl.ok(&["describe", "pod", &pod, "-n", NS]).await;
+    assert!(described_pod.contains("Paused"), "{described_pod}");
+    assert!(described_pod.contains("127.0.0.1"), "{described_pod}");
+    let stopped = pods.iter().find(|p| p.name != pod).expect("one stopped");
+    assert!(
+        events.contains(&format!("pod/{}", stopped.name)),
+        "the stopped pod's events outlive it:\n{events}"
+    );
+    drill.stop().await;
 }

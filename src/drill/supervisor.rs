@@ -41,7 +41,9 @@ use tokio::sync::{broadcast, watch};
 use super::pods::{self, LastExit, PodView, ReplicaSetCounts};
 pub use super::process::WorkerCommand;
 use super::process::{ProcessError, Spawner, Worker, WorkerSpec};
-use crate::cluster::{EventKind, EventRecorder, StatusMode, Store, seed, template_hash};
+use crate::cluster::{
+    EventKind, EventRecorder, LogSpan, PodLogs, StatusMode, Store, seed, template_hash,
+};
 
 /// A worker is ready once its log holds a line containing this.
 pub const READY_MARKER: &str = "worker ready";
@@ -158,6 +160,10 @@ struct PodState {
     started: String,
     running_since: String,
     ready: bool,
+    /// Where the current process's output begins in the pod's log.
+    run_start: u64,
+    /// The previous process's output (start, end), after a restart.
+    previous_run: Option<(u64, u64)>,
     /// Log offset scanned for the ready marker, and the bytes carried over.
     scanned: u64,
     carry: Vec<u8>,
@@ -280,6 +286,9 @@ impl Supervisor {
             stop,
             task: Mutex::new(None),
         });
+        inner
+            .store
+            .set_pod_logs(Some(Arc::new(SupervisorLogs(Arc::downgrade(&inner)))));
         let task = tokio::spawn(run(Arc::downgrade(&inner), changes, stopped));
         *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(Supervisor { inner })
@@ -404,6 +413,35 @@ impl Supervisor {
         }
         let mut state = self.inner.state();
         self.inner.write_status(&mut state);
+    }
+}
+
+/// The supervisor as the cluster server's source of pod logs.
+struct SupervisorLogs(Weak<Inner>);
+
+impl PodLogs for SupervisorLogs {
+    fn log(&self, namespace: &str, pod: &str, previous: bool) -> Option<LogSpan> {
+        let inner = self.0.upgrade()?;
+        if namespace != inner.config.namespace {
+            return None;
+        }
+        let path = inner.log_path(pod);
+        let state = inner.state();
+        let entry = state.pods.get(pod)?;
+        let (from, to) = match (previous, &entry.worker) {
+            (true, _) => {
+                let (from, to) = entry.previous_run?;
+                (from, Some(to))
+            }
+            (false, Some(_)) => (entry.run_start, None),
+            // Waiting to restart: the run that just ended, as kubectl shows
+            // a crash-looping container.
+            (false, None) => {
+                let (from, to) = entry.previous_run?;
+                (from, Some(to))
+            }
+        };
+        Some(LogSpan { path, from, to })
     }
 }
 
@@ -621,6 +659,8 @@ impl Inner {
             pod.worker = None;
             pod.ready = false;
             pod.pauses = 0;
+            let end = std::fs::metadata(self.log_path(&name)).map_or(pod.run_start, |m| m.len());
+            pod.previous_run = Some((pod.run_start, end));
             pod.last_exit = Some(LastExit {
                 code,
                 reason: reason.clone(),
@@ -727,6 +767,7 @@ impl Inner {
                 Ok(worker) => {
                     let pid = worker.pid();
                     pod.scanned = worker.log_start;
+                    pod.run_start = worker.log_start;
                     pod.carry.clear();
                     pod.worker = Some(worker);
                     pod.running_since = now();
@@ -968,6 +1009,8 @@ impl Inner {
             started: started.clone(),
             running_since: started,
             ready: false,
+            run_start: 0,
+            previous_run: None,
             scanned: 0,
             carry: Vec::new(),
             restarts: 0,
@@ -981,6 +1024,7 @@ impl Inner {
         let spawned = self.spawn(&name);
         if let Ok(worker) = &spawned {
             pod.scanned = worker.log_start;
+            pod.run_start = worker.log_start;
         }
         let (worker, failure) = match spawned {
             Ok(worker) => (Some(worker), None),
