@@ -757,3 +757,31 @@ async fn kubectl_shows_scaling_and_pause_events() {
     );
     drill.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_delete_pod_stops_its_worker_and_a_new_one_replaces_it() {
+    let drill = Drill::start("delete-pod", 2).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let before = drill.settled(2).await;
+    let victim = &before[0];
+    let pid = victim.pid.expect("running");
+    let deleted = kubectl.ok(&["delete", "pod", &victim.name, "-n", NS]).await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let after = common::wait_until_async("a replacement worker", SETTLES, || async {
+        let pods = drill.settled(2).await;
+        (!alive(pid) && pods.iter().all(|p| p.name != victim.name)).then_some(pods)
+    })
+    .await;
+    assert_eq!(drill.processes().len(), 2);
+    let log = std::fs::read_to_string(drill.supervisor.log_path(&victim.name)).expect("log");
+    assert!(
+        log.contains(&format!("stopping pod={}", victim.name)),
+        "SIGTERM, not SIGKILL: {log}"
+    );
+    let listed = running_pods(&kubectl).await;
+    let names: BTreeSet<String> = after.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(listed, names);
+    drill.stop().await;
+}

@@ -175,6 +175,9 @@ struct PodState {
     pauses: u32,
     /// The Pod object as last written.
     written: Option<Value>,
+    /// Deleted through the API (`kubectl delete pod`): its process is
+    /// stopped and the object is not written again.
+    deleted: bool,
 }
 
 #[derive(Debug)]
@@ -194,6 +197,8 @@ struct State {
     replica_sets: HashMap<String, ReplicaSetState>,
     serial: u64,
     stopping: bool,
+    /// Pods deleted through the API since the last pass.
+    deleted: Vec<String>,
 }
 
 struct Inner {
@@ -505,13 +510,10 @@ async fn run(
                 _ = stopped.changed() => return,
                 change = changes.recv() => match change {
                     Ok(change) => {
-                        let is_ours = change.object.get("kind").and_then(Value::as_str)
-                            == Some("Deployment")
-                            && inner.upgrade().is_some_and(|inner| {
-                                change.object.pointer("/metadata/name").and_then(Value::as_str)
-                                    == Some(inner.config.deployment.as_str())
-                            });
-                        if is_ours {
+                        let Some(inner) = inner.upgrade() else {
+                            return;
+                        };
+                        if inner.concerns_us(&change) {
                             break;
                         }
                     }
@@ -577,6 +579,38 @@ fn plan(desired: usize, mut current: Vec<Candidate>, mut old: Vec<Candidate>) ->
 }
 
 impl Inner {
+    /// Whether a store change needs a pass now: a change of the
+    /// Deployment, or one of our pods deleted by someone else (noted for
+    /// the pass, which stops its process).
+    fn concerns_us(&self, change: &crate::cluster::StoreEvent) -> bool {
+        let object = &change.object;
+        let name = object.pointer("/metadata/name").and_then(Value::as_str);
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str);
+        if namespace != Some(self.ns()) {
+            return false;
+        }
+        match object.get("kind").and_then(Value::as_str) {
+            Some("Deployment") => name == Some(self.config.deployment.as_str()),
+            Some("Pod") if change.event_type == crate::cluster::EventType::Deleted => {
+                let Some(name) = name else {
+                    return false;
+                };
+                let mut state = self.state();
+                let ours = state
+                    .pods
+                    .get(name)
+                    .is_some_and(|p| p.terminating.is_none() && !p.deleted);
+                if ours {
+                    state.deleted.push(name.to_string());
+                }
+                ours
+            }
+            _ => false,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Pod state is replaced field by field; a panic cannot leave it
         // unusable, so a poisoned lock is still used.
@@ -609,6 +643,12 @@ impl Inner {
     /// One reconcile pass.
     fn pass(&self) {
         let mut state = self.state();
+        for name in std::mem::take(&mut state.deleted) {
+            if let Some(pod) = state.pods.get_mut(&name) {
+                pod.deleted = true;
+            }
+            self.terminate(&mut state, &name, "the pod was deleted");
+        }
         self.reap(&mut state);
         self.scan_readiness(&mut state);
         self.restart_due(&mut state);
@@ -824,7 +864,15 @@ impl Inner {
             Some(pid) => format!("Stopping worker process {pid} (SIGTERM): {why}"),
             None => format!("Stopping pod: {why}"),
         };
-        self.pod_event(name, EventKind::Normal, "Killing", &message);
+        // A pod deleted through the API is reported as it was last written.
+        let object = self
+            .store
+            .get("v1", "Pod", Some(self.ns()), name)
+            .or_else(|| pod.written.clone());
+        if let Some(object) = object {
+            self.events
+                .record(&object, EventKind::Normal, "Killing", &message);
+        }
     }
 
     /// The ReplicaSet of `hash`, created (and recorded) if new.
@@ -1020,6 +1068,7 @@ impl Inner {
             deleting: None,
             pauses: 0,
             written: None,
+            deleted: false,
         };
         let spawned = self.spawn(&name);
         if let Ok(worker) = &spawned {
@@ -1077,6 +1126,9 @@ impl Inner {
         let Some(pod) = state.pods.get(name) else {
             return;
         };
+        if pod.deleted {
+            return;
+        }
         let Some(rs) = state.replica_sets.get(&pod.hash) else {
             return;
         };
