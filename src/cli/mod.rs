@@ -10,6 +10,7 @@
 mod bench;
 mod cluster;
 mod completions;
+mod drill_worker;
 mod exporter;
 mod numbers;
 pub mod output;
@@ -107,6 +108,9 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
     Man(completions::ManArgs),
+    /// PM-003 reproduced on this machine.
+    #[command(subcommand, hide = true)]
+    Drill(drill_worker::DrillCommand),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -145,6 +149,7 @@ pub fn main() -> ExitCode {
         Some(Command::Exporter(args)) => exporter::run(args),
         Some(Command::Completions(args)) => completions::completions(args),
         Some(Command::Man(args)) => completions::man(args),
+        Some(Command::Drill(cmd)) => drill_worker::run(cmd),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -12,6 +12,10 @@
 //! The worker process depends on the lock client and the order store only:
 //! nothing of Kubernetes, HTTP or the console runs in it.
 
+pub mod orders;
+pub mod stats;
+pub mod worker;
+
 /// Why a drill (or one of its parts) could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
