@@ -12,7 +12,11 @@
 //! The worker process depends on the lock client and the order store only:
 //! nothing of Kubernetes, HTTP or the console runs in it.
 
+pub mod gateway;
+pub mod load;
+pub mod lock_mode;
 pub mod orders;
+pub mod pauses;
 pub mod stats;
 pub mod worker;
 
