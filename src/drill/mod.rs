@@ -17,6 +17,7 @@ pub mod load;
 pub mod lock_mode;
 pub mod orders;
 pub mod pauses;
+pub mod reconcile;
 pub mod stats;
 pub mod worker;
 
