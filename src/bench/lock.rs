@@ -92,9 +92,10 @@ pub struct LockBench {
     pub events: bool,
     /// Also run the same benchmark against a peer library.
     pub compare: Option<Peer>,
-    /// Fenced mode: records on the lock's node, written with
+    /// Fenced mode: records on the lock's node, read in the grant's script
+    /// ([`crate::fence::colocated::acquire_and_read`]) and written with
     /// [`crate::fence::colocated::write_and_release`] instead of separate
-    /// claim, write and release calls.
+    /// acquire, claim, write and release calls.
     pub colocated: bool,
     /// Connections per node, shared round-robin by the clients.
     pub connections: usize,
@@ -980,10 +981,14 @@ async fn client_loop(
         let record = record_key(&shared.prefix, k);
         let start = Instant::now();
         let paused = match &mut lock {
-            ClientLock::Fenced(l) if shared.colocated => match l.acquire(&key, wait).await {
-                Ok(lease) => Some(colocated_cycle(id, k, &record, lease, &store, &shared).await),
-                Err(_) => None,
-            },
+            ClientLock::Fenced(l) if shared.colocated => {
+                match colocated::acquire_and_read(l, &key, &record, wait).await {
+                    Ok((lease, current)) => {
+                        Some(colocated_cycle(id, k, &record, lease, current, &shared).await)
+                    }
+                    Err(_) => None,
+                }
+            }
             ClientLock::Fenced(l) => match l.acquire(&key, wait).await {
                 Ok(lease) => {
                     let until = lease.valid_until();
@@ -1117,14 +1122,14 @@ async fn fenced_cycle(
     paused
 }
 
-/// Colocated: plain read, maybe stall, then write-and-release (refused if a
-/// newer lease was granted meanwhile).
+/// Colocated: the record was read in the grant's script; maybe stall, then
+/// write-and-release (refused if a newer lease was granted meanwhile).
 async fn colocated_cycle(
     id: usize,
     k: usize,
     record: &str,
     lease: crate::lock::Lease,
-    store: &FencedStore,
+    current: crate::fence::Record,
     shared: &Shared,
 ) -> Duration {
     let stats = &shared.stats;
@@ -1133,15 +1138,6 @@ async fn colocated_cycle(
         Stats::bump(&stats.double_grants);
     }
     let generation = referee.takeover(k);
-    let current = match store.read(record).await {
-        Ok(current) => current,
-        Err(_) => {
-            Stats::bump(&stats.errors);
-            referee.released(k, id);
-            let _ = lease.release().await;
-            return Duration::ZERO;
-        }
-    };
     let paused = shared.maybe_pause().await;
     let stale = referee.superseded(k, generation);
     let next = (counter_value(current.value.as_deref()) + 1).to_string();
