@@ -339,3 +339,15 @@ fn out_of_range_node_options_are_refused() {
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
 }
+
+#[test]
+fn an_unreachable_node_behind_the_proxy_ends_the_run_with_exit_4_and_no_password() {
+    let port = warroom::redis_node::free_port().expect("a free port");
+    let url = format!("redis://:hunter2secret@127.0.0.1:{port}");
+    let out = bench(&["--redis", &url, "--node-delay-ms", "1", "--duration", "0.5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2secret"));
+}

@@ -674,6 +674,25 @@ fn behind_proxy(url: &str, delay: Duration) -> Result<(DelayProxy, String), Benc
     let host = host
         .rsplit_once(':')
         .map_or(host, |(h, _)| h.trim_end_matches(']'));
+    // A node that cannot be reached is reported as such, not as a
+    // connection the proxy accepted and then closed.
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&upstream.as_str())
+        .and_then(|mut addrs| {
+            addrs
+                .next()
+                .ok_or_else(|| std::io::Error::other("the host resolves to no address"))
+        })
+        .and_then(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)));
+    if let Err(e) = reachable {
+        return Err(BenchError::Setup {
+            url: crate::redis_url::shown(url),
+            message: format!(
+                "cannot set up the benchmark: cannot reach {}: {e}; is redis-server running \
+                 there?",
+                crate::redis_url::shown(url)
+            ),
+        });
+    }
     let proxy = DelayProxy::start(&upstream, delay).map_err(|e| BenchError::Setup {
         url: crate::redis_url::shown(url),
         message: format!(
