@@ -22,10 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::{Map, Value};
-use tokio::sync::watch;
-
+use super::cancel::Cancel;
 use super::check;
 use super::event::{ConfirmRequest, Confirmation, Confirmer, StepEvent, StepObserver, StepPhase};
 use super::lease::{LeaseError, RunLease};
@@ -38,9 +35,15 @@ use super::record::{
 use super::step::{Change, Check, Edit, Effect};
 use crate::kube::{KubeAccess, KubeError, ObjectRef};
 use crate::redact::{redact_text, redact_value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// How many times a write is retried after a 409 with a fresh read.
 const CONFLICT_RETRIES: usize = 8;
+
+/// Why a run stops when its Lease is lost.
+const LEASE_LOST: &str = "the run lease was lost (taken by someone else, or not renewed within \
+                          its duration); stopping";
 
 /// The name under which the whole plan is confirmed when a change comes
 /// before any `confirm` step.
@@ -130,6 +133,10 @@ pub enum Outcome {
     Stopped,
     /// A run was undone (`warroom undo`).
     Undone,
+    /// The run was cancelled (Ctrl-C, SIGTERM, the console) and what it
+    /// applied was undone; the steps say what is left when the undo was
+    /// declined or stopped.
+    Cancelled,
 }
 
 /// The result of a run or an undo.
@@ -189,15 +196,15 @@ pub struct Engine {
     observer: Arc<dyn StepObserver>,
     confirmer: Arc<dyn Confirmer>,
     lease_duration: Duration,
-    cancel: Option<watch::Receiver<bool>>,
+    cancel: Cancel,
 }
 
 /// Why a run stops before its next step, keeping what it applied.
 enum Halt {
     /// A step event could not be recorded in the incident journal.
     Journal(String),
-    /// The operator interrupted the run.
-    Interrupted,
+    /// The run was cancelled (Ctrl-C, SIGTERM, the console).
+    Cancelled(String),
 }
 
 impl Halt {
@@ -207,8 +214,17 @@ impl Halt {
                 "the incident journal could not be written ({err}), so the next change would \
                  be missing from it"
             ),
-            Halt::Interrupted => "interrupted by the operator (Ctrl-C)".into(),
+            Halt::Cancelled(who) => cancelled_by(who),
         }
+    }
+}
+
+/// "cancelled by the operator (Ctrl-C)".
+fn cancelled_by(who: &str) -> String {
+    if who.is_empty() {
+        "cancelled by the operator".into()
+    } else {
+        format!("cancelled by the operator ({who})")
     }
 }
 
@@ -353,32 +369,26 @@ impl Engine {
             observer,
             confirmer,
             lease_duration: Duration::from_secs(15),
-            cancel: None,
+            cancel: Cancel::new(),
         }
     }
 
-    /// Stops runs and undos when `cancel` becomes true (Ctrl-C): before
-    /// the next step, during a wait, or at a prompt (which counts as
-    /// declined). What was applied is kept.
-    pub fn with_cancel(mut self, cancel: watch::Receiver<bool>) -> Self {
-        self.cancel = Some(cancel);
+    /// Stops runs and undos when `cancel` is cancelled (see
+    /// [`super::cancel`]): a run stops before its next write — cutting a
+    /// wait or a gate short — and undoes what it applied, asking the
+    /// confirmer first; an undo stops before its next write.
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
         self
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(|c| *c.borrow())
+        self.cancel.is_cancelled()
     }
 
-    /// Resolves when the run is cancelled (never without a cancel signal).
+    /// Resolves when the run is cancelled.
     async fn until_cancelled(&self) {
-        match self.cancel.clone() {
-            Some(mut cancel) => {
-                if cancel.wait_for(|c| *c).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
+        self.cancel.cancelled().await;
     }
 
     /// Why the run must stop before its next change, if it must.
@@ -386,7 +396,16 @@ impl Engine {
         if let Some(err) = self.observer.failure() {
             return Some(Halt::Journal(err));
         }
-        self.cancelled().then_some(Halt::Interrupted)
+        self.cancelled()
+            .then(|| Halt::Cancelled(self.cancel.reason()))
+    }
+
+    /// The outcome of a run that halted before it changed anything.
+    fn halted_outcome(halt: &Halt) -> Outcome {
+        match halt {
+            Halt::Journal(_) => Outcome::Stopped,
+            Halt::Cancelled(_) => Outcome::Cancelled,
+        }
     }
 
     /// Changes how long the run lease lasts without renewal (default 15 s).
@@ -577,7 +596,7 @@ impl Engine {
         };
         if let Some(halt) = self.halt() {
             return Ok(report(
-                Outcome::Stopped,
+                Self::halted_outcome(&halt),
                 Vec::new(),
                 format!("{}; nothing was changed", halt.reason()),
                 false,
@@ -667,6 +686,7 @@ impl Engine {
                     changing.join(", ")
                 ),
                 answer: None,
+                default_yes: false,
             };
             match self.ask(&request).await {
                 Confirmation::Approved => run.emit(
@@ -677,6 +697,17 @@ impl Engine {
                     None,
                     request.prompt.clone(),
                 ),
+                Confirmation::Declined if self.cancelled() => {
+                    return Ok(report(
+                        Outcome::Cancelled,
+                        Vec::new(),
+                        format!(
+                            "{} at the confirmation of the plan; nothing was changed",
+                            cancelled_by(&self.cancel.reason())
+                        ),
+                        false,
+                    ));
+                }
                 Confirmation::Declined => {
                     return Ok(report(
                         Outcome::Refused,
@@ -699,7 +730,7 @@ impl Engine {
         }
         if let Some(halt) = self.halt() {
             return Ok(report(
-                Outcome::Stopped,
+                Self::halted_outcome(&halt),
                 Vec::new(),
                 format!("{}; nothing was changed", halt.reason()),
                 false,
@@ -750,14 +781,21 @@ impl Engine {
         let mut failures = Vec::new();
         // Why the run stopped early keeping what it applied, and where.
         let mut stopped: Option<(String, String)> = None;
+        // Where the run was cancelled: (in words, step, kind).
+        let mut cancelled_at: Option<(String, String, String)> = None;
         for step in &playbook.steps {
             if let Some(halt) = self.halt() {
-                outcome = Outcome::Stopped;
-                stopped = Some((format!("before step `{}`", step.name), halt.reason()));
+                let place = format!("before step `{}`", step.name);
+                if let Halt::Cancelled(_) = halt {
+                    cancelled_at = Some((place, step.name.clone(), step.kind.into()));
+                } else {
+                    outcome = Outcome::Stopped;
+                    stopped = Some((place, halt.reason()));
+                }
                 break;
             }
             if lease.is_lost() {
-                message = "the run lease was lost (taken by someone else, or not renewed within its duration); stopping".into();
+                message = LEASE_LOST.into();
                 outcome = self
                     .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
                     .await;
@@ -787,7 +825,7 @@ impl Engine {
                 continue;
             }
             let step_started = Instant::now();
-            let result = self.step(&run, step).await;
+            let result = self.step(&run, step, &lease).await;
             if matches!(step.effect, Effect::Wait(_) | Effect::Gate(_)) {
                 waited += step_started.elapsed();
             }
@@ -820,7 +858,25 @@ impl Engine {
                         break;
                     }
                 }
-                Err(failure) if failure.declined || failure.interrupted => {
+                Err(failure) if failure.interrupted => {
+                    // Cut short by a cancellation: nothing of this step
+                    // was written; what came before is undone below.
+                    record.steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: target_of(step).cloned(),
+                        changes: Vec::new(),
+                        outcome: StepOutcome::Cancelled,
+                        message: clean(&failure.message),
+                    });
+                    cancelled_at = Some((
+                        format!("at step `{}`", step.name),
+                        step.name.clone(),
+                        step.kind.into(),
+                    ));
+                    break;
+                }
+                Err(failure) if failure.declined => {
                     // The operator said no (or could not be asked, or
                     // interrupted): stop here and keep what was applied.
                     // Putting it back is `warroom undo`'s job, when asked.
@@ -837,18 +893,10 @@ impl Engine {
                         kind: step.kind.into(),
                         target: target_of(step).cloned(),
                         changes: Vec::new(),
-                        outcome: if failure.declined {
-                            StepOutcome::Declined
-                        } else {
-                            StepOutcome::Failed
-                        },
+                        outcome: StepOutcome::Declined,
                         message: clean(&failure.message),
                     });
-                    outcome = if failure.declined {
-                        Outcome::Declined
-                    } else {
-                        Outcome::Stopped
-                    };
+                    outcome = Outcome::Declined;
                     stopped = Some((format!("at step `{}`", step.name), failure.message));
                     break;
                 }
@@ -887,6 +935,12 @@ impl Engine {
                 }
             }
         }
+        if let Some((place, step, kind)) = &cancelled_at {
+            outcome = Outcome::Cancelled;
+            message = self
+                .undo_cancelled(&run, &mut record, &lease, place, (step, kind))
+                .await;
+        }
         let kept: Vec<&str> = record
             .steps
             .iter()
@@ -904,6 +958,7 @@ impl Engine {
                 record.steps.len(),
                 kept.len()
             ),
+            (Outcome::Cancelled, _) => message.clone(),
             (Outcome::Declined | Outcome::Stopped, Some((place, why))) => {
                 let kept_text = if kept.is_empty() {
                     "nothing was changed".to_owned()
@@ -942,6 +997,7 @@ impl Engine {
             Outcome::Refused => RunOutcome::Refused,
             Outcome::Declined => RunOutcome::Declined,
             Outcome::Stopped => RunOutcome::Stopped,
+            Outcome::Cancelled => RunOutcome::Cancelled,
             _ => RunOutcome::Failed,
         };
         record.message = clean(&message);
@@ -963,6 +1019,145 @@ impl Engine {
             waited_ms: waited.as_millis() as u64,
             journal_error: self.observer.failure(),
         })
+    }
+
+    /// After a cancellation: says so in the event stream, asks whether to
+    /// undo the applied steps (default yes; nobody to ask means yes), and
+    /// undoes them in reverse while holding the Lease. A second request
+    /// ([`Cancel::abandon`]) or a lost Lease stops the undo before its next
+    /// write. Returns the run's message, saying what is left.
+    async fn undo_cancelled(
+        &self,
+        run: &Run<'_>,
+        record: &mut RunRecord,
+        lease: &RunLease,
+        place: &str,
+        (step, kind): (&str, &str),
+    ) -> String {
+        let why = cancelled_by(&self.cancel.reason());
+        let applied: Vec<usize> = (0..record.steps.len())
+            .rev()
+            .filter(|&i| {
+                let step = &record.steps[i];
+                step.outcome.left_changes() && !step.changes.is_empty() && step.target.is_some()
+            })
+            .collect();
+        let names = |steps: &[StepRecord], indices: &[usize]| {
+            indices
+                .iter()
+                .map(|&i| steps[i].name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let all = names(&record.steps, &applied);
+        run.emit(
+            StepPhase::Cancelled,
+            step,
+            kind,
+            None,
+            None,
+            if applied.is_empty() {
+                format!("{why} {place}; nothing had been changed")
+            } else {
+                format!(
+                    "{why} {place}; undoing the {} applied step(s) ({all})",
+                    applied.len()
+                )
+            },
+        );
+        if applied.is_empty() {
+            return format!("{why} {place}; nothing had been changed");
+        }
+        let request = ConfirmRequest {
+            run_id: run.run_id.clone(),
+            playbook: run.playbook.clone(),
+            step: "undo".into(),
+            prompt: format!("Undo the {} applied change(s) ({all})?", applied.len()),
+            answer: None,
+            default_yes: true,
+        };
+        let answer = if self.cancel.is_abandoned() {
+            Confirmation::Declined
+        } else if self.confirmer.can_ask().is_err() {
+            Confirmation::Approved
+        } else {
+            tokio::select! {
+                answer = self.confirmer.confirm(&request) => answer,
+                _ = self.cancel.abandoned() => Confirmation::Declined,
+                _ = lease.until_lost() => Confirmation::Declined,
+            }
+        };
+        if answer == Confirmation::Declined {
+            let reason = if lease.is_lost() {
+                "the run lease was lost before the undo"
+            } else if self.cancel.is_abandoned() {
+                "the undo was stopped"
+            } else {
+                "the undo was declined"
+            };
+            return format!(
+                "{why} {place}; {reason}: the {} applied step(s) are kept ({all})",
+                applied.len()
+            );
+        }
+        let mut left = Vec::new();
+        let mut failures = Vec::new();
+        let mut stop: Option<&str> = None;
+        for &index in &applied {
+            if stop.is_none() {
+                if self.cancel.is_abandoned() {
+                    stop = Some("the undo was stopped");
+                } else if lease.is_lost() {
+                    stop = Some("the run lease was lost during the undo");
+                }
+            }
+            if stop.is_some() {
+                left.push(index);
+                continue;
+            }
+            let step = &record.steps[index];
+            let Some(target) = step.target.clone() else {
+                continue;
+            };
+            match self
+                .revert(run, &step.name, &step.kind, &target, &step.changes)
+                .await
+            {
+                Ok(_) => record.steps[index].outcome = StepOutcome::Undone,
+                Err(failure) => {
+                    run.emit(
+                        StepPhase::Failed,
+                        &record.steps[index].name,
+                        &record.steps[index].kind,
+                        Some(&target),
+                        None,
+                        format!("undo failed: {}", failure.message),
+                    );
+                    failures.push(format!(
+                        "undoing `{}` failed: {}",
+                        record.steps[index].name, failure.message
+                    ));
+                    left.push(index);
+                }
+            }
+        }
+        let undone = applied.len() - left.len();
+        if left.is_empty() {
+            return format!("{why} {place}; the {undone} applied step(s) were undone ({all})");
+        }
+        let mut text = format!("{why} {place}; {undone} applied step(s) undone");
+        if let Some(stop) = stop {
+            text.push_str(&format!("; {stop}"));
+        }
+        for failure in failures {
+            text.push_str(&format!("; {failure}"));
+        }
+        text.push_str(&format!(
+            "; {} step(s) left in place ({})",
+            left.len(),
+            names(&record.steps, &left)
+        ));
+        text
     }
 
     /// Undoes applied steps in reverse after a failure (unless `stop`).
@@ -1109,7 +1304,12 @@ impl Engine {
         }
     }
 
-    async fn step(&self, run: &Run<'_>, step: &BoundStep) -> Result<StepRecord, StepFailure> {
+    async fn step(
+        &self,
+        run: &Run<'_>,
+        step: &BoundStep,
+        lease: &RunLease,
+    ) -> Result<StepRecord, StepFailure> {
         let mut done = StepRecord {
             name: step.name.clone(),
             kind: step.kind.into(),
@@ -1161,12 +1361,14 @@ impl Engine {
                             return Err(StepFailure {
                                 interrupted: true,
                                 ..StepFailure::new(format!(
-                                    "interrupted by the operator (Ctrl-C) while waiting for {} on {}",
+                                    "{} while waiting for {} on {}",
+                                    cancelled_by(&self.cancel.reason()),
                                     describe(&wait.until),
                                     wait.target
                                 ))
                             });
                         }
+                        _ = lease.until_lost() => return Err(StepFailure::new(LEASE_LOST)),
                     }
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
@@ -1178,8 +1380,13 @@ impl Engine {
                     step: step.name.clone(),
                     prompt: gate.prompt.clone(),
                     answer: gate.answer.clone(),
+                    default_yes: false,
                 };
-                match self.ask(&request).await {
+                let answer = tokio::select! {
+                    answer = self.ask(&request) => answer,
+                    _ = lease.until_lost() => return Err(StepFailure::new(LEASE_LOST)),
+                };
+                match answer {
                     Confirmation::Approved => {
                         run.emit(
                             StepPhase::Confirmed,
@@ -1191,9 +1398,13 @@ impl Engine {
                         );
                     }
                     Confirmation::Declined if self.cancelled() => {
-                        return Err(StepFailure::declined(
-                            "interrupted at the confirmation (Ctrl-C)",
-                        ));
+                        return Err(StepFailure {
+                            interrupted: true,
+                            ..StepFailure::new(format!(
+                                "{} at the confirmation",
+                                cancelled_by(&self.cancel.reason())
+                            ))
+                        });
                     }
                     Confirmation::Declined => {
                         return Err(StepFailure::declined("declined by the operator"));
@@ -1646,13 +1857,17 @@ impl Engine {
             step: "undo".into(),
             prompt: clean(&prompt),
             answer: None,
+            default_yes: false,
         };
         match self.ask(&request).await {
             Confirmation::Approved => {}
             Confirmation::Declined if self.cancelled() => {
                 return Ok(refused(
                     plan,
-                    "undo interrupted at the confirmation (Ctrl-C); nothing was changed".into(),
+                    format!(
+                        "undo {} at the confirmation; nothing was changed",
+                        cancelled_by(&self.cancel.reason())
+                    ),
                 ));
             }
             Confirmation::Declined => {

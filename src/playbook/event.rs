@@ -112,6 +112,10 @@ pub struct ConfirmRequest {
     pub prompt: String,
     /// For dangerous steps, the exact text to type.
     pub answer: Option<String>,
+    /// The answer an empty reply gives (`[Y/n]` when true, `[y/N]` when
+    /// false): true only for putting things back after a cancellation.
+    #[serde(default)]
+    pub default_yes: bool,
 }
 
 /// A human's answer.

@@ -13,6 +13,7 @@
 //! It knows nothing about terminals or the console.
 //! All API server traffic goes through [`crate::kube`].
 
+pub mod cancel;
 pub mod check;
 pub mod engine;
 pub mod event;
@@ -26,6 +27,7 @@ pub mod step;
 pub mod template;
 pub mod validate;
 
+pub use cancel::Cancel;
 pub use engine::{Engine, Outcome, Plan, RunOptions, RunReport};
 pub use event::{
     AutoApprove, ConfirmRequest, Confirmation, Confirmer, EventLog, StepEvent, StepObserver,
