@@ -2485,3 +2485,129 @@ async fn a_lease_holder_name_cannot_rewrite_the_terminal() {
     );
     drill.server.stop().await;
 }
+
+// ---- the event stream and the Lease during waits -------------------------
+
+/// Scales down, then waits for the rollout.
+const SCALE_AND_WAIT_FOR_ROLLOUT: &str = "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 3}\n  - name: rollout\n    wait:\n      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}\n      until: rollout-complete\n      timeout: 60s\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_progress_during_a_rollout_wait() {
+    let drill = Drill::start().await;
+    let store = drill.server.store();
+    // Status moves only when this test moves it, as a controller would.
+    store.set_status_mode(warroom::cluster::StatusMode::External);
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let mut run =
+        Arc::new(engine).start(bind_text(SCALE_AND_WAIT_FOR_ROLLOUT), RunOptions::default());
+    let status = |ready: i64| {
+        json!({"observedGeneration": 99, "replicas": 3, "updatedReplicas": 3,
+               "readyReplicas": ready, "availableReplicas": ready})
+    };
+    let mut seen = Vec::new();
+    let mut ready = 0;
+    let deadline = std::time::Duration::from_secs(30);
+    while let Ok(Some(event)) = tokio::time::timeout(deadline, run.events.recv()).await {
+        seen.push((event.step.clone(), event.phase, event.message.clone()));
+        if event.step == "rollout" && event.phase == StepPhase::Progress {
+            // Each observation is reported before the next one is made.
+            ready += 1;
+            store
+                .set_status(
+                    "apps/v1",
+                    "Deployment",
+                    Some(NS),
+                    "order-service",
+                    status(ready),
+                )
+                .unwrap();
+        }
+    }
+    let report = run.report.await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let progress: Vec<&str> = seen
+        .iter()
+        .filter(|(step, phase, _)| step == "rollout" && *phase == StepPhase::Progress)
+        .map(|(_, _, message)| message.as_str())
+        .collect();
+    for (index, want) in ["rollout 1/3 ready", "rollout 2/3 ready"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            progress.iter().any(|p| p.starts_with(want)),
+            "progress {index} {want:?} in {progress:?}"
+        );
+    }
+    let verified = seen
+        .iter()
+        .position(|(step, phase, _)| step == "rollout" && *phase == StepPhase::Verified)
+        .expect("the wait ends verified");
+    let last_progress = seen
+        .iter()
+        .rposition(|(step, phase, _)| step == "rollout" && *phase == StepPhase::Progress)
+        .unwrap();
+    assert!(last_progress < verified, "{seen:?}");
+    assert_eq!(drill.replicas(), 3);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_away_during_a_wait_stops_the_run() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let engine = engine.with_lease_duration(std::time::Duration::from_secs(3));
+    let store = drill.server.store();
+    let requests = drill.server.requests();
+    let thief = tokio::spawn(async move {
+        common::wait_until_async(
+            "the wait to poll",
+            std::time::Duration::from_secs(30),
+            || {
+                let requests = requests.clone();
+                async move {
+                    requests
+                        .entries()
+                        .iter()
+                        .any(|r| r.path_and_query.contains("/configmaps/never-there"))
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        // Another operator takes the Lease over.
+        let mut lease = store
+            .get(
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some(NS),
+                "warroom-playbook",
+            )
+            .expect("the run holds the lease");
+        lease["spec"]["holderIdentity"] = json!("bo on laptop-2");
+        lease["spec"]["renewTime"] = json!(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+                .to_string()
+        );
+        store.put(lease).unwrap();
+    });
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        engine.run(&bind_text(WAITS_FOREVER), RunOptions::default()),
+    )
+    .await
+    .expect("the one-hour wait is cut short")
+    .unwrap();
+    thief.await.unwrap();
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(
+        report.message.contains("the run lease was lost"),
+        "{}",
+        report.message
+    );
+    assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
+    let records = engine.records(NS).await.unwrap();
+    assert_ne!(records.last().unwrap().outcome, RunOutcome::Running);
+    drill.server.stop().await;
+}

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use serde_json::Value;
 use warroom::cluster::ClusterServer;
 use warroom::kube::{KubeAccess, KubeTarget};
-use warroom::playbook::event::Observers;
 use warroom::playbook::journal::TimelineRecorder;
 use warroom::playbook::record::RunOutcome;
 use warroom::playbook::{AutoApprove, Engine, Outcome, RunOptions, StepEvent, StepObserver};
@@ -234,9 +233,8 @@ async fn a_journal_that_stops_answering_mid_run_stops_the_run_before_its_next_ch
     let (server, dir, kubeconfig) = local_cluster().await;
     let path = dir.path().join("PM-004.jsonl");
     let journal = warroom::timeline::Journal::open_or_create(&path).expect("journal");
-    let recorder = Arc::new(
-        TimelineRecorder::new(journal).with_timeout(std::time::Duration::from_millis(300)),
-    );
+    let recorder =
+        Arc::new(TimelineRecorder::new(journal).with_timeout(std::time::Duration::from_secs(2)));
     let lock = Arc::new(LockJournalAfter {
         step: "scale-down",
         path: path.clone(),
@@ -251,11 +249,10 @@ async fn a_journal_that_stops_answering_mid_run_stops_the_run_before_its_next_ch
         .await
         .expect("connects"),
     );
-    let engine = Engine::new(
-        kube,
-        Arc::new(Observers(vec![lock.clone(), recorder.clone()])),
-        Arc::new(AutoApprove),
-    );
+    // The lock is taken as the event is sent; the recorder, a subscriber,
+    // then finds the journal locked.
+    let engine = Engine::new(kube, lock.clone(), Arc::new(AutoApprove));
+    tokio::spawn(recorder.clone().record(engine.subscribe_acknowledged()));
     let bound = warroom::playbook::load_file(Path::new("playbooks/lock-contention.yaml"))
         .expect("valid")
         .bind(&[], None, "orders")

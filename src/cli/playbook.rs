@@ -16,12 +16,12 @@ use std::sync::OnceLock;
 use clap::{Args, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use warroom::kube::{KubeAccess, KubeError, KubeTarget, names};
-use warroom::playbook::event::{ConfirmFuture, Observers};
+use warroom::playbook::event::{AckedEvents, ConfirmFuture};
 use warroom::playbook::journal::{APPEND_TIMEOUT, TimelineRecorder};
 use warroom::playbook::record::display_path;
 use warroom::playbook::{
     AutoApprove, Cancel, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, LoadError,
-    Outcome, RunOptions, RunReport, StepEvent, StepObserver, StepPhase,
+    Outcome, RunOptions, RunReport, StepEvent, StepPhase,
 };
 
 use super::{CommandResult, Exit, Failure};
@@ -450,8 +450,9 @@ fn shown_value(value: Option<&serde_json::Value>) -> String {
 }
 
 /// The engine for a run or an undo: events kept for the report, printed as
-/// they happen in text mode and recorded in the timeline when asked; gates
-/// answered by `--yes` or on the terminal.
+/// they happen in text mode and recorded in the timeline when asked (both
+/// subscribers the engine waits for); gates answered by `--yes` or on the
+/// terminal.
 fn engine_for(
     kube: &Arc<KubeAccess>,
     output: Output,
@@ -459,19 +460,18 @@ fn engine_for(
     recorder: Option<&Arc<TimelineRecorder>>,
 ) -> (Engine, Arc<EventLog>) {
     let log = Arc::new(EventLog::default());
-    let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
-    if output == Output::Text {
-        observers.push(Arc::new(TextEvents));
-    }
-    if let Some(recorder) = recorder {
-        observers.push(recorder.clone());
-    }
     let confirmer: Arc<dyn Confirmer> = if yes {
         Arc::new(AutoApprove)
     } else {
         Arc::new(TerminalConfirmer)
     };
-    let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
+    let engine = Engine::new(kube.clone(), log.clone(), confirmer);
+    if output == Output::Text {
+        tokio::spawn(print_events(engine.subscribe_acknowledged()));
+    }
+    if let Some(recorder) = recorder {
+        tokio::spawn(recorder.clone().record(engine.subscribe_acknowledged()));
+    }
     (engine, log)
 }
 
@@ -689,41 +689,44 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output, context: &Co
     exit
 }
 
-/// Prints each event as one line.
-struct TextEvents;
-
-impl StepObserver for TextEvents {
-    fn on_event(&self, e: &StepEvent) {
-        let target = e.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
-        let fields = match (&e.before, &e.after) {
-            (Some(serde_json::Value::Object(before)), Some(serde_json::Value::Object(after))) => {
-                before
-                    .iter()
-                    .map(|(path, b)| {
-                        let a = after.get(path).cloned().unwrap_or(serde_json::Value::Null);
-                        format!("{}: {b} -> {a}", display_path(path))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-            _ => String::new(),
-        };
-        let detail = if fields.is_empty() {
-            e.message.clone()
-        } else {
-            fields
-        };
-        let phase = format!("{:?}", e.phase).to_lowercase();
-        let when = if e.phase == StepPhase::Planned {
-            "plan".to_owned()
-        } else {
-            e.at.strftime("%H:%M:%S%.3f").to_string()
-        };
-        super::output::line(format_args!(
-            "  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}",
-            e.step, e.kind
-        ));
+/// Prints each event as one line, acknowledging it once printed (so that
+/// the lines come before the next prompt).
+async fn print_events(mut events: AckedEvents) {
+    while let Some(event) = events.recv().await {
+        print_event(&event);
+        events.acknowledge(Ok(()));
     }
+}
+
+/// One event as one line.
+fn print_event(e: &StepEvent) {
+    let target = e.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
+    let fields = match (&e.before, &e.after) {
+        (Some(serde_json::Value::Object(before)), Some(serde_json::Value::Object(after))) => before
+            .iter()
+            .map(|(path, b)| {
+                let a = after.get(path).cloned().unwrap_or(serde_json::Value::Null);
+                format!("{}: {b} -> {a}", display_path(path))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    let detail = if fields.is_empty() {
+        e.message.clone()
+    } else {
+        fields
+    };
+    let phase = format!("{:?}", e.phase).to_lowercase();
+    let when = if e.phase == StepPhase::Planned {
+        "plan".to_owned()
+    } else {
+        e.at.strftime("%H:%M:%S%.3f").to_string()
+    };
+    super::output::line(format_args!(
+        "  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}",
+        e.step, e.kind
+    ));
 }
 
 /// Asks on the terminal; refuses when stdin is not one.

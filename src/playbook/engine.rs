@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use super::cancel::Cancel;
 use super::check;
-use super::event::{ConfirmRequest, Confirmation, Confirmer, StepEvent, StepObserver, StepPhase};
+use super::event::{
+    AckedEvents, ConfirmRequest, Confirmation, Confirmer, EventHub, EventReceiver, StepEvent,
+    StepObserver, StepPhase,
+};
 use super::lease::{LeaseError, RunLease};
 use super::load::{BoundPlaybook, BoundStep};
 use super::model::OnFailure;
@@ -190,10 +193,18 @@ pub struct RunOptions {
     pub dry_run: bool,
 }
 
+/// A run started with [`Engine::start`].
+pub struct RunHandle {
+    /// Every step event of the run, in order.
+    pub events: EventReceiver,
+    /// The run's report, once it ends.
+    pub report: tokio::task::JoinHandle<Result<RunReport, RunError>>,
+}
+
 /// Runs playbooks against one API server.
 pub struct Engine {
     kube: Arc<KubeAccess>,
-    observer: Arc<dyn StepObserver>,
+    events: EventHub,
     confirmer: Arc<dyn Confirmer>,
     lease_duration: Duration,
     cancel: Cancel,
@@ -344,7 +355,7 @@ impl Run<'_> {
             after: changes.map(|c| redacted(fields(c, true))),
             message: clean(&message.into()),
         };
-        self.engine.observer.on_event(&event);
+        self.engine.events.send(event);
     }
 
     fn stamp(&self) -> Stamp {
@@ -366,7 +377,7 @@ impl Engine {
     ) -> Self {
         Self {
             kube,
-            observer,
+            events: EventHub::new(observer),
             confirmer,
             lease_duration: Duration::from_secs(15),
             cancel: Cancel::new(),
@@ -392,8 +403,9 @@ impl Engine {
     }
 
     /// Why the run must stop before its next change, if it must.
-    fn halt(&self) -> Option<Halt> {
-        if let Some(err) = self.observer.failure() {
+    /// Waits for the acknowledged subscribers first (see [`EventHub::settle`]).
+    async fn halt(&self) -> Option<Halt> {
+        if let Some(err) = self.events.settle().await {
             return Some(Halt::Journal(err));
         }
         self.cancelled()
@@ -406,6 +418,31 @@ impl Engine {
             Halt::Journal(_) => Outcome::Stopped,
             Halt::Cancelled(_) => Outcome::Cancelled,
         }
+    }
+
+    /// Every step event from now on, in order; the engine does not wait for
+    /// this subscriber (a screen). See [`super::event`].
+    pub fn subscribe(&self) -> EventReceiver {
+        self.events.subscribe()
+    }
+
+    /// Every step event from now on, in order; the engine waits for each to
+    /// be acknowledged before its next write and before asking a human, and
+    /// a failure acknowledged stops the run before its next change (the
+    /// incident journal's recorder, a printer whose lines must come before
+    /// a prompt).
+    pub fn subscribe_acknowledged(&self) -> AckedEvents {
+        self.events.subscribe_acknowledged()
+    }
+
+    /// Runs `playbook` on its own task: the events as they happen, and the
+    /// report at the end. The simple entry point for callers that show a
+    /// run (the console) or drive one (the drill); cancel it through the
+    /// [`Cancel`] given to [`Engine::with_cancel`].
+    pub fn start(self: Arc<Self>, playbook: BoundPlaybook, options: RunOptions) -> RunHandle {
+        let events = self.subscribe();
+        let report = tokio::spawn(async move { self.run(&playbook, options).await });
+        RunHandle { events, report }
     }
 
     /// Changes how long the run lease lasts without renewal (default 15 s).
@@ -544,7 +581,18 @@ impl Engine {
     }
 
     /// Runs a playbook (see the module documentation for the sequence).
+    /// Returns once every acknowledged subscriber has handled every event.
     pub async fn run(
+        &self,
+        playbook: &BoundPlaybook,
+        options: RunOptions,
+    ) -> Result<RunReport, RunError> {
+        let mut report = self.run_steps(playbook, options).await?;
+        report.journal_error = self.events.settle().await;
+        Ok(report)
+    }
+
+    async fn run_steps(
         &self,
         playbook: &BoundPlaybook,
         options: RunOptions,
@@ -592,9 +640,9 @@ impl Engine {
             unreachable,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
-            journal_error: self.observer.failure(),
+            journal_error: self.events.failure(),
         };
-        if let Some(halt) = self.halt() {
+        if let Some(halt) = self.halt().await {
             return Ok(report(
                 Self::halted_outcome(&halt),
                 Vec::new(),
@@ -688,6 +736,14 @@ impl Engine {
                 answer: None,
                 default_yes: false,
             };
+            run.emit(
+                StepPhase::Gate,
+                PLAN_GATE,
+                "confirm",
+                None,
+                None,
+                request.prompt.clone(),
+            );
             match self.ask(&request).await {
                 Confirmation::Approved => run.emit(
                     StepPhase::Confirmed,
@@ -728,7 +784,7 @@ impl Engine {
                 }
             }
         }
-        if let Some(halt) = self.halt() {
+        if let Some(halt) = self.halt().await {
             return Ok(report(
                 Self::halted_outcome(&halt),
                 Vec::new(),
@@ -784,7 +840,7 @@ impl Engine {
         // Where the run was cancelled: (in words, step, kind).
         let mut cancelled_at: Option<(String, String, String)> = None;
         for step in &playbook.steps {
-            if let Some(halt) = self.halt() {
+            if let Some(halt) = self.halt().await {
                 let place = format!("before step `{}`", step.name);
                 if let Halt::Cancelled(_) = halt {
                     cancelled_at = Some((place, step.name.clone(), step.kind.into()));
@@ -1017,7 +1073,7 @@ impl Engine {
             unreachable,
             elapsed_ms,
             waited_ms: waited.as_millis() as u64,
-            journal_error: self.observer.failure(),
+            journal_error: self.events.failure(),
         })
     }
 
@@ -1216,7 +1272,7 @@ impl Engine {
         let mut message = format!("dry run of {} steps: nothing changed", plan.steps.len());
         let mut simulated: HashMap<ObjectRef, Value> = HashMap::new();
         for (step, planned) in playbook.steps.iter().zip(&plan.steps) {
-            if self.halt().is_some() {
+            if self.halt().await.is_some() {
                 break;
             }
             let Effect::Change(change) = &step.effect else {
@@ -1275,7 +1331,7 @@ impl Engine {
                 }
             }
         }
-        if let Some(halt) = self.halt()
+        if let Some(halt) = self.halt().await
             && outcome == Outcome::DryRun
         {
             outcome = Outcome::Stopped;
@@ -1289,12 +1345,14 @@ impl Engine {
             unreachable: false,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
-            journal_error: self.observer.failure(),
+            journal_error: self.events.failure(),
         })
     }
 
     /// Asks the confirmer; an interrupt while it waits counts as declined.
     async fn ask(&self, request: &ConfirmRequest) -> Confirmation {
+        // What was printed so far comes before the question.
+        let _ = self.events.settle().await;
         if self.cancelled() {
             return Confirmation::Declined;
         }
@@ -1331,9 +1389,23 @@ impl Engine {
             Effect::Wait(wait) => {
                 let deadline = Instant::now() + wait.timeout;
                 let mut pause = Duration::from_millis(25);
+                let mut shown: Option<String> = None;
                 loop {
                     let object = self.kube.get(&wait.target).await?;
                     let (holds, seen) = wait.until.holds(object.as_ref());
+                    if !holds && shown.as_deref() != Some(seen.as_str()) {
+                        // Each new observation, so a screen shows the wait
+                        // moving ("rollout 3/8 ready").
+                        run.emit(
+                            StepPhase::Progress,
+                            &step.name,
+                            step.kind,
+                            Some(&wait.target),
+                            None,
+                            seen.clone(),
+                        );
+                        shown = Some(seen.clone());
+                    }
                     if holds {
                         run.emit(
                             StepPhase::Verified,
@@ -1382,6 +1454,14 @@ impl Engine {
                     answer: gate.answer.clone(),
                     default_yes: false,
                 };
+                run.emit(
+                    StepPhase::Gate,
+                    &step.name,
+                    step.kind,
+                    None,
+                    None,
+                    request.prompt.clone(),
+                );
                 let answer = tokio::select! {
                     answer = self.ask(&request) => answer,
                     _ = lease.until_lost() => return Err(StepFailure::new(LEASE_LOST)),
@@ -1697,6 +1777,16 @@ impl Engine {
     /// secret value), asks the confirmer, holds the namespace's lease,
     /// reverts steps in reverse and marks the record.
     pub async fn undo(&self, namespace: &str, run_id: Option<&str>) -> Result<RunReport, RunError> {
+        let mut report = self.undo_steps(namespace, run_id).await?;
+        report.journal_error = self.events.settle().await;
+        Ok(report)
+    }
+
+    async fn undo_steps(
+        &self,
+        namespace: &str,
+        run_id: Option<&str>,
+    ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let chosen = self.undo_target(namespace, run_id).await?;
         let undo_id = new_run_id();
@@ -1715,7 +1805,7 @@ impl Engine {
             unreachable: false,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
-            journal_error: self.observer.failure(),
+            journal_error: self.events.failure(),
         };
         let Some(chosen) = chosen else {
             let message = match run_id {
@@ -1883,7 +1973,7 @@ impl Engine {
                 ));
             }
         }
-        if let Some(halt) = self.halt() {
+        if let Some(halt) = self.halt().await {
             return Ok(RunReport {
                 outcome: Outcome::Stopped,
                 ..refused(plan, format!("{}; nothing was changed", halt.reason()))
@@ -1910,7 +2000,7 @@ impl Engine {
         let mut halted = None;
         for step in &reverted_steps {
             let Some(target) = &step.target else { continue };
-            if let Some(halt) = self.halt() {
+            if let Some(halt) = self.halt().await {
                 halted = Some(format!("before `{}`: {}", step.name, halt.reason()));
                 break;
             }
@@ -1994,7 +2084,7 @@ impl Engine {
             unreachable,
             elapsed_ms: started.elapsed().as_millis() as u64,
             waited_ms: 0,
-            journal_error: self.observer.failure(),
+            journal_error: self.events.failure(),
         })
     }
 }
