@@ -14,12 +14,12 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use warroom::timeline::export::{self, Format};
 use warroom::timeline::{
-    AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, IncidentOpened, Journal, JournalContents,
-    MetricSnapshot, Milestone, NewEvent, StepPhase, StepReport, StepTarget, TimelineError,
-    default_path, read_journal,
+    AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, IncidentOpened, IncidentStart, Journal,
+    JournalContents, LockWait, MetricSnapshot, Milestone, NewEvent, Opened, Started, StepPhase,
+    StepReport, StepTarget, TimelineError, default_path, read_journal,
 };
 
-use super::{CommandResult, Exit, Failure};
+use super::{CommandResult, Exit, Failure, numbers};
 
 /// Incident timeline commands.
 #[derive(Subcommand)]
@@ -57,6 +57,42 @@ pub struct Target {
     /// When it happened (RFC 3339 with offset, e.g. 2026-11-26T09:41:00Z); default now.
     #[arg(long)]
     at: Option<String>,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// How long to wait for a journal another process is writing to.
+#[derive(Args)]
+pub struct LockArgs {
+    /// Seconds to wait for the journal's lock while another process holds
+    /// it (0 to 3600; 0 gives up at once). Waiting is announced on stderr.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = numbers::seconds(0.0, 3600.0)
+    )]
+    lock_timeout: std::time::Duration,
+}
+
+impl LockArgs {
+    /// The wait: bounded, and said on stderr with what is waited on.
+    fn wait(&self) -> LockWait {
+        LockWait {
+            timeout: self.lock_timeout,
+            on_wait: Some(std::sync::Arc::new(|held: &warroom::timeline::LockHeld| {
+                super::output::say(format_args!(
+                    "waiting for the lock on the journal {}, held by {}; giving up after {:?}",
+                    held.path.display(),
+                    match held.holder {
+                        Some(pid) => format!("process {pid}"),
+                        None => "another process".to_string(),
+                    },
+                    held.timeout
+                ));
+            })),
+        }
+    }
 }
 
 /// `timeline new`.
@@ -79,6 +115,8 @@ pub struct NewArgs {
     /// Who records the event (default: kubeconfig user, else $USER).
     #[arg(long)]
     actor: Option<String>,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 /// `timeline note`.
@@ -162,12 +200,17 @@ pub struct ExportArgs {
     /// Incident id; reads incidents/<id>.jsonl.
     #[arg(long)]
     id: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "md")]
+    /// Export format: md (postmortem), json (figures and events) or html
+    /// (self-contained page with a chart). `--output` is the same flag, as
+    /// `--output` names the format in every command.
+    #[arg(long, visible_alias = "output", value_enum, default_value = "md")]
     format: FormatArg,
-    /// Write to this file instead of standard output.
-    #[arg(short, long)]
-    output: Option<PathBuf>,
+    /// Write the export to this file (atomically: a temporary file beside
+    /// it, synced, then renamed) instead of standard output. Never a
+    /// journal: a file that holds journal events, or the input itself (also
+    /// through a symlink or a hard link), is refused.
+    #[arg(short = 'o', long = "out", value_name = "PATH")]
+    out: Option<PathBuf>,
 }
 
 /// `timeline bench-append`.
@@ -189,8 +232,8 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
         TimelineCommand::New(args) => new(args),
         TimelineCommand::Note(args) => {
             let (file, text) = file_and_value(args.args, args.target.id.as_deref())?;
-            let at = args.target.at.as_deref().map(parse_time).transpose()?;
-            record(&file, at, args.target.actor, Entry::note(text))
+            let at = parse_at(&args.target)?;
+            record(&file, &args.target, at, Entry::note(text))
         }
         TimelineCommand::Mark(args) => {
             let (file, name) = file_and_value(args.args, args.target.id.as_deref())?;
@@ -214,15 +257,15 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                     ));
                 }
             };
-            let at = args.target.at.as_deref().map(parse_time).transpose()?;
-            record(&file, at, args.target.actor, Entry::milestone(milestone))
+            let at = parse_at(&args.target)?;
+            record(&file, &args.target, at, Entry::milestone(milestone))
         }
         TimelineCommand::Severity(args) => {
             let (file, severity) = file_and_value(args.args, args.target.id.as_deref())?;
             record(
                 &file,
+                &args.target,
                 parse_at(&args.target)?,
-                args.target.actor,
                 Entry::severity(severity),
             )
         }
@@ -247,7 +290,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                 value: args.value,
                 labels,
             });
-            record(&file, parse_at(&args.target)?, args.target.actor, entry)
+            record(&file, &args.target, parse_at(&args.target)?, entry)
         }
         TimelineCommand::Step(args) => {
             let (file, payload) = file_and_value(args.args, args.target.id.as_deref())?;
@@ -259,8 +302,8 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
             })?;
             record(
                 &file,
+                &args.target,
                 parse_at(&args.target)?,
-                args.target.actor,
                 Entry::Step(report),
             )
         }
@@ -270,82 +313,76 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
 }
 
 fn new(args: NewArgs) -> CommandResult {
-    if args.id.trim().is_empty() || args.id.contains(['/', '\\']) {
-        return Err(Failure::msg(
-            Exit::Invalid,
-            format!(
-                "--id `{}` must be a non-empty name without slashes",
-                args.id
-            ),
-        ));
-    }
+    check_id(&args.id)?;
     let file = args.file.unwrap_or_else(|| default_path(&args.id));
     let started = args.started.as_deref().map(parse_time).transpose()?;
-    if std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
-        return Err(Failure::msg(
-            Exit::Refused,
-            format!(
-                "{} already holds a journal; a journal is never rewritten (record into it with `timeline note`/`mark`)",
-                file.display()
-            ),
-        ));
-    }
-    let actor = actor(args.actor);
-    let journal = open(&file)?;
-    let now = Timestamp::now();
-    let at = started.unwrap_or(now);
-    let events = vec![
-        NewEvent::at(
-            at,
-            &actor,
-            Entry::Incident(IncidentOpened {
-                id: args.id.clone(),
-                title: args.title,
-            }),
-        ),
-        NewEvent::at(at, &actor, Entry::severity(args.severity)),
-        NewEvent::at(at, &actor, Entry::milestone(Milestone::Started)),
-    ];
-    let recorded = journal.append_many(events).map_err(failure)?;
-    if let Some(last) = recorded.last() {
-        println!(
-            "{}: incident {} started at {} (#{})",
+    let start = IncidentStart {
+        id: args.id.clone(),
+        title: args.title,
+        severity: Some(args.severity),
+        started,
+        actor: actor(args.actor),
+    };
+    let (journal, how) =
+        Journal::start_incident(&file, &start, &args.lock.wait()).map_err(failure)?;
+    let at = start
+        .started
+        .or(journal.earliest())
+        .map(warroom::timeline::event::rfc3339_millis)
+        .unwrap_or_default();
+    match how {
+        Started::Created => println!("{}: incident {} started at {at}", file.display(), args.id),
+        Started::Adopted => println!(
+            "{}: adopted: incident {} (started at {at}) recorded after the events already in \
+             it; nothing in it was rewritten",
             file.display(),
-            args.id,
-            warroom::timeline::event::rfc3339_millis(last.at),
-            last.seq
-        );
+            args.id
+        ),
     }
     Ok(Exit::Done)
 }
 
-fn record(
-    file: &Path,
-    at: Option<Timestamp>,
-    actor_arg: Option<String>,
-    entry: Entry,
-) -> CommandResult {
-    if !file.exists() {
+/// An incident id names a file: non-empty, without slashes.
+fn check_id(id: &str) -> Result<(), Failure> {
+    if id.trim().is_empty() || id.contains(['/', '\\', '\0']) || id == "." || id == ".." {
         return Err(Failure::msg(
             Exit::Invalid,
-            format!(
-                "{} does not exist; start it with `warroom timeline new {} --id ID --severity SEV`",
-                file.display(),
-                file.display()
-            ),
+            format!("--id `{id}` must be a non-empty name without slashes"),
         ));
     }
+    Ok(())
+}
+
+/// Records one event: into the incident's journal, creating it (with the
+/// incident header) when missing; see [`Journal::open_incident`].
+fn record(file: &Path, target: &Target, at: Option<Timestamp>, entry: Entry) -> CommandResult {
     let kind = entry.kind();
     let what = match &entry {
         Entry::Milestone(m) => m.milestone.name().to_string(),
         _ => kind.to_string(),
     };
-    let journal = open(file)?;
-    let event = NewEvent {
-        at,
-        actor: actor(actor_arg),
-        entry,
-    };
+    let actor = actor(target.actor.clone());
+    let start = IncidentStart::for_journal(
+        file,
+        target.id.as_deref(),
+        &actor,
+        at.unwrap_or_else(Timestamp::now),
+    );
+    let (journal, opened) =
+        Journal::open_incident(file, &start, &target.lock.wait()).map_err(failure)?;
+    warn_recovered(file, &journal);
+    if opened == Opened::Created {
+        println!(
+            "{}: created incident {} (started at {})",
+            file.display(),
+            start.id,
+            start
+                .started
+                .map(warroom::timeline::event::rfc3339_millis)
+                .unwrap_or_default()
+        );
+    }
+    let event = NewEvent { at, actor, entry };
     let recorded = journal.append(event).map_err(failure)?;
     println!(
         "{}: #{} {what} at {}",
@@ -359,7 +396,10 @@ fn record(
 fn export_cmd(args: ExportArgs) -> CommandResult {
     let file = match (args.file, args.id) {
         (Some(file), _) => file,
-        (None, Some(id)) => default_path(&id),
+        (None, Some(id)) => {
+            check_id(&id)?;
+            default_path(&id)
+        }
         (None, None) => {
             return Err(Failure::msg(
                 Exit::Invalid,
@@ -367,23 +407,30 @@ fn export_cmd(args: ExportArgs) -> CommandResult {
             ));
         }
     };
-    let contents = read_journal(&file).map_err(|e| match &e {
-        TimelineError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Failure::msg(Exit::Invalid, e)
-        }
-        _ => Failure::msg(Exit::Failed, e),
-    })?;
-    warn_skipped(&file, &contents);
     let format = match args.format {
         FormatArg::Md => Format::Markdown,
         FormatArg::Json => Format::Json,
         FormatArg::Html => Format::Html,
     };
+    let target = match &args.out {
+        Some(out) => Some(export_target(out, &file)?),
+        None => None,
+    };
+    let contents = read_journal(&file).map_err(|e| match &e {
+        TimelineError::Read { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+            ) =>
+        {
+            Failure::msg(Exit::Invalid, e)
+        }
+        _ => Failure::msg(Exit::Failed, e),
+    })?;
+    warn_skipped(&file, &contents);
     let text = export::render(&contents, format);
-    match args.output {
-        Some(out) => std::fs::write(&out, text).map_err(|e| {
-            Failure::msg(Exit::Failed, format!("cannot write {}: {e}", out.display()))
-        })?,
+    match target {
+        Some(out) => write_atomically(&out, |w| w.write_all(text.as_bytes()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout
@@ -393,6 +440,103 @@ fn export_cmd(args: ExportArgs) -> CommandResult {
         }
     }
     Ok(Exit::Done)
+}
+
+/// Where `-o PATH` writes: the file PATH names (through symlinks), checked
+/// before anything is read or written. Refused: the journal itself (same
+/// device and inode, so also a symlink or hard link to it), any file that
+/// holds journal events, and anything but a regular file (a directory, a
+/// device such as /dev/full, a FIFO): a temporary file renamed over those
+/// would replace them.
+fn export_target(out: &Path, journal: &Path) -> Result<PathBuf, Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let target = match std::fs::symlink_metadata(out) {
+        Ok(_) => std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf()),
+        Err(_) => out.to_path_buf(),
+    };
+    let Ok(meta) = std::fs::metadata(&target) else {
+        return Ok(target);
+    };
+    if !meta.is_file() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "-o {}: not a regular file; an export is written to a regular file (or to \
+                 standard output: leave out -o)",
+                out.display()
+            ),
+        ));
+    }
+    if let Ok(input) = std::fs::metadata(journal)
+        && input.dev() == meta.dev()
+        && input.ino() == meta.ino()
+    {
+        return Err(Failure::msg(
+            Exit::Refused,
+            format!(
+                "-o {} is the journal {} itself; an export never writes over a journal \
+                 (choose another file)",
+                out.display(),
+                journal.display()
+            ),
+        ));
+    }
+    if warroom::timeline::journal::holds_journal(&target) {
+        return Err(Failure::msg(
+            Exit::Refused,
+            format!(
+                "-o {} holds an incident journal; an export never writes over a journal \
+                 (choose another file)",
+                out.display()
+            ),
+        ));
+    }
+    Ok(target)
+}
+
+/// Writes a file whole or not at all: a temporary file in the same
+/// directory, synced, then renamed over `path`; the directory is synced so
+/// the rename survives a crash. On failure the temporary file is removed
+/// and `path` is as it was.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), Failure> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let fail = |what: &str, e: std::io::Error| {
+        Failure::msg(
+            Exit::Failed,
+            format!("cannot {what} {}: {e}; it is unchanged", path.display()),
+        )
+    };
+    let result = (|| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(fail("write", e));
+    }
+    Ok(())
 }
 
 fn bench_append(args: BenchAppendArgs) -> CommandResult {
@@ -426,6 +570,11 @@ fn bench_append(args: BenchAppendArgs) -> CommandResult {
 
 fn open(file: &Path) -> Result<Journal, Failure> {
     let journal = Journal::open_or_create(file).map_err(failure)?;
+    warn_recovered(file, &journal);
+    Ok(journal)
+}
+
+fn warn_recovered(file: &Path, journal: &Journal) {
     for skipped in journal.recovered() {
         eprintln!(
             "warning: {} line {}: {} (left in place, skipped)",
@@ -438,7 +587,6 @@ fn open(file: &Path) -> Result<Journal, Failure> {
             }
         );
     }
-    Ok(journal)
 }
 
 fn warn_skipped(file: &Path, contents: &JournalContents) {
@@ -455,6 +603,8 @@ fn warn_skipped(file: &Path, contents: &JournalContents) {
 fn failure(e: TimelineError) -> Failure {
     let exit = if e.is_refusal() {
         Exit::Refused
+    } else if e.is_bad_event() {
+        Exit::Invalid
     } else {
         Exit::Failed
     };
@@ -473,7 +623,10 @@ fn file_and_value(mut args: Vec<String>, id: Option<&str>) -> Result<(PathBuf, S
             let file = args.pop().unwrap_or_default();
             Ok((PathBuf::from(file), value))
         }
-        (1, Some(id)) => Ok((default_path(id), args.pop().unwrap_or_default())),
+        (1, Some(id)) => {
+            check_id(id)?;
+            Ok((default_path(id), args.pop().unwrap_or_default()))
+        }
         _ => Err(Failure::msg(
             Exit::Invalid,
             "give the journal FILE (or --id ID) before the value",
