@@ -529,3 +529,113 @@ fn special_files_and_huge_lines_neither_hang_nor_panic() {
     let md = String::from_utf8_lossy(&run.stdout);
     assert!(md.contains("after") && md.contains("pods disagree"), "{md}");
 }
+
+#[test]
+fn the_markdown_postmortem_lists_each_change_once_and_escapes_html() {
+    use warroom::timeline::{StepPhase, StepReport, StepTarget};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = warroom(
+        dir.path(),
+        &[
+            "timeline",
+            "new",
+            "PM-013.jsonl",
+            "--id",
+            "PM-013",
+            "--severity",
+            "SEV-2",
+            "--started",
+            "2026-11-26T09:00:00Z",
+        ],
+    );
+    assert_eq!(code(&run), 0, "{}", said(&run));
+    let step = |run_id: &str, name: &str, phase: StepPhase| {
+        serde_json::to_string(&StepReport {
+            playbook: "lock-contention".into(),
+            run_id: run_id.into(),
+            step: name.into(),
+            kind: "scale".into(),
+            phase,
+            target: StepTarget {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                namespace: Some("shop".into()),
+                name: "order-service".into(),
+            },
+            before: serde_json::json!({"spec": {"replicas": 8}}),
+            after: serde_json::json!({"spec": {"replicas": 1}}),
+            message: None,
+        })
+        .expect("encodes")
+    };
+    let record = |args: &[&str]| {
+        let run = warroom(dir.path(), args);
+        assert_eq!(code(&run), 0, "{args:?}: {}", said(&run));
+    };
+    record(&[
+        "timeline",
+        "note",
+        "PM-013.jsonl",
+        "<script>alert(1)</script> & <b>bold</b>",
+    ]);
+    // A dry run that changed nothing, then the real run.
+    for phase in [StepPhase::Planned, StepPhase::DryRun] {
+        record(&[
+            "timeline",
+            "step",
+            "PM-013.jsonl",
+            &step("dry", "drain-first", phase),
+        ]);
+    }
+    for phase in [StepPhase::Planned, StepPhase::Applied, StepPhase::Verified] {
+        record(&[
+            "timeline",
+            "step",
+            "PM-013.jsonl",
+            &step("real", "scale-to-one", phase),
+        ]);
+    }
+    record(&["timeline", "severity", "PM-013.jsonl", "SEV-1"]);
+    record(&["timeline", "severity", "PM-013.jsonl", "SEV-3"]);
+    let run = warroom(dir.path(), &["timeline", "export", "PM-013.jsonl"]);
+    assert_eq!(code(&run), 0, "{}", said(&run));
+    let md = String::from_utf8_lossy(&run.stdout).into_owned();
+
+    assert!(!md.contains("<script>") && !md.contains("<b>"), "{md}");
+    assert!(
+        md.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;"),
+        "{md}"
+    );
+    for section in [
+        "## Executive Summary",
+        "## Timeline",
+        "## Impact",
+        "## Root Cause",
+        "## Detection",
+        "## Response",
+        "### Changes Made",
+        "## Action Items",
+    ] {
+        assert!(md.contains(section), "{section} missing:\n{md}");
+    }
+    assert!(md.contains("_(to be written"), "{md}");
+    assert!(
+        md.contains("| Severity | SEV-1 (peak; SEV-3 at the end) |"),
+        "{md}"
+    );
+    let changes = &md[md.find("### Changes Made").expect("changes")..];
+    assert_eq!(
+        changes.matches("#### ").count(),
+        1,
+        "one change:\n{changes}"
+    );
+    assert!(changes.contains("#### 1. scale-to-one"), "{changes}");
+    assert!(
+        !changes[..changes.find("Planned but not applied").expect("named")].contains("drain-first"),
+        "the dry run is not a change:\n{changes}"
+    );
+    let timeline =
+        &md[md.find("## Timeline").expect("timeline")..md.find("## Impact").expect("impact")];
+    assert_eq!(timeline.matches("scale-to-one").count(), 1, "{timeline}");
+    assert!(!timeline.contains("drain-first"), "{timeline}");
+}

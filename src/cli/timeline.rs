@@ -15,8 +15,8 @@ use serde::Deserialize;
 use warroom::timeline::export::{self, Format};
 use warroom::timeline::{
     AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, IncidentOpened, IncidentStart, Journal,
-    JournalContents, LockWait, MetricSnapshot, Milestone, NewEvent, Opened, Started, StepPhase,
-    StepReport, StepTarget, TimelineError, default_path, read_journal,
+    LockWait, MetricSnapshot, Milestone, NewEvent, Opened, Started, StepPhase, StepReport,
+    StepTarget, TimelineError, default_path,
 };
 
 use super::{CommandResult, Exit, Failure, numbers};
@@ -416,28 +416,37 @@ fn export_cmd(args: ExportArgs) -> CommandResult {
         Some(out) => Some(export_target(out, &file)?),
         None => None,
     };
-    let contents = read_journal(&file).map_err(|e| match &e {
-        TimelineError::Read { source, .. }
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
-            ) =>
-        {
-            Failure::msg(Exit::Invalid, e)
-        }
-        _ => Failure::msg(Exit::Failed, e),
-    })?;
-    warn_skipped(&file, &contents);
-    let text = export::render(&contents, format);
-    match target {
-        Some(out) => write_atomically(&out, |w| w.write_all(text.as_bytes()))?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failure::msg(Exit::Failed, format!("cannot write the export: {e}")))?;
-        }
+    let export = |out: &mut dyn std::io::Write| {
+        export::export_file(&file, format, out).map_err(|e| match &e {
+            export::ExportError::Read(TimelineError::Read { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                Failure::msg(Exit::Invalid, e)
+            }
+            _ => Failure::msg(Exit::Failed, e),
+        })
+    };
+    let exported = match target {
+        Some(out) => write_atomically(&out, export)?,
+        None => export(&mut std::io::stdout().lock())?,
+    };
+    for skipped in &exported.skipped {
+        eprintln!(
+            "warning: {} line {}: skipped: {}",
+            file.display(),
+            skipped.line,
+            skipped.reason
+        );
+    }
+    let unlisted = exported.skipped_count - exported.skipped.len() as u64;
+    if unlisted > 0 {
+        eprintln!(
+            "warning: {}: {unlisted} more unreadable line(s) skipped",
+            file.display()
+        );
     }
     Ok(Exit::Done)
 }
@@ -498,10 +507,10 @@ fn export_target(out: &Path, journal: &Path) -> Result<PathBuf, Failure> {
 /// directory, synced, then renamed over `path`; the directory is synced so
 /// the rename survives a crash. On failure the temporary file is removed
 /// and `path` is as it was.
-fn write_atomically(
+fn write_atomically<T>(
     path: &Path,
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> Result<(), Failure> {
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<T, Failure>,
+) -> Result<T, Failure> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -511,32 +520,32 @@ fn write_atomically(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "export".into());
     let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let fail = |what: &str, e: std::io::Error| {
+    let fail = |e: std::io::Error| {
         Failure::msg(
             Exit::Failed,
-            format!("cannot {what} {}: {e}; it is unchanged", path.display()),
+            format!("cannot write {}: {e}; it is unchanged", path.display()),
         )
     };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(fail)?;
     let result = (|| {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
-        write(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
+        let value = write(&mut out)?;
+        let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+        file.sync_all().map_err(fail)?;
+        std::fs::rename(&temp, path).map_err(fail)?;
         if let Ok(dir) = std::fs::File::open(dir) {
             let _ = dir.sync_all();
         }
-        Ok(())
+        Ok(value)
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = std::fs::remove_file(&temp);
-        return Err(fail("write", e));
     }
-    Ok(())
+    result
 }
 
 fn bench_append(args: BenchAppendArgs) -> CommandResult {
@@ -585,17 +594,6 @@ fn warn_recovered(file: &Path, journal: &Journal) {
             } else {
                 "unreadable line"
             }
-        );
-    }
-}
-
-fn warn_skipped(file: &Path, contents: &JournalContents) {
-    for skipped in &contents.skipped {
-        eprintln!(
-            "warning: {} line {}: skipped: {}",
-            file.display(),
-            skipped.line,
-            skipped.reason
         );
     }
 }
@@ -864,18 +862,14 @@ fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
     );
     drop(journal);
 
-    // 4. Exports of a large journal.
+    // 4. Exports of a large journal, each streamed from the file.
     let path = dir.join("export.jsonl");
     write_incident(&path, args.export_events).map_err(fail)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let start = Instant::now();
-    let contents = read_journal(&path).map_err(fail)?;
-    let read = start.elapsed();
     println!(
-        "export of {} events ({:.1} MB journal): read {:.3} s",
-        contents.events.len(),
-        bytes as f64 / 1e6,
-        read.as_secs_f64()
+        "export of {} events ({:.1} MB journal):",
+        args.export_events,
+        bytes as f64 / 1e6
     );
     for (name, format) in [
         ("md", Format::Markdown),
@@ -883,17 +877,20 @@ fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
         ("html", Format::Html),
     ] {
         let start = Instant::now();
-        let contents = read_journal(&path).map_err(fail)?;
-        let text = export::render(&contents, format);
         let out = dir.join(format!("export.{name}"));
-        std::fs::write(&out, &text).map_err(|e| {
+        let file = std::fs::File::create(&out).map_err(|e| {
             Failure::msg(Exit::Failed, format!("cannot write {}: {e}", out.display()))
         })?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
+        export::export_file(&path, format, &mut writer)
+            .map_err(|e| Failure::msg(Exit::Failed, e))?;
+        drop(writer);
         let total = start.elapsed();
+        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         println!(
             "  {name:<5} read + render + write {:.3} s ({:.1} MB)",
             total.as_secs_f64(),
-            text.len() as f64 / 1e6
+            size as f64 / 1e6
         );
     }
     Ok(Exit::Done)
