@@ -639,3 +639,128 @@ fn the_markdown_postmortem_lists_each_change_once_and_escapes_html() {
     assert_eq!(timeline.matches("scale-to-one").count(), 1, "{timeline}");
     assert!(!timeline.contains("drain-first"), "{timeline}");
 }
+
+#[test]
+fn numeric_flags_outside_their_ranges_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = started_journal(dir.path(), "PM-004.jsonl", "PM-004");
+    let before = std::fs::read(&path).expect("journal");
+    let cases: &[&[&str]] = &[
+        &["bench", "timeline", "--writers", "100000"],
+        &["bench", "timeline", "--writers", "0"],
+        &["bench", "timeline", "--single", "0"],
+        &["bench", "timeline", "--single", "1e20"],
+        &["bench", "timeline", "--batched", "99999999999999999999"],
+        &["bench", "timeline", "--export-events", "0"],
+        &[
+            "timeline",
+            "bench-append",
+            "PM-004.jsonl",
+            "--writers",
+            "100000",
+        ],
+        &["timeline", "bench-append", "PM-004.jsonl", "--count", "0"],
+        &[
+            "timeline",
+            "alert",
+            "PM-004.jsonl",
+            "A",
+            "--state",
+            "fired",
+            "--value",
+            "nan",
+        ],
+        &[
+            "timeline",
+            "alert",
+            "PM-004.jsonl",
+            "A",
+            "--state",
+            "fired",
+            "--value",
+            "inf",
+        ],
+        &[
+            "timeline",
+            "alert",
+            "PM-004.jsonl",
+            "A",
+            "--state",
+            "fired",
+            "--value",
+            "-1e300",
+        ],
+        &[
+            "timeline",
+            "note",
+            "PM-004.jsonl",
+            "x",
+            "--lock-timeout",
+            "1e20",
+        ],
+    ];
+    for args in cases {
+        let run = warroom(dir.path(), args);
+        assert_eq!(code(&run), 2, "{args:?}: {}", said(&run));
+        assert!(
+            said(&run).contains("is needed"),
+            "{args:?} names the range: {}",
+            said(&run)
+        );
+    }
+    assert_eq!(std::fs::read(&path).expect("journal"), before);
+    assert_eq!(
+        files_in(dir.path()),
+        ["PM-004.jsonl"],
+        "no bench directory left"
+    );
+    let run = warroom(
+        dir.path(),
+        &[
+            "timeline",
+            "alert",
+            "PM-004.jsonl",
+            "A",
+            "--state",
+            "fired",
+            "--value",
+            "-2.5",
+        ],
+    );
+    assert_eq!(code(&run), 0, "{}", said(&run));
+}
+
+#[test]
+fn a_long_note_is_read_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = started_journal(dir.path(), "PM-004.jsonl", "PM-004");
+    let note = "password token secret ".repeat(40_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args(["timeline", "note", "PM-004.jsonl", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(note.as_bytes())
+        .expect("writes");
+    let out = child.wait_with_output().expect("waits");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let contents = read_journal(&path).expect("journal");
+    assert!(
+        contents
+            .events
+            .iter()
+            .any(|e| matches!(&e.entry, Entry::Note(n) if n.text.len() == note.len()))
+    );
+}

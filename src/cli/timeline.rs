@@ -122,7 +122,8 @@ pub struct NewArgs {
 /// `timeline note`.
 #[derive(Args)]
 pub struct NoteArgs {
-    /// [FILE] TEXT (FILE may be left out with --id).
+    /// [FILE] TEXT (FILE may be left out with --id); TEXT `-` reads the
+    /// note from standard input (at most 1 MiB).
     #[arg(num_args = 1..=2, value_names = ["FILE", "TEXT"], required = true)]
     args: Vec<String>,
     #[command(flatten)]
@@ -164,8 +165,8 @@ pub struct AlertArgs {
     /// Fired or resolved.
     #[arg(long, value_enum)]
     state: AlertStateArg,
-    /// The alert expression's value.
-    #[arg(long)]
+    /// The alert expression's value: a finite number within ±1e15.
+    #[arg(long, allow_hyphen_values = true, value_parser = alert_value)]
     value: Option<f64>,
     /// Labels, key=value (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -218,12 +219,22 @@ pub struct ExportArgs {
 pub struct BenchAppendArgs {
     /// Journal file.
     file: PathBuf,
-    /// Appends per writer thread.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Appends per writer thread (1 to 10,000,000).
+    #[arg(long, default_value_t = 1_000_000, value_parser = numbers::whole::<u64>(1..=10_000_000))]
     count: u64,
-    /// Concurrent writer threads.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent writer threads (1 to 256).
+    #[arg(long, default_value_t = 8, value_parser = numbers::whole::<usize>(1..=256))]
     writers: usize,
+}
+
+/// `--value` of an alert: finite and within ±1e15 (JSON has no NaN or
+/// infinity, and no alert expression reaches that far).
+fn alert_value(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && v.abs() <= 1e15)
+        .ok_or_else(|| "a finite number between -1e15 and 1e15 is needed".to_string())
 }
 
 /// Runs a timeline command.
@@ -232,6 +243,11 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
         TimelineCommand::New(args) => new(args),
         TimelineCommand::Note(args) => {
             let (file, text) = file_and_value(args.args, args.target.id.as_deref())?;
+            let text = if text == "-" {
+                note_from_stdin()?
+            } else {
+                text
+            };
             let at = parse_at(&args.target)?;
             record(&file, &args.target, at, Entry::note(text))
         }
@@ -340,6 +356,36 @@ fn new(args: NewArgs) -> CommandResult {
         ),
     }
     Ok(Exit::Done)
+}
+
+/// Longest note read from standard input.
+const MAX_NOTE_BYTES: u64 = 1 << 20;
+
+/// `timeline note FILE -`: the note's text from standard input (a note too
+/// long for one command-line argument), at most [`MAX_NOTE_BYTES`].
+fn note_from_stdin() -> Result<String, Failure> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_NOTE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::msg(Exit::Invalid, format!("cannot read the note: {e}")))?;
+    if bytes.len() as u64 > MAX_NOTE_BYTES {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "the note on standard input is longer than {MAX_NOTE_BYTES} bytes; nothing was written"
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Failure::msg(
+            Exit::Invalid,
+            "the note on standard input is not UTF-8 text; nothing was written",
+        )
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// An incident id names a file: non-empty, without slashes.
@@ -723,20 +769,22 @@ pub struct BenchArgs {
     /// Directory for the benchmark's journals (on the disk being measured).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// Appends by the single sequential writer.
-    #[arg(long, default_value_t = 2000)]
+    /// Appends by the single sequential writer (1 to 1,000,000; each waits
+    /// for its own sync).
+    #[arg(long, default_value_t = 2000, value_parser = numbers::whole::<u64>(1..=1_000_000))]
     single: u64,
-    /// Concurrent writer threads (and async tasks) for the batched run.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent writer threads (and async tasks) for the batched run (1 to
+    /// 1024: one thread each).
+    #[arg(long, default_value_t = 64, value_parser = numbers::whole::<u64>(1..=1024))]
     writers: u64,
-    /// Appends in total for each batched run.
-    #[arg(long, default_value_t = 50_000)]
+    /// Appends in total for each batched run (1 to 10,000,000).
+    #[arg(long, default_value_t = 50_000, value_parser = numbers::whole::<u64>(1..=10_000_000))]
     batched: u64,
     /// Events in the journal used to time the exports (at most 10 million).
     #[arg(
         long,
         default_value_t = 100_000,
-        value_parser = clap::value_parser!(u64).range(1..=MAX_EXPORT_EVENTS)
+        value_parser = numbers::whole::<u64>(1..=MAX_EXPORT_EVENTS)
     )]
     export_events: u64,
 }
