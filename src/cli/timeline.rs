@@ -390,14 +390,29 @@ fn note_from_stdin() -> Result<String, Failure> {
 
 /// An incident id names a file: non-empty, without slashes.
 fn check_id(id: &str) -> Result<(), Failure> {
-    if id.trim().is_empty() || id.contains(['/', '\\', '\0']) || id == "." || id == ".." {
+    let bad = id.trim().is_empty()
+        || id.contains(['/', '\\'])
+        || id.chars().any(char::is_control)
+        || id == "."
+        || id == ".."
+        || id.len() > MAX_ID_BYTES;
+    if bad {
+        let shown: String = id.chars().take(40).collect();
         return Err(Failure::msg(
             Exit::Invalid,
-            format!("--id `{id}` must be a non-empty name without slashes"),
+            format!(
+                "--id `{}{}` must be a non-empty name of at most {MAX_ID_BYTES} bytes, without \
+                 slashes or control characters",
+                shown.escape_debug(),
+                if shown.len() < id.len() { "…" } else { "" }
+            ),
         ));
     }
     Ok(())
 }
+
+/// Longest incident id (it names a file).
+const MAX_ID_BYTES: usize = 128;
 
 /// Records one event: into the incident's journal, creating it (with the
 /// incident header) when missing; see [`Journal::open_incident`].
@@ -464,6 +479,9 @@ fn export_cmd(args: ExportArgs) -> CommandResult {
     };
     let export = |out: &mut dyn std::io::Write| {
         export::export_file(&file, format, out).map_err(|e| match &e {
+            export::ExportError::Read(TimelineError::NotAJournal { .. }) => {
+                Failure::msg(Exit::Invalid, e)
+            }
             export::ExportError::Read(TimelineError::Read { source, .. })
                 if matches!(
                     source.kind(),

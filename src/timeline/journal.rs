@@ -926,6 +926,15 @@ pub fn holds_journal(path: &Path) -> bool {
         .is_some_and(|first| matches!(first, FirstLine::Event { .. }))
 }
 
+/// Whether `file` is empty or its first line is a journal event (what an
+/// export reads).
+pub(crate) fn starts_like_journal(file: &File) -> bool {
+    matches!(
+        first_line(file),
+        Ok(FirstLine::Empty | FirstLine::Event { .. })
+    )
+}
+
 /// Reads the first line of `file` (at most [`MAX_LINE_BYTES`] of it) and
 /// says whether it is a journal event.
 fn first_line(file: &File) -> std::io::Result<FirstLine> {

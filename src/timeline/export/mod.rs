@@ -118,6 +118,12 @@ pub fn export_file(
         })
     };
     let file = open_regular(path).map_err(read_err)?;
+    if !super::journal::starts_like_journal(&file) {
+        return Err(ExportError::Read(TimelineError::NotAJournal {
+            path: path.to_path_buf(),
+            why: "its first line is not a journal event".into(),
+        }));
+    }
     let mut survey = Survey::default();
     scan_reader(&file, 0, 0, &mut |parsed, span| match parsed {
         Ok(event) => survey.add(&event, Locator::Span(span)),
