@@ -180,7 +180,8 @@ async fn an_unwritable_timeline_refuses_the_run_before_anything_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_that_cannot_be_written_stops_the_run_before_it_changes_anything() {
     let (server, _dir, kubeconfig) = local_cluster().await;
-    // /dev/full opens, and every write to it fails (ENOSPC).
+    // /dev/full opens, and every write to it fails (ENOSPC): it is not a
+    // regular file, so it is refused as a journal before anything runs.
     let (code, stdout, stderr) = warroom(&[
         "run",
         "playbooks/lock-contention.yaml",
@@ -193,7 +194,7 @@ async fn a_journal_that_cannot_be_written_stops_the_run_before_it_changes_anythi
     .await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
-        stderr.contains("the incident journal could not be written"),
+        stderr.contains("/dev/full is not an incident journal"),
         "{stderr}"
     );
     assert!(stderr.contains("nothing was changed"), "{stderr}");
@@ -427,4 +428,40 @@ async fn sigint_between_two_changes_undoes_the_first_and_the_run_ends_cancelled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_between_two_changes_undoes_the_first_and_the_run_ends_cancelled() {
     signal_between_two_changes_undoes_the_first(libc::SIGTERM, "SIGTERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_into_a_missing_journal_starts_the_incident_named_after_the_file() {
+    let (server, dir, kubeconfig) = local_cluster().await;
+    let journal = dir.path().join("incidents/PM-006.jsonl");
+    let (code, stdout, stderr) = warroom(&[
+        "run",
+        "playbooks/scale-to-one.yaml",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--yes",
+        "--timeline",
+        journal.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "run: {stdout}\n{stderr}");
+    let contents = read_journal(&journal).expect("journal");
+    assert!(
+        matches!(&contents.events[0].entry, Entry::Incident(i) if i.id == "PM-006"),
+        "the journal starts with its incident: {:?}",
+        contents.events[0]
+    );
+    let figures = warroom::timeline::Figures::from_events(&contents.events);
+    assert_eq!(figures.id.as_deref(), Some("PM-006"));
+    let started = figures.milestones[&warroom::timeline::Milestone::Started];
+    let first_step = contents
+        .events
+        .iter()
+        .find(|e| matches!(e.entry, Entry::Step(_)))
+        .expect("steps recorded");
+    assert!(started <= first_step.at, "started before the first step");
+    // The next note goes into the same incident.
+    let (code, _, stderr) = warroom(&["timeline", "note", journal.to_str().unwrap(), "ok"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    server.stop().await;
 }

@@ -497,7 +497,29 @@ fn open_recorder(path: Option<&std::path::Path>) -> Result<Option<Arc<TimelineRe
     std::thread::Builder::new()
         .name("journal-open".into())
         .spawn(move || {
-            let _ = opened.send(warroom::timeline::Journal::open_or_create(&owned));
+            // A missing journal is created with its incident (named after
+            // the file), as `timeline note` does.
+            let start = warroom::timeline::IncidentStart::for_journal(
+                &owned,
+                None,
+                warroom::timeline::AUTOMATIC_ACTOR,
+                jiff::Timestamp::now(),
+            );
+            let lock = warroom::timeline::LockWait {
+                timeout: APPEND_TIMEOUT,
+                on_wait: Some(Arc::new(|held: &warroom::timeline::LockHeld| {
+                    super::output::say(format_args!(
+                        "waiting for the lock on the journal {} (held by {}), at most {:?}",
+                        held.path.display(),
+                        held.holder
+                            .map_or_else(|| "another process".into(), |p| format!("process {p}")),
+                        held.timeout
+                    ));
+                })),
+            };
+            let _ = opened.send(
+                warroom::timeline::Journal::open_incident(&owned, &start, &lock).map(|(j, _)| j),
+            );
         })
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot open the journal: {e}")))?;
     let journal = match answer.recv_timeout(APPEND_TIMEOUT) {
