@@ -520,3 +520,134 @@ async fn gateway_offers_spike_times_the_baseline_wall_clock_rate_at_the_peak() {
     assert_eq!(stats.rejected, 0);
     assert_eq!(stats.received, stats.offered);
 }
+
+/// The drill's pause target for worker processes the test owns.
+struct Processes {
+    pods: Vec<(String, u32)>,
+}
+
+impl warroom::drill::pauses::PauseTarget for Processes {
+    fn pods(&self) -> Vec<String> {
+        self.pods.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    async fn pause(&self, pod: &str, length: Duration) {
+        let Some((_, pid)) = self.pods.iter().find(|(name, _)| name == pod) else {
+            return;
+        };
+        let pid = *pid as libc::pid_t;
+        // SAFETY: kill(2) on the pid of a child this test owns.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        tokio::time::sleep(length).await;
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+}
+
+/// A short drill at the 10x peak with GC pauses: the gateway, three
+/// workers and the pause schedule, until `done` holds for the reconcile
+/// scan and the workers' numbers, or the deadline.
+async fn peak_with_gc_pauses(
+    mode: &str,
+    done: impl Fn(&warroom::drill::reconcile::ReconcileReport, &stats::OrderStats) -> bool,
+) -> (
+    warroom::drill::reconcile::ReconcileReport,
+    stats::OrderStats,
+) {
+    let node = redis_node().expect("checked by the caller");
+    let url = node.url();
+    let mut sync = connection(&url);
+    let _: () = sync.set(keys::LOCK_MODE, mode).unwrap();
+    let mut workers = Vec::new();
+    for pod in [
+        "order-service-6b9d-7f",
+        "order-service-6b9d-3c",
+        "order-service-6b9d-a1",
+    ] {
+        let url = url.clone();
+        workers.push(
+            tokio::task::spawn_blocking(move || Worker::start(&url, pod, &[], &[]))
+                .await
+                .unwrap(),
+        );
+    }
+    let target = Arc::new(Processes {
+        pods: workers
+            .iter()
+            .map(|w| (w.pod.clone(), w.child.id()))
+            .collect(),
+    });
+    let curve = LoadCurve::new(10.0, 1e9, 11);
+    let mut conn = warroom::lock::connect(&url, None, false).await.unwrap();
+    let gateway = Gateway::start(conn.clone(), None, GatewayConfig::new(curve.clone(), 11));
+    let pauser = warroom::drill::pauses::Pauser::start(
+        target,
+        warroom::drill::pauses::PauseSchedule::new(curve, 11),
+    );
+    let result = common::wait_until_async("the drill's outcome", Duration::from_secs(40), || {
+        let mut conn = conn.clone();
+        let done = &done;
+        async move {
+            let report = warroom::drill::reconcile::scan(&mut conn).await.unwrap();
+            let numbers = stats::read(&mut conn).await.unwrap();
+            done(&report, &numbers).then_some((report, numbers))
+        }
+    })
+    .await;
+    let paused = pauser.stop().await;
+    assert!(paused.paused > 0 && paused.longest_ms >= 280, "{paused:?}");
+    gateway.stop().await;
+    // Every worker was resumed: none is left stopped.
+    for w in &workers {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.child.id())).unwrap();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_ne!(state, "T", "{} left stopped", w.pod);
+    }
+    let final_scan = warroom::drill::reconcile::scan(&mut conn).await.unwrap();
+    drop(workers);
+    (final_scan.max_by_inconsistent(result.0), result.1)
+}
+
+trait MaxByInconsistent {
+    fn max_by_inconsistent(self, other: Self) -> Self;
+}
+
+impl MaxByInconsistent for warroom::drill::reconcile::ReconcileReport {
+    fn max_by_inconsistent(self, other: Self) -> Self {
+        if other.inconsistent > self.inconsistent {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_drill_at_the_peak_with_gc_pauses_corrupts_orders() {
+    if common::require_tool("redis-server", "redis-server").is_none() {
+        return;
+    }
+    let (report, numbers) =
+        peak_with_gc_pauses("legacy", |r, n| r.inconsistent >= 1 && n.processed >= 200).await;
+    assert!(report.inconsistent >= 1, "{report:?}");
+    assert_eq!(numbers.fencing_rejections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_drill_at_the_peak_with_gc_pauses_corrupts_nothing() {
+    if common::require_tool("redis-server", "redis-server").is_none() {
+        return;
+    }
+    let (report, numbers) = peak_with_gc_pauses("fenced", |r, n| {
+        r.inconsistent > 0 || (n.fencing_rejections >= 1 && n.processed >= 200)
+    })
+    .await;
+    assert_eq!(report.inconsistent, 0, "{report:?}");
+    assert!(numbers.fencing_rejections >= 1, "{numbers:?}");
+}
