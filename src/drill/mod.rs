@@ -17,8 +17,11 @@ pub mod load;
 pub mod lock_mode;
 pub mod orders;
 pub mod pauses;
+pub mod pods;
+pub mod process;
 pub mod reconcile;
 pub mod stats;
+pub mod supervisor;
 pub mod worker;
 
 /// Why a drill (or one of its parts) could not do what was asked.
