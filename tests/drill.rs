@@ -1,0 +1,371 @@
+//! `warroom drill` end to end, through the real binary with real
+//! `redis-server`, worker processes, the local cluster server, `kubectl` and
+//! (when on PATH) Prometheus: short compressed headless runs, bad input,
+//! signals, and no process left behind after any exit.
+//!
+//! Every drill here runs with `--dir` in a fresh temporary directory, and
+//! everything a drill starts names that directory (Redis by working in it,
+//! Prometheus in its arguments, workers in their environment), so "nothing
+//! left" is a scan of `/proc` for that directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A drill must start (Redis, cluster, exporter, Prometheus) well within this.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// What the issue asks of children after the drill has gone.
+const ORPHAN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A running `warroom drill`, its output collected as it comes.
+struct Drill {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    parent: tempfile::TempDir,
+}
+
+impl Drill {
+    fn start(args: &[&str]) -> Drill {
+        Self::start_with(args, |_| {})
+    }
+
+    fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Drill {
+        let parent = tempfile::tempdir().expect("a temporary directory");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warroom"));
+        command
+            .arg("drill")
+            .arg("--dir")
+            .arg(parent.path())
+            .args(args)
+            .env_remove("WARROOM_REDIS_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("warroom starts");
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = text.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut text = sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+        Drill {
+            child,
+            stdout,
+            stderr,
+            parent,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until the drill says it runs; returns its kubeconfig path.
+    fn wait_started(&mut self) -> PathBuf {
+        let start = Instant::now();
+        loop {
+            let stderr = self.stderr();
+            if let Some(line) = stderr.lines().find_map(|l| l.strip_prefix("kubeconfig: "))
+                && stderr.contains("pod logs: ")
+            {
+                return PathBuf::from(line.trim());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the drill ended ({status}) before it started:\n{stderr}\n{}",
+                    self.stdout()
+                );
+            }
+            assert!(
+                start.elapsed() < START_DEADLINE,
+                "the drill did not start within {START_DEADLINE:?}:\n{stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} delivered");
+    }
+
+    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waits") {
+                // Let the reader threads drain what is left.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the drill did not end within {deadline:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The drill directory (the only entry of the parent).
+    fn dir(&self) -> PathBuf {
+        std::fs::read_dir(self.parent.path())
+            .expect("the parent exists")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+            .expect("a drill directory")
+    }
+
+    /// Processes other than this test naming the drill's directory.
+    fn leftovers(&self) -> Vec<String> {
+        processes_naming(self.parent.path())
+    }
+
+    /// Asserts that within [`ORPHAN_DEADLINE`] no process names the drill's
+    /// directory.
+    fn assert_nothing_left(&self) {
+        let start = Instant::now();
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < ORPHAN_DEADLINE,
+                "left running {ORPHAN_DEADLINE:?} after the drill: {left:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Drill {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Live (not zombie) processes whose command line, environment or working
+/// directory names `marker`, as `pid: command line` (Redis rewrites its
+/// command line, but works in its `--dir`).
+fn processes_naming(marker: &Path) -> Vec<String> {
+    let marker = marker.as_os_str().as_encoded_bytes();
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let base = entry.path();
+        let stat = std::fs::read_to_string(base.join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        if matches!(state, Some(Some('Z' | 'X')) | None) {
+            continue;
+        }
+        let cmdline = std::fs::read(base.join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(base.join("environ")).unwrap_or_default();
+        let cwd = std::fs::read_link(base.join("cwd")).unwrap_or_default();
+        let cwd = cwd.as_os_str().as_encoded_bytes();
+        let names = |bytes: &[u8]| bytes.windows(marker.len()).any(|w| w == marker);
+        if names(&cmdline) || names(&environ) || names(cwd) {
+            let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{name}: {shown}"));
+        }
+    }
+    found
+}
+
+/// A report's words on one line, without the frame miette wraps them in.
+fn flat(report: &str) -> String {
+    report
+        .split_whitespace()
+        .filter(|word| *word != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn redis_available() -> bool {
+    common::require_tool("redis-server", "redis-server").is_some()
+}
+
+#[test]
+fn an_unreachable_redis_is_exit_4_without_its_password_and_nothing_starts() {
+    let closed = warroom::redis_node::free_port().expect("a free port");
+    let url = format!("redis://:hunter2secret@127.0.0.1:{closed}");
+    let mut drill = Drill::start(&["--headless", "--duration", "5", "--redis", &url]);
+    let status = drill.wait_exit(Duration::from_secs(30));
+    let stderr = drill.stderr();
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"), "{stderr}");
+    assert!(!drill.stdout().contains("hunter2secret"));
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn a_missing_redis_server_names_the_install_command_with_exit_4() {
+    let empty = tempfile::tempdir().expect("a temporary directory");
+    let mut drill = Drill::start_with(&["--headless", "--duration", "5"], |command| {
+        command.env("PATH", empty.path());
+    });
+    let status = drill.wait_exit(Duration::from_secs(30));
+    let stderr = drill.stderr();
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    let message = flat(&stderr);
+    assert!(message.contains("redis-server is not on PATH"), "{stderr}");
+    assert!(
+        message.contains("apt-get install -y redis-server"),
+        "{stderr}"
+    );
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn a_listen_port_in_use_is_exit_2_and_what_started_is_stopped() {
+    if !redis_available() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let port = taken.local_addr().expect("address").port();
+    for flag in ["--cluster-listen", "--exporter-listen"] {
+        let address = format!("127.0.0.1:{port}");
+        let mut drill = Drill::start(&["--headless", "--duration", "5", flag, &address]);
+        let status = drill.wait_exit(Duration::from_secs(60));
+        let stderr = drill.stderr();
+        assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(&address), "{flag}: {stderr}");
+        assert!(
+            stderr.contains("Address already in use") || stderr.contains("in use"),
+            "{flag}: {stderr}"
+        );
+        drill.assert_nothing_left();
+    }
+}
+
+#[test]
+fn a_playbook_that_does_not_validate_is_exit_2_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let playbook = dir.path().join("broken.yaml");
+    std::fs::write(&playbook, "name: broken\nsteps: [{name: x, scale: {}}]\n").expect("writes");
+    let mut drill = Drill::start(&[
+        "--headless",
+        "--duration",
+        "5",
+        "--auto-mitigate",
+        playbook.to_str().expect("utf-8"),
+    ]);
+    let status = drill.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{}", drill.stderr());
+    assert!(drill.stderr().contains("broken.yaml"), "{}", drill.stderr());
+    assert_eq!(
+        std::fs::read_dir(drill.parent.path())
+            .expect("exists")
+            .count(),
+        0,
+        "no drill directory is made for a refused drill"
+    );
+    drill.assert_nothing_left();
+}
+
+/// Starts a long headless drill and waits until it runs.
+fn running_drill() -> Option<(Drill, PathBuf)> {
+    if !redis_available() {
+        return None;
+    }
+    let mut drill = Drill::start(&[
+        "--headless",
+        "--duration",
+        "600",
+        "--replicas",
+        "2",
+        "--report",
+        "json",
+    ]);
+    let kubeconfig = drill.wait_started();
+    Some((drill, kubeconfig))
+}
+
+fn stops_cleanly_on(signal: libc::c_int) {
+    let Some((mut drill, _)) = running_drill() else {
+        return;
+    };
+    assert!(
+        !drill.leftovers().is_empty(),
+        "the running drill's children are visible to the scan"
+    );
+    drill.signal(signal);
+    let status = drill.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", drill.stderr());
+    let report: serde_json::Value = serde_json::from_str(&drill.stdout()).unwrap_or_else(|e| {
+        panic!(
+            "a JSON report ({e}):\n{}\n{}",
+            drill.stdout(),
+            drill.stderr()
+        )
+    });
+    assert_eq!(report["ended"], "interrupted");
+    let dir = drill.dir();
+    assert!(dir.join("incident.md").is_file(), "the export is written");
+    assert!(dir.join("incident.jsonl").is_file());
+    assert_eq!(
+        report["timeline"],
+        dir.join("incident.jsonl").display().to_string()
+    );
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn sigint_stops_the_drill_cleanly_with_its_report_and_export() {
+    stops_cleanly_on(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_drill_cleanly_with_its_report_and_export() {
+    stops_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
+fn a_sigkilled_drill_leaves_no_process_behind() {
+    let Some((mut drill, _)) = running_drill() else {
+        return;
+    };
+    let before = drill.leftovers();
+    assert!(
+        before.iter().any(|p| p.contains("redis-server")),
+        "the drill's Redis is seen: {before:#?}"
+    );
+    drill.signal(libc::SIGKILL);
+    let status = drill.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), None, "killed by a signal");
+    drill.assert_nothing_left();
+}
