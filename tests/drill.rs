@@ -369,3 +369,132 @@ fn a_sigkilled_drill_leaves_no_process_behind() {
     assert_eq!(status.code(), None, "killed by a signal");
     drill.assert_nothing_left();
 }
+
+/// Appends a lock event to the drill's stream, as a lock client would.
+fn publish(conn: &mut redis::Connection, fields: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(warroom::lock::event::DEFAULT_STREAM)
+        .arg("*")
+        .arg("v")
+        .arg("1");
+    for (name, value) in fields {
+        cmd.arg(*name).arg(*value);
+    }
+    let _: String = cmd.query(conn).expect("XADD");
+}
+
+#[test]
+fn alerts_fire_from_the_exporter_counters_and_mark_detection() {
+    if !redis_available() {
+        return;
+    }
+    let prometheus = common::require_tool("prometheus", "prometheus").is_some();
+    // 60 incident seconds per second: the error alert's minute is a second.
+    let mut drill = Drill::start(&[
+        "--headless",
+        "--report",
+        "json",
+        "--lock",
+        "fenced",
+        "--replicas",
+        "1",
+        "--speed",
+        "60",
+        "--duration",
+        "600",
+    ]);
+    drill.wait_started();
+    let stderr = drill.stderr();
+    let url = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("redis: "))
+        .expect("the drill prints its Redis")
+        .trim()
+        .to_string();
+    let mut conn = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connects to the drill's Redis");
+    // Two legacy holders of one key, neither released: a collision.
+    for holder in ["pod-a", "pod-b"] {
+        publish(
+            &mut conn,
+            &[
+                ("kind", "acquired"),
+                ("mode", "legacy"),
+                ("key", "lock:test:collision"),
+                ("holder", holder),
+            ],
+        );
+    }
+    common::wait_until("the collision alert", Duration::from_secs(20), || {
+        drill
+            .stderr()
+            .contains("alert LockConcurrentHolders FIRING")
+            .then_some(())
+    });
+    // More than 50 errors an incident minute, held for an incident minute.
+    common::wait_until("the error alert", Duration::from_secs(30), || {
+        for _ in 0..60 {
+            publish(
+                &mut conn,
+                &[
+                    ("kind", "error"),
+                    ("mode", "app"),
+                    ("key", "POST /test"),
+                    ("holder", "test-service"),
+                    ("reason", "injected"),
+                ],
+            );
+        }
+        drill
+            .stderr()
+            .contains("alert AppErrorsAbove50PerMinute FIRING")
+            .then_some(())
+    });
+    let journal = drill.dir().join("incident.jsonl");
+    if prometheus {
+        common::wait_until(
+            "Prometheus' collision alert",
+            Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(&journal).unwrap_or_default();
+                text.lines()
+                    .any(|l| {
+                        l.contains("\"source\":\"prometheus\"")
+                            && l.contains("LockConcurrentHolders")
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    drill.signal(libc::SIGINT);
+    assert_eq!(drill.wait_exit(Duration::from_secs(60)).code(), Some(0));
+    let report: serde_json::Value = serde_json::from_str(&drill.stdout()).expect("a JSON report");
+    assert!(report["double_grants"].as_u64() >= Some(1), "{report:#}");
+    let ttd = report["ttd_ms"].as_u64().expect("a time to detect");
+    assert!(
+        ttd < 5_000,
+        "detected within 5 s of the collision: {ttd} ms"
+    );
+    assert_eq!(report["prometheus"], prometheus);
+    if prometheus {
+        let ttd = report["ttd_prometheus_ms"]
+            .as_u64()
+            .expect("Prometheus' time");
+        assert!(ttd < 30_000, "{ttd}");
+    } else {
+        assert!(report["ttd_prometheus_ms"].is_null());
+    }
+    let text = std::fs::read_to_string(&journal).expect("the journal");
+    let detected = text
+        .lines()
+        .position(|l| l.contains("\"milestone\":\"detected\""))
+        .expect("detected is marked");
+    let alert = text
+        .lines()
+        .position(|l| l.contains("LockConcurrentHolders") && l.contains("\"fired\""))
+        .expect("the alert is an event");
+    assert!(alert < detected, "the alert comes first:\n{text}");
+    assert!(text.contains("AppErrorsAbove50PerMinute"), "{text}");
+    drill.assert_nothing_left();
+}

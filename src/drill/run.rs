@@ -266,7 +266,8 @@ fn ms_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn deployment_replicas(store: &Store) -> i64 {
+/// The drill Deployment's `spec.replicas` (0 when it is gone).
+pub(crate) fn desired_replicas(store: &Store) -> i64 {
     store
         .get(
             "apps/v1",
@@ -707,7 +708,7 @@ impl Drive<'_> {
             self.mitigation_done(outcome, notify).await;
         }
 
-        let desired = deployment_replicas(self.store);
+        let desired = desired_replicas(self.store);
         let running = self.workload.running();
         if self
             .replicas
