@@ -229,6 +229,13 @@ fn an_unreachable_redis_is_exit_4_without_its_password_and_nothing_starts() {
     assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
     assert!(!stderr.contains("hunter2secret"), "{stderr}");
     assert!(!drill.stdout().contains("hunter2secret"));
+    assert_eq!(
+        std::fs::read_dir(drill.parent.path())
+            .expect("exists")
+            .count(),
+        0,
+        "no drill directory is made"
+    );
     drill.assert_nothing_left();
 }
 

@@ -173,6 +173,18 @@ pub fn run(args: DrillArgs, log_filter: &str) -> CommandResult {
         args.headless
             .then(|| Duration::from_secs_f64(40.0 * 60.0 / args.speed))
     });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    // A --redis that does not answer stops the drill before it has a
+    // directory or a process.
+    if !args.redis.is_empty() {
+        runtime
+            .block_on(warroom::drill::run::check_redis(&args.redis))
+            .map_err(drill_failure)?;
+    }
     let dir = DrillDir::create(args.dir.as_deref()).map_err(|e| Failure::msg(Exit::Invalid, e))?;
     init_file_logging(&dir.log(), log_filter)?;
     let options = DrillOptions {
@@ -192,11 +204,6 @@ pub fn run(args: DrillArgs, log_filter: &str) -> CommandResult {
         prometheus: !args.no_prometheus,
     };
     output::say(format_args!("drill directory: {}", dir.root().display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
     let show_progress = !args.headless && std::io::stderr().is_terminal();
     let display = Display::new(show_progress);
     let report_format = args.report;
