@@ -4,7 +4,9 @@
 //!
 //! - `LockConcurrentHolders` fires on the first collision the exporter
 //!   counts (more than one holder believed it held a key), and resolves
-//!   after [`QUIET_RESOLVE_S`] incident seconds without a new one.
+//!   after [`QUIET_RESOLVE_S`] incident seconds without a new one, and at
+//!   least [`QUIET_RESOLVE_WALL_S`] seconds of wall time (a compressed drill
+//!   must not make it flap).
 //! - `AppErrorsAbove50PerMinute` (AI-004) fires when more than
 //!   [`ERRORS_PER_MINUTE`] application errors were reported in the last
 //!   incident minute, continuously for [`ERRORS_FOR_S`] incident seconds; it
@@ -26,6 +28,9 @@ pub const ERRORS_FOR_S: f64 = 60.0;
 /// Incident seconds without a new collision after which the collision
 /// alert resolves.
 pub const QUIET_RESOLVE_S: f64 = 60.0;
+/// Wall-clock seconds without a new collision, at least, before the
+/// collision alert resolves.
+pub const QUIET_RESOLVE_WALL_S: f64 = 10.0;
 
 /// An alert that fired or resolved on this tick.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +45,10 @@ pub struct AlertTransition {
 }
 
 /// State of the drill's alert rules.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Alerting {
+    /// Incident seconds without a collision before the collision alert resolves.
+    quiet_s: f64,
     collisions: u64,
     last_collision_s: Option<f64>,
     collision_firing: bool,
@@ -52,9 +59,23 @@ pub struct Alerting {
 }
 
 impl Alerting {
-    /// No alert firing, nothing seen.
-    pub fn new() -> Self {
-        Self::default()
+    /// No alert firing, nothing seen; incident time runs `speed` times
+    /// faster than wall time.
+    pub fn new(speed: f64) -> Self {
+        let speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
+        Self {
+            quiet_s: QUIET_RESOLVE_S.max(QUIET_RESOLVE_WALL_S * speed),
+            collisions: 0,
+            last_collision_s: None,
+            collision_firing: false,
+            errors: VecDeque::new(),
+            errors_above_since: None,
+            error_firing: false,
+        }
     }
 
     /// Whether the collision alert is firing.
@@ -98,7 +119,7 @@ impl Alerting {
         } else if self.collision_firing
             && self
                 .last_collision_s
-                .is_some_and(|last| now_s - last >= QUIET_RESOLVE_S)
+                .is_some_and(|last| now_s - last >= self.quiet_s)
         {
             self.collision_firing = false;
             changes.push(AlertTransition {
@@ -145,12 +166,13 @@ mod tests {
 
     #[test]
     fn the_collision_alert_fires_on_the_first_collision_and_resolves_when_quiet() {
-        let mut alerting = Alerting::new();
+        let mut alerting = Alerting::new(1.0);
         assert!(alerting.observe(0.0, 0, 0).is_empty());
         let fired = alerting.observe(1.0, 1, 0);
         assert_eq!(fired.len(), 1);
         assert!(fired[0].fired && fired[0].alert == COLLISION_ALERT);
         assert!(alerting.observe(2.0, 3, 0).is_empty(), "fires once");
+        assert!(alerting.observe(11.0, 3, 0).is_empty());
         assert!(alerting.observe(61.0, 3, 0).is_empty());
         let resolved = alerting.observe(62.0, 3, 0);
         assert_eq!(resolved.len(), 1);
@@ -158,8 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn a_compressed_drill_holds_the_collision_alert_ten_wall_seconds() {
+        let mut alerting = Alerting::new(200.0);
+        assert_eq!(alerting.observe(1.0, 1, 0).len(), 1);
+        assert!(
+            alerting.observe(1_900.0, 1, 0).is_empty(),
+            "9.5 s of wall time"
+        );
+        assert_eq!(
+            alerting.observe(2_002.0, 1, 0).len(),
+            1,
+            "resolved after 10 s"
+        );
+    }
+
+    #[test]
     fn the_error_alert_needs_more_than_fifty_a_minute_for_a_minute() {
-        let mut alerting = Alerting::new();
+        let mut alerting = Alerting::new(1.0);
         // 50 errors a minute, exactly the threshold: never fires.
         for s in 0..200 {
             let total = (s as u64 * 50) / 60;

@@ -78,7 +78,8 @@ pub struct DrillReport {
     pub orders_offered: u64,
     /// Orders the gateway let through to the workers.
     pub orders_received: u64,
-    /// Orders a worker finished.
+    /// Orders a worker finished (each delivery: an order redelivered after
+    /// a pause and finished twice counts twice).
     pub orders_processed: u64,
     /// Orders the gateway rejected (over its rate limit).
     pub orders_rejected: u64,
@@ -188,7 +189,7 @@ impl DrillReport {
             if self.prometheus {
                 opt_ms(self.ttd_prometheus_ms)
             } else {
-                "- (prometheus not on PATH)".into()
+                "- (no prometheus: not on PATH, or --no-prometheus)".into()
             },
         );
         line("time to mitigate", opt_ms(self.ttm_ms));
@@ -197,7 +198,14 @@ impl DrillReport {
             "replicas",
             self.replicas
                 .iter()
-                .map(|r| format!("{}@{:.0}s", r.desired, r.at_ms as f64 / 1000.0))
+                .map(|r| {
+                    format!(
+                        "{}/{}@{:.1}s",
+                        r.running,
+                        r.desired,
+                        r.at_ms as f64 / 1000.0
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" "),
         );

@@ -101,9 +101,9 @@ pub struct Progress {
     pub incident_s: f64,
     /// Wall-clock seconds elapsed.
     pub elapsed_s: f64,
-    /// Orders offered per incident minute, over the last second.
+    /// Orders offered per minute, over the last second.
     pub offered_per_min: f64,
-    /// Orders processed per incident minute, over the last second.
+    /// Orders processed per minute, over the last second.
     pub processed_per_min: f64,
     /// Collisions so far.
     pub collisions: u64,
@@ -435,7 +435,7 @@ pub async fn run(
         prometheus: prometheus.as_ref(),
         kubeconfig: &kubeconfig,
         start,
-        alerting: Alerting::new(),
+        alerting: Alerting::new(options.speed),
         alerts: Vec::new(),
         replicas: Vec::new(),
         lock_modes: Vec::new(),
@@ -748,7 +748,8 @@ impl Drive<'_> {
             ..Progress::default()
         };
         if span >= 1.0 {
-            let per_min = 60.0 / (span * self.options.speed);
+            // Rates per wall-clock minute, as the load curve states them.
+            let per_min = 60.0 / span;
             progress.offered_per_min = offered.saturating_sub(offered_then) as f64 * per_min;
             progress.processed_per_min = processed.saturating_sub(processed_then) as f64 * per_min;
             self.last_progress = (Instant::now(), offered, processed);
