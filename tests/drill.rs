@@ -505,3 +505,274 @@ fn alerts_fire_from_the_exporter_counters_and_mark_detection() {
     assert!(text.contains("AppErrorsAbove50PerMinute"), "{text}");
     drill.assert_nothing_left();
 }
+
+/// Worker processes of the drill (by the directory in their environment).
+fn workers(drill: &Drill) -> Vec<String> {
+    drill
+        .leftovers()
+        .into_iter()
+        .filter(|p| p.contains("drill worker"))
+        .collect()
+}
+
+/// Runs a headless drill to its end; returns the report.
+fn headless(args: &[&str], deadline: Duration) -> Option<(Drill, serde_json::Value)> {
+    if !redis_available() {
+        return None;
+    }
+    let mut all = vec!["--headless", "--report", "json"];
+    all.extend_from_slice(args);
+    let mut drill = Drill::start(&all);
+    let status = drill.wait_exit(deadline);
+    let report: serde_json::Value = serde_json::from_str(&drill.stdout()).unwrap_or_else(|e| {
+        panic!(
+            "a JSON report ({e}, {status}):\n{}\n{}",
+            drill.stdout(),
+            drill.stderr()
+        )
+    });
+    Some((drill, report))
+}
+
+fn count(report: &serde_json::Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is a count: {report:#}"))
+}
+
+#[test]
+fn legacy_without_mitigation_double_grants_and_corrupts_orders() {
+    let Some((drill, report)) = headless(
+        &[
+            "--lock",
+            "legacy",
+            "--speed",
+            "200",
+            "--replicas",
+            "4",
+            "--duration",
+            "20",
+        ],
+        Duration::from_secs(120),
+    ) else {
+        return;
+    };
+    assert_eq!(report["ended"], "completed", "{report:#}");
+    assert!(count(&report, "orders_processed") > 0, "{report:#}");
+    assert!(count(&report, "double_grants") > 0, "{report:#}");
+    assert!(count(&report, "corrupted_orders") > 0, "{report:#}");
+    assert!(
+        report["ttd_ms"].is_u64(),
+        "the collision alert fired: {report:#}"
+    );
+    assert!(report["ttm_ms"].is_null());
+    assert_eq!(report["lock_modes"][0], "legacy");
+    for field in [
+        "orders_offered",
+        "orders_received",
+        "orders_rejected",
+        "fencing_rejections",
+        "corrupted_orders",
+    ] {
+        count(&report, field);
+    }
+    assert!(report["order_latency_ms"]["p99"].is_number());
+    assert!(report["replicas"].as_array().is_some_and(|r| !r.is_empty()));
+    let journal = std::fs::read_to_string(report["timeline"].as_str().unwrap()).unwrap();
+    assert!(journal.contains("\"detected\""), "{journal}");
+    assert!(journal.contains("LockConcurrentHolders"), "{journal}");
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn fenced_at_ten_times_with_pauses_corrupts_nothing_and_rejects_stale_writes() {
+    let Some((drill, report)) = headless(
+        &[
+            "--lock",
+            "fenced",
+            "--speed",
+            "200",
+            "--replicas",
+            "4",
+            "--duration",
+            "20",
+        ],
+        Duration::from_secs(120),
+    ) else {
+        return;
+    };
+    assert_eq!(report["ended"], "completed", "{report:#}");
+    assert!(count(&report, "orders_processed") > 0, "{report:#}");
+    assert_eq!(count(&report, "corrupted_orders"), 0, "{report:#}");
+    assert!(count(&report, "fencing_rejections") > 0, "{report:#}");
+    assert_eq!(report["lock_modes"][0], "fenced");
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn auto_mitigation_stops_the_collisions_and_leaves_one_worker() {
+    if !redis_available() {
+        return;
+    }
+    let playbook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/lock-contention.yaml"
+    );
+    let mut drill = Drill::start(&[
+        "--headless",
+        "--report",
+        "json",
+        "--lock",
+        "legacy",
+        "--speed",
+        "200",
+        "--replicas",
+        "4",
+        "--duration",
+        "30",
+        "--auto-mitigate",
+        playbook,
+    ]);
+    drill.wait_started();
+    common::wait_until(
+        "the mitigation to be verified",
+        Duration::from_secs(90),
+        || drill.stderr().contains("verified: mitigated").then_some(()),
+    );
+    // The scale step left one replica; the restart replaced it: one worker.
+    let one = common::wait_until("exactly one worker", Duration::from_secs(10), || {
+        let workers = workers(&drill);
+        (workers.len() == 1).then_some(workers)
+    });
+    assert_eq!(one.len(), 1);
+    let status = drill.wait_exit(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{}", drill.stderr());
+    let report: serde_json::Value = serde_json::from_str(&drill.stdout()).expect("a JSON report");
+    assert_eq!(
+        count(&report, "collisions_after_mitigation"),
+        0,
+        "{report:#}"
+    );
+    assert!(report["ttd_ms"].is_u64(), "{report:#}");
+    assert!(report["ttm_ms"].is_u64(), "{report:#}");
+    assert_eq!(report["mitigation"]["verified"], true, "{report:#}");
+    let modes: Vec<&str> = report["lock_modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert_eq!(modes.first(), Some(&"legacy"), "{report:#}");
+    assert_eq!(modes.last(), Some(&"watch"), "{report:#}");
+    let last = report["replicas"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["desired"], 1, "{report:#}");
+    let journal = std::fs::read_to_string(report["timeline"].as_str().unwrap()).unwrap();
+    assert!(journal.contains("\"mitigated\""), "{journal}");
+    assert!(
+        journal.contains("scale-down"),
+        "the engine's steps are recorded: {journal}"
+    );
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn a_mitigation_failing_midway_is_exit_1_with_the_drill_stopped() {
+    if !redis_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let playbook = dir.path().join("fails.yaml");
+    // Scales down, then waits for a condition that never holds: the scale
+    // is applied, the wait fails, the engine undoes the scale.
+    std::fs::write(
+        &playbook,
+        "name: fails-midway\ndescription: scales down, then waits for what never holds\n\
+         parameters: {}\nsteps:\n  - name: scale-down\n    scale: {deployment: order-service, replicas: 2}\n\
+         \x20 - name: wait-forever\n    wait:\n      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}\n\
+         \x20     until: {field: {path: /metadata/labels/never, equals: \"set\"}}\n      timeout: 2s\n",
+    )
+    .expect("writes");
+    let mut drill = Drill::start(&[
+        "--headless",
+        "--lock",
+        "legacy",
+        "--speed",
+        "200",
+        "--replicas",
+        "4",
+        "--duration",
+        "20",
+        "--auto-mitigate",
+        playbook.to_str().unwrap(),
+    ]);
+    let status = drill.wait_exit(Duration::from_secs(120));
+    let stderr = drill.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}\n{}", drill.stdout());
+    assert!(drill.stdout().contains("mitigation"), "{}", drill.stdout());
+    drill.assert_nothing_left();
+}
+
+#[test]
+fn kubectl_sees_the_drill_and_scaling_changes_the_worker_processes() {
+    let Some(kubectl) = common::require_tool("kubectl", "kubectl") else {
+        return;
+    };
+    let Some((mut drill, kubeconfig)) = running_drill() else {
+        return;
+    };
+    let kubectl = |args: &[&str]| {
+        common::output_within(
+            Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(args),
+            Duration::from_secs(30),
+        )
+    };
+    common::wait_until("two workers", Duration::from_secs(30), || {
+        (workers(&drill).len() == 2).then_some(())
+    });
+    let listed = kubectl(&["get", "deploy,pods", "-n", "orders"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(text.contains("deployment.apps/order-service"), "{text}");
+    assert_eq!(text.matches("pod/order-service-").count(), 2, "{text}");
+    let scaled = kubectl(&[
+        "scale",
+        "deployment/order-service",
+        "--replicas=4",
+        "-n",
+        "orders",
+    ]);
+    assert!(
+        scaled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scaled.stderr)
+    );
+    common::wait_until("four workers", Duration::from_secs(30), || {
+        (workers(&drill).len() == 4).then_some(())
+    });
+    let scaled = kubectl(&[
+        "scale",
+        "deployment/order-service",
+        "--replicas=1",
+        "-n",
+        "orders",
+    ]);
+    assert!(scaled.status.success());
+    common::wait_until("one worker", Duration::from_secs(30), || {
+        (workers(&drill).len() == 1).then_some(())
+    });
+    drill.signal(libc::SIGTERM);
+    assert_eq!(drill.wait_exit(Duration::from_secs(60)).code(), Some(0));
+    drill.assert_nothing_left();
+}

@@ -57,8 +57,12 @@ pub enum ReportArg {
 }
 
 /// `warroom drill` arguments.
-#[derive(Args, Debug)]
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DrillArgs {
+    /// Parts of the drill run as their own processes (hidden).
+    #[command(subcommand)]
+    part: Option<super::drill_worker::DrillCommand>,
     /// Use this Redis (repeat three times for redlock's three nodes) instead
     /// of starting redis-server; it must answer within 3 s.
     #[arg(long, value_name = "URL")]
@@ -120,6 +124,13 @@ impl Default for DrillArgs {
     }
 }
 
+impl DrillArgs {
+    /// Whether this runs a part of a drill (a worker) rather than a drill.
+    pub fn is_worker(&self) -> bool {
+        self.part.is_some()
+    }
+}
+
 /// The operator's name: `$USER`, else `$LOGNAME`, else `operator`.
 fn operator() -> String {
     ["USER", "LOGNAME"]
@@ -130,7 +141,10 @@ fn operator() -> String {
 }
 
 /// Runs a drill; `warroom` with no subcommand calls this with the defaults.
-pub fn run(args: DrillArgs, log_filter: &str) -> CommandResult {
+pub fn run(mut args: DrillArgs, log_filter: &str) -> CommandResult {
+    if let Some(part) = args.part.take() {
+        return super::drill_worker::run(part);
+    }
     for (flag, addr) in [
         ("--cluster-listen", args.cluster_listen),
         ("--exporter-listen", args.exporter_listen),

@@ -11,10 +11,12 @@ mod bench;
 mod cluster;
 mod completions;
 mod drill;
+mod drill_worker;
 mod exporter;
 mod numbers;
 pub mod output;
 mod playbook;
+mod reconcile;
 mod timeline;
 
 use std::process::ExitCode;
@@ -112,6 +114,9 @@ enum Command {
     /// spike, the local cluster, exporter, alerting and timeline (the
     /// default command).
     Drill(drill::DrillArgs),
+    /// Find the drill's orders whose records disagree; repair what the
+    /// audit log makes unambiguous.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -139,7 +144,11 @@ pub fn main() -> ExitCode {
         }
     };
     // A drill logs to a file in its directory.
-    let drill = matches!(cli.command, Some(Command::Drill(_)) | None);
+    let drill = match &cli.command {
+        Some(Command::Drill(args)) => !args.is_worker(),
+        None => true,
+        _ => false,
+    };
     if let Err(failure) = init_logging(&cli.log, !drill) {
         output::report(&failure.report);
         return ExitCode::from(failure.exit as u8);
@@ -153,6 +162,7 @@ pub fn main() -> ExitCode {
         Some(Command::Completions(args)) => completions::completions(args),
         Some(Command::Man(args)) => completions::man(args),
         Some(Command::Drill(args)) => drill::run(args, &cli.log),
+        Some(Command::Reconcile(args)) => reconcile::run(args),
         None => drill::run(drill::DrillArgs::default(), &cli.log),
     };
     match outcome {

@@ -19,10 +19,21 @@
 
 pub mod alerting;
 pub mod dir;
+pub mod gateway;
+pub mod load;
+pub mod lock_mode;
 pub mod mitigate;
+pub mod orders;
+pub mod pauses;
+pub mod pods;
+pub mod process;
 pub mod prometheus;
+pub mod reconcile;
 pub mod report;
 pub mod run;
+pub mod stats;
+pub mod supervisor;
+pub mod worker;
 pub mod workload;
 
 /// The lock modes a drill's workers can use (the ConfigMap's `LOCK_MODE`).
