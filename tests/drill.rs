@@ -712,8 +712,23 @@ fn a_mitigation_failing_midway_is_exit_1_with_the_drill_stopped() {
     ]);
     let status = drill.wait_exit(Duration::from_secs(120));
     let stderr = drill.stderr();
-    assert_eq!(status.code(), Some(1), "{stderr}\n{}", drill.stdout());
-    assert!(drill.stdout().contains("mitigation"), "{}", drill.stdout());
+    let stdout = drill.stdout();
+    assert_eq!(status.code(), Some(1), "{stderr}\n{stdout}");
+    // The report says what failed and what was undone.
+    assert!(stdout.contains("failed-undone"), "{stdout}");
+    assert!(stdout.contains("wait-forever"), "{stdout}");
+    // The scale was applied (4 -> 2), then undone (back to 4).
+    let replicas = stdout
+        .lines()
+        .find(|l| l.starts_with("replicas"))
+        .expect("the replicas line");
+    let desired: Vec<&str> = replicas
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|r| r.split('@').next()?.split('/').nth(1))
+        .collect();
+    assert!(desired.contains(&"2"), "{replicas}");
+    assert_eq!(desired.last(), Some(&"4"), "{replicas}");
     drill.assert_nothing_left();
 }
 
