@@ -791,3 +791,20 @@ fn kubectl_sees_the_drill_and_scaling_changes_the_worker_processes() {
     assert_eq!(drill.wait_exit(Duration::from_secs(60)).code(), Some(0));
     drill.assert_nothing_left();
 }
+
+#[test]
+fn a_second_sigint_quits_at_once_and_still_leaves_nothing() {
+    let Some((mut drill, _)) = running_drill() else {
+        return;
+    };
+    drill.signal(libc::SIGINT);
+    common::wait_until(
+        "the first stop to be heard",
+        Duration::from_secs(10),
+        || drill.stderr().contains("stopping the drill").then_some(()),
+    );
+    drill.signal(libc::SIGINT);
+    let status = drill.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", drill.stderr());
+    drill.assert_nothing_left();
+}

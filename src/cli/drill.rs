@@ -7,7 +7,8 @@
 //! Exit codes: 0 the drill ran (to its `--duration`, or until Ctrl-C /
 //! SIGTERM), 1 the drill or its automatic mitigation failed, 2 invalid
 //! flags or files (a playbook that does not validate, a listen address in
-//! use), 4 Redis unreachable, missing or not starting.
+//! use), 4 Redis unreachable, missing or not starting, 130 a second Ctrl-C
+//! (or SIGTERM) quit at once without a report.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -269,8 +270,18 @@ fn stop_signal() -> Result<watch::Receiver<bool>, Failure> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        output::say("stopping the drill: workers finish their orders, then the report");
+        output::say(
+            "stopping the drill: workers finish their orders, then the report \
+             (Ctrl-C again to quit at once)",
+        );
         let _ = stop.send(true);
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        // Every child dies with this process (PR_SET_PDEATHSIG).
+        output::say("quitting at once: no report; the journal has what was recorded");
+        std::process::exit(130);
     });
     Ok(stopped)
 }
