@@ -61,10 +61,9 @@ mod apply;
 mod plan;
 mod undo;
 
+pub use super::outcome::{Outcome, PlannedAction};
 use apply::Applied;
-pub use plan::{
-    PLAN_GATE, Plan, PlannedAction, PlannedStep, describe, engine_permissions, step_permissions,
-};
+pub use plan::{PLAN_GATE, Plan, PlannedStep, describe, engine_permissions, step_permissions};
 pub use undo::undo_record_problem;
 
 /// How many times a write is retried after a 409 with a fresh read.
@@ -73,39 +72,6 @@ const CONFLICT_RETRIES: usize = 8;
 /// Why a run stops when its Lease is lost.
 const LEASE_LOST: &str = "the run lease was lost (taken by someone else, or not renewed within \
                           its duration); stopping";
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Every step done and verified.
-    Done,
-    /// Dry run: planned and checked by the server, nothing changed.
-    DryRun,
-    /// The plan shows a step that cannot be done; nothing changed.
-    PlanFailed,
-    /// A step failed; the applied steps were undone.
-    FailedUndone,
-    /// A step failed; applied steps were left (`on-failure: stop|continue`)
-    /// or could not all be undone.
-    Failed,
-    /// Refused before anything changed: lease held, precondition not met,
-    /// a change that would record a secret, the plan or an undo declined,
-    /// no confirmation possible, nothing to undo.
-    Refused,
-    /// The operator declined a gate (or nobody could be asked) after the
-    /// run started: it stopped there and kept what was applied.
-    Declined,
-    /// The run stopped before finishing and kept what was applied: the
-    /// incident journal could not be written, or it was interrupted.
-    Stopped,
-    /// A run was undone (`warroom undo`).
-    Undone,
-    /// The run was cancelled (Ctrl-C, SIGTERM, the console) and what it
-    /// applied was undone; the steps say what is left when the undo was
-    /// declined or stopped.
-    Cancelled,
-}
 
 /// The result of a run or an undo.
 #[derive(Debug, Clone, Serialize)]
@@ -717,15 +683,7 @@ impl Engine {
             waited,
         } = self.apply_steps(&run, playbook, &lease, &mut record).await;
         record.finished = Some(jiff::Timestamp::now());
-        record.outcome = match outcome {
-            Outcome::Done => RunOutcome::Applied,
-            Outcome::FailedUndone => RunOutcome::FailedUndone,
-            Outcome::Refused => RunOutcome::Refused,
-            Outcome::Declined => RunOutcome::Declined,
-            Outcome::Stopped => RunOutcome::Stopped,
-            Outcome::Cancelled => RunOutcome::Cancelled,
-            _ => RunOutcome::Failed,
-        };
+        record.outcome = outcome;
         record.message = clean(&message);
         if let Err(err) = self.save_record(&playbook.namespace, &record).await {
             tracing::warn!("saving run record {run_id}: {err}");
