@@ -308,6 +308,77 @@ impl Engine {
         Ok(report)
     }
 
+    /// The plan of an undo: each applied step of `chosen` in reverse, what
+    /// it puts back, and what changed since the run (against its "after"),
+    /// or why the undo is refused (it would write a secret).
+    async fn plan_undo(
+        &self,
+        chosen: &RunRecord,
+        reverted_steps: &[&StepRecord],
+        mut plan: Plan,
+    ) -> Result<Result<(Plan, Vec<String>), (Plan, String)>, RunError> {
+        let mut drift = Vec::new();
+        for step in reverted_steps {
+            let Some(target) = &step.target else { continue };
+            let current = self.kube.get(target).await?;
+            let mut changes = Vec::new();
+            for change in &step.changes {
+                let now = current
+                    .as_ref()
+                    .and_then(|c| c.pointer(&change.path))
+                    .cloned();
+                let revert = FieldChange {
+                    path: change.path.clone(),
+                    before: now.clone(),
+                    after: change.before.clone(),
+                };
+                if let Some(reason) = check::secret_in_change(&revert) {
+                    return Ok(Err((
+                        plan,
+                        format!(
+                            "refusing to undo step `{}` of run {}: {target} {reason}, and {}; \
+                             nothing was changed",
+                            check::printable(&step.name),
+                            check::printable(&chosen.id),
+                            check::SECRET_ADVICE
+                        ),
+                    )));
+                }
+                if now != change.after {
+                    drift.push(format!(
+                        "{target} {} is now {} (the run set {})",
+                        display_path(&change.path),
+                        shown_value(now.as_ref()),
+                        shown_value(change.after.as_ref())
+                    ));
+                }
+                if now != change.before {
+                    changes.push(revert);
+                }
+            }
+            let planned = PlannedStep {
+                name: step.name.clone(),
+                kind: step.kind.clone(),
+                target: Some(target.clone()),
+                action: if current.is_none() {
+                    PlannedAction::Fail
+                } else if changes.is_empty() {
+                    PlannedAction::Unchanged
+                } else {
+                    PlannedAction::Change
+                },
+                changes,
+                detail: if current.is_none() {
+                    format!("{target} not found")
+                } else {
+                    "restore recorded values".into()
+                },
+            };
+            plan.steps.push(planned);
+        }
+        Ok(Ok((plan, drift)))
+    }
+
     pub(super) async fn undo_steps(
         &self,
         namespace: &str,
@@ -387,66 +458,13 @@ impl Engine {
             ));
         }
         // Plan: each applied step in reverse, with drift against the run's "after".
-        let mut plan = empty_plan(&playbook);
-        let mut drift = Vec::new();
-        for step in &reverted_steps {
-            let Some(target) = &step.target else { continue };
-            let current = self.kube.get(target).await?;
-            let mut changes = Vec::new();
-            for change in &step.changes {
-                let now = current
-                    .as_ref()
-                    .and_then(|c| c.pointer(&change.path))
-                    .cloned();
-                let revert = FieldChange {
-                    path: change.path.clone(),
-                    before: now.clone(),
-                    after: change.before.clone(),
-                };
-                if let Some(reason) = check::secret_in_change(&revert) {
-                    return Ok(refused(
-                        plan,
-                        format!(
-                            "refusing to undo step `{}` of run {}: {target} {reason}, and {}; \
-                             nothing was changed",
-                            check::printable(&step.name),
-                            check::printable(&chosen.id),
-                            check::SECRET_ADVICE
-                        ),
-                    ));
-                }
-                if now != change.after {
-                    drift.push(format!(
-                        "{target} {} is now {} (the run set {})",
-                        display_path(&change.path),
-                        shown_value(now.as_ref()),
-                        shown_value(change.after.as_ref())
-                    ));
-                }
-                if now != change.before {
-                    changes.push(revert);
-                }
-            }
-            let planned = PlannedStep {
-                name: step.name.clone(),
-                kind: step.kind.clone(),
-                target: Some(target.clone()),
-                action: if current.is_none() {
-                    PlannedAction::Fail
-                } else if changes.is_empty() {
-                    PlannedAction::Unchanged
-                } else {
-                    PlannedAction::Change
-                },
-                changes,
-                detail: if current.is_none() {
-                    format!("{target} not found")
-                } else {
-                    "restore recorded values".into()
-                },
-            };
-            plan.steps.push(planned);
-        }
+        let (plan, drift) = match self
+            .plan_undo(&chosen, &reverted_steps, empty_plan(&playbook))
+            .await?
+        {
+            Ok(planned) => planned,
+            Err((plan, message)) => return Ok(refused(plan, message)),
+        };
         for planned in &plan.steps {
             run.emit(
                 StepPhase::Planned,

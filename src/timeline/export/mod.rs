@@ -570,7 +570,11 @@ fn describe(event: &Event, previous_severity: Option<&str>) -> Option<String> {
             // plan, dry runs and read-backs are in the steps section.
             if !matches!(
                 s.phase,
-                StepPhase::Applied | StepPhase::Confirmed | StepPhase::Failed | StepPhase::Undone
+                StepPhase::Applied
+                    | StepPhase::Confirmed
+                    | StepPhase::Failed
+                    | StepPhase::Undone
+                    | StepPhase::Cancelled
             ) {
                 return None;
             }
