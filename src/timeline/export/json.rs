@@ -12,20 +12,28 @@ use crate::timeline::event::Event;
 /// Writes the events of the export one at a time, then its end.
 pub(super) struct JsonEvents {
     first: bool,
+    /// One event's text, written with one call.
+    line: Vec<u8>,
 }
 
 impl JsonEvents {
     /// Starts the export object.
     pub(super) fn begin(out: &mut dyn Write) -> io::Result<JsonEvents> {
         out.write_all(b"{\n  \"events\": [")?;
-        Ok(JsonEvents { first: true })
+        Ok(JsonEvents {
+            first: true,
+            line: Vec::with_capacity(512),
+        })
     }
 
     /// Writes one event.
     pub(super) fn event(&mut self, out: &mut dyn Write, event: &Event) -> io::Result<()> {
-        out.write_all(if self.first { b"\n    " } else { b",\n    " })?;
+        self.line.clear();
+        self.line
+            .extend_from_slice(if self.first { b"\n    " } else { b",\n    " });
         self.first = false;
-        serde_json::to_writer(&mut *out, event).map_err(io::Error::other)
+        serde_json::to_writer(&mut self.line, event).map_err(io::Error::other)?;
+        out.write_all(&self.line)
     }
 
     /// Ends the events and writes the skipped lines and the figures.
