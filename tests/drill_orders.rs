@@ -651,3 +651,68 @@ async fn fenced_drill_at_the_peak_with_gc_pauses_corrupts_nothing() {
     assert_eq!(report.inconsistent, 0, "{report:?}");
     assert!(numbers.fencing_rejections >= 1, "{numbers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_drill_at_the_peak_with_gc_pauses_corrupts_nothing() {
+    if common::require_tool("redis-server", "redis-server").is_none() {
+        return;
+    }
+    let (report, numbers) = peak_with_gc_pauses("watch", |r, n| {
+        r.inconsistent > 0 || (n.processed >= 300 && n.latency_ms.count >= 300)
+    })
+    .await;
+    assert_eq!(report.inconsistent, 0, "{report:?}");
+    assert_eq!(numbers.lock_modes, vec!["watch"]);
+    assert!(numbers.latency_ms.p50 > 0.0 && numbers.latency_ms.p99 >= numbers.latency_ms.p50);
+}
+
+#[test]
+fn bad_worker_environment_is_refused_with_the_documented_codes() {
+    let run = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warroom"));
+        command
+            .args(["drill", "worker"])
+            .env_remove("WARROOM_REDIS_URL");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = common::output_within(&mut command, Duration::from_secs(30));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("WARROOM_REDIS_URL is not set"), "{err}");
+    let (code, err) = run(&[("WARROOM_REDIS_URL", "http://nope")]);
+    assert_eq!(code, Some(2), "{err}");
+    // Nothing listens on port 1; the password never shows.
+    let (code, err) = run(&[("WARROOM_REDIS_URL", "redis://:hunter2secret@127.0.0.1:1")]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_warroom")).args(["drill", "worker", "--concurrency", "0"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn reconcile_refuses_bad_urls_and_unreachable_redis() {
+    let run = |url: &str| {
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_warroom")).args(["reconcile", "--redis", url]),
+            Duration::from_secs(30),
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("postgres://db");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run("redis://:hunter2secret@127.0.0.1:1");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+}

@@ -89,13 +89,18 @@ impl PauseSchedule {
 
     /// The next pause.
     pub fn next_pause(&mut self) -> Pause {
-        let at = Duration::from_secs_f64(self.next_at);
-        let factor = self.curve.factor_at(self.curve.incident_time(at));
-        let rate = self.rate_at_baseline * factor;
-        let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
-        self.next_at += -u.ln() / rate;
-        let at = Duration::from_secs_f64(self.next_at);
-        let factor = self.curve.factor_at(self.curve.incident_time(at));
+        // A Poisson process whose rate follows the load: candidates at the
+        // peak rate, each kept with probability rate(t) / peak rate.
+        let peak = self.rate_at_baseline * self.curve.spike();
+        let (at, factor) = loop {
+            let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+            self.next_at += -u.ln() / peak;
+            let at = Duration::from_secs_f64(self.next_at);
+            let factor = self.curve.factor_at(self.curve.incident_time(at));
+            if self.rng.random_range(0.0..1.0) < factor / self.curve.spike() {
+                break (at, factor);
+            }
+        };
         let (lo, hi) = length_range_ms(factor);
         let length = Duration::from_secs_f64(self.rng.random_range(lo..=hi) / 1000.0);
         Pause {
