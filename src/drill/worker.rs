@@ -10,7 +10,8 @@
 //! **Redelivery, as at-least-once delivery does.** An entry a worker has
 //! read stays pending under it until acknowledged. Every worker also takes
 //! over (`XAUTOCLAIM`) entries that have stayed pending longer than the claim
-//! idle time (150 ms by default, less than the 200 ms lock TTL): the entries
+//! idle time (50 ms by default, well under the 200 ms lock TTL, so that the
+//! orders a frozen worker had taken wait little longer than that): the entries
 //! of a worker that is frozen. A worker frozen (SIGSTOP: a GC pause) while
 //! it holds an order's lock loses the lock when the TTL passes; another
 //! worker has meanwhile claimed the entry, waits for the lock, gets it and
@@ -85,7 +86,7 @@ impl WorkerConfig {
             redlock_urls: Vec::new(),
             concurrency: 8,
             lock_ttl: Duration::from_millis(200),
-            claim_idle: Duration::from_millis(150),
+            claim_idle: Duration::from_millis(50),
             work: Duration::from_millis(3),
             lock_wait: Duration::from_secs(2),
         }
