@@ -785,3 +785,95 @@ async fn kubectl_delete_pod_stops_its_worker_and_a_new_one_replaces_it() {
     assert_eq!(listed, names);
     drill.stop().await;
 }
+
+/// The pids of the running (not terminating) workers.
+fn pids(pods: &[PodInfo]) -> BTreeSet<u32> {
+    pods.iter()
+        .filter(|p| !p.terminating)
+        .filter_map(|p| p.pid)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_undo_pause_and_resume_work_as_on_a_cluster() {
+    let drill = Drill::start("undo", 2).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let deploy = format!("deploy/{DEPLOY}");
+    let first = drill.settled(2).await;
+    let first_rs = first[0]
+        .name
+        .rsplit_once('-')
+        .expect("pod name")
+        .0
+        .to_string();
+    kubectl.ok(&["rollout", "restart", &deploy, "-n", NS]).await;
+    kubectl
+        .ok(&["rollout", "status", &deploy, "-n", NS, "--timeout=60s"])
+        .await;
+    let history = kubectl.ok(&["rollout", "history", &deploy, "-n", NS]).await;
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    // Undo: the first template's ReplicaSet runs the pods again, as revision 3.
+    let undone = kubectl.ok(&["rollout", "undo", &deploy, "-n", NS]).await;
+    assert!(undone.contains("rolled back"), "{undone}");
+    kubectl
+        .ok(&["rollout", "status", &deploy, "-n", NS, "--timeout=60s"])
+        .await;
+    let back = common::wait_until_async("the first ReplicaSet's pods", SETTLES, || async {
+        let pods = drill.settled(2).await;
+        pods.iter()
+            .all(|p| p.name.starts_with(&format!("{first_rs}-")))
+            .then_some(pods)
+    })
+    .await;
+    assert!(pids(&back).is_disjoint(&pids(&first)), "new processes");
+    let rs = drill
+        .server
+        .store()
+        .get("apps/v1", "ReplicaSet", Some(NS), &first_rs)
+        .expect("kept");
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    // Paused: a template change waits; resumed: it rolls out.
+    kubectl.ok(&["rollout", "pause", &deploy, "-n", NS]).await;
+    kubectl
+        .ok(&[
+            "set",
+            "image",
+            &deploy,
+            "-n",
+            NS,
+            &format!("{DEPLOY}=registry.local/orders/order-service:2.14.4"),
+        ])
+        .await;
+    common::wait_until("the pause observed", SETTLES, || {
+        let d = drill
+            .server
+            .store()
+            .get("apps/v1", "Deployment", Some(NS), DEPLOY)?;
+        let observed = d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        let paused = d["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["reason"] == "DeploymentPaused");
+        (observed && paused).then_some(())
+    });
+    assert_eq!(
+        pids(&drill.supervisor.pods()),
+        pids(&back),
+        "nothing rolled while paused"
+    );
+    kubectl.ok(&["rollout", "resume", &deploy, "-n", NS]).await;
+    kubectl
+        .ok(&["rollout", "status", &deploy, "-n", NS, "--timeout=60s"])
+        .await;
+    common::wait_until_async("the resumed rollout's pods", SETTLES, || async {
+        let pods = drill.settled(2).await;
+        pids(&pods).is_disjoint(&pids(&back)).then_some(())
+    })
+    .await;
+    drill.stop().await;
+}

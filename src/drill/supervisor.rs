@@ -528,6 +528,28 @@ async fn run(
     }
 }
 
+/// Annotation carrying the Deployment's and each ReplicaSet's revision.
+const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// Whether the Deployment's rollout is paused (`kubectl rollout pause`).
+fn is_paused(deployment: &Value) -> bool {
+    deployment.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
+}
+
+/// The template hash the pods should have: the Deployment's template, or
+/// while its rollout is paused, the newest ReplicaSet already running.
+fn active_hash(state: &State, deployment: &Value) -> String {
+    let wanted = template_hash(deployment.pointer("/spec/template").unwrap_or(&Value::Null));
+    if !is_paused(deployment) {
+        return wanted;
+    }
+    state
+        .replica_sets
+        .iter()
+        .max_by_key(|(_, rs)| rs.revision)
+        .map_or(wanted, |(hash, _)| hash.clone())
+}
+
 /// What one pass decided for the pods.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan {
@@ -877,20 +899,26 @@ impl Inner {
 
     /// The ReplicaSet of `hash`, created (and recorded) if new.
     fn ensure_replica_set(&self, state: &mut State, deployment: &Value, hash: &str) {
-        if state.replica_sets.contains_key(hash) {
+        let latest = state
+            .replica_sets
+            .values()
+            .map(|rs| rs.revision)
+            .max()
+            .unwrap_or(0);
+        if let Some(rs) = state.replica_sets.get_mut(hash) {
+            // A template seen before (`kubectl rollout undo`) becomes the
+            // latest revision again, as the Deployment controller does.
+            if rs.revision != latest {
+                rs.revision = latest + 1;
+                self.write_replica_set(state, deployment, hash);
+            }
             return;
         }
         let template = deployment
             .pointer("/spec/template")
             .cloned()
             .unwrap_or_default();
-        let revision = state
-            .replica_sets
-            .values()
-            .map(|rs| rs.revision)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let revision = latest + 1;
         state.replica_sets.insert(
             hash.to_string(),
             ReplicaSetState {
@@ -966,14 +994,33 @@ impl Inner {
                     .and_then(Value::as_i64)
                     .unwrap_or(1)
                     .max(0) as usize,
-                Some(template_hash(
-                    d.pointer("/spec/template").unwrap_or(&Value::Null),
-                )),
+                Some(active_hash(state, d)),
             ),
             None => (0, None),
         };
         if let (Some(d), Some(hash)) = (deployment, &hash) {
             self.ensure_replica_set(state, d, hash);
+            if let Some(rs) = state.replica_sets.get(hash) {
+                let revision = rs.revision.to_string();
+                let recorded = d
+                    .pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+                    .and_then(Value::as_str);
+                if recorded != Some(revision.as_str())
+                    && let Err(e) = self.store.set_annotation(
+                        "apps/v1",
+                        "Deployment",
+                        Some(self.ns()),
+                        &self.config.deployment,
+                        REVISION_ANNOTATION,
+                        &revision,
+                    )
+                {
+                    tracing::warn!(
+                        "cannot record the revision of {}: {e}",
+                        self.config.deployment
+                    );
+                }
+            }
         }
         let live = |p: &&PodState| p.terminating.is_none();
         let candidate = |p: &PodState| Candidate {
@@ -1185,7 +1232,8 @@ impl Inner {
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(1);
-        let hash = template_hash(deployment.pointer("/spec/template").unwrap_or(&Value::Null));
+        let hash = active_hash(state, &deployment);
+        let paused = is_paused(&deployment);
         let live: Vec<&PodState> = state
             .pods
             .values()
@@ -1199,8 +1247,12 @@ impl Inner {
         let complete = updated == desired && total == desired && ready == desired;
         let previous = deployment.pointer("/status/conditions").cloned();
         let now = now();
-        let condition = |kind: &str, status: bool, reason: &str, message: String| {
-            let status = if status { "True" } else { "False" };
+        let condition = |kind: &str, status: Option<bool>, reason: &str, message: String| {
+            let status = match status {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            };
             let same = previous
                 .as_ref()
                 .and_then(Value::as_array)
@@ -1235,7 +1287,7 @@ impl Inner {
             "conditions": [
                 condition(
                     "Available",
-                    available_ok,
+                    Some(available_ok),
                     if available_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
                     if available_ok {
                         "Deployment has minimum availability.".to_string()
@@ -1243,16 +1295,26 @@ impl Inner {
                         "Deployment does not have minimum availability.".to_string()
                     },
                 ),
-                condition(
-                    "Progressing",
-                    true,
-                    if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                    if complete {
-                        format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
-                    } else {
-                        format!("ReplicaSet \"{rs_name}\" is progressing.")
-                    },
-                ),
+                match (paused, complete) {
+                    (true, _) => condition(
+                        "Progressing",
+                        None,
+                        "DeploymentPaused",
+                        "Deployment is paused".to_string(),
+                    ),
+                    (false, true) => condition(
+                        "Progressing",
+                        Some(true),
+                        "NewReplicaSetAvailable",
+                        format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+                    ),
+                    (false, false) => condition(
+                        "Progressing",
+                        Some(true),
+                        "ReplicaSetUpdated",
+                        format!("ReplicaSet \"{rs_name}\" is progressing."),
+                    ),
+                },
             ],
         });
         if desired > ready {
