@@ -14,6 +14,7 @@
 
 pub mod pods;
 pub mod process;
+pub mod rollout;
 pub mod supervisor;
 
 /// Why a drill (or one of its parts) could not do what was asked.
