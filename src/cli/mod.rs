@@ -10,10 +10,13 @@
 mod bench;
 mod cluster;
 mod completions;
+mod drill;
+mod drill_worker;
 mod exporter;
 mod numbers;
 pub mod output;
 mod playbook;
+mod reconcile;
 mod timeline;
 
 use std::process::ExitCode;
@@ -107,6 +110,13 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
     Man(completions::ManArgs),
+    /// PM-003 on this machine: Redis, worker processes, GC pauses, the
+    /// spike, the local cluster, exporter, alerting and timeline (the
+    /// default command).
+    Drill(drill::DrillArgs),
+    /// Find the drill's orders whose records disagree; repair what the
+    /// audit log makes unambiguous.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -133,7 +143,13 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    if let Err(failure) = init_logging(&cli.log) {
+    // A drill logs to a file in its directory.
+    let drill = match &cli.command {
+        Some(Command::Drill(args)) => !args.is_worker(),
+        None => true,
+        _ => false,
+    };
+    if let Err(failure) = init_logging(&cli.log, !drill) {
         output::report(&failure.report);
         return ExitCode::from(failure.exit as u8);
     }
@@ -145,11 +161,9 @@ pub fn main() -> ExitCode {
         Some(Command::Exporter(args)) => exporter::run(args),
         Some(Command::Completions(args)) => completions::completions(args),
         Some(Command::Man(args)) => completions::man(args),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            Ok(Exit::Done)
-        }
+        Some(Command::Drill(args)) => drill::run(args, &cli.log),
+        Some(Command::Reconcile(args)) => reconcile::run(args),
+        None => drill::run(drill::DrillArgs::default(), &cli.log),
     };
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
@@ -161,8 +175,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to standard error through the redactor, each line once, in
-/// colour only on a terminal without `NO_COLOR`.
-fn init_logging(filter: &str) -> Result<(), Failure> {
+/// colour only on a terminal without `NO_COLOR` (when `install`; otherwise
+/// the filter is only checked).
+fn init_logging(filter: &str, install: bool) -> Result<(), Failure> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         Failure::msg(
             Exit::Invalid,
@@ -172,6 +187,9 @@ fn init_logging(filter: &str) -> Result<(), Failure> {
             ),
         )
     })?;
+    if !install {
+        return Ok(());
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(output::use_color())
