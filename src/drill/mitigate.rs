@@ -7,11 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::kube::{KubeAccess, KubeTarget};
-use crate::playbook::event::Observers;
 use crate::playbook::journal::TimelineRecorder;
-use crate::playbook::{
-    AutoApprove, Engine, EventLog, LoadedPlaybook, Outcome, RunOptions, StepObserver,
-};
+use crate::playbook::{AutoApprove, Engine, EventLog, LoadedPlaybook, Outcome, RunOptions};
 use crate::timeline::Journal;
 
 /// How an automatic mitigation ended.
@@ -48,8 +45,8 @@ pub async fn run(playbook: &LoadedPlaybook, kubeconfig: &Path, journal: Journal)
     };
     let log = Arc::new(EventLog::default());
     let recorder = Arc::new(TimelineRecorder::new(journal));
-    let observers: Vec<Arc<dyn StepObserver>> = vec![log, recorder];
-    let engine = Engine::new(kube, Arc::new(Observers(observers)), Arc::new(AutoApprove));
+    let engine = Engine::new(kube, log, Arc::new(AutoApprove));
+    tokio::spawn(recorder.record(engine.subscribe_acknowledged()));
     match engine.run(&bound, RunOptions { dry_run: false }).await {
         Ok(report) => Mitigation {
             verified: report.outcome == Outcome::Done && report.journal_error.is_none(),

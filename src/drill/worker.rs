@@ -168,6 +168,7 @@ struct Shared {
     sink: EventSink,
     mode: AtomicU8,
     last_mode: Mutex<Option<LockMode>>,
+    modes_used: Mutex<HashSet<u8>>,
     in_flight: Mutex<HashSet<String>>,
 }
 
@@ -190,7 +191,26 @@ impl Shared {
         ));
     }
 
+    /// Records the first use of a mode by this worker (for the drill's
+    /// `lock_modes`).
     fn note_mode(&self, mode: LockMode) {
+        let mut used = self.modes_used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.insert(mode_code(mode)) {
+            let mut conn = self.conn.clone();
+            let mode = mode.as_str();
+            tokio::spawn(async move {
+                let _: Result<(), _> = redis::cmd("HSETNX")
+                    .arg(stats::MODES)
+                    .arg(mode)
+                    .arg(now_us())
+                    .query_async(&mut conn)
+                    .await;
+            });
+        }
+    }
+
+    /// Applies the mode read from Redis; logs a switch.
+    fn set_mode(&self, mode: LockMode) {
         let mut last = self.last_mode.lock().unwrap_or_else(|e| e.into_inner());
         if *last != Some(mode) {
             match *last {
@@ -203,16 +223,7 @@ impl Shared {
                 None => log(format!("LOCK MODE {} worker={}", mode.as_str(), self.name)),
             }
             *last = Some(mode);
-            let mut conn = self.conn.clone();
-            let mode = mode.as_str();
-            tokio::spawn(async move {
-                let _: Result<(), _> = redis::cmd("HSETNX")
-                    .arg(stats::MODES)
-                    .arg(mode)
-                    .arg(now_us())
-                    .query_async(&mut conn)
-                    .await;
-            });
+            self.mode.store(mode_code(mode), Ordering::Release);
         }
     }
 
@@ -282,6 +293,7 @@ pub async fn run(
         sink,
         mode: AtomicU8::new(0),
         last_mode: Mutex::new(None),
+        modes_used: Mutex::new(HashSet::new()),
         in_flight: Mutex::new(HashSet::new()),
         config,
     });
@@ -425,7 +437,7 @@ async fn refresh_mode(shared: &Shared) {
         redis::AsyncCommands::get(&mut conn, keys::LOCK_MODE).await;
     match value {
         Ok(Some(text)) => match parse_mode(&text) {
-            Some(mode) => shared.mode.store(mode_code(mode), Ordering::Release),
+            Some(mode) => shared.set_mode(mode),
             None => {
                 let previous = mode_of(shared.mode.load(Ordering::Acquire));
                 let text: String = text.chars().take(40).collect();
@@ -439,7 +451,16 @@ async fn refresh_mode(shared: &Shared) {
                 );
             }
         },
-        Ok(None) => {}
+        Ok(None) => {
+            if shared
+                .last_mode
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+            {
+                shared.set_mode(LockMode::Legacy);
+            }
+        }
         Err(e) => shared.error("lock mode read failed", "-", e),
     }
 }

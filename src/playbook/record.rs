@@ -383,6 +383,10 @@ pub enum RunOutcome {
     Stopped,
     /// Undone later with `warroom undo`.
     Undone,
+    /// Cancelled (Ctrl-C, SIGTERM, the console): stopped before its next
+    /// write, then what it applied was undone — all of it, unless the undo
+    /// was declined or stopped, in which case its steps say what is left.
+    Cancelled,
 }
 
 /// What happened to one step in a run.
@@ -407,6 +411,9 @@ pub enum StepOutcome {
     /// match, or the answer to the write was lost): the change is in place
     /// and is undone like an applied one.
     AppliedUnverified,
+    /// Cut short by a cancellation (a wait or a gate); nothing of it was
+    /// written.
+    Cancelled,
 }
 
 impl StepOutcome {

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use plotters::prelude::*;
 
-use crate::timeline::event::{Entry, Event, StepPhase};
+use crate::timeline::event::{Entry, Event, StepPhase, StepReport};
 
 /// Largest number of points drawn per series; longer series are reduced to
 /// the maximum of each bucket so spikes stay visible.
@@ -27,37 +27,57 @@ pub const COLLISIONS_CSS: &str = "#c81e2d";
 /// Colour of the errors series, as CSS, for the page's legend.
 pub const ERRORS_CSS: &str = "#1e5ab4";
 
-/// Draws the chart as an `<svg>` element (without an XML namespace URL, so
-/// the page holds no `http` address at all). `events` must be in time order.
-pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String> {
-    let mut metrics: Vec<(Timestamp, f64, f64)> = Vec::new();
-    let mut milestones: Vec<(Timestamp, String)> = Vec::new();
-    let mut steps: Vec<(Timestamp, String, StepPhase)> = Vec::new();
-    let mut step_numbers: std::collections::HashMap<(&str, &str, &str), usize> =
-        std::collections::HashMap::new();
-    for event in events {
+/// What the chart draws, gathered while the journal is read: metric points
+/// (24 bytes each), milestones and the steps that changed something.
+#[derive(Debug, Default)]
+pub struct ChartData {
+    metrics: Vec<(Timestamp, f64, f64)>,
+    milestones: Vec<(Timestamp, String)>,
+    steps: Vec<(Timestamp, String, StepPhase)>,
+}
+
+impl ChartData {
+    /// Takes what the chart needs from one event (in any order); steps are
+    /// added with [`ChartData::step`] once they are numbered.
+    pub fn add(&mut self, event: &Event) {
         match &event.entry {
-            Entry::Metric(m) => metrics.push((
+            Entry::Metric(m) => self.metrics.push((
                 event.at,
                 chart_rate(m.collisions_per_min),
                 chart_rate(m.errors_per_min),
             )),
-            Entry::Milestone(m) => milestones.push((event.at, m.milestone.name().to_string())),
-            Entry::Step(s) => {
-                let next = step_numbers.len() + 1;
-                let n = *step_numbers
-                    .entry((s.playbook.as_str(), s.run_id.as_str(), s.step.as_str()))
-                    .or_insert(next);
-                if matches!(
-                    s.phase,
-                    StepPhase::Applied | StepPhase::Failed | StepPhase::Undone
-                ) {
-                    steps.push((event.at, format!("{n}. {} {}", s.step, s.phase), s.phase));
-                }
-            }
+            Entry::Milestone(m) => self
+                .milestones
+                .push((event.at, m.milestone.name().to_string())),
             _ => {}
         }
     }
+
+    /// A step event numbered `n` as in the steps section; only changes
+    /// (applied, failed, undone) are marked.
+    pub fn step(&mut self, at: Timestamp, n: usize, step: &StepReport) {
+        if matches!(
+            step.phase,
+            StepPhase::Applied | StepPhase::Failed | StepPhase::Undone
+        ) {
+            self.steps
+                .push((at, format!("{n}. {} {}", step.step, step.phase), step.phase));
+        }
+    }
+
+    /// How many metric snapshots were seen.
+    pub fn metric_count(&self) -> usize {
+        self.metrics.len()
+    }
+}
+
+/// Draws the chart as an `<svg>` element (without an XML namespace URL, so
+/// the page holds no `http` address at all).
+pub fn svg(data: &mut ChartData, width: u32, height: u32) -> Result<String, String> {
+    data.metrics.sort_by_key(|m| m.0);
+    data.milestones.sort_by_key(|m| m.0);
+    data.steps.sort_by_key(|s| s.0);
+    let (metrics, milestones, steps) = (&data.metrics, &data.milestones, &data.steps);
     let times = metrics
         .iter()
         .map(|m| m.0)
