@@ -148,7 +148,10 @@ pub fn clock(ms: i64) -> String {
 fn source_span<'a>(app: &App, state: &SourceState, compact: bool) -> Span<'a> {
     match state {
         SourceState::Off => Span::styled("off", dim(app)),
-        SourceState::NoData => Span::styled("○ no data", fg(app, Color::Yellow)),
+        SourceState::NoData => Span::styled(
+            if compact { "○" } else { "○ no data" },
+            fg(app, Color::Yellow),
+        ),
         SourceState::Live(ms) => Span::styled(
             if compact {
                 "●".to_owned()
@@ -158,12 +161,16 @@ fn source_span<'a>(app: &App, state: &SourceState, compact: bool) -> Span<'a> {
             fg(app, Color::Green),
         ),
         SourceState::Stale(ms) => Span::styled(
-            format!("◐ stale {}", age(*ms)),
+            if compact {
+                format!("◐{}", age(*ms))
+            } else {
+                format!("◐ stale {}", age(*ms))
+            },
             fg(app, Color::Yellow).add_modifier(Modifier::DIM),
         ),
         SourceState::Down(reason, _) => Span::styled(
             if compact {
-                "✕ down".to_owned()
+                "✕".to_owned()
             } else {
                 format!("✕ down: {}", truncate(reason, 40))
             },
@@ -189,7 +196,10 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, large: bool) {
         _ => "—".into(),
     };
     let mut spans = vec![
-        Span::styled(" warroom ", Style::default().add_modifier(Modifier::BOLD)),
+        Span::styled(
+            if large { " warroom " } else { " " },
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
         Span::raw(if incident.id.is_empty() {
             "no incident".to_owned()
         } else {
@@ -201,7 +211,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, large: bool) {
             fg(app, Color::Red).add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!(
-            "  ⏱ {}",
+            " ⏱ {}",
             incident
                 .started_ms
                 .map(|s| clock(app.now_ms - s))
@@ -215,7 +225,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, large: bool) {
             since(incident.mitigated_ms)
         )));
     }
-    spans.push(Span::raw("  ctx "));
+    spans.push(Span::raw(if large { "  ctx " } else { " " }));
     spans.push(Span::styled(
         store.context.clone(),
         Style::default().add_modifier(Modifier::BOLD),
@@ -243,7 +253,21 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, large: bool) {
         if state == SourceState::Off && !large {
             continue;
         }
-        spans.push(Span::raw(format!("  {} ", source.name)));
+        let name = if large {
+            source.name
+        } else {
+            match source.name {
+                "exporter" => "exp",
+                "prometheus" => "prom",
+                "cluster" => "k8s",
+                _ => "tl",
+            }
+        };
+        spans.push(Span::raw(if large {
+            format!("  {name} ")
+        } else {
+            format!(" {name}")
+        }));
         spans.push(source_span(app, &state, !large));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -253,7 +277,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, large: bool) {
 fn block<'a>(app: &App, title: String, state: Option<&SourceState>, focused: bool) -> Block<'a> {
     let mut title_spans = vec![Span::raw(format!(" {title} "))];
     if let Some(state) = state {
-        title_spans.push(source_span(app, state, false));
+        title_spans.push(source_span(app, state, title.chars().count() > 30));
         title_spans.push(Span::raw(" "));
     }
     let border = if focused {
@@ -299,35 +323,29 @@ pub fn segments(
         .min((window_s * 1_000 / interval_ms.max(1)) as usize)
         .max(1);
     let width_ms = (window_s * 1_000) as f64 / buckets as f64;
-    let mut values: Vec<Option<f64>> = vec![None; buckets];
-    let mut gap = vec![false; buckets];
-    for (t, v) in rows {
-        let i = (((t - from) as f64 / width_ms) as usize).min(buckets - 1);
-        if v.is_nan() {
-            gap[i] = true;
-        } else {
-            values[i] = Some(values[i].map_or(v, |old: f64| old.max(v)));
-        }
-    }
+    // Rows in time order: a break closes the segment; samples falling in
+    // the same bucket keep their largest value.
     let mut out = Vec::new();
-    let mut current: Vec<(f64, f64)> = Vec::new();
-    for i in 0..buckets {
-        match values[i] {
-            Some(v) if !gap[i] || current.is_empty() => {
-                let x = -(window_s as f64) + (i as f64 + 0.5) * width_ms / 1_000.0;
-                current.push((x, v));
-            }
-            Some(v) => {
+    let mut current: Segment = Vec::new();
+    let mut current_bucket = usize::MAX;
+    for (t, v) in rows {
+        if v.is_nan() {
+            if !current.is_empty() {
                 out.push(std::mem::take(&mut current));
-                let x = -(window_s as f64) + (i as f64 + 0.5) * width_ms / 1_000.0;
-                current.push((x, v));
             }
-            None => {
-                if gap[i] && !current.is_empty() {
-                    out.push(std::mem::take(&mut current));
-                }
-            }
+            current_bucket = usize::MAX;
+            continue;
         }
+        let i = (((t - from) as f64 / width_ms) as usize).min(buckets - 1);
+        if i == current_bucket
+            && let Some(last) = current.last_mut()
+        {
+            last.1 = last.1.max(v);
+            continue;
+        }
+        let x = -(window_s as f64) + (i as f64 + 0.5) * width_ms / 1_000.0;
+        current.push((x, v));
+        current_bucket = i;
     }
     if !current.is_empty() {
         out.push(current);
@@ -363,7 +381,7 @@ fn draw_chart(
     let block = block(app, title, Some(&state), false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    if too_small(frame, inner, 20, 4) {
+    if too_small(frame, inner, 20, 5) {
         return;
     }
     let from = app.now_ms - app.window_s * 1_000;
@@ -387,6 +405,33 @@ fn draw_chart(
         );
         return;
     }
+    let [inner, legend] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+    let mut keys: Vec<Span> = lines
+        .iter()
+        .flat_map(|l| {
+            [
+                Span::styled("━ ", fg(app, l.color)),
+                Span::raw(format!("{}  ", l.name)),
+            ]
+        })
+        .collect();
+    if let Some(t) = threshold {
+        keys.push(Span::styled("┄ ", fg(app, Color::Yellow)));
+        keys.push(Span::raw(format!("line {t:.0}")));
+    }
+    let mut used = 0;
+    let mut fitting = Vec::new();
+    for pair in keys.chunks(2) {
+        let len: usize = pair.iter().map(|s| s.content.chars().count()).sum();
+        if used + len > legend.width as usize {
+            fitting.push(Span::raw("…"));
+            break;
+        }
+        used += len;
+        fitting.extend(pair.iter().cloned());
+    }
+    frame.render_widget(Paragraph::new(Line::from(fitting)), legend);
     let buckets = (inner.width as usize).saturating_sub(6) * 2;
     let interval = app.store.exporter.poll_ms;
     let mut max = threshold.map_or(1.0, |t| t * 1.2);
@@ -411,23 +456,20 @@ fn draw_chart(
     let mut datasets = Vec::new();
     for (i, segs) in &all {
         let line = &lines[*i];
-        for (n, seg) in segs.iter().enumerate() {
-            let mut dataset = Dataset::default()
-                .marker(line.marker)
-                .graph_type(GraphType::Line)
-                .style(fg(app, line.color))
-                .data(seg);
-            if n == 0 {
-                dataset = dataset.name(line.name);
-            }
-            datasets.push(dataset);
+        for seg in segs {
+            datasets.push(
+                Dataset::default()
+                    .marker(line.marker)
+                    .graph_type(GraphType::Line)
+                    .style(fg(app, line.color))
+                    .data(seg),
+            );
         }
     }
-    if let Some(t) = threshold {
+    if threshold.is_some() {
         datasets.push(
             Dataset::default()
-                .name(format!("line {t:.0}/min"))
-                .marker(Marker::Dot)
+                .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(fg(app, Color::Yellow))
                 .data(&threshold_points),
@@ -450,7 +492,7 @@ fn draw_chart(
                 .bounds([0.0, max])
                 .labels(vec![Line::from("0"), Line::from(format!("{max:.0}"))]),
         )
-        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)));
+        .legend_position(None);
     frame.render_widget(chart, inner);
 }
 
@@ -471,13 +513,13 @@ fn draw_lock_chart(frame: &mut Frame, app: &App, area: Rect) {
         app,
         area,
         format!(
-            "Lock collisions · last {}{now}",
+            "Lock collisions {}{now}",
             window_label(app.window_s).trim_start_matches('-')
         ),
         &app.store.locks,
         &[
             Line4 {
-                name: "collisions/min",
+                name: "collisions",
                 column: lock_columns::COLLISIONS,
                 color: Color::Red,
                 marker: Marker::Braille,
@@ -489,16 +531,16 @@ fn draw_lock_chart(frame: &mut Frame, app: &App, area: Rect) {
                 marker: Marker::Braille,
             },
             Line4 {
-                name: "overruns/min",
+                name: "overruns",
                 column: lock_columns::OVERRUNS,
                 color: Color::Yellow,
-                marker: Marker::Dot,
+                marker: Marker::Braille,
             },
             Line4 {
-                name: "rejections/min",
+                name: "rejections",
                 column: lock_columns::REJECTIONS,
                 color: Color::Cyan,
-                marker: Marker::Dot,
+                marker: Marker::Braille,
             },
         ],
         None,
@@ -620,12 +662,17 @@ fn draw_alerts(frame: &mut Frame, app: &App, area: Rect) {
         if selected {
             style = style.add_modifier(Modifier::REVERSED);
         }
+        let head = format!("{symbol} {}", alert.name);
+        let room = (inner.width as usize).saturating_sub(head.chars().count());
         lines.push(Line::from(vec![
-            Span::styled(format!("{symbol} {}", alert.name), style),
-            Span::raw(format!(
-                "  {word} {}  {}",
-                clock(app.now_ms - alert.since_ms),
-                alert.detail
+            Span::styled(head, style),
+            Span::raw(truncate(
+                &format!(
+                    "  {word} {}  {}",
+                    clock(app.now_ms - alert.since_ms),
+                    alert.detail
+                ),
+                room,
             )),
         ]));
         let answers = store.playbooks_for(&alert.name);
