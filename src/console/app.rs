@@ -295,7 +295,15 @@ impl App {
         match event {
             ActionEvent::Planned(view) => {
                 if !self.running() {
+                    let name = view.playbook.clone();
                     self.store.run = Some(view);
+                    // A run popup opened before the plan came shows it now.
+                    if let Some(popup) = self.popup.as_mut()
+                        && let Pending::Run { playbook, .. } = &popup.pending
+                        && *playbook == name
+                    {
+                        popup.lines = plan_lines(self.store.run.as_ref());
+                    }
                 }
             }
             ActionEvent::Step(event) => {
@@ -421,14 +429,7 @@ impl App {
     /// A run's confirmation popup: the plan summary, the context in bold,
     /// and for production contexts the playbook's name to type.
     pub fn run_popup(&self, playbook: &str, dry_run: bool) -> Popup {
-        let mut lines = Vec::new();
-        if let Some(run) = self.store.run.as_ref().filter(|r| r.playbook == playbook) {
-            for (i, step) in run.steps.iter().enumerate() {
-                lines.push(format!("{:>2} {:<8} {}", i + 1, step.kind, step.what));
-            }
-        } else {
-            lines.push("(the plan is being computed)".into());
-        }
+        let lines = plan_lines(self.store.run.as_ref().filter(|r| r.playbook == playbook));
         Popup {
             title: if dry_run {
                 format!("Dry run {playbook}? Nothing changes.")
@@ -785,6 +786,19 @@ impl App {
     /// The header's word for a source.
     pub fn source_state(&self, source: &super::store::Source) -> SourceState {
         source.state(self.now_ms)
+    }
+}
+
+/// The plan summary a run popup shows: one line per step.
+fn plan_lines(run: Option<&RunView>) -> Vec<String> {
+    match run {
+        Some(run) => run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| format!("{:>2} {:<8} {}", i + 1, step.kind, step.what))
+            .collect(),
+        None => vec!["(the plan is being computed)".into()],
     }
 }
 

@@ -474,6 +474,8 @@ impl Store {
             .as_deref()
             .map(|k| format!("  key {k}"))
             .unwrap_or_default();
+        // As `increase(...[5m]) > 0`: any of it in the last five minutes.
+        let recent = |column| self.locks.max_in(column, at_ms - 300_000, at_ms) > 0.0;
         let wanted: [(&str, bool, i64, String); 4] = [
             (
                 "LockConcurrentHolders",
@@ -483,15 +485,15 @@ impl Store {
             ),
             (
                 "LockCollisionsIncreasing",
-                reading.collisions_per_min > 0.0,
+                reading.collisions_per_min > 0.0 || recent(lock_columns::COLLISIONS),
                 0,
-                format!("{:.0}/min", reading.collisions_per_min),
+                format!("{:.0}/min now", reading.collisions_per_min),
             ),
             (
                 "LockLeaseOverrunsIncreasing",
-                reading.overruns_per_min > 0.0,
+                reading.overruns_per_min > 0.0 || recent(lock_columns::OVERRUNS),
                 0,
-                format!("{:.0}/min", reading.overruns_per_min),
+                format!("{:.0}/min now", reading.overruns_per_min),
             ),
             (
                 "AppErrorsAbove50PerMinute",
@@ -566,12 +568,17 @@ impl Store {
         }
     }
 
-    /// Playbooks answering `alert`.
+    /// Playbooks answering `alert`, best first: those that name it first
+    /// in their `alerts`, then those that answer more alerts (the broader
+    /// mitigation).
     pub fn playbooks_for(&self, alert: &str) -> Vec<&PlaybookEntry> {
-        self.playbooks
+        let mut found: Vec<(usize, &PlaybookEntry)> = self
+            .playbooks
             .iter()
-            .filter(|p| p.alerts.iter().any(|a| a == alert))
-            .collect()
+            .filter_map(|p| p.alerts.iter().position(|a| a == alert).map(|i| (i, p)))
+            .collect();
+        found.sort_by_key(|(i, p)| (*i, std::cmp::Reverse(p.alerts.len())));
+        found.into_iter().map(|(_, p)| p).collect()
     }
 }
 
@@ -600,13 +607,10 @@ pub fn describe(entry: &crate::timeline::Entry) -> String {
             }
         ),
         Entry::Step(step) => {
-            let mut line = format!(
-                "{} {} {} {}",
-                step.playbook,
-                step.step,
-                step.phase.name(),
-                step.target.name
-            );
+            let mut line = format!("{} {}", step.step, step.phase.name());
+            if !step.target.name.is_empty() {
+                line.push_str(&format!(" {}/{}", step.target.kind, step.target.name));
+            }
             if let Some(message) = &step.message
                 && !message.is_empty()
             {

@@ -632,7 +632,10 @@ fn draw_cluster(frame: &mut Frame, app: &App, area: Rect) {
     });
     lines.push(Line::from(format!(
         "run lease      {}",
-        view.lease_holder.as_deref().unwrap_or("free")
+        truncate(
+            view.lease_holder.as_deref().unwrap_or("free"),
+            (inner.width as usize).saturating_sub(15)
+        )
     )));
     frame.render_widget(Paragraph::new(lines).style(base), inner);
 }
@@ -914,6 +917,37 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect, large: bool) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// Splits `text` into lines of at most `width` characters, at spaces
+/// where it can.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(8);
+    let mut out = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word = word.to_owned();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                out.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            out.push(head);
+        }
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            out.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || out.is_empty() {
+        out.push(line);
+    }
+    out
+}
+
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let width = width.min(area.width);
     let height = height.min(area.height);
@@ -954,7 +988,25 @@ fn draw_popup(frame: &mut Frame, app: &App, area: Rect) {
         ]),
         Line::raw(""),
     ];
-    lines.extend(popup.lines.iter().map(|l| Line::raw(l.clone())));
+    let room = (area.width.saturating_sub(6)).min(88) as usize;
+    let wrapped: Vec<String> = popup.lines.iter().flat_map(|l| wrap(l, room)).collect();
+    // Keep the buttons on screen: the plan is cut (and says so) first.
+    let spare = (area.height as usize).saturating_sub(10);
+    if wrapped.len() > spare {
+        let cut = wrapped.len() - spare.saturating_sub(1);
+        lines.extend(
+            wrapped
+                .iter()
+                .take(spare.saturating_sub(1))
+                .map(|l| Line::raw(l.clone())),
+        );
+        lines.push(Line::styled(
+            format!("… {cut} more lines (the plan panel shows them all)"),
+            dim(app),
+        ));
+    } else {
+        lines.extend(wrapped.iter().map(|l| Line::raw(l.clone())));
+    }
     lines.push(Line::raw(""));
     match &popup.typed {
         Some(word) => {
