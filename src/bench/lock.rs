@@ -23,6 +23,7 @@
 //! Latency is per completed cycle (acquire to release), excluding the
 //! deliberate pause.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use hdrhistogram::Histogram;
 use redis::AsyncCommands;
 use serde::Serialize;
 
+use super::proxy::{DelayProxy, Traffic};
 use crate::fence::{Claim, FencedStore, WriteOutcome, colocated};
 use crate::lock::legacy::LegacyLock;
 use crate::lock::{
@@ -90,9 +92,10 @@ pub struct LockBench {
     pub events: bool,
     /// Also run the same benchmark against a peer library.
     pub compare: Option<Peer>,
-    /// Fenced mode: records on the lock's node, written with
+    /// Fenced mode: records on the lock's node, read in the grant's script
+    /// ([`crate::fence::colocated::acquire_and_read`]) and written with
     /// [`crate::fence::colocated::write_and_release`] instead of separate
-    /// claim, write and release calls.
+    /// acquire, claim, write and release calls.
     pub colocated: bool,
     /// Connections per node, shared round-robin by the clients.
     pub connections: usize,
@@ -168,6 +171,32 @@ pub struct RunReport {
     pub errors: u64,
     /// Wall time, seconds.
     pub elapsed_s: f64,
+    /// What the run sent to and ran on the nodes, per completed cycle.
+    pub per_cycle: PerCycle,
+}
+
+/// Redis work per completed cycle, measured on the nodes and on the wire
+/// while the clients ran (setup, read-back and clean-up excluded; failed
+/// acquire attempts are included, so they raise the per-cycle numbers).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PerCycle {
+    /// Commands the nodes ran (`INFO commandstats` deltas summed over all
+    /// nodes): a script call counts once, and so does every command the
+    /// script ran; likewise `MULTI`, `EXEC` and the commands between them.
+    /// `None` when a node refused `INFO` or no cycle completed.
+    pub commands_run: Option<f64>,
+    /// Script calls the nodes ran (`EVAL`, `EVALSHA`, `FCALL` and the
+    /// read-only forms).
+    pub scripts_run: Option<f64>,
+    /// [`PerCycle::commands_run`] by command name (lower case, as Redis
+    /// names them).
+    pub by_command: BTreeMap<String, f64>,
+    /// Requests the clients sent (counted at the delaying proxies, so only
+    /// with a node delay): every command and every script call counts once,
+    /// whatever the script runs inside.
+    pub requests_sent: Option<f64>,
+    /// Of those requests, script calls.
+    pub scripts_sent: Option<f64>,
 }
 
 /// The comparison run, as reported next to the main one.
@@ -204,6 +233,9 @@ pub struct LockBenchReport {
     pub pause_ms: Option<u64>,
     /// Whether lock events were published.
     pub events: bool,
+    /// One-way delay added in each direction between clients and every
+    /// node, milliseconds (`None`: direct connections).
+    pub node_delay_ms: Option<u64>,
     /// Completed cycles.
     pub cycles: u64,
     /// Completed cycles per second.
@@ -301,17 +333,51 @@ impl LockBench {
 
     /// Runs the benchmark (and the comparison, if asked) and reports.
     pub async fn run(&self) -> Result<LockBenchReport, BenchError> {
+        self.run_with_delay(None).await
+    }
+
+    /// Runs the benchmark with every node behind a [`DelayProxy`] adding
+    /// `delay` in each direction (both the main run and the peer connect
+    /// through the proxies), as if each node were on its own host.
+    pub async fn run_across(&self, delay: Duration) -> Result<LockBenchReport, BenchError> {
+        self.run_with_delay(Some(delay)).await
+    }
+
+    async fn run_with_delay(&self, delay: Option<Duration>) -> Result<LockBenchReport, BenchError> {
         self.check()?;
+        if delay.is_some_and(|d| d > MAX_NODE_DELAY) {
+            return Err(BenchError::Invalid(format!(
+                "the node delay must be at most {} ms",
+                MAX_NODE_DELAY.as_millis()
+            )));
+        }
+        let mut proxies = Vec::new();
+        let mut routes = Vec::with_capacity(self.nodes.len());
+        if let Some(delay) = delay {
+            for url in &self.nodes {
+                let (proxy, proxied) = behind_proxy(url, delay)?;
+                proxies.push(proxy);
+                routes.push(proxied);
+            }
+        } else {
+            routes.clone_from(&self.nodes);
+        }
+        let network = Network {
+            routes,
+            proxies: &proxies,
+        };
         let name = match self.mode {
             BenchMode::Legacy => "legacy",
             BenchMode::Fenced => "fenced",
             BenchMode::Redlock => "redlock",
             BenchMode::Watch => "watch",
         };
-        let run = self.run_one(Contender::Mode(self.mode), name).await?;
+        let run = self
+            .run_one(Contender::Mode(self.mode), name, &network)
+            .await?;
         let compare = match self.compare {
             Some(Peer::Rslock) => {
-                let peer = self.run_one(Contender::Rslock, "rslock").await?;
+                let peer = self.run_one(Contender::Rslock, "rslock", &network).await?;
                 Some(PeerReport {
                     name: peer.name.clone(),
                     cycles_per_sec: peer.cycles_per_sec,
@@ -335,6 +401,7 @@ impl LockBench {
             pause_every: self.pauses.map(|p| p.every),
             pause_ms: self.pauses.map(|p| p.pause.as_millis() as u64),
             events: self.events,
+            node_delay_ms: delay.map(|d| d.as_millis() as u64),
             cycles: run.cycles,
             cycles_per_sec: run.cycles_per_sec,
             latency_ms: run.latency_ms,
@@ -347,7 +414,12 @@ impl LockBench {
         })
     }
 
-    async fn run_one(&self, contender: Contender, name: &str) -> Result<RunReport, BenchError> {
+    async fn run_one(
+        &self,
+        contender: Contender,
+        name: &str,
+        network: &Network<'_>,
+    ) -> Result<RunReport, BenchError> {
         let prefix = format!("bench:{:08x}", rand::random::<u32>());
         let events = self.events.then(EventStream::default);
         let setup = |url: &str| {
@@ -355,15 +427,17 @@ impl LockBench {
             move |source: LockError| BenchError::node("cannot set up the benchmark", &url, &source)
         };
         let first = &self.nodes[0];
+        // Clients reach the nodes by these URLs (through the proxies, if any).
+        let routes = &network.routes;
         // One connection per node, shared by every client, as the worker tasks
         // of one service share theirs.
         let connections = self.connections.clamp(1, self.clients);
         let mut pools: Vec<Vec<redis::aio::ConnectionManager>> = Vec::new();
         for _ in 0..connections {
             let mut node_conns = Vec::with_capacity(self.nodes.len());
-            for url in &self.nodes {
+            for (url, route) in self.nodes.iter().zip(routes) {
                 node_conns.push(
-                    crate::lock::connect(url, Some(RESPONSE_TIMEOUT), false)
+                    crate::lock::connect(route, Some(RESPONSE_TIMEOUT), false)
                         .await
                         .map_err(setup(url))?,
                 );
@@ -388,9 +462,9 @@ impl LockBench {
         let rslock = match contender {
             Contender::Rslock => {
                 let urls = if self.mode == BenchMode::Redlock {
-                    self.nodes.clone()
+                    routes.clone()
                 } else {
-                    vec![first.clone()]
+                    vec![routes[0].clone()]
                 };
                 let mut manager = rslock::LockManager::new(urls);
                 manager.set_retry(1, Duration::from_millis(1));
@@ -428,7 +502,7 @@ impl LockBench {
                         .map_err(setup(first))?,
                 ),
                 Contender::Mode(BenchMode::Watch) => ClientLock::Watch(
-                    WatchSession::connect(first)
+                    WatchSession::connect(&routes[0])
                         .await
                         .map_err(setup(first))?
                         .with_max_attempts(10_000),
@@ -443,6 +517,7 @@ impl LockBench {
             clients.push((id, lock, store));
         }
 
+        let counts_before = Counts::take(&self.nodes, network.proxies).await;
         let started = Instant::now();
         let shared = Arc::new(Shared {
             deadline: started + self.duration,
@@ -484,6 +559,7 @@ impl LockBench {
             )));
         }
         let elapsed = started.elapsed();
+        let counts_after = Counts::take(&self.nodes, network.proxies).await;
 
         // Lost updates: every accepted write added one to its record. A
         // record that cannot be read back is not a lost update: the run
@@ -549,8 +625,220 @@ impl LockBench {
             acquire_failures: s.acquire_failures.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             elapsed_s: elapsed.as_secs_f64(),
+            per_cycle: counts_after.per_cycle_since(&counts_before, cycles),
         })
     }
+}
+
+/// Longest one-way node delay: a second each way already makes every cycle
+/// take seconds; beyond it only the acquire waits time out.
+pub const MAX_NODE_DELAY: Duration = Duration::from_secs(1);
+
+/// How the clients reach the nodes during a run.
+struct Network<'a> {
+    /// One URL per node: the node's own, or its proxy's.
+    routes: Vec<String>,
+    /// The proxies, in node order (empty without a node delay).
+    proxies: &'a [DelayProxy],
+}
+
+/// Puts the node at `url` behind a delaying proxy; returns the proxy and
+/// the URL that reaches the node through it (same scheme, credentials and
+/// database).
+fn behind_proxy(url: &str, delay: Duration) -> Result<(DelayProxy, String), BenchError> {
+    let client =
+        crate::redis_url::parse(url).map_err(|e| BenchError::Invalid(format!("--redis: {e}")))?;
+    let upstream = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: true,
+            ..
+        } => format!("{host}:{port}"),
+        redis::ConnectionAddr::TcpTls { .. } => {
+            return Err(BenchError::Invalid(format!(
+                "{}: behind the delaying proxy a TLS node is reached as 127.0.0.1, which its \
+                 certificate does not name; add #insecure to the URL for the benchmark",
+                crate::redis_url::shown(url)
+            )));
+        }
+        _ => {
+            return Err(BenchError::Invalid(format!(
+                "{}: the node delay needs TCP nodes, not a Unix socket",
+                crate::redis_url::shown(url)
+            )));
+        }
+    };
+    let host = upstream.trim_start_matches('[');
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h.trim_end_matches(']'));
+    // A node that cannot be reached is reported as such, not as a
+    // connection the proxy accepted and then closed.
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&upstream.as_str())
+        .and_then(|mut addrs| {
+            addrs
+                .next()
+                .ok_or_else(|| std::io::Error::other("the host resolves to no address"))
+        })
+        .and_then(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)));
+    if let Err(e) = reachable {
+        return Err(BenchError::Setup {
+            url: crate::redis_url::shown(url),
+            message: format!(
+                "cannot set up the benchmark: cannot reach {}: {e}; is redis-server running \
+                 there?",
+                crate::redis_url::shown(url)
+            ),
+        });
+    }
+    let proxy = DelayProxy::start(&upstream, delay).map_err(|e| BenchError::Setup {
+        url: crate::redis_url::shown(url),
+        message: format!(
+            "cannot put {} behind a delaying proxy: {e}",
+            crate::redis_url::shown(url)
+        ),
+    })?;
+    let proxied = replace_host(url, host, &proxy.local_addr().to_string()).ok_or_else(|| {
+        BenchError::Invalid(format!(
+            "{}: cannot find the host in the URL to route it through the delaying proxy",
+            crate::redis_url::shown(url)
+        ))
+    })?;
+    Ok((proxy, proxied))
+}
+
+/// `url` with its `host[:port]` (after any credentials) replaced by
+/// `address`, or `None` if the authority does not start with `host`.
+fn replace_host(url: &str, host: &str, address: &str) -> Option<String> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let host_port = &authority[host_start..];
+    let bare = host_port.trim_start_matches('[');
+    if !bare
+        .to_ascii_lowercase()
+        .starts_with(&host.to_ascii_lowercase())
+    {
+        return None;
+    }
+    Some(format!(
+        "{}{}{}",
+        &url[..start + host_start],
+        address,
+        &rest[end..]
+    ))
+}
+
+/// Command counters of every node and proxy at one instant.
+struct Counts {
+    /// Calls by command name, summed over the nodes; `None` if a node
+    /// refused `INFO commandstats`.
+    calls: Option<BTreeMap<String, u64>>,
+    /// Traffic through the proxies, summed; `None` without proxies.
+    traffic: Option<Traffic>,
+}
+
+/// Script-calling commands as `INFO commandstats` names them.
+const SCRIPT_COMMANDS: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+impl Counts {
+    async fn take(nodes: &[String], proxies: &[DelayProxy]) -> Counts {
+        let mut calls = Some(BTreeMap::new());
+        for url in nodes {
+            match commandstats(url).await {
+                Some(node) => {
+                    if let Some(total) = calls.as_mut() {
+                        for (name, n) in node {
+                            *total.entry(name).or_insert(0) += n;
+                        }
+                    }
+                }
+                None => calls = None,
+            }
+        }
+        let traffic = (!proxies.is_empty()).then(|| {
+            proxies
+                .iter()
+                .fold(Traffic::default(), |sum, p| sum.plus(&p.traffic()))
+        });
+        Counts { calls, traffic }
+    }
+
+    fn per_cycle_since(&self, before: &Counts, cycles: u64) -> PerCycle {
+        if cycles == 0 {
+            return PerCycle::default();
+        }
+        let per = |n: u64| n as f64 / cycles as f64;
+        let mut out = PerCycle::default();
+        if let (Some(after), Some(before)) = (&self.calls, &before.calls) {
+            let mut commands = 0;
+            let mut scripts = 0;
+            for (name, &n) in after {
+                // The counting itself.
+                if name == "info" {
+                    continue;
+                }
+                let delta = n.saturating_sub(before.get(name).copied().unwrap_or(0));
+                if delta == 0 {
+                    continue;
+                }
+                commands += delta;
+                if SCRIPT_COMMANDS.contains(&name.as_str()) {
+                    scripts += delta;
+                }
+                out.by_command.insert(name.clone(), per(delta));
+            }
+            out.commands_run = Some(per(commands));
+            out.scripts_run = Some(per(scripts));
+        }
+        if let (Some(after), Some(before)) = (&self.traffic, &before.traffic) {
+            let sent = after.since(before);
+            out.requests_sent = Some(per(sent.requests));
+            out.scripts_sent = Some(per(sent.scripts));
+        }
+        out
+    }
+}
+
+/// `INFO commandstats` of one node, directly (not through a proxy): calls
+/// by command name. `None` if the node cannot be asked.
+async fn commandstats(url: &str) -> Option<BTreeMap<String, u64>> {
+    let mut conn = crate::lock::connect(url, Some(Duration::from_secs(5)), false)
+        .await
+        .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    Some(parse_commandstats(&info))
+}
+
+/// Calls by command name from `INFO commandstats` text
+/// (`cmdstat_set:calls=12,usec=…`).
+fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
 }
 
 /// Refuses a `--redis` value that is not a Redis URL, before connecting.
@@ -712,10 +1000,14 @@ async fn client_loop(
         let record = record_key(&shared.prefix, k);
         let start = Instant::now();
         let paused = match &mut lock {
-            ClientLock::Fenced(l) if shared.colocated => match l.acquire(&key, wait).await {
-                Ok(lease) => Some(colocated_cycle(id, k, &record, lease, &store, &shared).await),
-                Err(_) => None,
-            },
+            ClientLock::Fenced(l) if shared.colocated => {
+                match colocated::acquire_and_read(l, &key, &record, wait).await {
+                    Ok((lease, current)) => {
+                        Some(colocated_cycle(id, k, &record, lease, current, &shared).await)
+                    }
+                    Err(_) => None,
+                }
+            }
             ClientLock::Fenced(l) => match l.acquire(&key, wait).await {
                 Ok(lease) => {
                     let until = lease.valid_until();
@@ -849,14 +1141,14 @@ async fn fenced_cycle(
     paused
 }
 
-/// Colocated: plain read, maybe stall, then write-and-release (refused if a
-/// newer lease was granted meanwhile).
+/// Colocated: the record was read in the grant's script; maybe stall, then
+/// write-and-release (refused if a newer lease was granted meanwhile).
 async fn colocated_cycle(
     id: usize,
     k: usize,
     record: &str,
     lease: crate::lock::Lease,
-    store: &FencedStore,
+    current: crate::fence::Record,
     shared: &Shared,
 ) -> Duration {
     let stats = &shared.stats;
@@ -865,15 +1157,6 @@ async fn colocated_cycle(
         Stats::bump(&stats.double_grants);
     }
     let generation = referee.takeover(k);
-    let current = match store.read(record).await {
-        Ok(current) => current,
-        Err(_) => {
-            Stats::bump(&stats.errors);
-            referee.released(k, id);
-            let _ = lease.release().await;
-            return Duration::ZERO;
-        }
-    };
     let paused = shared.maybe_pause().await;
     let stale = referee.superseded(k, generation);
     let next = (counter_value(current.value.as_deref()) + 1).to_string();

@@ -7,6 +7,8 @@
 //! - [`cluster`]: requests per second of the local cluster server.
 //! - [`playbook`]: time from `warroom run PLAYBOOK --yes` to every step
 //!   verified, against a local cluster server.
+//! - [`proxy`]: a delaying TCP proxy that puts each lock node "on another
+//!   host" for the lock benchmark, and counts the requests sent through it.
 //! - [`exporter`]: collision detection latency, stream throughput on one
 //!   core and memory of the collision exporter.
 
@@ -14,3 +16,4 @@ pub mod cluster;
 pub mod exporter;
 pub mod lock;
 pub mod playbook;
+pub mod proxy;

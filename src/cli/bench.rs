@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use warroom::bench::lock::{
-    BenchError, BenchMode, LockBench, LockBenchReport, PauseSchedule, Peer, RunReport,
+    BenchError, BenchMode, LockBench, LockBenchReport, PauseSchedule, Peer, PerCycle, RunReport,
 };
 
 use super::numbers::{seconds, whole};
@@ -98,6 +98,19 @@ pub struct LockArgs {
     /// Redis URL(s), comma-separated; redlock uses them all, other modes one.
     #[arg(long, value_delimiter = ',', default_value = "redis://127.0.0.1:6379")]
     redis: Vec<String>,
+    /// Start this many redis-server processes of its own on loopback ports
+    /// (1 to 9; needs redis-server on PATH) and use them instead of --redis.
+    // Redlock deployments use 3 or 5 nodes; 9 leaves room and still fits
+    // on one machine.
+    #[arg(long, conflicts_with = "redis", value_parser = whole::<usize>(1..=9), allow_negative_numbers = true)]
+    nodes: Option<usize>,
+    /// Put every node behind a TCP proxy that delays each direction by this
+    /// many milliseconds (0 to 1,000), for the peer library too: nodes as if
+    /// on other hosts. The report then also counts requests sent per cycle.
+    // A second each way makes every cycle take seconds; beyond it only the
+    // acquire waits time out.
+    #[arg(long, value_name = "MS", value_parser = whole::<u64>(0..=1_000), allow_negative_numbers = true)]
+    node_delay_ms: Option<u64>,
     /// Which lock the clients use.
     #[arg(long, value_enum, default_value = "fenced")]
     mode: ModeArg,
@@ -210,13 +223,33 @@ fn exporter(args: ExporterArgs) -> CommandResult {
 
 fn lock(args: LockArgs) -> CommandResult {
     let duration = args.duration;
-    let bench = LockBench {
-        nodes: args
-            .redis
+    // Nodes started for the run live until it has been reported.
+    let started = match args.nodes {
+        Some(n) => (0..n)
+            .map(|_| warroom::redis_node::RedisNode::start())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Failure::msg(
+                    Exit::Failed,
+                    format!("cannot start redis-server for --nodes (is it on PATH?): {e}"),
+                )
+            })?,
+        None => Vec::new(),
+    };
+    let nodes: Vec<String> = if started.is_empty() {
+        args.redis
             .iter()
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty())
-            .collect(),
+            .collect()
+    } else {
+        started
+            .iter()
+            .map(warroom::redis_node::RedisNode::url)
+            .collect()
+    };
+    let bench = LockBench {
+        nodes,
         mode: match args.mode {
             ModeArg::Legacy => BenchMode::Legacy,
             ModeArg::Fenced => BenchMode::Fenced,
@@ -246,10 +279,20 @@ fn lock(args: LockArgs) -> CommandResult {
             .build(),
     }
     .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
-    let report = runtime.block_on(bench.run()).map_err(|e| match e {
-        BenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
-        BenchError::Setup { .. } | BenchError::Stalled(_) => Failure::msg(Exit::Unreachable, e),
-    })?;
+    let delay = args.node_delay_ms.map(Duration::from_millis);
+    let report = runtime
+        .block_on(async {
+            match delay {
+                Some(delay) => bench.run_across(delay).await,
+                None => bench.run().await,
+            }
+        })
+        .map_err(|e| match e {
+            BenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
+            BenchError::Setup { .. } | BenchError::Stalled(_) => Failure::msg(Exit::Unreachable, e),
+        })?;
+    drop(runtime);
+    drop(started);
     match args.output {
         Output::Json => println!(
             "{}",
@@ -267,9 +310,13 @@ fn render(r: &LockBenchReport) -> String {
         (Some(every), Some(ms)) => format!(", every {every}th grant stalls {ms} ms"),
         _ => String::new(),
     };
+    let delay = match r.node_delay_ms {
+        Some(ms) => format!(" behind {ms} ms proxies (each way)"),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "{} clients, {} keys, {} node(s), ttl {} ms{pauses}, events {}",
+        "{} clients, {} keys, {} node(s){delay}, ttl {} ms{pauses}, events {}",
         r.clients,
         r.keys,
         r.nodes,
@@ -314,6 +361,37 @@ fn render(r: &LockBenchReport) -> String {
     }
     if let Some(ratio) = r.ratio {
         let _ = writeln!(out, "{:<24}{:>14.2}", "throughput ratio", ratio);
+    }
+    let per_cycle = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+    type CountRow = (&'static str, fn(&PerCycle) -> Option<f64>);
+    let counts: [CountRow; 4] = [
+        ("requests sent/cycle", |p| p.requests_sent),
+        ("  of which scripts", |p| p.scripts_sent),
+        ("commands run/cycle", |p| p.commands_run),
+        ("  of which scripts", |p| p.scripts_run),
+    ];
+    let _ = writeln!(
+        out,
+        "per completed cycle (requests: at the proxies; commands: INFO commandstats, \
+         including those run inside scripts)"
+    );
+    for (label, value) in counts {
+        let _ = write!(out, "{label:<24}");
+        for run in &runs {
+            let _ = write!(out, "{:>14}", per_cycle(value(&run.per_cycle)));
+        }
+        out.push('\n');
+    }
+    for run in &runs {
+        let by: Vec<String> = run
+            .per_cycle
+            .by_command
+            .iter()
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect();
+        if !by.is_empty() {
+            let _ = writeln!(out, "  {}: {}", run.name, by.join(", "));
+        }
     }
     out
 }

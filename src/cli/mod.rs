@@ -12,10 +12,12 @@ mod cluster;
 mod completions;
 mod config;
 mod console;
+mod drill_worker;
 mod exporter;
 mod numbers;
 pub mod output;
 mod playbook;
+mod reconcile;
 mod timeline;
 
 use std::process::ExitCode;
@@ -115,6 +117,12 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
     Man(completions::ManArgs),
+    /// Find the drill's orders whose records disagree; repair what the
+    /// audit log makes unambiguous.
+    Reconcile(reconcile::ReconcileArgs),
+    /// PM-003 reproduced on this machine.
+    #[command(subcommand, hide = true)]
+    Drill(drill_worker::DrillCommand),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -155,6 +163,8 @@ pub fn main() -> ExitCode {
         Some(Command::Config(cmd)) => config::run(cmd),
         Some(Command::Completions(args)) => completions::completions(args),
         Some(Command::Man(args)) => completions::man(args),
+        Some(Command::Drill(cmd)) => drill_worker::run(cmd),
+        Some(Command::Reconcile(args)) => reconcile::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

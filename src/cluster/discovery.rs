@@ -112,6 +112,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if rt.kind == "Pod" {
+            resources.push(json!({
+                "name": format!("{}/log", rt.plural),
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": ["get"],
+            }));
+        }
     }
     if resources.is_empty() {
         return None;
@@ -162,6 +171,13 @@ fn aggregated_version(group: &str, version: &str) -> Value {
                     "subresource": "scale",
                     "responseKind": { "group": "autoscaling", "version": "v1", "kind": "Scale" },
                     "verbs": ["get", "patch", "update"],
+                }));
+            }
+            if rt.kind == "Pod" {
+                subresources.push(json!({
+                    "subresource": "log",
+                    "responseKind": kind,
+                    "verbs": ["get"],
                 }));
             }
             let mut entry = json!({

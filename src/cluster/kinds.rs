@@ -263,6 +263,8 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         "Pod" => decode::<core::v1::Pod>(rt, obj)?,
         "ConfigMap" => decode::<core::v1::ConfigMap>(rt, obj)?,
         "Deployment" => decode::<apps::v1::Deployment>(rt, obj)?,
+        "ReplicaSet" => decode::<apps::v1::ReplicaSet>(rt, obj)?,
+        "Event" => decode::<core::v1::Event>(rt, obj)?,
         "Ingress" => decode::<networking::v1::Ingress>(rt, obj)?,
         "Lease" => decode::<coordination::v1::Lease>(rt, obj)?,
         _ => {
@@ -373,6 +375,8 @@ pub fn drop_unknown_fields(rt: &ResourceType, obj: &mut Value) -> Vec<String> {
         "Pod" => round_trip::<core::v1::Pod>(obj),
         "ConfigMap" => round_trip::<core::v1::ConfigMap>(obj),
         "Deployment" => round_trip::<apps::v1::Deployment>(obj),
+        "ReplicaSet" => round_trip::<apps::v1::ReplicaSet>(obj),
+        "Event" => round_trip::<core::v1::Event>(obj),
         "Ingress" => round_trip::<networking::v1::Ingress>(obj),
         "Lease" => round_trip::<coordination::v1::Lease>(obj),
         _ => None,
@@ -416,8 +420,8 @@ fn prune_unknown(given: &mut Value, known: &Value, path: &str, unknown: &mut Vec
 }
 
 /// A short stable hash of a pod template, in the alphabet Kubernetes uses
-/// for ReplicaSet name suffixes.
-fn template_hash(template: &Value) -> String {
+/// for ReplicaSet name suffixes (`order-service-<hash>`).
+pub fn template_hash(template: &Value) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in template.to_string().bytes() {

@@ -29,8 +29,10 @@
 //! This module knows nothing about playbooks, the console or locks.
 
 mod discovery;
+pub mod events;
 mod faults;
 mod kinds;
+mod logs;
 mod openapi;
 mod patch;
 mod requests;
@@ -50,7 +52,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use events::{EventKind, EventRecorder};
 pub use faults::Faults;
+pub use kinds::template_hash;
+pub use logs::{LogSpan, PodLogs};
 pub use requests::{RequestLog, RequestRecord};
 pub use status::ApiError;
 pub use store::{EventType, StatusMode, Store, StoreEvent};

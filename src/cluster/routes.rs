@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::discovery;
 use super::faults::Faults;
 use super::kinds;
+use super::logs;
 use super::openapi;
 use super::patch::{self, PatchType};
 use super::requests::RequestLog;
@@ -59,6 +60,8 @@ pub(crate) fn router(app: App) -> Router {
 enum Sub {
     Status,
     Scale,
+    /// A pod's log (`pods/{name}/log`).
+    Log,
 }
 
 /// What a request path names.
@@ -118,6 +121,7 @@ impl Route {
             None => None,
             Some(&"status") if rt.has_status => Some(Sub::Status),
             Some(&"scale") if rt.has_scale => Some(Sub::Scale),
+            Some(&"log") if rt.kind == "Pod" => Some(Sub::Log),
             Some(_) => return Self::Unknown,
         };
         if rest.len() > 3
@@ -348,7 +352,7 @@ struct Params {
 }
 
 impl Params {
-    fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+    fn parse(query: &HashMap<String, String>, kind: &str) -> Result<Self, ApiError> {
         let dry_run = match query.get("dryRun").map(String::as_str) {
             None | Some("") => false,
             Some("All") => true,
@@ -390,7 +394,10 @@ impl Params {
                 .filter(|rv| !rv.is_empty())
                 .cloned(),
             labels: Selector::labels(query.get("labelSelector").map_or("", String::as_str))?,
-            fields: Selector::fields(query.get("fieldSelector").map_or("", String::as_str))?,
+            fields: Selector::fields_of(
+                kind,
+                query.get("fieldSelector").map_or("", String::as_str),
+            )?,
             timeout,
         })
     }
@@ -464,7 +471,7 @@ impl Call<'_> {
             Query::try_from_uri(request.uri())
                 .map(|Query(q)| q)
                 .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-        let params = Params::parse(&query)?;
+        let params = Params::parse(&query, self.rt.kind)?;
         let method = request.method().clone();
         let table_rows = wants_table(&request)
             .then(|| table::Include::parse(query.get("includeObject").map(String::as_str)));
@@ -477,6 +484,11 @@ impl Call<'_> {
                 let object = object_body(ct.as_deref(), &body)?;
                 self.create(object, &params)
             }
+            (Method::GET, Some(name), Some(Sub::Log)) => {
+                let pod = self.store.get_object(self.rt, self.namespace, name)?;
+                logs::serve(self.store, &pod, &query, app.shutdown.clone())
+            }
+            (_, Some(_), Some(Sub::Log)) => Err(ApiError::method_not_allowed()),
             (Method::GET, Some(name), sub) => {
                 let object = self.store.get_object(self.rt, self.namespace, name)?;
                 Ok(match sub {

@@ -2,8 +2,9 @@
 //!
 //! Label selectors support equality (`a=b`, `a==b`), inequality (`a!=b`),
 //! existence (`a`) and non-existence (`!a`); set-based forms (`in`, `notin`)
-//! are refused with 400. Field selectors support `metadata.name` and
-//! `metadata.namespace` with `=`, `==` and `!=`. This file knows nothing
+//! are refused with 400. Field selectors support `metadata.name`,
+//! `metadata.namespace` and a kind's own string fields (an Event's
+//! `involvedObject.*`, …) with `=`, `==` and `!=`. This file knows nothing
 //! about HTTP or the store.
 
 use serde_json::Value;
@@ -41,6 +42,34 @@ fn parse_comparison(term: &str) -> Option<Requirement> {
     None
 }
 
+/// Field labels a kind accepts beyond `metadata.name` and `metadata.namespace`.
+fn kind_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "type",
+        ],
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        _ => &[],
+    }
+}
+
 impl Selector {
     /// Parses a `labelSelector` value.
     pub fn labels(text: &str) -> Result<Self, ApiError> {
@@ -75,8 +104,11 @@ impl Selector {
         Ok(Self { requirements })
     }
 
-    /// Parses a `fieldSelector` value.
-    pub fn fields(text: &str) -> Result<Self, ApiError> {
+    /// Parses a `fieldSelector` value for objects of `kind`: the metadata
+    /// fields, plus the string fields the real API server accepts for that
+    /// kind (an Event's `involvedObject.*`, `reason` and `type`, which
+    /// `kubectl describe` uses; a Pod's `spec.nodeName`, `status.phase`, …).
+    pub fn fields_of(kind: &str, text: &str) -> Result<Self, ApiError> {
         let mut requirements = Vec::new();
         for term in split_terms(text) {
             let requirement = parse_comparison(term).ok_or_else(|| {
@@ -88,7 +120,10 @@ impl Selector {
             else {
                 continue;
             };
-            if field != "metadata.name" && field != "metadata.namespace" {
+            if field != "metadata.name"
+                && field != "metadata.namespace"
+                && !kind_fields(kind).contains(&field.as_str())
+            {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
                 )));
@@ -162,15 +197,24 @@ mod tests {
     fn field_selectors_filter_by_name() {
         let d = json!({"metadata": {"name": "order-service", "namespace": "orders"}});
         assert!(
-            Selector::fields("metadata.name=order-service")
+            Selector::fields_of("", "metadata.name=order-service")
                 .expect("parses")
                 .matches_fields(&d)
         );
         assert!(
-            !Selector::fields("metadata.name=other")
+            !Selector::fields_of("", "metadata.name=other")
                 .expect("parses")
                 .matches_fields(&d)
         );
-        assert!(Selector::fields("spec.replicas=1").is_err());
+        assert!(Selector::fields_of("", "spec.replicas=1").is_err());
+        let by_object = Selector::fields_of(
+            "Event",
+            "involvedObject.kind=Deployment,involvedObject.name=order-service",
+        )
+        .expect("events accept involvedObject fields");
+        let event =
+            serde_json::json!({"involvedObject": {"kind": "Deployment", "name": "order-service"}});
+        assert!(by_object.matches_fields(&event));
+        assert!(Selector::fields_of("Deployment", "involvedObject.kind=Pod").is_err());
     }
 }

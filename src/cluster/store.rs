@@ -13,13 +13,14 @@
 //! routes turn into `Status` bodies.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::ClusterError;
 use super::kinds;
+use super::logs::PodLogs;
 use super::resources::{self, CATALOGUE, ResourceType};
 use super::selector::Selector;
 use super::status::{ApiError, FieldCause};
@@ -107,6 +108,7 @@ struct Inner {
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<Arc<StoreEvent>>,
+    pod_logs: Arc<RwLock<Option<Arc<dyn PodLogs>>>>,
 }
 
 impl Default for Store {
@@ -231,7 +233,22 @@ impl Store {
                 status_mode: StatusMode::default(),
             })),
             events,
+            pod_logs: Arc::default(),
         }
+    }
+
+    /// Names where pod logs come from (a drill's supervisor registers
+    /// itself); None removes the source (logs are then empty).
+    pub fn set_pod_logs(&self, source: Option<Arc<dyn PodLogs>>) {
+        *self.pod_logs.write().unwrap_or_else(|e| e.into_inner()) = source;
+    }
+
+    /// Where pod logs come from, if anywhere.
+    pub fn pod_logs(&self) -> Option<Arc<dyn PodLogs>> {
+        self.pod_logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

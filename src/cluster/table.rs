@@ -70,6 +70,40 @@ fn text<'a>(obj: &'a Value, pointer: &str) -> &'a str {
     obj.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// A column kubectl shows only with `-o wide`.
+fn wide(mut col: Value) -> Value {
+    col["priority"] = json!(1);
+    col
+}
+
+fn or_none(value: &str) -> &str {
+    if value.is_empty() { "<none>" } else { value }
+}
+
+/// The STATUS kubectl prints for a pod: `Terminating` once deleted, a
+/// waiting container's reason (`CrashLoopBackOff`), else the phase.
+fn pod_status(obj: &Value) -> String {
+    if obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        return "Terminating".to_string();
+    }
+    let waiting = obj
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|statuses| {
+            statuses.iter().find_map(|c| {
+                c.pointer("/state/waiting/reason")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+            })
+        });
+    waiting
+        .unwrap_or_else(|| text(obj, "/status/phase"))
+        .to_string()
+}
+
 fn columns_and_cells(rt: &ResourceType, obj: &Value) -> (Vec<Value>, Vec<Value>) {
     let name = json!(text(obj, "/metadata/name"));
     let age_cell = json!(age(obj
@@ -214,13 +248,68 @@ fn columns_and_cells(rt: &ResourceType, obj: &Value) -> (Vec<Value>, Vec<Value>)
                         "The number of times the containers in this pod have been restarted.",
                     ),
                     age_col,
+                    wide(column("IP", "string", "IP address allocated to the pod.")),
+                    wide(column(
+                        "Node",
+                        "string",
+                        "Name of the node the pod runs on.",
+                    )),
                 ],
                 vec![
                     name,
                     json!(format!("{ready}/{total}")),
-                    json!(text(obj, "/status/phase")),
+                    json!(pod_status(obj)),
                     json!(restarts),
                     age_cell,
+                    json!(or_none(text(obj, "/status/podIP"))),
+                    json!(or_none(text(obj, "/spec/nodeName"))),
+                ],
+            )
+        }
+        "ReplicaSet" => (
+            vec![
+                name_col,
+                column("Desired", "integer", "Number of desired pods."),
+                column("Current", "integer", "Number of actual pods."),
+                column("Ready", "integer", "Number of pods ready."),
+                age_col,
+            ],
+            vec![
+                name,
+                json!(int(obj, "/spec/replicas")),
+                json!(int(obj, "/status/replicas")),
+                json!(int(obj, "/status/readyReplicas")),
+                age_cell,
+            ],
+        ),
+        "Event" => {
+            let last_seen = obj
+                .get("lastTimestamp")
+                .and_then(Value::as_str)
+                .or_else(|| obj.get("eventTime").and_then(Value::as_str))
+                .or_else(|| {
+                    obj.pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str)
+                });
+            let object = format!(
+                "{}/{}",
+                text(obj, "/involvedObject/kind").to_ascii_lowercase(),
+                text(obj, "/involvedObject/name")
+            );
+            (
+                vec![
+                    column("Last Seen", "string", "Time of the last occurrence."),
+                    column("Type", "string", "Type of this event."),
+                    column("Reason", "string", "Why the event happened."),
+                    column("Object", "string", "The object this event is about."),
+                    column("Message", "string", "A description of the event."),
+                ],
+                vec![
+                    json!(age(last_seen)),
+                    json!(text(obj, "/type")),
+                    json!(text(obj, "/reason")),
+                    json!(object),
+                    json!(text(obj, "/message")),
                 ],
             )
         }

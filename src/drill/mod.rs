@@ -12,6 +12,18 @@
 //! The worker process depends on the lock client and the order store only:
 //! nothing of Kubernetes, HTTP or the console runs in it.
 
+pub mod gateway;
+pub mod load;
+pub mod lock_mode;
+pub mod orders;
+pub mod pauses;
+pub mod pods;
+pub mod process;
+pub mod reconcile;
+pub mod stats;
+pub mod supervisor;
+pub mod worker;
+
 /// Why a drill (or one of its parts) could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {

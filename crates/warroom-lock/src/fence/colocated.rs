@@ -10,16 +10,44 @@
 //! holder is then refused from the moment its successor is granted, with no
 //! claim, and a plain read is enough for a read-modify-write.
 //!
-//! [`write_and_release`] also gives the lease back in the same script, so a
-//! whole cycle is two round trips: the grant (`MULTI`) and this script.
+//! [`write_and_release`] also gives the lease back in the same script, and
+//! [`acquire_and_read`] reads the record in the script that grants the lease,
+//! so a whole read-modify-write cycle is two round trips and two requests:
+//! grant-and-read, then write-and-release.
 
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use super::{FenceError, WriteOutcome};
+use super::{FenceError, Record, WriteOutcome};
 use crate::event::LockMode;
-use crate::{FencedLock, Lease, Release, fence_counter_key};
+use crate::lease::{Issuer, LeaseInner, acquire_with_retry};
+use crate::{FencedLock, FencingToken, Lease, LockError, Release, fence_counter_key, grant_value};
+
+/// The single-node grant (`SET NX PX`, `INCR` of the fence counter, the
+/// `acquired` event when publishing) followed by a read of the record, in
+/// one script: the value is read under the new lease, in the same round trip.
+/// KEYS: lock, fence counter, stream, record.
+/// ARGV: grant value, ttl ms, holder, maxlen ('0': no event), mode.
+/// Returns {token, value, record fence}; token 0 if another holder has the key.
+static ACQUIRE_AND_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, false, 0}
+end
+local token = redis.call('INCR', KEYS[2])
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+    'v', '1', 'kind', 'acquired', 'mode', ARGV[5], 'key', KEYS[1],
+    'holder', ARGV[3], 'token', token, 'ttl_ms', ARGV[2])
+end
+local record = redis.call('HMGET', KEYS[4], 'value', 'fence')
+return {token, record[1], tonumber(record[2] or '0')}
+",
+    )
+});
 
 /// KEYS: record, lock, fence counter, stream.
 /// ARGV: token, value, grant value, holder, maxlen, mode, release ('1'/'0').
@@ -136,9 +164,77 @@ pub async fn write_and_release(
     Ok((outcome, release))
 }
 
-/// Loads the colocated script into the lock's node.
+/// One attempt of [`acquire_and_read`]: the lease and the record if the key
+/// was free, `None` if another holder has it.
+pub async fn try_acquire_and_read(
+    lock: &FencedLock,
+    key: &str,
+    record: &str,
+) -> Result<Option<(Lease, Record)>, LockError> {
+    let shared = lock.shared();
+    let value = grant_value();
+    let ttl = shared.options.ttl;
+    let started = Instant::now();
+    let mut conn = shared.conn.clone();
+    let (token, current, fence): (u64, Option<String>, u64) = ACQUIRE_AND_READ
+        .key(key)
+        .key(fence_counter_key(key))
+        .key(&shared.stream_key)
+        .key(record)
+        .arg(&value)
+        .arg(ttl.as_millis() as u64)
+        .arg(&shared.options.holder)
+        .arg(&shared.maxlen)
+        .arg(LockMode::Fenced.as_str())
+        .invoke_async(&mut conn)
+        .await?;
+    if token == 0 {
+        return Ok(None);
+    }
+    let lease = Lease::new(LeaseInner::new(
+        key.to_string(),
+        value,
+        FencingToken::new(token),
+        ttl,
+        shared.options.drift(),
+        started,
+        Issuer::Single(shared.clone()),
+    ));
+    Ok(Some((
+        lease,
+        Record {
+            value: current,
+            fence,
+        },
+    )))
+}
+
+/// Takes the lock `key` of a single-node [`FencedLock`] and reads `record`
+/// (a hash on the same node) in one round trip, retrying with the lock's
+/// backoff until granted or until `wait` has passed
+/// ([`LockError::Timeout`]). The grant is the same as
+/// [`FencedLock::acquire`]'s (token, `acquired` event); the value is the
+/// record as it stood right after the grant. Pair it with
+/// [`write_and_release`] for a two-request read-modify-write.
+pub async fn acquire_and_read(
+    lock: &FencedLock,
+    key: &str,
+    record: &str,
+    wait: Duration,
+) -> Result<(Lease, Record), LockError> {
+    acquire_with_retry(key, wait, lock.options().backoff, || {
+        try_acquire_and_read(lock, key, record)
+    })
+    .await
+}
+
+/// Loads the colocated scripts into the lock's node.
 pub async fn prepare(lock: &FencedLock) -> Result<(), FenceError> {
     let mut conn = lock.shared().conn.clone();
     GUARDED_WRITE.prepare_invoke().load_async(&mut conn).await?;
+    ACQUIRE_AND_READ
+        .prepare_invoke()
+        .load_async(&mut conn)
+        .await?;
     Ok(())
 }

@@ -1,0 +1,731 @@
+//! One `order-service` replica: the body of `warroom drill worker`.
+//!
+//! A worker consumes orders from the orders stream in the `order-service`
+//! consumer group and runs PM-003's pipeline ([`super::orders`]) on each,
+//! under the order's lock in the lock mode the drill currently asks for
+//! (read live from Redis, see [`super::lock_mode`]; the worker switches
+//! between orders and logs the switch). It logs PM-003's lines
+//! (`LOCK ACQUIRED order_id=ord-9927431 worker=pod-7f token=…`) to stdout.
+//!
+//! **Redelivery, as at-least-once delivery does.** An entry a worker has
+//! read stays pending under it until acknowledged. Every worker also takes
+//! over (`XAUTOCLAIM`) entries that have stayed pending longer than the claim
+//! idle time (150 ms by default, less than the 200 ms lock TTL): the entries
+//! of a worker that is frozen. A worker frozen (SIGSTOP: a GC pause) while
+//! it holds an order's lock loses the lock when the TTL passes; another
+//! worker has meanwhile claimed the entry, waits for the lock, gets it and
+//! processes the order. When the frozen worker wakes, it still believes it
+//! holds the lock and carries on from what it read before the pause. Under
+//! the legacy lock both write (PM-003); fenced, the stale writes are refused.
+//! Follow-up entries for the same order (the gateway's hot orders) give the
+//! same overlap without redelivery.
+//!
+//! The worker depends on the lock client, the order store and Redis only:
+//! nothing of Kubernetes, HTTP or the console. The Redis URL comes from the
+//! environment (never the command line: `/proc/*/cmdline` is world-readable).
+//!
+//! On SIGTERM it stops taking orders, finishes those in progress (releasing
+//! their locks) and exits 0.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::task::JoinSet;
+
+use super::orders::{
+    Claimed, Guard, Optimistic, OrderStatus, OrderStore, RedisOrderStore, StoreError, Writer, keys,
+    now_us,
+};
+use super::stats;
+use crate::lock::legacy::LegacyLock;
+use crate::lock::{
+    EventSink, EventStream, FencedLock, LockError, LockEvent, LockMode, LockOptions, Redlock,
+    Release,
+};
+use crate::redact::redact_text;
+
+/// The service name on application error events (a bounded label).
+pub const SERVICE: &str = "order-service";
+/// The operation named on application error events.
+pub const OPERATION: &str = "POST /v2/orders/fulfill";
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The Redis holding the orders, the lock keys and the events.
+    pub redis_url: String,
+    /// The pod name (`order-service-5d8f7c-x7k2q`): the consumer name.
+    pub pod: String,
+    /// The three Redlock nodes (empty: redlock mode is unavailable).
+    pub redlock_urls: Vec<String>,
+    /// Orders processed at the same time.
+    pub concurrency: usize,
+    /// Lock TTL (PM-003: 200 ms).
+    pub lock_ttl: Duration,
+    /// How long an entry stays pending before another worker takes it over.
+    pub claim_idle: Duration,
+    /// Time each service call of the pipeline takes (three per order).
+    pub work: Duration,
+    /// How long to wait for an order's lock before reporting an error.
+    pub lock_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// The defaults of the drill for a worker of `pod` on `redis_url`.
+    pub fn new(redis_url: impl Into<String>, pod: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            pod: pod.into(),
+            redlock_urls: Vec::new(),
+            concurrency: 8,
+            lock_ttl: Duration::from_millis(200),
+            claim_idle: Duration::from_millis(150),
+            work: Duration::from_millis(3),
+            lock_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Redis could not be reached or refused the setup.
+    #[error("cannot reach Redis: {0}")]
+    Unreachable(String),
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The short worker name used in log lines and lock events: `pod-7f` for
+/// `pod-7f`, `pod-x7k2q` for `order-service-5d8f7c-x7k2q`.
+pub fn short_name(pod: &str) -> String {
+    if pod.starts_with("pod-") {
+        return pod.to_string();
+    }
+    let last = pod.rsplit('-').next().unwrap_or(pod);
+    format!("pod-{last}")
+}
+
+/// What happened to one stream entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The pipeline ran to `FULFILLED`.
+    Fulfilled,
+    /// The order was already fulfilled.
+    Skipped,
+    /// A newer holder has the order: the entry is left to it.
+    Fenced,
+    /// An error; the entry stays pending and is redelivered.
+    Failed,
+}
+
+/// The mode as a byte, for the live switch.
+fn mode_code(mode: LockMode) -> u8 {
+    match mode {
+        LockMode::Legacy => 0,
+        LockMode::Fenced => 1,
+        LockMode::Redlock => 2,
+        LockMode::Watch => 3,
+        LockMode::App => 0,
+    }
+}
+
+fn mode_of(code: u8) -> LockMode {
+    match code {
+        1 => LockMode::Fenced,
+        2 => LockMode::Redlock,
+        3 => LockMode::Watch,
+        _ => LockMode::Legacy,
+    }
+}
+
+/// Parses a `LOCK_MODE` value (`legacy`, `fenced`, `redlock`, `watch`).
+pub fn parse_mode(text: &str) -> Option<LockMode> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "legacy" => Some(LockMode::Legacy),
+        "fenced" => Some(LockMode::Fenced),
+        "redlock" => Some(LockMode::Redlock),
+        "watch" => Some(LockMode::Watch),
+        _ => None,
+    }
+}
+
+struct Shared {
+    config: WorkerConfig,
+    name: String,
+    conn: ConnectionManager,
+    store: RedisOrderStore,
+    legacy: LegacyLock,
+    fenced: FencedLock,
+    redlock: OnceCell<Option<Redlock>>,
+    sink: EventSink,
+    mode: AtomicU8,
+    last_mode: Mutex<Option<LockMode>>,
+    in_flight: Mutex<HashSet<String>>,
+}
+
+/// Prints one log line (stdout goes to the pod's log file), redacted.
+fn log(line: impl AsRef<str>) {
+    println!("[order-svc] {}", redact_text(line.as_ref()));
+}
+
+impl Shared {
+    fn error(&self, what: &str, order: &str, reason: impl std::fmt::Display) {
+        let reason = redact_text(&reason.to_string()).into_owned();
+        log(format!(
+            "ERROR {what} order_id={order} worker={} error={reason}",
+            self.name
+        ));
+        self.sink.publish(LockEvent::app_error(
+            OPERATION,
+            SERVICE,
+            format!("{what}: {reason}"),
+        ));
+    }
+
+    fn note_mode(&self, mode: LockMode) {
+        let mut last = self.last_mode.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != Some(mode) {
+            match *last {
+                Some(previous) => log(format!(
+                    "LOCK MODE {} -> {} worker={}",
+                    previous.as_str(),
+                    mode.as_str(),
+                    self.name
+                )),
+                None => log(format!("LOCK MODE {} worker={}", mode.as_str(), self.name)),
+            }
+            *last = Some(mode);
+            let mut conn = self.conn.clone();
+            let mode = mode.as_str();
+            tokio::spawn(async move {
+                let _: Result<(), _> = redis::cmd("HSETNX")
+                    .arg(stats::MODES)
+                    .arg(mode)
+                    .arg(now_us())
+                    .query_async(&mut conn)
+                    .await;
+            });
+        }
+    }
+
+    async fn redlock(&self) -> Option<&Redlock> {
+        self.redlock
+            .get_or_init(|| async {
+                if self.config.redlock_urls.len() < 3 {
+                    self.error(
+                        "redlock unavailable",
+                        "-",
+                        "LOCK_MODE is redlock but WARROOM_REDLOCK_URLS does not name three nodes",
+                    );
+                    return None;
+                }
+                let options = LockOptions::new(self.config.lock_ttl, &self.name);
+                match Redlock::connect(&self.config.redlock_urls, options).await {
+                    Ok(lock) => Some(lock),
+                    Err(e) => {
+                        self.error("redlock unavailable", "-", e);
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+    }
+}
+
+/// Runs a worker until `shutdown` completes, then finishes the orders in
+/// progress and returns. Prints `worker ready` once connected.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    if config.concurrency == 0 {
+        return Err(WorkerError::Config("concurrency must be at least 1".into()));
+    }
+    let name = short_name(&config.pod);
+    let unreachable = |e: &dyn std::fmt::Display| {
+        WorkerError::Unreachable(redact_text(&e.to_string()).into_owned())
+    };
+    let conn = crate::lock::connect(&config.redis_url, Some(Duration::from_secs(5)), false)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    // XREADGROUP blocks its connection: it gets its own.
+    let mut reader = crate::lock::connect(&config.redis_url, Some(Duration::from_secs(5)), false)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let store = RedisOrderStore::new(conn.clone(), &config.redis_url);
+    store.prepare().await.map_err(|e| unreachable(&e))?;
+    let options = LockOptions::new(config.lock_ttl, &name);
+    let sink = EventSink::spawn(conn.clone(), EventStream::default());
+    let legacy = LegacyLock::with_connection(conn.clone(), options.clone(), Some(sink.clone()))
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let fenced = FencedLock::with_connection(conn.clone(), options)
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    crate::lock::fence::colocated::prepare(&fenced)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let shared = Arc::new(Shared {
+        name: name.clone(),
+        conn: conn.clone(),
+        store,
+        legacy,
+        fenced,
+        redlock: OnceCell::new(),
+        sink,
+        mode: AtomicU8::new(0),
+        last_mode: Mutex::new(None),
+        in_flight: Mutex::new(HashSet::new()),
+        config,
+    });
+    refresh_mode(&shared).await;
+    let mode_task = tokio::spawn(follow_mode(shared.clone()));
+    println!("worker ready");
+    log(format!(
+        "worker={name} ready concurrency={} lock_ttl_ms={}",
+        shared.config.concurrency,
+        shared.config.lock_ttl.as_millis()
+    ));
+
+    let semaphore = Arc::new(Semaphore::new(shared.config.concurrency));
+    let mut tasks = JoinSet::new();
+    let claim_every = (shared.config.claim_idle / 3).max(Duration::from_millis(10));
+    let mut last_claim = Instant::now();
+    tokio::pin!(shutdown);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let first = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let free = semaphore.available_permits() + 1;
+        let mut entries = Vec::new();
+        if last_claim.elapsed() >= claim_every {
+            last_claim = Instant::now();
+            match claim_stale(&shared, &mut reader, free).await {
+                Ok(claimed) => entries = claimed,
+                Err(e) => {
+                    shared.error("claim failed", "-", e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if entries.is_empty() {
+            let options = StreamReadOptions::default()
+                .group(keys::CONSUMER_GROUP, &shared.config.pod)
+                .count(free)
+                .block(50);
+            let read = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                read = redis::AsyncCommands::xread_options(
+                    &mut reader, &[keys::ORDERS_STREAM], &[">"], &options) => read,
+            };
+            let read: Result<Option<StreamReadReply>, _> = read;
+            match read {
+                Ok(Some(reply)) => {
+                    entries = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    shared.error("read failed", "-", e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let mut permit = Some(first);
+        for entry in entries {
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => match semaphore.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // Cannot happen (only this loop takes permits); the
+                    // entry stays pending and is claimed again.
+                    Err(_) => break,
+                },
+            };
+            {
+                let mut in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if !in_flight.insert(entry.id.clone()) {
+                    // This worker is already on it (its idle time passed
+                    // while it waited for the lock).
+                    continue;
+                }
+            }
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                handle_entry(&shared, &entry).await;
+                shared
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&entry.id);
+                drop(permit);
+            });
+        }
+    }
+    log(format!(
+        "worker={name} stopping: finishing {} order(s) in progress",
+        tasks.len()
+    ));
+    while tasks.join_next().await.is_some() {}
+    mode_task.abort();
+    shared.sink.flush(Duration::from_secs(1)).await;
+    log(format!("worker={name} stopped"));
+    Ok(())
+}
+
+/// Takes over entries pending longer than the claim idle time.
+async fn claim_stale(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    count: usize,
+) -> Result<Vec<StreamId>, redis::RedisError> {
+    let reply: redis::streams::StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
+        conn,
+        keys::ORDERS_STREAM,
+        keys::CONSUMER_GROUP,
+        &shared.config.pod,
+        shared.config.claim_idle.as_millis() as u64,
+        "0-0",
+        StreamAutoClaimOptions::default().count(count),
+    )
+    .await?;
+    let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(reply
+        .claimed
+        .into_iter()
+        .filter(|e| !in_flight.contains(&e.id))
+        .inspect(|e| {
+            log(format!(
+                "REDELIVERED entry={} order_id={} worker={}",
+                e.id,
+                e.get::<String>("order").unwrap_or_default(),
+                shared.name
+            ));
+        })
+        .collect())
+}
+
+/// Reads the lock mode key once.
+async fn refresh_mode(shared: &Shared) {
+    let mut conn = shared.conn.clone();
+    let value: Result<Option<String>, _> =
+        redis::AsyncCommands::get(&mut conn, keys::LOCK_MODE).await;
+    match value {
+        Ok(Some(text)) => match parse_mode(&text) {
+            Some(mode) => shared.mode.store(mode_code(mode), Ordering::Release),
+            None => {
+                let previous = mode_of(shared.mode.load(Ordering::Acquire));
+                let text: String = text.chars().take(40).collect();
+                shared.error(
+                    "unknown lock mode",
+                    "-",
+                    format!(
+                        "LOCK_MODE {text:?} is not legacy, fenced, redlock or watch; keeping {}",
+                        previous.as_str()
+                    ),
+                );
+            }
+        },
+        Ok(None) => {}
+        Err(e) => shared.error("lock mode read failed", "-", e),
+    }
+}
+
+/// Keeps the mode equal to the lock mode key (polled every 100 ms).
+async fn follow_mode(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        refresh_mode(&shared).await;
+    }
+}
+
+async fn handle_entry(shared: &Shared, entry: &StreamId) {
+    let Some(order) = entry.get::<String>("order") else {
+        // Not an order: acknowledge it so it is not redelivered forever.
+        shared.error(
+            "malformed entry",
+            "-",
+            format!("entry {} has no order", entry.id),
+        );
+        ack(shared, &entry.id, None, Outcome::Failed).await;
+        return;
+    };
+    let offered_us = entry.get::<u64>("offered_us");
+    let mode = mode_of(shared.mode.load(Ordering::Acquire));
+    shared.note_mode(mode);
+    let outcome = match mode {
+        LockMode::Watch => process_watch(shared, &order).await,
+        LockMode::Redlock => match shared.redlock().await {
+            Some(lock) => process_locked(shared, &order, LockMode::Redlock, Some(lock)).await,
+            None => process_locked(shared, &order, LockMode::Fenced, None).await,
+        },
+        other => process_locked(shared, &order, other, None).await,
+    };
+    match outcome {
+        Outcome::Fulfilled | Outcome::Skipped => {
+            ack(shared, &entry.id, offered_us, outcome).await;
+        }
+        Outcome::Fenced => {
+            let mut conn = shared.conn.clone();
+            let _: Result<u64, _> =
+                redis::AsyncCommands::incr(&mut conn, stats::FENCE_REJECTIONS, 1).await;
+        }
+        Outcome::Failed => {
+            let mut conn = shared.conn.clone();
+            let _: Result<u64, _> = redis::AsyncCommands::incr(&mut conn, stats::ERRORS, 1).await;
+        }
+    }
+}
+
+async fn ack(shared: &Shared, id: &str, offered_us: Option<u64>, outcome: Outcome) {
+    let mut pipe = redis::pipe();
+    pipe.xack(keys::ORDERS_STREAM, keys::CONSUMER_GROUP, &[id])
+        .ignore()
+        .incr(stats::PROCESSED, 1)
+        .ignore();
+    match outcome {
+        Outcome::Fulfilled => {
+            pipe.incr(stats::FULFILLED, 1).ignore();
+        }
+        Outcome::Skipped => {
+            pipe.incr(stats::SKIPPED, 1).ignore();
+        }
+        _ => {}
+    }
+    if let Some(offered) = offered_us {
+        let latency = now_us().saturating_sub(offered);
+        pipe.hincr(stats::LATENCY, stats::latency_bucket(latency), 1)
+            .ignore();
+    }
+    let mut conn = shared.conn.clone();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        shared.error("ack failed", id, e);
+    }
+}
+
+/// A lease of any of the three lock clients.
+enum Held {
+    Legacy(crate::lock::legacy::LegacyLease),
+    Lease(crate::lock::Lease),
+}
+
+async fn process_locked(
+    shared: &Shared,
+    order: &str,
+    mode: LockMode,
+    redlock: Option<&Redlock>,
+) -> Outcome {
+    let key = keys::lock(order);
+    let wait = shared.config.lock_wait;
+    let acquired: Result<Held, LockError> = match (mode, redlock) {
+        (LockMode::Legacy, _) => shared.legacy.acquire(&key, wait).await.map(Held::Legacy),
+        (LockMode::Redlock, Some(lock)) => lock.acquire(&key, wait).await.map(Held::Lease),
+        _ => shared.fenced.acquire(&key, wait).await.map(Held::Lease),
+    };
+    let held = match acquired {
+        Ok(held) => held,
+        Err(e) => {
+            shared.error("lock not acquired", order, e);
+            return Outcome::Failed;
+        }
+    };
+    let guard = match &held {
+        Held::Legacy(_) => {
+            log(format!(
+                "LOCK ACQUIRED order_id={order} worker={} mode=legacy",
+                shared.name
+            ));
+            Guard::Unfenced
+        }
+        Held::Lease(lease) => {
+            log(format!(
+                "LOCK ACQUIRED order_id={order} worker={} mode={} fencing_token={}",
+                shared.name,
+                mode.as_str(),
+                lease.token().get()
+            ));
+            Guard::Fenced {
+                token: lease.token().get(),
+                colocated_lock: (mode == LockMode::Fenced).then(|| key.clone()),
+            }
+        }
+    };
+    let writer = Writer {
+        holder: &shared.name,
+        mode,
+        guard,
+    };
+    let outcome = match pipeline(shared, order, &writer).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            shared.error("write failed", order, e);
+            Outcome::Failed
+        }
+    };
+    match held {
+        Held::Legacy(lease) => match shared.legacy.release(lease).await {
+            Ok(()) => log(format!(
+                "LOCK RELEASED order_id={order} worker={}",
+                shared.name
+            )),
+            Err(e) => shared.error("release failed", order, e),
+        },
+        Held::Lease(lease) => {
+            let token = lease.token().get();
+            match lease.release().await {
+                Ok(Release::Released) => log(format!(
+                    "LOCK RELEASED order_id={order} worker={} fencing_token={token}",
+                    shared.name
+                )),
+                Ok(Release::AlreadyLost) => log(format!(
+                    "LOCK LOST order_id={order} worker={} fencing_token={token} (expired before release)",
+                    shared.name
+                )),
+                Err(e) => shared.error("release failed", order, e),
+            }
+        }
+    }
+    outcome
+}
+
+/// The pipeline under a lock: decisions from the first read, each write
+/// guarded as `writer` says.
+async fn pipeline(
+    shared: &Shared,
+    order: &str,
+    writer: &Writer<'_>,
+) -> Result<Outcome, StoreError> {
+    let store = &shared.store;
+    let work = shared.config.work;
+    let view = match store.claim(order, writer).await? {
+        Claimed::Order(view) => view,
+        Claimed::Rejected { fence } => {
+            return Ok(fenced_out(shared, order, writer, fence, "claim"));
+        }
+    };
+    if view.status.as_deref() == Some(OrderStatus::Fulfilled.as_str()) {
+        return Ok(Outcome::Skipped);
+    }
+    macro_rules! guarded {
+        ($write:expr, $step:expr) => {
+            if let super::orders::Written::Rejected { fence } = $write {
+                return Ok(fenced_out(shared, order, writer, fence, $step));
+            }
+        };
+    }
+    guarded!(
+        store
+            .set_status(order, writer, OrderStatus::Processing)
+            .await?,
+        "status PROCESSING"
+    );
+    // The inventory service call.
+    tokio::time::sleep(work).await;
+    let lot = match view.lot {
+        Some(lot) => lot,
+        None => {
+            let lot = store.pick_lot();
+            guarded!(store.reserve_lot(order, writer, &lot).await?, "reserve");
+            lot
+        }
+    };
+    // The fulfillment service call.
+    tokio::time::sleep(work).await;
+    if view.fulfillment.is_none() {
+        let (written, _fid) = store.create_fulfillment(order, writer, &lot).await?;
+        guarded!(written, "fulfillment");
+    }
+    tokio::time::sleep(work).await;
+    guarded!(
+        store
+            .set_status(order, writer, OrderStatus::Fulfilled)
+            .await?,
+        "status FULFILLED"
+    );
+    Ok(Outcome::Fulfilled)
+}
+
+fn fenced_out(
+    shared: &Shared,
+    order: &str,
+    writer: &Writer<'_>,
+    fence: u64,
+    step: &str,
+) -> Outcome {
+    let token = match writer.guard {
+        Guard::Fenced { token, .. } => token,
+        Guard::Unfenced => 0,
+    };
+    log(format!(
+        "FENCE REJECTED order_id={order} worker={} fencing_token={token} fence={fence} step={step:?}",
+        shared.name
+    ));
+    shared.sink.publish(LockEvent::app_error(
+        OPERATION,
+        SERVICE,
+        format!("stale lock holder refused: token {token} < fence {fence}"),
+    ));
+    Outcome::Fenced
+}
+
+async fn process_watch(shared: &Shared, order: &str) -> Outcome {
+    match shared
+        .store
+        .process_optimistic(order, &shared.name, shared.config.work)
+        .await
+    {
+        Ok(Optimistic::Fulfilled { attempts }) => {
+            log(format!(
+                "WATCH COMMITTED order_id={order} worker={} attempts={attempts}",
+                shared.name
+            ));
+            Outcome::Fulfilled
+        }
+        Ok(Optimistic::AlreadyFulfilled) => Outcome::Skipped,
+        Err(e) => {
+            shared.error("optimistic update failed", order, e);
+            Outcome::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_follow_pm003() {
+        assert_eq!(short_name("pod-7f"), "pod-7f");
+        assert_eq!(short_name("order-service-5d8f7c-x7k2q"), "pod-x7k2q");
+        assert_eq!(short_name("solo"), "pod-solo");
+    }
+
+    #[test]
+    fn lock_modes_parse_and_round_trip() {
+        for mode in [
+            LockMode::Legacy,
+            LockMode::Fenced,
+            LockMode::Redlock,
+            LockMode::Watch,
+        ] {
+            assert_eq!(parse_mode(mode.as_str()), Some(mode));
+            assert_eq!(mode_of(mode_code(mode)), mode);
+        }
+        assert_eq!(parse_mode(" Fenced\n"), Some(LockMode::Fenced));
+        assert_eq!(parse_mode("app"), None);
+        assert_eq!(parse_mode(""), None);
+    }
+}
