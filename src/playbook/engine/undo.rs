@@ -161,6 +161,9 @@ impl Engine {
                     stop = Some("the undo was stopped");
                 } else if lease.is_lost() {
                     stop = Some("the run lease was lost during the undo");
+                } else if self.events.settle().await.is_some() {
+                    // The next change would be missing from the journal.
+                    stop = Some("the incident journal could not be written");
                 }
             }
             if stop.is_some() {
