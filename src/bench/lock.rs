@@ -22,6 +22,12 @@
 //!
 //! Latency is per completed cycle (acquire to release), excluding the
 //! deliberate pause.
+//!
+//! [`LockBench::run_across`] puts every node behind a [`DelayProxy`], for the
+//! peer library as well, so that the nodes behave as if on other hosts. Each
+//! run reports its Redis work per completed cycle ([`PerCycle`]): commands
+//! the nodes ran (`INFO commandstats`) and, behind proxies, requests the
+//! clients sent.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
