@@ -968,12 +968,25 @@ fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
         let total = start.elapsed();
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         println!(
-            "  {name:<5} read + render + write {:.3} s ({:.1} MB)",
+            "  {name:<5} read + render + write {:.3} s ({:.1} MB); process peak RSS so far {:.1} MB",
             total.as_secs_f64(),
-            size as f64 / 1e6
+            size as f64 / 1e6,
+            peak_rss_kb() as f64 / 1e3
         );
     }
     Ok(Exit::Done)
+}
+
+/// The process's peak resident set size so far, in kilobytes (0 if the
+/// system does not say).
+fn peak_rss_kb() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+        u64::try_from(usage.ru_maxrss).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Writes a synthetic incident of `events` events: metric snapshots every

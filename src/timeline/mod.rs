@@ -174,7 +174,8 @@ pub enum TimelineError {
     },
     /// Another process held the journal's lock for longer than allowed.
     #[error(
-        "gave up after {waited:?} waiting for the lock on the journal {}, held by {}; nothing was written (try again, or raise --lock-timeout)",
+        "{} the lock on the journal {}, held by {}; nothing was written (try again, or raise --lock-timeout)",
+        if waited.is_zero() { "did not wait for".to_string() } else { format!("gave up after {waited:?} waiting for") },
         path.display(),
         match holder { Some(pid) => format!("process {pid}"), None => "another process".to_string() }
     )]

@@ -591,7 +591,7 @@ fn describe(event: &Event, previous_severity: Option<&str>) -> Option<String> {
     })
 }
 
-/// `/spec/replicas: 8 → 1; /data/LOCK_MODE: "legacy" → "watch"` (at most
+/// `spec.replicas: 8 → 1; data.LOCK_MODE: "legacy" → "watch"` (at most
 /// three fields, then how many more).
 fn change_summary(before: &Value, after: &Value) -> String {
     let mut fields: Vec<(String, Option<String>, Option<String>)> = Vec::new();
@@ -723,7 +723,7 @@ struct DiffLine {
     value: String,
 }
 
-/// Leaf-level diff of two JSON values, paths as JSON Pointers.
+/// Leaf-level diff of two JSON values, paths as a person reads them.
 fn diff(before: &Value, after: &Value) -> Vec<DiffLine> {
     let mut left = Vec::new();
     let mut right = Vec::new();
@@ -742,7 +742,11 @@ fn diff(before: &Value, after: &Value) -> Vec<DiffLine> {
         if l == r {
             continue;
         }
-        let shown = if path.is_empty() { "/" } else { path };
+        let shown = if path.is_empty() {
+            "(the whole value)"
+        } else {
+            path
+        };
         if let Some(l) = l {
             out.push(DiffLine {
                 sign: '-',
@@ -766,8 +770,7 @@ fn flatten<'a>(value: &'a Value, path: &mut String, out: &mut Vec<(String, &'a V
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
                 let len = path.len();
-                path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                push_key(path, k);
                 flatten(v, path, out);
                 path.truncate(len);
             }
@@ -775,14 +778,34 @@ fn flatten<'a>(value: &'a Value, path: &mut String, out: &mut Vec<(String, &'a V
         Value::Array(items) if !items.is_empty() => {
             for (i, v) in items.iter().enumerate() {
                 let len = path.len();
-                path.push('/');
-                path.push_str(&i.to_string());
+                path.push_str(&format!("[{i}]"));
                 flatten(v, path, out);
                 path.truncate(len);
             }
         }
         Value::Null => {}
         other => out.push((path.clone(), other)),
+    }
+}
+
+/// Appends an object key to a path as a person reads it: `spec.replicas`,
+/// and a key with dots, slashes or other characters in brackets
+/// (`metadata.annotations["nginx.ingress.kubernetes.io/limit-rps"]`).
+fn push_key(path: &mut String, key: &str) {
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    } else {
+        path.push_str(&format!("[{key:?}]"));
     }
 }
 
@@ -794,8 +817,7 @@ mod tests {
     fn diff_shows_changed_added_and_removed_leaves() {
         let before =
             serde_json::json!({"spec": {"replicas": 8}, "metadata": {"annotations": {"a": "1"}}});
-        let after =
-            serde_json::json!({"spec": {"replicas": 1}, "metadata": {"annotations": {"b": "2"}}});
+        let after = serde_json::json!({"spec": {"replicas": 1}, "metadata": {"annotations": {"b.io/x": "2"}}});
         let lines: Vec<String> = diff(&before, &after)
             .into_iter()
             .map(|l| format!("{} {}: {}", l.sign, l.path, l.value))
@@ -803,10 +825,10 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "- /metadata/annotations/a: \"1\"",
-                "+ /metadata/annotations/b: \"2\"",
-                "- /spec/replicas: 8",
-                "+ /spec/replicas: 1",
+                "- metadata.annotations.a: \"1\"",
+                "+ metadata.annotations[\"b.io/x\"]: \"2\"",
+                "- spec.replicas: 8",
+                "+ spec.replicas: 1",
             ]
         );
     }
