@@ -176,6 +176,8 @@ struct PodState {
     pauses: u32,
     /// The Pod object as last written.
     written: Option<Value>,
+    /// What that object was built from (unchanged: nothing to write).
+    written_from: Option<PodKey>,
     /// Deleted through the API (`kubectl delete pod`): its process is
     /// stopped and the object is not written again.
     deleted: bool,
@@ -189,6 +191,28 @@ struct ReplicaSetState {
     /// Replicas it is scaled to (for scaling events).
     desired: i64,
     object: Option<Value>,
+    /// What that object was built from (unchanged: nothing to write).
+    written_from: Option<ReplicaSetKey>,
+}
+
+/// What a Pod object is built from, besides its fixed fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PodKey {
+    pid: Option<u32>,
+    ready: bool,
+    restarts: u32,
+    running_since: String,
+    last_exit: Option<LastExit>,
+    deleting: Option<String>,
+    owner_uid: Option<Value>,
+}
+
+/// What a ReplicaSet object is built from, besides its fixed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReplicaSetKey {
+    counts: ReplicaSetCounts,
+    revision: u64,
+    deployment_replicas: Option<i64>,
 }
 
 #[derive(Default)]
@@ -873,6 +897,7 @@ impl Inner {
                 revision,
                 desired: 0,
                 object: None,
+                written_from: None,
             },
         );
         self.write_replica_set(state, deployment, hash);
@@ -905,29 +930,32 @@ impl Inner {
         let Some(rs) = state.replica_sets.get_mut(hash) else {
             return;
         };
+        let counts = ReplicaSetCounts {
+            desired: rs.desired,
+            current,
+            ready,
+        };
+        let key = ReplicaSetKey {
+            counts,
+            revision: rs.revision,
+            deployment_replicas: deployment.pointer("/spec/replicas").and_then(Value::as_i64),
+        };
+        if rs.object.is_some() && rs.written_from == Some(key) {
+            return;
+        }
         let object = pods::replica_set(
             deployment,
             &rs.template,
             &rs.name,
             hash,
             rs.revision,
-            ReplicaSetCounts {
-                desired: rs.desired,
-                current,
-                ready,
-            },
+            counts,
         );
-        let unchanged = rs.object.as_ref().is_some_and(|written| {
-            written.get("spec") == object.get("spec")
-                && written.get("status") == object.get("status")
-                && written.pointer("/metadata/annotations")
-                    == object.pointer("/metadata/annotations")
-        });
-        if unchanged {
-            return;
-        }
         match self.store.put(object) {
-            Ok(stored) => rs.object = Some(stored),
+            Ok(stored) => {
+                rs.object = Some(stored);
+                rs.written_from = Some(key);
+            }
             Err(e) => tracing::warn!("cannot write replica set {}: {e}", rs.name),
         }
     }
@@ -1061,6 +1089,7 @@ impl Inner {
             deleting: None,
             pauses: 0,
             written: None,
+            written_from: None,
             deleted: false,
         };
         let spawned = self.spawn(&name);
@@ -1128,6 +1157,18 @@ impl Inner {
         let Some(rs_object) = &rs.object else {
             return;
         };
+        let key = PodKey {
+            pid: pod.worker.as_ref().map(Worker::pid),
+            ready: pod.ready,
+            restarts: pod.restarts,
+            running_since: pod.running_since.clone(),
+            last_exit: pod.last_exit.clone(),
+            deleting: pod.deleting.clone(),
+            owner_uid: rs_object.pointer("/metadata/uid").cloned(),
+        };
+        if pod.written_from.as_ref() == Some(&key) {
+            return;
+        }
         let object = pods::pod(
             &rs.template,
             rs_object,
@@ -1144,13 +1185,11 @@ impl Inner {
                 grace_seconds: self.config.grace.as_secs(),
             },
         );
-        if pod.written.as_ref() == Some(&object) {
-            return;
-        }
         match self.store.put(object.clone()) {
             Ok(_) => {
                 if let Some(pod) = state.pods.get_mut(name) {
                     pod.written = Some(object);
+                    pod.written_from = Some(key);
                 }
             }
             Err(e) => tracing::warn!("cannot write pod {name}: {e}"),
