@@ -85,6 +85,10 @@ pub struct DrillArgs {
     /// Seed of the load curve and the GC pauses, 0 to 2^64-1.
     #[arg(long, default_value_t = 3, value_parser = super::numbers::whole::<u64>(0..=u64::MAX), allow_negative_numbers = true)]
     seed: u64,
+    /// GC pauses per second across the workers at PM-003's baseline load,
+    /// 0 to 10, scaled by the load (0: none).
+    #[arg(long, default_value_t = 0.4, value_parser = super::numbers::decimal(0.0, 10.0), allow_hyphen_values = true)]
+    gc_pauses: f64,
     /// Parent directory of the drill's directory (default:
     /// $XDG_STATE_HOME/warroom/drills, else ~/.local/state/warroom/drills).
     #[arg(long, value_name = "PATH")]
@@ -209,6 +213,7 @@ pub fn run(mut args: DrillArgs, log_filter: &str) -> CommandResult {
         lock: args.lock.into(),
         replicas: args.replicas,
         seed: args.seed,
+        pause_rate: args.gc_pauses,
         dir: args.dir.clone(),
         duration,
         auto_mitigate,

@@ -112,6 +112,8 @@ pub struct DrillReport {
     pub lock_modes: Vec<String>,
     /// The Deployment's replicas over time (each change, and the start).
     pub replicas: Vec<ReplicasAt>,
+    /// The GC pauses made (SIGSTOP/SIGCONT of workers).
+    pub gc_pauses: super::pauses::PauseStats,
     /// Alerts that fired.
     pub alerts: Vec<AlertSeen>,
     /// The automatic mitigation, when one ran.
@@ -194,6 +196,16 @@ impl DrillReport {
         );
         line("time to mitigate", opt_ms(self.ttm_ms));
         line("lock modes", self.lock_modes.join(" -> "));
+        line(
+            "gc pauses",
+            format!(
+                "{} ({} skipped), {} ms frozen, longest {} ms",
+                self.gc_pauses.paused,
+                self.gc_pauses.skipped,
+                self.gc_pauses.frozen_ms,
+                self.gc_pauses.longest_ms
+            ),
+        );
         line(
             "replicas",
             self.replicas

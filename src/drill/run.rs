@@ -53,6 +53,9 @@ pub struct DrillOptions {
     pub replicas: u32,
     /// Seed of the load curve and the pause schedule.
     pub seed: u64,
+    /// GC pauses per second across the workers at the baseline load
+    /// (scaled by the load factor); 0: none.
+    pub pause_rate: f64,
     /// Parent of the drill directory (default: [`super::dir::default_parent`]).
     pub dir: Option<PathBuf>,
     /// How long to run (wall clock); `None`: until stopped.
@@ -407,6 +410,7 @@ pub async fn run(
         speed: options.speed,
         spike: options.spike,
         seed: options.seed,
+        pause_rate: options.pause_rate,
     })
     .await?;
 
@@ -531,6 +535,7 @@ pub async fn run(
             finished.lock_modes.clone()
         },
         replicas: drive.replicas.clone(),
+        gc_pauses: finished.pauses,
         alerts: drive.alerts.clone(),
         mitigation: drive.mitigation.clone(),
         prometheus: prometheus.is_some(),

@@ -14,7 +14,7 @@ use super::dir::DrillDir;
 use super::gateway::{Gateway, GatewayConfig, GatewayStats};
 use super::load::LoadCurve;
 use super::lock_mode::LockModeMirror;
-use super::pauses::{PauseSchedule, PauseTarget, Pauser};
+use super::pauses::{PauseSchedule, PauseStats, PauseTarget, Pauser};
 use super::stats::OrderStats;
 use super::supervisor::{Supervisor, SupervisorConfig, WorkerCommand};
 use crate::cluster::Store;
@@ -51,6 +51,9 @@ pub struct WorkloadSetup {
     pub spike: f64,
     /// Seed of the load curve and pauses.
     pub seed: u64,
+    /// GC pauses per second across the workers at the baseline load
+    /// (scaled by the load factor); 0: none.
+    pub pause_rate: f64,
 }
 
 /// What the workload did, read back at its end.
@@ -76,6 +79,8 @@ pub struct Finished {
     pub reconcile_ms: u64,
     /// Lock modes the workers used, in order.
     pub lock_modes: Vec<String>,
+    /// The GC pauses made.
+    pub pauses: PauseStats,
     /// Problems met while winding down.
     pub warnings: Vec<String>,
 }
@@ -103,7 +108,7 @@ impl PauseTarget for Pods {
 /// Parts stopped at the end, each once.
 struct Parts {
     gateway: Gateway,
-    pauser: Pauser,
+    pauser: Option<Pauser>,
     mirror: LockModeMirror,
     stats_task: tokio::task::JoinHandle<()>,
 }
@@ -179,10 +184,12 @@ impl Workload {
             Some(setup.store.clone()),
             GatewayConfig::new(curve.clone(), setup.seed),
         );
-        let pauser = Pauser::start(
-            Arc::new(Pods(supervisor.clone())),
-            PauseSchedule::new(curve, setup.seed),
-        );
+        let pauser = (setup.pause_rate > 0.0).then(|| {
+            Pauser::start(
+                Arc::new(Pods(supervisor.clone())),
+                PauseSchedule::with_rate(curve, setup.seed, setup.pause_rate),
+            )
+        });
         let stats = Arc::new(Mutex::new(OrderStats::default()));
         let stats_task = {
             let stats = stats.clone();
@@ -245,7 +252,9 @@ impl Workload {
             return finished;
         };
         let gateway = parts.gateway.stop().await;
-        let _ = parts.pauser.stop().await;
+        if let Some(pauser) = parts.pauser {
+            finished.pauses = pauser.stop().await;
+        }
         parts.stats_task.abort();
         if let Ok(mut g) = self.gateway_stats.lock() {
             *g = gateway;
