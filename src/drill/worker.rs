@@ -10,9 +10,10 @@
 //! **Redelivery, as at-least-once delivery does.** An entry a worker has
 //! read stays pending under it until acknowledged. Every worker also takes
 //! over (`XAUTOCLAIM`) entries that have stayed pending longer than the claim
-//! idle time (50 ms by default, well under the 200 ms lock TTL, so that the
-//! orders a frozen worker had taken wait little longer than that): the entries
-//! of a worker that is frozen. A worker frozen (SIGSTOP: a GC pause) while
+//! idle time (150 ms by default, under the 200 ms lock TTL): the entries of
+//! a worker that is frozen. A taken-over order waits for its lock at most
+//! one TTL: a frozen holder's lease has expired by then, and a lock still
+//! held belongs to a live (only slow) holder, to which the entry is left. A worker frozen (SIGSTOP: a GC pause) while
 //! it holds an order's lock loses the lock when the TTL passes; another
 //! worker has meanwhile claimed the entry, waits for the lock, gets it and
 //! processes the order. When the frozen worker wakes, it still believes it
@@ -86,7 +87,7 @@ impl WorkerConfig {
             redlock_urls: Vec::new(),
             concurrency: 8,
             lock_ttl: Duration::from_millis(200),
-            claim_idle: Duration::from_millis(50),
+            claim_idle: Duration::from_millis(150),
             work: Duration::from_millis(3),
             lock_wait: Duration::from_secs(2),
         }
@@ -125,6 +126,9 @@ enum Outcome {
     Fenced,
     /// An error; the entry stays pending and is redelivered.
     Failed,
+    /// A redelivered entry whose order's lock stayed held: its holder is
+    /// alive (only slow), so the entry is left pending to it.
+    Busy,
 }
 
 /// The mode as a byte, for the live switch.
@@ -324,10 +328,14 @@ pub async fn run(
         };
         let free = semaphore.available_permits() + 1;
         let mut entries = Vec::new();
+        let mut redelivered = false;
         if last_claim.elapsed() >= claim_every {
             last_claim = Instant::now();
             match claim_stale(&shared, &mut reader, free).await {
-                Ok(claimed) => entries = claimed,
+                Ok(claimed) => {
+                    redelivered = !claimed.is_empty();
+                    entries = claimed;
+                }
                 Err(e) => {
                     shared.error("claim failed", "-", e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -378,7 +386,7 @@ pub async fn run(
             }
             let shared = shared.clone();
             tasks.spawn(async move {
-                handle_entry(&shared, &entry).await;
+                handle_entry(&shared, &entry, redelivered).await;
                 shared
                     .in_flight
                     .lock()
@@ -474,7 +482,7 @@ async fn follow_mode(shared: Arc<Shared>) {
     }
 }
 
-async fn handle_entry(shared: &Shared, entry: &StreamId) {
+async fn handle_entry(shared: &Shared, entry: &StreamId, redelivered: bool) {
     let Some(order) = entry.get::<String>("order") else {
         // Not an order: acknowledge it so it is not redelivered forever.
         shared.error(
@@ -491,10 +499,12 @@ async fn handle_entry(shared: &Shared, entry: &StreamId) {
     let outcome = match mode {
         LockMode::Watch => process_watch(shared, &order).await,
         LockMode::Redlock => match shared.redlock().await {
-            Some(lock) => process_locked(shared, &order, LockMode::Redlock, Some(lock)).await,
-            None => process_locked(shared, &order, LockMode::Fenced, None).await,
+            Some(lock) => {
+                process_locked(shared, &order, LockMode::Redlock, Some(lock), redelivered).await
+            }
+            None => process_locked(shared, &order, LockMode::Fenced, None, redelivered).await,
         },
-        other => process_locked(shared, &order, other, None).await,
+        other => process_locked(shared, &order, other, None, redelivered).await,
     };
     match outcome {
         Outcome::Fulfilled | Outcome::Skipped => {
@@ -509,6 +519,7 @@ async fn handle_entry(shared: &Shared, entry: &StreamId) {
             let mut conn = shared.conn.clone();
             let _: Result<u64, _> = redis::AsyncCommands::incr(&mut conn, stats::ERRORS, 1).await;
         }
+        Outcome::Busy => {}
     }
 }
 
@@ -536,7 +547,7 @@ async fn ack(shared: &Shared, id: &str, offered_us: Option<u64>, outcome: Outcom
     let counter = match outcome {
         Outcome::Fulfilled => stats::FULFILLED,
         Outcome::Skipped => stats::SKIPPED,
-        Outcome::Fenced | Outcome::Failed => stats::ERRORS,
+        Outcome::Fenced | Outcome::Failed | Outcome::Busy => stats::ERRORS,
     };
     let bucket = offered_us
         .map(|offered| stats::latency_bucket(now_us().saturating_sub(offered)).to_string())
@@ -568,9 +579,20 @@ async fn process_locked(
     order: &str,
     mode: LockMode,
     redlock: Option<&Redlock>,
+    redelivered: bool,
 ) -> Outcome {
     let key = keys::lock(order);
-    let wait = shared.config.lock_wait;
+    // A redelivered order waits for its lock at most one TTL (and a little):
+    // a frozen holder's lease expires by then; a lock still held after that
+    // belongs to a live holder, which keeps the order.
+    let wait = if redelivered {
+        shared
+            .config
+            .lock_wait
+            .min(shared.config.lock_ttl + Duration::from_millis(50))
+    } else {
+        shared.config.lock_wait
+    };
     let acquired: Result<Held, LockError> = match (mode, redlock) {
         (LockMode::Legacy, _) => shared.legacy.acquire(&key, wait).await.map(Held::Legacy),
         (LockMode::Redlock, Some(lock)) => lock.acquire(&key, wait).await.map(Held::Lease),
@@ -578,6 +600,7 @@ async fn process_locked(
     };
     let held = match acquired {
         Ok(held) => held,
+        Err(LockError::Timeout { .. }) if redelivered => return Outcome::Busy,
         Err(e) => {
             shared.error("lock not acquired", order, e);
             return Outcome::Failed;
