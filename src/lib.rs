@@ -22,6 +22,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod console;
 pub mod drill;
 pub mod exporter;
 pub use warroom_lock::fence;

@@ -651,3 +651,228 @@ async fn fenced_drill_at_the_peak_with_gc_pauses_corrupts_nothing() {
     assert_eq!(report.inconsistent, 0, "{report:?}");
     assert!(numbers.fencing_rejections >= 1, "{numbers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_drill_at_the_peak_with_gc_pauses_corrupts_nothing() {
+    if common::require_tool("redis-server", "redis-server").is_none() {
+        return;
+    }
+    let (report, numbers) = peak_with_gc_pauses("watch", |r, n| {
+        r.inconsistent > 0 || (n.processed >= 300 && n.latency_ms.count >= 300)
+    })
+    .await;
+    assert_eq!(report.inconsistent, 0, "{report:?}");
+    assert_eq!(numbers.lock_modes, vec!["watch"]);
+    assert!(numbers.latency_ms.p50 > 0.0 && numbers.latency_ms.p99 >= numbers.latency_ms.p50);
+}
+
+#[test]
+fn bad_worker_environment_is_refused_with_the_documented_codes() {
+    let run = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warroom"));
+        command
+            .args(["drill", "worker"])
+            .env_remove("WARROOM_REDIS_URL");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = common::output_within(&mut command, Duration::from_secs(30));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("WARROOM_REDIS_URL is not set"), "{err}");
+    let (code, err) = run(&[("WARROOM_REDIS_URL", "http://nope")]);
+    assert_eq!(code, Some(2), "{err}");
+    // Nothing listens on port 1; the password never shows.
+    let (code, err) = run(&[("WARROOM_REDIS_URL", "redis://:hunter2secret@127.0.0.1:1")]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_warroom")).args(["drill", "worker", "--concurrency", "0"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn reconcile_refuses_bad_urls_and_unreachable_redis() {
+    let run = |url: &str| {
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_warroom")).args(["reconcile", "--redis", url]),
+            Duration::from_secs(30),
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("postgres://db");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run("redis://:hunter2secret@127.0.0.1:1");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+}
+
+/// Writes an order's records and audit log as the pipeline would have.
+fn write_order(
+    conn: &mut redis::Connection,
+    order: &str,
+    status: &str,
+    lots: &[&str],
+    fulfillments: &[(&str, &str)],
+    audit: &[(&str, &str, &str, &str)],
+) {
+    let _: () = conn.sadd(keys::ORDER_INDEX, order).unwrap();
+    let _: () = conn
+        .hset_multiple(
+            keys::order(order),
+            &[
+                ("status", status),
+                ("lot", lots.last().copied().unwrap_or("")),
+                ("fulfillment", fulfillments.last().map_or("", |f| f.0)),
+            ],
+        )
+        .unwrap();
+    for lot in lots {
+        let _: () = conn.rpush(keys::reservations(order), *lot).unwrap();
+        let _: i64 = conn.hincr(keys::LOT_STOCK, *lot, -1).unwrap();
+    }
+    for (fid, lot) in fulfillments {
+        let _: () = conn.rpush(keys::fulfillments(order), *fid).unwrap();
+        let _: () = conn
+            .hset_multiple(
+                keys::fulfillment(fid),
+                &[("order", order), ("lot", lot), ("state", "active")],
+            )
+            .unwrap();
+    }
+    for (table, event, value, holder) in audit {
+        let _: String = conn
+            .xadd(
+                keys::audit(order),
+                "*",
+                &[
+                    ("table", *table),
+                    ("event", *event),
+                    ("value", *value),
+                    ("holder", *holder),
+                    ("token", ""),
+                ],
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn reconcile_repairs_the_unambiguous_and_lists_what_a_person_must_decide() {
+    let Some(node) = redis_node() else { return };
+    let url = node.url();
+    let mut conn = connection(&url);
+    for n in 0..4 {
+        let lot = format!("lot-000{n}");
+        let _: () = conn.hset(keys::LOT_INITIAL, &lot, 100).unwrap();
+        let _: () = conn.hset(keys::LOT_STOCK, &lot, 100).unwrap();
+    }
+    // PM-003: pod-3c completed first; pod-7f woke from its pause and wrote again.
+    write_order(
+        &mut conn,
+        "ord-9927431",
+        "FULFILLED",
+        &["lot-0001", "lot-0002"],
+        &[("ful-b", "lot-0001"), ("ful-a", "lot-0002")],
+        &[
+            ("order_events", "status", "PROCESSING", "pod-7f"),
+            ("order_events", "status", "PROCESSING", "pod-3c"),
+            ("inventory_events", "reserve", "lot-0001", "pod-3c"),
+            ("fulfillment_events", "fulfill", "ful-b", "pod-3c"),
+            ("order_events", "status", "FULFILLED", "pod-3c"),
+            ("inventory_events", "reserve", "lot-0002", "pod-7f"),
+            ("fulfillment_events", "fulfill", "ful-a", "pod-7f"),
+            ("order_events", "status", "FULFILLED", "pod-7f"),
+        ],
+    );
+    // Two writers, neither finished: which lot ships is a person's call.
+    write_order(
+        &mut conn,
+        "ord-9927432",
+        "PROCESSING",
+        &["lot-0003", "lot-0000"],
+        &[("ful-c", "lot-0003"), ("ful-d", "lot-0000")],
+        &[
+            ("order_events", "status", "PROCESSING", "pod-7f"),
+            ("inventory_events", "reserve", "lot-0003", "pod-7f"),
+            ("order_events", "status", "PROCESSING", "pod-3c"),
+            ("inventory_events", "reserve", "lot-0000", "pod-3c"),
+            ("fulfillment_events", "fulfill", "ful-c", "pod-7f"),
+            ("fulfillment_events", "fulfill", "ful-d", "pod-3c"),
+        ],
+    );
+    // Three units of lot-0000 left the shelf with no reservation to show.
+    let _: i64 = conn.hincr(keys::LOT_STOCK, "lot-0000", -3).unwrap();
+
+    let (code, found) = reconcile(&url, &[]);
+    assert_eq!(code, 1, "{found}");
+    assert_eq!(found["inconsistent"], 2, "{found}");
+    assert_eq!(found["repairable"], 1, "{found}");
+    assert_eq!(found["ambiguous"], 1, "{found}");
+    assert_eq!(found["lots_mismatched"], 1, "{found}");
+    assert_eq!(found["lots"][0]["lot"], "lot-0000");
+
+    let (code, repaired) = reconcile(&url, &["--repair"]);
+    assert_eq!(
+        code, 1,
+        "the ambiguous order and the lot remain: {repaired}"
+    );
+    assert_eq!(repaired["repaired"], 1, "{repaired}");
+    let by_order = |report: &serde_json::Value, order: &str| {
+        report["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["order"] == order)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let ambiguous = by_order(&repaired, "ord-9927432");
+    assert_eq!(ambiguous["action"], "ambiguous");
+    assert!(
+        ambiguous["decide"]
+            .as_str()
+            .unwrap()
+            .contains("no worker completed")
+    );
+    // The kept chain is pod-3c's, the first to reach FULFILLED.
+    let lots: Vec<String> = conn
+        .lrange(keys::reservations("ord-9927431"), 0, -1)
+        .unwrap();
+    assert_eq!(lots, vec!["lot-0001"]);
+    let stock: i64 = conn.hget(keys::LOT_STOCK, "lot-0002").unwrap();
+    assert_eq!(stock, 100, "the released reservation is restocked");
+    let state: String = conn.hget(keys::fulfillment("ful-a"), "state").unwrap();
+    assert_eq!(state, "cancelled");
+    let kept: String = conn
+        .hget(keys::order("ord-9927431"), "fulfillment")
+        .unwrap();
+    assert_eq!(kept, "ful-b");
+
+    let before = [
+        snapshot(&mut conn, "ord-9927431"),
+        snapshot(&mut conn, "ord-9927432"),
+    ];
+    let (code, again) = reconcile(&url, &["--repair"]);
+    assert_eq!(code, 1, "{again}");
+    assert_eq!(again["repaired"], 0, "{again}");
+    assert_eq!(
+        again["inconsistent"], 1,
+        "only the ambiguous order: {again}"
+    );
+    let after = [
+        snapshot(&mut conn, "ord-9927431"),
+        snapshot(&mut conn, "ord-9927432"),
+    ];
+    assert_eq!(after, before, "a second repair changes nothing");
+}

@@ -48,7 +48,10 @@ async fn start_exporter(url: &str) -> Running {
 }
 
 async fn scrape(addr: SocketAddr) -> String {
-    let response = reqwest::get(format!("http://{addr}/metrics"))
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0")
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);

@@ -312,6 +312,18 @@ async fn signal_between_two_changes_undoes_the_first(signal: i32, who: &str) {
     let playbook = dir.path().join("cancel-window.yaml");
     std::fs::write(&playbook, CHANGE_WAIT_CHANGE).unwrap();
     let journal = dir.path().join("PM-004.jsonl");
+    let journal_arg = journal.to_str().unwrap();
+    let (code, _, stderr) = warroom(&[
+        "timeline",
+        "new",
+        journal_arg,
+        "--id",
+        "PM-004",
+        "--severity",
+        "SEV-1",
+    ])
+    .await;
+    assert_eq!(code, 0, "timeline new: {stderr}");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
         .args([
             "run",
@@ -416,6 +428,14 @@ async fn signal_between_two_changes_undoes_the_first(signal: i32, who: &str) {
             .iter()
             .all(|(actor, _)| actor == "warroom-operator"),
         "every step has its actor"
+    );
+    let (code, markdown, stderr) =
+        warroom(&["timeline", "export", journal_arg, "--format", "md"]).await;
+    assert_eq!(code, 0, "export: {stderr}");
+    assert!(
+        markdown.contains("Step wait (wait, playbook cancel-window) cancelled")
+            && markdown.contains("Step scale (scale, playbook cancel-window) undone"),
+        "the postmortem shows the cancellation and the undo:\n{markdown}"
     );
     server.stop().await;
 }

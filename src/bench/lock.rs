@@ -22,6 +22,12 @@
 //!
 //! Latency is per completed cycle (acquire to release), excluding the
 //! deliberate pause.
+//!
+//! [`LockBench::run_across`] puts every node behind a [`DelayProxy`], for the
+//! peer library as well, so that the nodes behave as if on other hosts. Each
+//! run reports its Redis work per completed cycle ([`PerCycle`]): commands
+//! the nodes ran (`INFO commandstats`) and, behind proxies, requests the
+//! clients sent.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,6 +242,11 @@ pub struct LockBenchReport {
     /// One-way delay added in each direction between clients and every
     /// node, milliseconds (`None`: direct connections).
     pub node_delay_ms: Option<u64>,
+    /// Median of 20 sequential `PING` round trips to the first node through
+    /// its proxy before the runs, milliseconds: the delay as the clients
+    /// experience it (twice the one-way delay, plus forwarding and
+    /// scheduling). `None` without a node delay.
+    pub node_round_trip_ms: Option<f64>,
     /// Completed cycles.
     pub cycles: u64,
     /// Completed cycles per second.
@@ -362,6 +373,14 @@ impl LockBench {
         } else {
             routes.clone_from(&self.nodes);
         }
+        // What a request to a node costs before any lock traffic: the
+        // modelled network (and on a busy machine, the scheduling delays the
+        // proxies add to it).
+        let round_trip = if proxies.is_empty() {
+            None
+        } else {
+            ping_round_trip(&routes[0]).await
+        };
         let network = Network {
             routes,
             proxies: &proxies,
@@ -402,6 +421,7 @@ impl LockBench {
             pause_ms: self.pauses.map(|p| p.pause.as_millis() as u64),
             events: self.events,
             node_delay_ms: delay.map(|d| d.as_millis() as u64),
+            node_round_trip_ms: round_trip,
             cycles: run.cycles,
             cycles_per_sec: run.cycles_per_sec,
             latency_ms: run.latency_ms,
@@ -628,6 +648,22 @@ impl LockBench {
             per_cycle: counts_after.per_cycle_since(&counts_before, cycles),
         })
     }
+}
+
+/// The median of 20 sequential `PING`s to `url`, in milliseconds; `None`
+/// if the node does not answer.
+async fn ping_round_trip(url: &str) -> Option<f64> {
+    let mut conn = crate::lock::connect(url, Some(RESPONSE_TIMEOUT), false)
+        .await
+        .ok()?;
+    let mut samples = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let start = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    Some(samples[samples.len() / 2])
 }
 
 /// Longest one-way node delay: a second each way already makes every cycle

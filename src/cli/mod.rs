@@ -10,6 +10,8 @@
 mod bench;
 mod cluster;
 mod completions;
+mod config;
+mod console;
 mod drill;
 mod drill_worker;
 mod exporter;
@@ -106,6 +108,12 @@ enum Command {
     /// Collision exporter: lock events and expired-key notices in,
     /// Prometheus /metrics out.
     Exporter(exporter::ExporterArgs),
+    /// The war room in a terminal, attached to a cluster, the exporter and
+    /// the incident journal.
+    Console(console::ConsoleArgs),
+    /// Console configuration: `warroom config check [FILE]`.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish).
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
@@ -159,6 +167,8 @@ pub fn main() -> ExitCode {
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Timeline(cmd)) => timeline::run(cmd),
         Some(Command::Exporter(args)) => exporter::run(args),
+        Some(Command::Console(args)) => console::run(args),
+        Some(Command::Config(cmd)) => config::run(cmd),
         Some(Command::Completions(args)) => completions::completions(args),
         Some(Command::Man(args)) => completions::man(args),
         Some(Command::Drill(args)) => drill::run(args, &cli.log),

@@ -578,7 +578,8 @@ fn exit_of(report: &RunReport) -> Exit {
         | Outcome::FailedUndone
         | Outcome::Failed
         | Outcome::Stopped
-        | Outcome::Cancelled => Exit::Failed,
+        | Outcome::Cancelled
+        | Outcome::Running => Exit::Failed,
         Outcome::Refused | Outcome::Declined => Exit::Refused,
     }
 }
@@ -684,6 +685,7 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output, context: &Co
                 Outcome::Declined => "declined",
                 Outcome::Stopped => "stopped",
                 Outcome::Cancelled => "cancelled",
+                Outcome::Running => "still running",
             };
             let mut lines = vec![format!(
                 "{verb}: {} (run {}, {} ms, {} ms waiting)",

@@ -278,6 +278,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
         }
         TimelineCommand::Severity(args) => {
             let (file, severity) = file_and_value(args.args, args.target.id.as_deref())?;
+            non_empty("the severity", &severity)?;
             record(
                 &file,
                 &args.target,
@@ -287,6 +288,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
         }
         TimelineCommand::Alert(args) => {
             let (file, alert) = file_and_value(args.args, args.target.id.as_deref())?;
+            non_empty("the alert name", &alert)?;
             let mut labels = std::collections::BTreeMap::new();
             for label in &args.labels {
                 let Some((k, v)) = label.split_once('=') else {
@@ -330,6 +332,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
 
 fn new(args: NewArgs) -> CommandResult {
     check_id(&args.id)?;
+    non_empty("--severity", &args.severity)?;
     let file = args.file.unwrap_or_else(|| default_path(&args.id));
     let started = args.started.as_deref().map(parse_time).transpose()?;
     let start = IncidentStart {
@@ -406,6 +409,17 @@ fn check_id(id: &str) -> Result<(), Failure> {
                 shown.escape_debug(),
                 if shown.len() < id.len() { "…" } else { "" }
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an empty (or blank) value.
+fn non_empty(what: &str, value: &str) -> Result<(), Failure> {
+    if value.trim().is_empty() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!("{what} is empty; nothing was written"),
         ));
     }
     Ok(())

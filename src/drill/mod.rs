@@ -30,6 +30,7 @@ pub mod process;
 pub mod prometheus;
 pub mod reconcile;
 pub mod report;
+pub mod rollout;
 pub mod run;
 pub mod stats;
 pub mod supervisor;

@@ -1,6 +1,7 @@
 //! The collision exporter: reads the lock event stream and Redis expired-key
 //! notifications, keeps per lock key who believes they hold it, and serves
-//! what it finds as Prometheus metrics (`/metrics`, OpenMetrics text) for the
+//! what it finds as Prometheus metrics (`/metrics`: OpenMetrics when asked
+//! for, else the classic text format) for the
 //! console and the PM-003 alert rules (`config/alerts.yaml`).
 //!
 //! This module owns the exporter's state, its metric names and its HTTP
@@ -510,9 +511,12 @@ impl Exporter {
 
     /// The HTTP routes: `/metrics` and `/healthz`.
     ///
-    /// `/metrics` serves OpenMetrics text, unless the request's `Accept`
-    /// names `text/plain` and not OpenMetrics: then the same metrics in the
-    /// classic text format ([`to_classic_text`]).
+    /// `/metrics` serves the classic text format ([`to_classic_text`],
+    /// `text/plain; version=0.0.4`) unless the request's `Accept` asks for
+    /// OpenMetrics (`application/openmetrics-text` with a non-zero
+    /// quality), as Prometheus' own Go client does: a scraper sending
+    /// `Accept: */*` (`curl | promtool check metrics`) or nothing gets the
+    /// classic format.
     pub fn router(&self) -> axum::Router {
         use axum::http::{HeaderMap, header};
         use axum::routing::get;
@@ -528,9 +532,7 @@ impl Exporter {
                             .get(header::ACCEPT)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("");
-                        let classic =
-                            accept.contains("text/plain") && !accept.contains("openmetrics");
-                        if classic {
+                        if !wants_openmetrics(accept) {
                             (
                                 [(header::CONTENT_TYPE, CLASSIC_CONTENT_TYPE)],
                                 to_classic_text(&exporter.render()),
@@ -596,6 +598,21 @@ impl Exporter {
     }
 }
 
+/// Whether an `Accept` header asks for OpenMetrics: one of its media
+/// ranges is `application/openmetrics-text` without `q=0`.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        media.eq_ignore_ascii_case("application/openmetrics-text")
+            && !parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            })
+    })
+}
+
 /// This host's wall clock in Unix milliseconds.
 pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
@@ -607,6 +624,17 @@ pub(crate) fn wall_clock_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics(""));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3"
+        ));
+        assert!(!wants_openmetrics("application/openmetrics-text;q=0, */*"));
+    }
 
     #[test]
     fn error_window_counts_the_last_sixty_seconds() {

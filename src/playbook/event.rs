@@ -314,3 +314,64 @@ impl Confirmer for AutoApprove {
         Box::pin(async { Confirmation::Approved })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(step: &str) -> StepEvent {
+        StepEvent {
+            at: jiff::Timestamp::now(),
+            phase: StepPhase::Applied,
+            actor: "ana".into(),
+            playbook: "p".into(),
+            run_id: "r".into(),
+            step: step.into(),
+            kind: "scale".into(),
+            target: None,
+            before: None,
+            after: None,
+            message: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_engine_waits_for_acknowledgements_and_hears_failures() {
+        let hub = EventHub::new(Arc::new(EventLog::default()));
+        let mut screen = hub.subscribe();
+        let mut journal = hub.subscribe_acknowledged();
+        hub.send(event("scale-down"));
+        hub.send(event("limit-ingress"));
+        assert_eq!(screen.recv().await.unwrap().step, "scale-down");
+        // Nothing acknowledged yet: settling waits.
+        let pending = tokio::time::timeout(Duration::from_millis(50), hub.settle()).await;
+        assert!(pending.is_err(), "settle waits for the acknowledgement");
+        let first = journal.recv().await.unwrap();
+        assert_eq!(first.step, "scale-down");
+        journal.acknowledge(Ok(()));
+        let second = journal.recv().await.unwrap();
+        assert_eq!(second.step, "limit-ingress");
+        journal.acknowledge(Err("disk full".into()));
+        assert_eq!(hub.settle().await.as_deref(), Some("disk full"));
+        // A screen that went away is dropped, not a failure of the run.
+        drop(screen);
+        hub.send(event("config"));
+        journal.recv().await.unwrap();
+        journal.acknowledge(Ok(()));
+        assert_eq!(hub.failure().as_deref(), Some("disk full"));
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_subscriber_that_goes_away_is_a_failure() {
+        let hub = EventHub::new(Arc::new(EventLog::default()));
+        let journal = hub.subscribe_acknowledged();
+        assert_eq!(
+            hub.settle().await,
+            None,
+            "nothing sent, nothing to wait for"
+        );
+        drop(journal);
+        hub.send(event("scale-down"));
+        assert!(hub.settle().await.is_some());
+    }
+}

@@ -6,7 +6,8 @@
 //! with file:line:col reports ([`load`], [`validate`]), the JSON Schema
 //! ([`schema`]), what a change may touch ([`check`]: names the API server
 //! accepts, no field warroom must not set, no secret), the engine by stage
-//! (plan → dry run → apply + verify → undo, [`engine`]), the run guard
+//! (plan → dry run → apply + verify → undo, [`engine`]) and its words for
+//! what happens ([`outcome`]), the run guard
 //! ([`lease`]), stopping a run ([`cancel`]) and what a run records on
 //! objects and in the namespace ([`record`]). Step events go out on async
 //! channels ([`event`]); humans are asked through [`event::Confirmer`];
@@ -29,6 +30,7 @@ pub mod journal;
 pub mod lease;
 pub mod load;
 pub mod model;
+pub mod outcome;
 pub mod record;
 pub mod schema;
 pub mod step;

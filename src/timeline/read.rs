@@ -235,7 +235,7 @@ pub(crate) fn scan_reader(
                 len = 0;
                 line.clear();
             }
-            match chunk[start..].iter().position(|&b| b == b'\n') {
+            match newline_in(&chunk[start..]) {
                 Some(i) => {
                     keep(&mut line, &mut len, &chunk[start..start + i]);
                     finish(&line, len, line_no, offset, true, each);
@@ -261,6 +261,15 @@ pub(crate) fn scan_reader(
         bytes,
         unterminated: last_byte.is_some_and(|b| b != b'\n'),
     })
+}
+
+/// The position of the first newline in `bytes` (through the standard
+/// library's `memchr`).
+fn newline_in(bytes: &[u8]) -> Option<usize> {
+    let mut rest = bytes;
+    // Reading from a slice cannot fail.
+    let n = rest.skip_until(b'\n').unwrap_or(0);
+    (n > 0 && bytes[n - 1] == b'\n').then(|| n - 1)
 }
 
 /// Adds `part` to the line being read, holding at most one byte past the

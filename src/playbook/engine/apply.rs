@@ -5,6 +5,14 @@
 
 use super::*;
 
+/// How the apply stage ended.
+pub(super) struct Applied {
+    pub(super) outcome: Outcome,
+    pub(super) message: String,
+    pub(super) unreachable: bool,
+    pub(super) waited: Duration,
+}
+
 pub(super) fn target_of(step: &BoundStep) -> Option<&ObjectRef> {
     match &step.effect {
         Effect::Change(change) => Some(&change.target),
@@ -14,6 +22,235 @@ pub(super) fn target_of(step: &BoundStep) -> Option<&ObjectRef> {
 }
 
 impl Engine {
+    /// The apply stage of a run: each step in turn, stopping before a
+    /// change when the journal failed or the run was cancelled, undoing
+    /// after a failure or a cancellation; says how the run ended.
+    pub(super) async fn apply_steps(
+        &self,
+        run: &Run<'_>,
+        playbook: &BoundPlaybook,
+        lease: &RunLease,
+        record: &mut RunRecord,
+    ) -> Applied {
+        let mut waited = Duration::ZERO;
+        let mut changed: HashMap<String, bool> = HashMap::new();
+        let mut outcome = Outcome::Done;
+        let mut message = String::new();
+        let mut unreachable = false;
+        let mut failures = Vec::new();
+        // Why the run stopped early keeping what it applied, and where.
+        let mut stopped: Option<(String, String)> = None;
+        // Where the run was cancelled: (in words, step, kind).
+        let mut cancelled_at: Option<(String, String, String)> = None;
+        for step in &playbook.steps {
+            if let Some(halt) = self.halt().await {
+                let place = format!("before step `{}`", step.name);
+                if let Halt::Cancelled(_) = halt {
+                    cancelled_at = Some((place, step.name.clone(), step.kind.into()));
+                } else {
+                    outcome = Outcome::Stopped;
+                    stopped = Some((place, halt.reason()));
+                }
+                break;
+            }
+            if lease.is_lost() {
+                message = LEASE_LOST.into();
+                outcome = self.fail_and_maybe_undo(run, record, OnFailure::Undo).await;
+                break;
+            }
+            let skip = step
+                .when_changed
+                .as_deref()
+                .is_some_and(|earlier| !changed.get(earlier).copied().unwrap_or(false));
+            if skip {
+                run.emit(
+                    StepPhase::Skipped,
+                    &step.name,
+                    step.kind,
+                    None,
+                    None,
+                    "earlier step changed nothing",
+                );
+                record.steps.push(StepRecord {
+                    name: step.name.clone(),
+                    kind: step.kind.into(),
+                    target: None,
+                    changes: Vec::new(),
+                    outcome: StepOutcome::Skipped,
+                    message: String::new(),
+                });
+                continue;
+            }
+            let step_started = Instant::now();
+            let result = self.step(run, step, lease).await;
+            if matches!(step.effect, Effect::Wait(_) | Effect::Gate(_)) {
+                waited += step_started.elapsed();
+            }
+            match result {
+                Ok(done) => {
+                    changed.insert(step.name.clone(), done.outcome == StepOutcome::Applied);
+                    record.steps.push(done);
+                    if !record.steps.last().is_some_and(|s| s.changes.is_empty())
+                        && let Err(err) = self.save_record(&playbook.namespace, record).await
+                    {
+                        // A change with no run record could not be undone
+                        // later: stop and undo it now.
+                        unreachable |= err.is_unreachable();
+                        let text = format!("the run record could not be saved: {err}");
+                        run.emit(
+                            StepPhase::Failed,
+                            &step.name,
+                            step.kind,
+                            target_of(step),
+                            None,
+                            text.clone(),
+                        );
+                        if let Some(last) = record.steps.last_mut() {
+                            last.message = text.clone();
+                        }
+                        failures.push(format!("step `{}` failed: {text}", step.name));
+                        outcome = self.fail_and_maybe_undo(run, record, OnFailure::Undo).await;
+                        break;
+                    }
+                }
+                Err(failure) if failure.interrupted => {
+                    // Cut short by a cancellation: nothing of this step
+                    // was written; what came before is undone below.
+                    record.steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: target_of(step).cloned(),
+                        changes: Vec::new(),
+                        outcome: StepOutcome::Cancelled,
+                        message: clean(&failure.message),
+                    });
+                    cancelled_at = Some((
+                        format!("at step `{}`", step.name),
+                        step.name.clone(),
+                        step.kind.into(),
+                    ));
+                    break;
+                }
+                Err(failure) if failure.declined => {
+                    // The operator said no (or could not be asked, or
+                    // interrupted): stop here and keep what was applied.
+                    // Putting it back is `warroom undo`'s job, when asked.
+                    run.emit(
+                        StepPhase::Skipped,
+                        &step.name,
+                        step.kind,
+                        target_of(step),
+                        None,
+                        format!("{}; the run stops here", failure.message),
+                    );
+                    record.steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: target_of(step).cloned(),
+                        changes: Vec::new(),
+                        outcome: StepOutcome::Declined,
+                        message: clean(&failure.message),
+                    });
+                    outcome = Outcome::Declined;
+                    stopped = Some((format!("at step `{}`", step.name), failure.message));
+                    break;
+                }
+                Err(failure) => {
+                    unreachable |= failure.unreachable;
+                    let landed = !failure.applied.is_empty();
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        step.kind,
+                        target_of(step),
+                        landed.then_some(failure.applied.as_slice()),
+                        failure.message.clone(),
+                    );
+                    record.steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.into(),
+                        target: target_of(step).cloned(),
+                        changes: failure.applied.clone(),
+                        outcome: if landed {
+                            StepOutcome::AppliedUnverified
+                        } else {
+                            StepOutcome::Failed
+                        },
+                        message: clean(&failure.message),
+                    });
+                    failures.push(format!("step `{}` failed: {}", step.name, failure.message));
+                    if step.on_failure == OnFailure::Continue {
+                        outcome = Outcome::Failed;
+                        continue;
+                    }
+                    outcome = self.fail_and_maybe_undo(run, record, step.on_failure).await;
+                    break;
+                }
+            }
+        }
+        if let Some((place, step, kind)) = &cancelled_at {
+            outcome = Outcome::Cancelled;
+            message = self
+                .undo_cancelled(run, record, lease, place, (step, kind))
+                .await;
+        }
+        let kept: Vec<&str> = record
+            .steps
+            .iter()
+            .filter(|s| s.outcome.left_changes())
+            .map(|s| s.name.as_str())
+            .collect();
+        message = match (&outcome, &stopped) {
+            (Outcome::Done, _) if kept.is_empty() => format!(
+                "all {} steps done, nothing changed: every change was already in place or had \
+                 nothing recorded to restore",
+                record.steps.len()
+            ),
+            (Outcome::Done, _) => format!(
+                "all {} steps done and verified; {} step(s) changed the cluster",
+                record.steps.len(),
+                kept.len()
+            ),
+            (Outcome::Cancelled, _) => message.clone(),
+            (Outcome::Declined | Outcome::Stopped, Some((place, why))) => {
+                let kept_text = if kept.is_empty() {
+                    "nothing was changed".to_owned()
+                } else {
+                    format!(
+                        "the {} step(s) applied before are kept ({}); nothing was undone",
+                        kept.len(),
+                        kept.join(", ")
+                    )
+                };
+                format!("stopped {place}: {why}; {kept_text}")
+            }
+            _ => {
+                let mut text = failures.join("; ");
+                if !message.is_empty() {
+                    if !text.is_empty() {
+                        text.push_str("; ");
+                    }
+                    text.push_str(&message);
+                }
+                let undone = record
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == StepOutcome::Undone)
+                    .count();
+                format!(
+                    "{text}; {undone} applied step(s) undone, {} left in place",
+                    kept.len()
+                )
+            }
+        };
+        Applied {
+            outcome,
+            message,
+            unreachable,
+            waited,
+        }
+    }
+
     pub(super) async fn step(
         &self,
         run: &Run<'_>,

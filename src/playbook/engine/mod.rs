@@ -61,10 +61,9 @@ mod apply;
 mod plan;
 mod undo;
 
-use apply::target_of;
-pub use plan::{
-    PLAN_GATE, Plan, PlannedAction, PlannedStep, describe, engine_permissions, step_permissions,
-};
+pub use super::outcome::{Outcome, PlannedAction};
+use apply::Applied;
+pub use plan::{PLAN_GATE, Plan, PlannedStep, describe, engine_permissions, step_permissions};
 pub use undo::undo_record_problem;
 
 /// How many times a write is retried after a 409 with a fresh read.
@@ -73,39 +72,6 @@ const CONFLICT_RETRIES: usize = 8;
 /// Why a run stops when its Lease is lost.
 const LEASE_LOST: &str = "the run lease was lost (taken by someone else, or not renewed within \
                           its duration); stopping";
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Every step done and verified.
-    Done,
-    /// Dry run: planned and checked by the server, nothing changed.
-    DryRun,
-    /// The plan shows a step that cannot be done; nothing changed.
-    PlanFailed,
-    /// A step failed; the applied steps were undone.
-    FailedUndone,
-    /// A step failed; applied steps were left (`on-failure: stop|continue`)
-    /// or could not all be undone.
-    Failed,
-    /// Refused before anything changed: lease held, precondition not met,
-    /// a change that would record a secret, the plan or an undo declined,
-    /// no confirmation possible, nothing to undo.
-    Refused,
-    /// The operator declined a gate (or nobody could be asked) after the
-    /// run started: it stopped there and kept what was applied.
-    Declined,
-    /// The run stopped before finishing and kept what was applied: the
-    /// incident journal could not be written, or it was interrupted.
-    Stopped,
-    /// A run was undone (`warroom undo`).
-    Undone,
-    /// The run was cancelled (Ctrl-C, SIGTERM, the console) and what it
-    /// applied was undone; the steps say what is left when the undo was
-    /// declined or stopped.
-    Cancelled,
-}
 
 /// The result of a run or an undo.
 #[derive(Debug, Clone, Serialize)]
@@ -173,6 +139,14 @@ pub struct Engine {
     confirmer: Arc<dyn Confirmer>,
     lease_duration: Duration,
     cancel: Cancel,
+}
+
+/// Where the plan stage left a run.
+enum Preflight {
+    /// Go on with this plan.
+    Go(Plan),
+    /// The run ends here (refused, dry run, declined, cancelled).
+    Done(RunReport),
 }
 
 /// Why a run stops before its next step, keeping what it applied.
@@ -433,19 +407,18 @@ impl Engine {
         Ok(report)
     }
 
-    async fn run_steps(
+    /// The plan stage of a run, up to the moment it may change something:
+    /// preconditions, the plan (sent as `planned` events), refusals, the
+    /// dry run, and the confirmation of a plan whose first change comes
+    /// before any gate.
+    async fn preflight(
         &self,
+        run: &Run<'_>,
         playbook: &BoundPlaybook,
         options: RunOptions,
-    ) -> Result<RunReport, RunError> {
-        let started = Instant::now();
-        let run_id = new_run_id();
-        let run = Run {
-            run_id: run_id.clone(),
-            playbook: playbook.name.clone(),
-            actor: self.kube.user().to_owned(),
-            engine: self,
-        };
+        started: Instant,
+    ) -> Result<Preflight, RunError> {
+        let run_id = &run.run_id;
         // Preconditions.
         let mut unmet = Vec::new();
         for precondition in &playbook.preconditions {
@@ -458,7 +431,7 @@ impl Engine {
                 ));
             }
         }
-        let plan = self.plan(playbook, &run_id).await?;
+        let plan = self.plan(playbook, run_id).await?;
         for step in &plan.steps {
             run.emit(
                 StepPhase::Planned,
@@ -484,19 +457,19 @@ impl Engine {
             journal_error: self.events.failure(),
         };
         if let Some(halt) = self.halt().await {
-            return Ok(report(
+            return Ok(Preflight::Done(report(
                 Self::halted_outcome(&halt),
                 Vec::new(),
                 format!("{}; nothing was changed", halt.reason()),
                 false,
-            ));
+            )));
         }
         if let Some(refused) = plan
             .steps
             .iter()
             .find(|s| s.action == PlannedAction::Refuse)
         {
-            return Ok(report(
+            return Ok(Preflight::Done(report(
                 Outcome::Refused,
                 Vec::new(),
                 format!(
@@ -504,10 +477,10 @@ impl Engine {
                     refused.name, refused.detail
                 ),
                 false,
-            ));
+            )));
         }
         if !unmet.is_empty() {
-            return Ok(report(
+            return Ok(Preflight::Done(report(
                 Outcome::Refused,
                 Vec::new(),
                 format!(
@@ -515,10 +488,10 @@ impl Engine {
                     unmet.join("; ")
                 ),
                 false,
-            ));
+            )));
         }
         if let Some(failing) = plan.steps.iter().find(|s| s.action == PlannedAction::Fail) {
-            return Ok(report(
+            return Ok(Preflight::Done(report(
                 Outcome::PlanFailed,
                 Vec::new(),
                 format!(
@@ -526,10 +499,13 @@ impl Engine {
                     failing.name, failing.detail
                 ),
                 false,
-            ));
+            )));
         }
         if options.dry_run {
-            return self.dry_run(&run, playbook, &plan, started).await;
+            return self
+                .dry_run(run, playbook, &plan, started)
+                .await
+                .map(Preflight::Done);
         }
         if let Some(gate) = plan
             .steps
@@ -537,7 +513,7 @@ impl Engine {
             .find(|s| s.action == PlannedAction::Confirm)
             && let Err(reason) = self.confirmer.can_ask()
         {
-            return Ok(report(
+            return Ok(Preflight::Done(report(
                 Outcome::Refused,
                 Vec::new(),
                 format!(
@@ -545,7 +521,7 @@ impl Engine {
                     gate.name, gate.detail
                 ),
                 false,
-            ));
+            )));
         }
         // A change that no `confirm` step comes before would change the
         // cluster unasked: ask once for the whole plan.
@@ -595,7 +571,7 @@ impl Engine {
                     request.prompt.clone(),
                 ),
                 Confirmation::Declined if self.cancelled() => {
-                    return Ok(report(
+                    return Ok(Preflight::Done(report(
                         Outcome::Cancelled,
                         Vec::new(),
                         format!(
@@ -603,36 +579,66 @@ impl Engine {
                             cancelled_by(&self.cancel.reason())
                         ),
                         false,
-                    ));
+                    )));
                 }
                 Confirmation::Declined => {
-                    return Ok(report(
+                    return Ok(Preflight::Done(report(
                         Outcome::Refused,
                         Vec::new(),
                         "the plan was declined by the operator; nothing changed".into(),
                         false,
-                    ));
+                    )));
                 }
                 Confirmation::Unavailable(reason) => {
-                    return Ok(report(
+                    return Ok(Preflight::Done(report(
                         Outcome::Refused,
                         Vec::new(),
                         format!(
                             "the plan changes the cluster before any confirm step and needs a confirmation: {reason}; nothing changed"
                         ),
                         false,
-                    ));
+                    )));
                 }
             }
         }
         if let Some(halt) = self.halt().await {
-            return Ok(report(
+            return Ok(Preflight::Done(report(
                 Self::halted_outcome(&halt),
                 Vec::new(),
                 format!("{}; nothing was changed", halt.reason()),
                 false,
-            ));
+            )));
         }
+        Ok(Preflight::Go(plan))
+    }
+
+    async fn run_steps(
+        &self,
+        playbook: &BoundPlaybook,
+        options: RunOptions,
+    ) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let run_id = new_run_id();
+        let run = Run {
+            run_id: run_id.clone(),
+            playbook: playbook.name.clone(),
+            actor: self.kube.user().to_owned(),
+            engine: self,
+        };
+        let plan = match self.preflight(&run, playbook, options, started).await? {
+            Preflight::Go(plan) => plan,
+            Preflight::Done(report) => return Ok(report),
+        };
+        let report = |outcome, steps, message: String, unreachable| RunReport {
+            plan: plan.clone(),
+            outcome,
+            steps,
+            message: clean(&message),
+            unreachable,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            waited_ms: 0,
+            journal_error: self.events.failure(),
+        };
         let holder = format!(
             "{} on {} (pid {}, run {run_id})",
             run.actor,
@@ -670,233 +676,14 @@ impl Engine {
             let _ = lease.release().await;
             return Err(err.into());
         }
-        let mut waited = Duration::ZERO;
-        let mut changed: HashMap<String, bool> = HashMap::new();
-        let mut outcome = Outcome::Done;
-        let mut message = String::new();
-        let mut unreachable = false;
-        let mut failures = Vec::new();
-        // Why the run stopped early keeping what it applied, and where.
-        let mut stopped: Option<(String, String)> = None;
-        // Where the run was cancelled: (in words, step, kind).
-        let mut cancelled_at: Option<(String, String, String)> = None;
-        for step in &playbook.steps {
-            if let Some(halt) = self.halt().await {
-                let place = format!("before step `{}`", step.name);
-                if let Halt::Cancelled(_) = halt {
-                    cancelled_at = Some((place, step.name.clone(), step.kind.into()));
-                } else {
-                    outcome = Outcome::Stopped;
-                    stopped = Some((place, halt.reason()));
-                }
-                break;
-            }
-            if lease.is_lost() {
-                message = LEASE_LOST.into();
-                outcome = self
-                    .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
-                    .await;
-                break;
-            }
-            let skip = step
-                .when_changed
-                .as_deref()
-                .is_some_and(|earlier| !changed.get(earlier).copied().unwrap_or(false));
-            if skip {
-                run.emit(
-                    StepPhase::Skipped,
-                    &step.name,
-                    step.kind,
-                    None,
-                    None,
-                    "earlier step changed nothing",
-                );
-                record.steps.push(StepRecord {
-                    name: step.name.clone(),
-                    kind: step.kind.into(),
-                    target: None,
-                    changes: Vec::new(),
-                    outcome: StepOutcome::Skipped,
-                    message: String::new(),
-                });
-                continue;
-            }
-            let step_started = Instant::now();
-            let result = self.step(&run, step, &lease).await;
-            if matches!(step.effect, Effect::Wait(_) | Effect::Gate(_)) {
-                waited += step_started.elapsed();
-            }
-            match result {
-                Ok(done) => {
-                    changed.insert(step.name.clone(), done.outcome == StepOutcome::Applied);
-                    record.steps.push(done);
-                    if !record.steps.last().is_some_and(|s| s.changes.is_empty())
-                        && let Err(err) = self.save_record(&playbook.namespace, &record).await
-                    {
-                        // A change with no run record could not be undone
-                        // later: stop and undo it now.
-                        unreachable |= err.is_unreachable();
-                        let text = format!("the run record could not be saved: {err}");
-                        run.emit(
-                            StepPhase::Failed,
-                            &step.name,
-                            step.kind,
-                            target_of(step),
-                            None,
-                            text.clone(),
-                        );
-                        if let Some(last) = record.steps.last_mut() {
-                            last.message = text.clone();
-                        }
-                        failures.push(format!("step `{}` failed: {text}", step.name));
-                        outcome = self
-                            .fail_and_maybe_undo(&run, &mut record, OnFailure::Undo)
-                            .await;
-                        break;
-                    }
-                }
-                Err(failure) if failure.interrupted => {
-                    // Cut short by a cancellation: nothing of this step
-                    // was written; what came before is undone below.
-                    record.steps.push(StepRecord {
-                        name: step.name.clone(),
-                        kind: step.kind.into(),
-                        target: target_of(step).cloned(),
-                        changes: Vec::new(),
-                        outcome: StepOutcome::Cancelled,
-                        message: clean(&failure.message),
-                    });
-                    cancelled_at = Some((
-                        format!("at step `{}`", step.name),
-                        step.name.clone(),
-                        step.kind.into(),
-                    ));
-                    break;
-                }
-                Err(failure) if failure.declined => {
-                    // The operator said no (or could not be asked, or
-                    // interrupted): stop here and keep what was applied.
-                    // Putting it back is `warroom undo`'s job, when asked.
-                    run.emit(
-                        StepPhase::Skipped,
-                        &step.name,
-                        step.kind,
-                        target_of(step),
-                        None,
-                        format!("{}; the run stops here", failure.message),
-                    );
-                    record.steps.push(StepRecord {
-                        name: step.name.clone(),
-                        kind: step.kind.into(),
-                        target: target_of(step).cloned(),
-                        changes: Vec::new(),
-                        outcome: StepOutcome::Declined,
-                        message: clean(&failure.message),
-                    });
-                    outcome = Outcome::Declined;
-                    stopped = Some((format!("at step `{}`", step.name), failure.message));
-                    break;
-                }
-                Err(failure) => {
-                    unreachable |= failure.unreachable;
-                    let landed = !failure.applied.is_empty();
-                    run.emit(
-                        StepPhase::Failed,
-                        &step.name,
-                        step.kind,
-                        target_of(step),
-                        landed.then_some(failure.applied.as_slice()),
-                        failure.message.clone(),
-                    );
-                    record.steps.push(StepRecord {
-                        name: step.name.clone(),
-                        kind: step.kind.into(),
-                        target: target_of(step).cloned(),
-                        changes: failure.applied.clone(),
-                        outcome: if landed {
-                            StepOutcome::AppliedUnverified
-                        } else {
-                            StepOutcome::Failed
-                        },
-                        message: clean(&failure.message),
-                    });
-                    failures.push(format!("step `{}` failed: {}", step.name, failure.message));
-                    if step.on_failure == OnFailure::Continue {
-                        outcome = Outcome::Failed;
-                        continue;
-                    }
-                    outcome = self
-                        .fail_and_maybe_undo(&run, &mut record, step.on_failure)
-                        .await;
-                    break;
-                }
-            }
-        }
-        if let Some((place, step, kind)) = &cancelled_at {
-            outcome = Outcome::Cancelled;
-            message = self
-                .undo_cancelled(&run, &mut record, &lease, place, (step, kind))
-                .await;
-        }
-        let kept: Vec<&str> = record
-            .steps
-            .iter()
-            .filter(|s| s.outcome.left_changes())
-            .map(|s| s.name.as_str())
-            .collect();
-        message = match (&outcome, &stopped) {
-            (Outcome::Done, _) if kept.is_empty() => format!(
-                "all {} steps done, nothing changed: every change was already in place or had \
-                 nothing recorded to restore",
-                record.steps.len()
-            ),
-            (Outcome::Done, _) => format!(
-                "all {} steps done and verified; {} step(s) changed the cluster",
-                record.steps.len(),
-                kept.len()
-            ),
-            (Outcome::Cancelled, _) => message.clone(),
-            (Outcome::Declined | Outcome::Stopped, Some((place, why))) => {
-                let kept_text = if kept.is_empty() {
-                    "nothing was changed".to_owned()
-                } else {
-                    format!(
-                        "the {} step(s) applied before are kept ({}); nothing was undone",
-                        kept.len(),
-                        kept.join(", ")
-                    )
-                };
-                format!("stopped {place}: {why}; {kept_text}")
-            }
-            _ => {
-                let mut text = failures.join("; ");
-                if !message.is_empty() {
-                    if !text.is_empty() {
-                        text.push_str("; ");
-                    }
-                    text.push_str(&message);
-                }
-                let undone = record
-                    .steps
-                    .iter()
-                    .filter(|s| s.outcome == StepOutcome::Undone)
-                    .count();
-                format!(
-                    "{text}; {undone} applied step(s) undone, {} left in place",
-                    kept.len()
-                )
-            }
-        };
+        let Applied {
+            outcome,
+            message,
+            mut unreachable,
+            waited,
+        } = self.apply_steps(&run, playbook, &lease, &mut record).await;
         record.finished = Some(jiff::Timestamp::now());
-        record.outcome = match outcome {
-            Outcome::Done => RunOutcome::Applied,
-            Outcome::FailedUndone => RunOutcome::FailedUndone,
-            Outcome::Refused => RunOutcome::Refused,
-            Outcome::Declined => RunOutcome::Declined,
-            Outcome::Stopped => RunOutcome::Stopped,
-            Outcome::Cancelled => RunOutcome::Cancelled,
-            _ => RunOutcome::Failed,
-        };
+        record.outcome = outcome;
         record.message = clean(&message);
         if let Err(err) = self.save_record(&playbook.namespace, &record).await {
             tracing::warn!("saving run record {run_id}: {err}");

@@ -27,29 +27,6 @@ pub struct PlannedStep {
     pub detail: String,
 }
 
-/// The planned action of a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PlannedAction {
-    /// Change the target.
-    Change,
-    /// Nothing to change: already in place.
-    Unchanged,
-    /// Skipped: its `when-changed` step changes nothing.
-    Skip,
-    /// Wait for a condition.
-    Wait,
-    /// Ask a human.
-    Confirm,
-    /// Write a note.
-    Note,
-    /// Cannot be done (object missing, patch does not apply).
-    Fail,
-    /// Refused: the change would record a secret (its field names one, or
-    /// the value there now or after looks like one).
-    Refuse,
-}
-
 /// The plan of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {

@@ -4,6 +4,18 @@
 
 use super::*;
 
+/// What reverting a recorded run did.
+struct Reverted {
+    /// Each step reached, undone or failed.
+    steps: Vec<StepRecord>,
+    /// Why steps could not be undone.
+    failed: Vec<String>,
+    /// The API server stopped answering.
+    unreachable: bool,
+    /// Why the undo stopped early, and where.
+    halted: Option<String>,
+}
+
 /// A value as shown in messages (`absent` for none).
 pub(super) fn shown_value(value: Option<&Value>) -> String {
     value
@@ -149,6 +161,9 @@ impl Engine {
                     stop = Some("the undo was stopped");
                 } else if lease.is_lost() {
                     stop = Some("the run lease was lost during the undo");
+                } else if self.events.settle().await.is_some() {
+                    // The next change would be missing from the journal.
+                    stop = Some("the incident journal could not be written");
                 }
             }
             if stop.is_some() {
@@ -308,6 +323,142 @@ impl Engine {
         Ok(report)
     }
 
+    /// The plan of an undo: each applied step of `chosen` in reverse, what
+    /// it puts back, and what changed since the run (against its "after"),
+    /// or why the undo is refused (it would write a secret).
+    async fn plan_undo(
+        &self,
+        chosen: &RunRecord,
+        reverted_steps: &[&StepRecord],
+        mut plan: Plan,
+    ) -> Result<Result<(Plan, Vec<String>), (Plan, String)>, RunError> {
+        let mut drift = Vec::new();
+        for step in reverted_steps {
+            let Some(target) = &step.target else { continue };
+            let current = self.kube.get(target).await?;
+            let mut changes = Vec::new();
+            for change in &step.changes {
+                let now = current
+                    .as_ref()
+                    .and_then(|c| c.pointer(&change.path))
+                    .cloned();
+                let revert = FieldChange {
+                    path: change.path.clone(),
+                    before: now.clone(),
+                    after: change.before.clone(),
+                };
+                if let Some(reason) = check::secret_in_change(&revert) {
+                    return Ok(Err((
+                        plan,
+                        format!(
+                            "refusing to undo step `{}` of run {}: {target} {reason}, and {}; \
+                             nothing was changed",
+                            check::printable(&step.name),
+                            check::printable(&chosen.id),
+                            check::SECRET_ADVICE
+                        ),
+                    )));
+                }
+                if now != change.after {
+                    drift.push(format!(
+                        "{target} {} is now {} (the run set {})",
+                        display_path(&change.path),
+                        shown_value(now.as_ref()),
+                        shown_value(change.after.as_ref())
+                    ));
+                }
+                if now != change.before {
+                    changes.push(revert);
+                }
+            }
+            let planned = PlannedStep {
+                name: step.name.clone(),
+                kind: step.kind.clone(),
+                target: Some(target.clone()),
+                action: if current.is_none() {
+                    PlannedAction::Fail
+                } else if changes.is_empty() {
+                    PlannedAction::Unchanged
+                } else {
+                    PlannedAction::Change
+                },
+                changes,
+                detail: if current.is_none() {
+                    format!("{target} not found")
+                } else {
+                    "restore recorded values".into()
+                },
+            };
+            plan.steps.push(planned);
+        }
+        Ok(Ok((plan, drift)))
+    }
+
+    /// Reverts the recorded steps in order (already reversed), stopping
+    /// before the next one when the journal failed, the undo was
+    /// cancelled or the Lease was lost.
+    async fn revert_recorded(
+        &self,
+        run: &Run<'_>,
+        reverted_steps: &[&StepRecord],
+        lease: &RunLease,
+    ) -> Reverted {
+        let mut steps = Vec::new();
+        let mut failed = Vec::new();
+        let mut unreachable = false;
+        let mut halted = None;
+        for step in reverted_steps {
+            let Some(target) = &step.target else { continue };
+            if let Some(halt) = self.halt().await {
+                halted = Some(format!("before `{}`: {}", step.name, halt.reason()));
+                break;
+            }
+            if lease.is_lost() {
+                halted = Some(format!("before `{}`: {LEASE_LOST}", step.name));
+                break;
+            }
+            match self
+                .revert(run, &step.name, &step.kind, target, &step.changes)
+                .await
+            {
+                Ok(reverted) => steps.push(StepRecord {
+                    name: step.name.clone(),
+                    kind: step.kind.clone(),
+                    target: Some(target.clone()),
+                    changes: reverted,
+                    outcome: StepOutcome::Undone,
+                    message: String::new(),
+                }),
+                Err(failure) => {
+                    unreachable |= failure.unreachable;
+                    run.emit(
+                        StepPhase::Failed,
+                        &step.name,
+                        &step.kind,
+                        Some(target),
+                        None,
+                        failure.message.clone(),
+                    );
+                    failed.push(format!("`{}`: {}", step.name, failure.message));
+                    steps.push(StepRecord {
+                        name: step.name.clone(),
+                        kind: step.kind.clone(),
+                        target: Some(target.clone()),
+                        changes: Vec::new(),
+                        outcome: StepOutcome::Failed,
+                        message: clean(&failure.message),
+                    });
+                }
+            }
+        }
+        Reverted {
+            steps,
+            failed,
+            unreachable,
+            halted,
+        }
+    }
+
     pub(super) async fn undo_steps(
         &self,
         namespace: &str,
@@ -387,66 +538,13 @@ impl Engine {
             ));
         }
         // Plan: each applied step in reverse, with drift against the run's "after".
-        let mut plan = empty_plan(&playbook);
-        let mut drift = Vec::new();
-        for step in &reverted_steps {
-            let Some(target) = &step.target else { continue };
-            let current = self.kube.get(target).await?;
-            let mut changes = Vec::new();
-            for change in &step.changes {
-                let now = current
-                    .as_ref()
-                    .and_then(|c| c.pointer(&change.path))
-                    .cloned();
-                let revert = FieldChange {
-                    path: change.path.clone(),
-                    before: now.clone(),
-                    after: change.before.clone(),
-                };
-                if let Some(reason) = check::secret_in_change(&revert) {
-                    return Ok(refused(
-                        plan,
-                        format!(
-                            "refusing to undo step `{}` of run {}: {target} {reason}, and {}; \
-                             nothing was changed",
-                            check::printable(&step.name),
-                            check::printable(&chosen.id),
-                            check::SECRET_ADVICE
-                        ),
-                    ));
-                }
-                if now != change.after {
-                    drift.push(format!(
-                        "{target} {} is now {} (the run set {})",
-                        display_path(&change.path),
-                        shown_value(now.as_ref()),
-                        shown_value(change.after.as_ref())
-                    ));
-                }
-                if now != change.before {
-                    changes.push(revert);
-                }
-            }
-            let planned = PlannedStep {
-                name: step.name.clone(),
-                kind: step.kind.clone(),
-                target: Some(target.clone()),
-                action: if current.is_none() {
-                    PlannedAction::Fail
-                } else if changes.is_empty() {
-                    PlannedAction::Unchanged
-                } else {
-                    PlannedAction::Change
-                },
-                changes,
-                detail: if current.is_none() {
-                    format!("{target} not found")
-                } else {
-                    "restore recorded values".into()
-                },
-            };
-            plan.steps.push(planned);
-        }
+        let (plan, drift) = match self
+            .plan_undo(&chosen, &reverted_steps, empty_plan(&playbook))
+            .await?
+        {
+            Ok(planned) => planned,
+            Err((plan, message)) => return Ok(refused(plan, message)),
+        };
         for planned in &plan.steps {
             run.emit(
                 StepPhase::Planned,
@@ -520,50 +618,12 @@ impl Engine {
                 Err(err @ LeaseError::Held { .. }) => return Ok(refused(plan, err.to_string())),
                 Err(LeaseError::Kube(err)) => return Err(err.into()),
             };
-        let mut steps = Vec::new();
-        let mut failed = Vec::new();
-        let mut unreachable = false;
-        let mut halted = None;
-        for step in &reverted_steps {
-            let Some(target) = &step.target else { continue };
-            if let Some(halt) = self.halt().await {
-                halted = Some(format!("before `{}`: {}", step.name, halt.reason()));
-                break;
-            }
-            match self
-                .revert(&run, &step.name, &step.kind, target, &step.changes)
-                .await
-            {
-                Ok(reverted) => steps.push(StepRecord {
-                    name: step.name.clone(),
-                    kind: step.kind.clone(),
-                    target: Some(target.clone()),
-                    changes: reverted,
-                    outcome: StepOutcome::Undone,
-                    message: String::new(),
-                }),
-                Err(failure) => {
-                    unreachable |= failure.unreachable;
-                    run.emit(
-                        StepPhase::Failed,
-                        &step.name,
-                        &step.kind,
-                        Some(target),
-                        None,
-                        failure.message.clone(),
-                    );
-                    failed.push(format!("`{}`: {}", step.name, failure.message));
-                    steps.push(StepRecord {
-                        name: step.name.clone(),
-                        kind: step.kind.clone(),
-                        target: Some(target.clone()),
-                        changes: Vec::new(),
-                        outcome: StepOutcome::Failed,
-                        message: clean(&failure.message),
-                    });
-                }
-            }
-        }
+        let Reverted {
+            steps,
+            failed,
+            unreachable,
+            halted,
+        } = self.revert_recorded(&run, &reverted_steps, &lease).await;
         let restored = steps.iter().filter(|s| !s.changes.is_empty()).count();
         let outcome = if halted.is_some() {
             Outcome::Stopped

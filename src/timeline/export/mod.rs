@@ -4,13 +4,13 @@
 //!
 //! Exports only read events; they never touch the journal file.
 //!
-//! Memory: an export of a file reads it as a stream, twice at most. The
-//! first pass ([`Survey`]) computes the figures and keeps only what the
+//! Memory: an export of a file reads it as one stream. That pass ([`Survey`]) computes the figures and keeps only what the
 //! export shows beyond one line each: the step events, the chart's points
 //! (24 bytes per metric snapshot) and, for each timeline row, where its line
 //! is in the file (24 bytes). The rows are then read back one at a time, in
-//! time order, while they are written out; the JSON export streams its
-//! events in a second sequential pass. Nothing holds the whole journal.
+//! time order, while they are written out; the JSON export writes each
+//! event as the first pass reads it, and the figures at the end. Nothing
+//! holds the whole journal.
 
 mod chart;
 mod html;
@@ -70,26 +70,24 @@ fn render_to(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let mut survey = Survey::default();
+    let mut events = match format {
+        Format::Json => Some(json::JsonEvents::begin(out)?),
+        _ => None,
+    };
     for (i, event) in contents.events.iter().enumerate() {
         survey.add(event, Locator::Index(i));
+        if let Some(json) = &mut events {
+            json.event(out, event)?;
+        }
     }
     for skipped in &contents.skipped {
         survey.skip(skipped.clone());
     }
     let source = Memory(&contents.events);
-    match format {
-        Format::Markdown => markdown::write(survey.finish(), &source, out),
-        Format::Html => html::write(survey.finish(), &source, out),
-        Format::Json => json::write(
-            survey.finish(),
-            &mut |each| {
-                for event in &contents.events {
-                    each(event)?;
-                }
-                Ok(())
-            },
-            out,
-        ),
+    match events {
+        Some(json) => json.end(survey.finish(), out),
+        None if format == Format::Html => html::write(survey.finish(), &source, out),
+        None => markdown::write(survey.finish(), &source, out),
     }
 }
 
@@ -125,11 +123,28 @@ pub fn export_file(
         }));
     }
     let mut survey = Survey::default();
+    // JSON writes each event as it is read; the others read the rows back.
+    let mut events = match format {
+        Format::Json => Some(json::JsonEvents::begin(out).map_err(ExportError::Write)?),
+        _ => None,
+    };
+    let mut failure: Option<std::io::Error> = None;
     scan_reader(&file, 0, 0, &mut |parsed, span| match parsed {
-        Ok(event) => survey.add(&event, Locator::Span(span)),
+        Ok(event) => {
+            survey.add(&event, Locator::Span(span));
+            if let Some(json) = &mut events
+                && failure.is_none()
+                && let Err(e) = json.event(out, &event)
+            {
+                failure = Some(e);
+            }
+        }
         Err(skipped) => survey.skip(skipped),
     })
     .map_err(read_err)?;
+    if let Some(e) = failure {
+        return Err(ExportError::Write(e));
+    }
     let survey = survey.finish();
     let exported = Exported {
         events: survey.events,
@@ -137,28 +152,10 @@ pub fn export_file(
         skipped: survey.skipped.clone(),
     };
     let source = FileRows { file: &file };
-    let written = match format {
-        Format::Markdown => markdown::write(survey, &source, out),
-        Format::Html => html::write(survey, &source, out),
-        Format::Json => {
-            let second = open_regular(path).map_err(read_err)?;
-            let mut failure: Option<std::io::Error> = None;
-            json::write(
-                survey,
-                &mut |each| {
-                    scan_reader(&second, 0, 0, &mut |parsed, _| {
-                        if failure.is_none()
-                            && let Ok(event) = parsed
-                            && let Err(e) = each(&event)
-                        {
-                            failure = Some(e);
-                        }
-                    })?;
-                    failure.take().map_or(Ok(()), Err)
-                },
-                out,
-            )
-        }
+    let written = match events {
+        Some(json) => json.end(survey, out),
+        None if format == Format::Html => html::write(survey, &source, out),
+        None => markdown::write(survey, &source, out),
     };
     written.map_err(ExportError::Write)?;
     out.flush().map_err(ExportError::Write)?;
@@ -570,7 +567,11 @@ fn describe(event: &Event, previous_severity: Option<&str>) -> Option<String> {
             // plan, dry runs and read-backs are in the steps section.
             if !matches!(
                 s.phase,
-                StepPhase::Applied | StepPhase::Confirmed | StepPhase::Failed | StepPhase::Undone
+                StepPhase::Applied
+                    | StepPhase::Confirmed
+                    | StepPhase::Failed
+                    | StepPhase::Undone
+                    | StepPhase::Cancelled
             ) {
                 return None;
             }

@@ -1,0 +1,548 @@
+//! Collectors: each data source is read on its own task and what it finds
+//! is sent to the app loop as an [`Update`]. Nothing here draws, and the
+//! drawing loop never waits on anything here.
+//!
+//! - the exporter's `/metrics` (OpenMetrics asked for, the classic format
+//!   accepted), parsed by [`super::metrics`], rates from two scrapes;
+//! - a Prometheus server's HTTP API (`/api/v1/query`) when configured;
+//! - the cluster objects the playbooks act on, read through [`crate::kube`];
+//! - the incident journal, followed as it grows.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{Scrape, parse_exposition};
+use super::store::{ClusterView, DeploymentView, Reading};
+use crate::kube::{KubeAccess, ObjectRef};
+use crate::timeline::Event;
+
+/// The largest `/metrics` body or journal chunk read at once.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Something a collector or an action found; the app loop folds it into
+/// the store.
+// Updates are moved once from a collector into the store; boxing the
+// larger payloads would only add an allocation per sample.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Update {
+    /// A scrape of the exporter at `at_ms` (Unix ms).
+    Exporter {
+        /// When.
+        at_ms: i64,
+        /// The reading, or why there is none.
+        result: Result<Reading, String>,
+    },
+    /// A PromQL reading.
+    Prometheus {
+        /// When.
+        at_ms: i64,
+        /// The reading, or why there is none.
+        result: Result<Reading, String>,
+    },
+    /// The cluster objects.
+    Cluster {
+        /// When.
+        at_ms: i64,
+        /// What was read, or why nothing was.
+        result: Result<ClusterView, String>,
+    },
+    /// New journal events.
+    Timeline {
+        /// When.
+        at_ms: i64,
+        /// The events, or why they could not be read.
+        result: Result<Vec<Event>, String>,
+    },
+    /// Something a playbook run or another action reports.
+    Action(super::action::ActionEvent),
+}
+
+/// This host's wall clock in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Names of the objects the cluster panel shows.
+#[derive(Debug, Clone)]
+pub struct ClusterObjects {
+    /// Namespace.
+    pub namespace: String,
+    /// The order service Deployment.
+    pub deployment: String,
+    /// The gateway Ingress.
+    pub ingress: String,
+    /// The lock-mode ConfigMap.
+    pub configmap: String,
+}
+
+impl ClusterObjects {
+    /// The PM-003 objects in `namespace`.
+    pub fn pm003(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            deployment: "order-service".into(),
+            ingress: "orders-gateway".into(),
+            configmap: "order-service-lock".into(),
+        }
+    }
+}
+
+/// Polls the exporter's `/metrics` every `every` until cancelled.
+pub async fn exporter(
+    url: String,
+    every: Duration,
+    updates: mpsc::Sender<Update>,
+    stop: CancellationToken,
+) {
+    let client = match http_client(every) {
+        Ok(client) => client,
+        Err(err) => {
+            let _ = updates
+                .send(Update::Exporter {
+                    at_ms: now_ms(),
+                    result: Err(err),
+                })
+                .await;
+            return;
+        }
+    };
+    let url = metrics_url(&url);
+    let mut previous: Option<(Scrape, i64)> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let at_ms = now_ms();
+        let result = scrape(&client, &url).await.map(|scrape| {
+            let reading = scrape.reading(previous.as_ref().map(|(s, t)| (s, at_ms - t)));
+            previous = Some((scrape, at_ms));
+            reading
+        });
+        if result.is_err() {
+            previous = None;
+        }
+        if updates
+            .send(Update::Exporter { at_ms, result })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn metrics_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.ends_with("/metrics") {
+        base.to_owned()
+    } else {
+        format!("{base}/metrics")
+    }
+}
+
+fn http_client(every: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(every.max(Duration::from_secs(2)))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+async fn bounded_body(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::redact::redact_text(&e.to_string()).into_owned())?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(format!("answer larger than {MAX_BODY_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "answer is not UTF-8".to_owned())
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
+    let response = client
+        .get(url)
+        .header(
+            reqwest::header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .map_err(|e| reason(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = bounded_body(response).await?;
+    Scrape::from_samples(&parse_exposition(&body)?)
+}
+
+fn reason(err: &reqwest::Error) -> String {
+    let what = if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "connection refused".to_owned()
+    } else {
+        err.to_string()
+    };
+    crate::redact::redact_text(&what).into_owned()
+}
+
+/// The PromQL queries behind a [`Reading`].
+pub const PROMQL: [&str; 5] = [
+    "sum(rate(warroom_lock_collisions_total[1m])) * 60",
+    "max(warroom_lock_holders_max)",
+    "sum(rate(warroom_lock_lease_overruns_total[1m])) * 60",
+    "sum(rate(warroom_fencing_rejections_total[1m])) * 60",
+    "sum(warroom_app_errors_last_minute)",
+];
+
+/// Polls a Prometheus server's HTTP API every `every` until cancelled.
+pub async fn prometheus(
+    url: String,
+    every: Duration,
+    updates: mpsc::Sender<Update>,
+    stop: CancellationToken,
+) {
+    let Ok(client) = http_client(every) else {
+        return;
+    };
+    let base = url.trim_end_matches('/').to_owned();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let at_ms = now_ms();
+        let mut values = [0.0; 5];
+        let mut result = Ok(());
+        for (i, query) in PROMQL.iter().enumerate() {
+            match promql(&client, &base, query).await {
+                Ok(v) => values[i] = v,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = result.map(|()| Reading {
+            collisions_per_min: values[0],
+            holders_max: values[1],
+            overruns_per_min: values[2],
+            rejections_per_min: values[3],
+            errors_per_min: values[4],
+            contended_key: None,
+            collisions_total: 0.0,
+        });
+        if updates
+            .send(Update::Prometheus { at_ms, result })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn promql(client: &reqwest::Client, base: &str, query: &str) -> Result<f64, String> {
+    let url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), &[("query", query)])
+        .map_err(|e| format!("bad Prometheus URL: {e}"))?;
+    let response = client.get(url).send().await.map_err(|e| reason(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = bounded_body(response).await?;
+    instant_value(&body)
+}
+
+/// The value of an instant-vector answer (`0` when the vector is empty).
+pub fn instant_value(body: &str) -> Result<f64, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
+    if doc["status"] != "success" {
+        return Err(format!(
+            "Prometheus refused the query: {}",
+            doc["error"].as_str().unwrap_or("no reason given")
+        ));
+    }
+    let Some(first) = doc["data"]["result"].as_array().and_then(|r| r.first()) else {
+        return Ok(0.0);
+    };
+    first["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| !v.is_nan())
+        .map_or(Ok(0.0), Ok)
+}
+
+/// Reads the cluster objects every `every` until cancelled.
+pub async fn cluster(
+    kube: Arc<KubeAccess>,
+    objects: ClusterObjects,
+    every: Duration,
+    updates: mpsc::Sender<Update>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let result = read_cluster(&kube, &objects).await;
+        let update = Update::Cluster {
+            at_ms: now_ms(),
+            result,
+        };
+        if updates.send(update).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_cluster(kube: &KubeAccess, objects: &ClusterObjects) -> Result<ClusterView, String> {
+    let ns = &objects.namespace;
+    let get = |api: &str, kind: &str, name: &str| {
+        let object = ObjectRef::namespaced(api, kind, ns, name);
+        async move {
+            kube.get(&object)
+                .await
+                .map_err(|e| crate::redact::redact_text(&e.to_string()).into_owned())
+        }
+    };
+    let deployment = get("apps/v1", "Deployment", &objects.deployment).await?;
+    let ingress = get("networking.k8s.io/v1", "Ingress", &objects.ingress).await?;
+    let configmap = get("v1", "ConfigMap", &objects.configmap).await?;
+    let lease = get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        crate::playbook::lease::LEASE_NAME,
+    )
+    .await?;
+    Ok(cluster_view(
+        deployment.as_ref(),
+        ingress.as_ref(),
+        configmap.as_ref(),
+        lease.as_ref(),
+        now_ms(),
+    ))
+}
+
+/// What the cluster panel shows of the four objects (`None`: missing).
+pub fn cluster_view(
+    deployment: Option<&serde_json::Value>,
+    ingress: Option<&serde_json::Value>,
+    configmap: Option<&serde_json::Value>,
+    lease: Option<&serde_json::Value>,
+    now_ms: i64,
+) -> ClusterView {
+    let int = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    ClusterView {
+        deployment: deployment.map(|d| DeploymentView {
+            desired: d["spec"]["replicas"].as_i64().unwrap_or(1),
+            ready: int(&d["status"]["readyReplicas"]),
+            updated: int(&d["status"]["updatedReplicas"]),
+        }),
+        ingress_found: ingress.is_some(),
+        gateway_limit: ingress.and_then(|i| {
+            i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/limit-rps"]
+                .as_str()
+                .map(shown)
+        }),
+        lock_mode: configmap.map(|c| {
+            c["data"]["LOCK_MODE"]
+                .as_str()
+                .map(shown)
+                .unwrap_or_else(|| "unset".into())
+        }),
+        lease_holder: lease.and_then(|l| {
+            let holder = l["spec"]["holderIdentity"].as_str()?;
+            if holder.is_empty() {
+                return None;
+            }
+            // A lease past its duration is free whoever last held it.
+            let renewed = l["spec"]["renewTime"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            let seconds = l["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
+            match renewed {
+                Some(t) if now_ms - t.as_millisecond() > seconds * 1_000 => None,
+                _ => Some(shown(holder)),
+            }
+        }),
+    }
+}
+
+/// A value from the cluster, fit for one line of the screen: control
+/// characters replaced, secrets redacted, at most 40 characters.
+fn shown(value: &str) -> String {
+    let clean: String = value
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(40)
+        .collect();
+    crate::redact::redact_text(&clean).into_owned()
+}
+
+/// Follows the journal at `path`: reads what is there, then what is
+/// appended, in whole lines, every `every` until cancelled.
+pub async fn journal(
+    path: PathBuf,
+    every: Duration,
+    updates: mpsc::Sender<Update>,
+    stop: CancellationToken,
+) {
+    let mut follower = JournalFollower::new(path);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (back, result) = match tokio::task::spawn_blocking(move || {
+            let result = follower.poll();
+            (follower, result)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(_) => return,
+        };
+        follower = back;
+        let update = Update::Timeline {
+            at_ms: now_ms(),
+            result,
+        };
+        if updates.send(update).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads a growing journal in whole lines.
+#[derive(Debug)]
+pub struct JournalFollower {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl JournalFollower {
+    /// Follows `path` from its start.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Events appended since the last call (a missing file is no events
+    /// yet; a file that shrank is read again from its start).
+    pub fn poll(&mut self) -> Result<Vec<Event>, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
+        };
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", self.path.display()));
+        }
+        if meta.len() < self.offset {
+            self.offset = 0;
+            self.partial.clear();
+        }
+        file.seek(SeekFrom::Start(self.offset))
+            .map_err(|e| e.to_string())?;
+        let mut chunk = Vec::new();
+        file.take(MAX_BODY_BYTES as u64)
+            .read_to_end(&mut chunk)
+            .map_err(|e| e.to_string())?;
+        self.offset += chunk.len() as u64;
+        self.partial.extend_from_slice(&chunk);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let whole: Vec<u8> = self.partial.drain(..=end).collect();
+        Ok(crate::timeline::parse_journal(&whole).events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promql_answers() {
+        let ok = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"12.5"]}]}}"#;
+        assert_eq!(instant_value(ok).unwrap(), 12.5);
+        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(instant_value(empty).unwrap(), 0.0);
+        let bad = r#"{"status":"error","error":"parse error"}"#;
+        assert!(instant_value(bad).unwrap_err().contains("parse error"));
+        assert!(instant_value("<html>").is_err());
+    }
+
+    #[test]
+    fn cluster_view_reads_the_pm003_objects() {
+        let deployment =
+            serde_json::json!({"spec": {"replicas": 8}, "status": {"readyReplicas": 3}});
+        let ingress = serde_json::json!({"metadata": {"annotations": {"nginx.ingress.kubernetes.io/limit-rps": "50"}}});
+        let configmap = serde_json::json!({"data": {"LOCK_MODE": "legacy\u{1b}[2J"}});
+        let lease = serde_json::json!({"spec": {"holderIdentity": "bastian", "renewTime": "2026-11-26T09:41:00Z", "leaseDurationSeconds": 15}});
+        let at = "2026-11-26T09:41:05Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond();
+        let view = cluster_view(
+            Some(&deployment),
+            Some(&ingress),
+            Some(&configmap),
+            Some(&lease),
+            at,
+        );
+        assert_eq!(view.deployment.as_ref().unwrap().desired, 8);
+        assert_eq!(view.deployment.as_ref().unwrap().ready, 3);
+        assert_eq!(view.gateway_limit.as_deref(), Some("50"));
+        assert_eq!(view.lock_mode.as_deref(), Some("legacy?[2J"));
+        assert_eq!(view.lease_holder.as_deref(), Some("bastian"));
+        let later = at + 60_000;
+        assert_eq!(
+            cluster_view(None, None, None, Some(&lease), later).lease_holder,
+            None
+        );
+    }
+
+    #[test]
+    fn journal_follower_reads_whole_lines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut follower = JournalFollower::new(path.clone());
+        assert!(follower.poll().unwrap().is_empty());
+        let line = r#"{"seq":1,"at":"2026-11-26T09:41:00.000Z","actor":"bastian","kind":"note","payload":{"text":"hi"}}"#;
+        std::fs::write(&path, &line[..20]).unwrap();
+        assert!(follower.poll().unwrap().is_empty());
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let events = follower.poll().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].actor, "bastian");
+        assert!(follower.poll().unwrap().is_empty());
+    }
+}

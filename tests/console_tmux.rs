@@ -1,0 +1,387 @@
+//! `warroom console` in a real terminal (tmux), attached to a local cluster
+//! server, a collision exporter on a real Redis, and an incident journal:
+//! the panels appear, a collision fires its alert, the lock-contention
+//! playbook runs from it by keystrokes through its confirmations (typed
+//! where the playbook asks), a note and a milestone are added, the timeline
+//! is exported, and after `q` the terminal is usable again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use warroom::cluster::{ClusterServer, StatusMode};
+use warroom::exporter::{Exporter, ExporterConfig, KeyspaceEvents, StartFrom};
+use warroom::lock::LockOptions;
+use warroom::lock::legacy::LegacyLock;
+use warroom::redis_node::RedisNode;
+
+/// One tmux server of the test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(dir: &Path) -> Tmux {
+        let socket = format!("warroom-console-{}-{}", std::process::id(), rand_suffix());
+        let tmux = Tmux { socket };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "war",
+            "-x",
+            "160",
+            "-y",
+            "48",
+            "-c",
+            dir.to_str().unwrap(),
+            "env -i PATH=/usr/bin:/bin TERM=xterm-256color HOME=/tmp PS1='$ ' bash --norc --noprofile",
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = common::output_within(
+            Command::new("tmux").arg("-L").arg(&self.socket).args(args),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "war"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "war"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "war", "-l", text]);
+    }
+
+    /// Waits until the screen shows every one of `texts`; returns it.
+    fn wait_for(&self, texts: &[&str], what: &str) -> String {
+        let mut last = String::new();
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            common::wait_until(what, Duration::from_secs(30), || {
+                last = self.screen();
+                texts.iter().all(|t| last.contains(t)).then(|| last.clone())
+            })
+        }));
+        match found {
+            Ok(screen) => screen,
+            Err(_) => panic!("timed out waiting for {what}; the screen was:\n{last}"),
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// A local cluster, a Redis with the exporter reading it, and a journal.
+struct Environment {
+    runtime: tokio::runtime::Runtime,
+    _redis: RedisNode,
+    redis_url: String,
+    cluster: Option<ClusterServer>,
+    exporter_url: String,
+    kubeconfig: PathBuf,
+    journal: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Environment {
+    fn start(status: StatusMode) -> Environment {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let redis = RedisNode::start().unwrap();
+        let redis_url = redis.url();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let (cluster, exporter_url) = runtime.block_on(async {
+            let cluster = ClusterServer::start_seeded("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            cluster.store().set_status_mode(status);
+            cluster.write_kubeconfig(&kubeconfig).unwrap();
+            let exporter = Exporter::new(ExporterConfig {
+                keyspace_events: KeyspaceEvents::Off,
+                start: StartFrom::Beginning,
+                ..ExporterConfig::new(&redis_url)
+            })
+            .unwrap();
+            let (addr, _server) = exporter.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            std::mem::forget(exporter.spawn());
+            (cluster, format!("http://{addr}"))
+        });
+        let journal = dir.path().join("PM-003-drill.jsonl");
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_warroom")).args([
+                "timeline",
+                "new",
+                "--id",
+                "PM-003-drill",
+                "--severity",
+                "SEV-1",
+                journal.to_str().unwrap(),
+            ]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Environment {
+            runtime,
+            _redis: redis,
+            redis_url,
+            cluster: Some(cluster),
+            exporter_url,
+            kubeconfig,
+            journal,
+            dir,
+        }
+    }
+
+    /// The console's command line.
+    fn console(&self) -> String {
+        format!(
+            "{} console --kubeconfig {} --exporter {} --timeline {} --playbooks {} --log-file {}",
+            env!("CARGO_BIN_EXE_warroom"),
+            self.kubeconfig.display(),
+            self.exporter_url,
+            self.journal.display(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("playbooks")
+                .display(),
+            self.dir.path().join("console.log").display()
+        )
+    }
+
+    /// Two workers believe they hold the same order lock (PM-003).
+    fn collide(&self) -> (LegacyLock, LegacyLock) {
+        self.runtime.block_on(async {
+            let ttl = Duration::from_secs(120);
+            let a = LegacyLock::connect(&self.redis_url, LockOptions::new(ttl, "pod-7f"))
+                .await
+                .unwrap();
+            let b = LegacyLock::connect(&self.redis_url, LockOptions::new(ttl, "pod-3c"))
+                .await
+                .unwrap();
+            std::mem::forget(a.acquire("lock:ord-9927431", ttl).await.unwrap());
+            // The legacy lock grants again once the key is gone (the GC pause).
+            let mut conn = redis::Client::open(self.redis_url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let _: () = redis::AsyncCommands::del(&mut conn, "lock:ord-9927431")
+                .await
+                .unwrap();
+            std::mem::forget(b.acquire("lock:ord-9927431", ttl).await.unwrap());
+            (a, b)
+        })
+    }
+
+    fn replicas(&self) -> i64 {
+        let cluster = self.cluster.as_ref().unwrap();
+        let deployment = cluster
+            .store()
+            .get("apps/v1", "Deployment", Some("orders"), "order-service")
+            .unwrap();
+        deployment["spec"]["replicas"].as_i64().unwrap()
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            self.runtime.block_on(cluster.stop());
+        }
+    }
+}
+
+fn tools() -> bool {
+    common::require_tool("tmux", "tmux").is_some()
+        && common::require_tool("redis-server", "redis-server").is_some()
+}
+
+/// After the console quits, the shell reads a line and echoes it: the
+/// terminal left raw mode and the alternate screen.
+fn assert_terminal_usable(tmux: &Tmux) {
+    tmux.type_text(
+        "stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' +; echo ok-$((40+2))",
+    );
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["icanon+echo+ok-42"],
+        "the shell to run a command after the console",
+    );
+}
+
+#[test]
+fn lock_contention_runs_from_its_alert_by_keystrokes_and_is_recorded() {
+    if !tools() {
+        return;
+    }
+    let env = Environment::start(StatusMode::Converge);
+    let tmux = Tmux::start(env.dir.path());
+    tmux.type_text(&format!("{}; echo EXITED=$?", env.console()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &[
+            "Lock collisions",
+            "order-service  8/8 ready",
+            "lock mode      legacy",
+            "incident PM-003-drill opened",
+        ],
+        "the panels with live data",
+    );
+    let _holders = env.collide();
+    tmux.wait_for(
+        &["● LockConcurrentHolders", "→ lock-contention"],
+        "the collision alert offering its playbook",
+    );
+    tmux.keys(&["r"]);
+    tmux.wait_for(
+        &["Run lock-contention?", "replicas 8 → 1", "Confirm: y/enter"],
+        "the plan to confirm",
+    );
+    tmux.keys(&["y"]);
+    tmux.wait_for(&["type scale order-service"], "the typed gate");
+    // Enter on an empty answer does nothing; a wrong answer is refused.
+    tmux.keys(&["Enter"]);
+    tmux.type_text("scale");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["type exactly: scale order-service"],
+        "a wrong answer refused",
+    );
+    assert_eq!(
+        env.replicas(),
+        8,
+        "nothing changed before the gate was answered"
+    );
+    tmux.type_text(" order-service");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["step confirm-rate-limit", "Confirm: y/enter"],
+        "the rate-limit gate",
+    );
+    tmux.keys(&["y"]);
+    tmux.wait_for(
+        &["step confirm-watch-locking", "type watch"],
+        "the lock-mode gate",
+    );
+    tmux.type_text("watch");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &[
+            "✓ done",
+            "order-service  1/1 ready",
+            "gateway limit  50 rps",
+            "lock mode      watch",
+        ],
+        "the run done and the cluster mitigated",
+    );
+    assert_eq!(env.replicas(), 1);
+    tmux.keys(&["n"]);
+    tmux.type_text("collisions stopped after the scale-down");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["note: collisions stopped after the scale-down"],
+        "the note in the timeline",
+    );
+    tmux.keys(&["m"]);
+    tmux.type_text("mitigated");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["milestone mitigated marked"], "the milestone");
+    tmux.keys(&["e"]);
+    tmux.wait_for(&["timeline exported to"], "the export");
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED=0"], "the console to quit with 0");
+    assert_terminal_usable(&tmux);
+
+    let markdown = std::fs::read_to_string(env.journal.with_extension("md")).unwrap();
+    for step in [
+        "confirm-scale-down",
+        "scale-down",
+        "limit-ingress",
+        "set-lock-mode",
+        "restart-order-service",
+    ] {
+        assert!(
+            markdown
+                .lines()
+                .any(|l| l.contains(&format!("Step {step} ")) && l.contains("warroom-operator")),
+            "{step} with its actor in the export:\n{markdown}"
+        );
+    }
+    assert!(markdown.contains("collisions stopped after the scale-down"));
+    assert!(env.journal.with_extension("html").is_file());
+}
+
+#[test]
+fn a_cancelled_run_is_undone() {
+    if !tools() {
+        return;
+    }
+    // Deployment status is never rolled out: the run waits on the scale-down.
+    let env = Environment::start(StatusMode::External);
+    let tmux = Tmux::start(env.dir.path());
+    tmux.type_text(&format!("{}; echo EXITED=$?", env.console()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Lock collisions", "order-service"], "the panels");
+    // Select lock-contention in the playbook list (name order: third).
+    tmux.type_text(":playbooks");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Playbooks", "lock-contention"], "the playbook list");
+    tmux.keys(&["Down"]);
+    tmux.keys(&["Down"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Playbook · lock-contention"], "its plan");
+    tmux.keys(&["r"]);
+    tmux.wait_for(&["Run lock-contention?"], "the plan to confirm");
+    tmux.keys(&["y"]);
+    tmux.wait_for(&["type scale order-service"], "the typed gate");
+    tmux.type_text("scale order-service");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["▶ running"], "the run waiting on the rollout");
+    common::wait_until("the scale-down applied", Duration::from_secs(30), || {
+        (env.replicas() == 1).then_some(())
+    });
+    tmux.keys(&["c"]);
+    tmux.wait_for(&["cancelled, then undone"], "the cancelled run undone");
+    assert_eq!(env.replicas(), 8, "the scale-down was put back");
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED=0"], "the console to quit");
+    assert_terminal_usable(&tmux);
+}
