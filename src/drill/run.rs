@@ -156,6 +156,7 @@ fn start_redis(options: &DrillOptions, dir: &DrillDir) -> Result<Redis, DrillErr
         let node = RedisNode::start_with(NodeOptions {
             keyspace_events: Some("Ex".into()),
             parent_dir: Some(dir.redis_data()),
+            die_with_parent: true,
             ..NodeOptions::default()
         })
         .map_err(|e| match e {

@@ -81,6 +81,13 @@ pub struct NodeOptions {
     /// when the node is dropped) instead of a fresh one in the temporary
     /// directory that is removed with the node.
     pub parent_dir: Option<PathBuf>,
+    /// Kill the server when the thread that started it exits
+    /// (`PR_SET_PDEATHSIG`, see [`die_with_parent`]): for a drill, whose
+    /// children must not outlive a `SIGKILL`ed parent. Off by default: the
+    /// signal follows the starting *thread*, so a node started from a
+    /// short-lived thread (a network-namespace helper, `spawn_blocking`)
+    /// would die with that thread.
+    pub die_with_parent: bool,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -105,6 +112,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("keyspace_events", &self.keyspace_events)
             .field("extra_args", &extra_args)
             .field("parent_dir", &self.parent_dir)
+            .field("die_with_parent", &self.die_with_parent)
             .finish()
     }
 }
@@ -294,7 +302,9 @@ impl RedisNode {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
+        if self.options.die_with_parent {
+            die_with_parent(&mut cmd);
+        }
         let child = cmd.spawn().map_err(|source| NodeError::Spawn {
             bin: bin.clone(),
             source,
