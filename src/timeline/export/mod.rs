@@ -494,7 +494,11 @@ fn listed(event: &Event) -> bool {
         Entry::Metric(_) => false,
         Entry::Step(s) => matches!(
             s.phase,
-            StepPhase::Applied | StepPhase::Confirmed | StepPhase::Failed | StepPhase::Undone
+            StepPhase::Applied
+                | StepPhase::Confirmed
+                | StepPhase::Failed
+                | StepPhase::Undone
+                | StepPhase::Cancelled
         ),
         _ => true,
     }
