@@ -144,12 +144,12 @@ pub fn run(args: ConsoleArgs) -> CommandResult {
 
 /// Standard error goes to the log file while the console owns the screen
 /// (logs never reach the terminal); put back when dropped.
-struct LogRedirect {
+pub(super) struct LogRedirect {
     saved: libc::c_int,
 }
 
 impl LogRedirect {
-    fn to(path: &Path) -> Result<Self, Failure> {
+    pub(super) fn to(path: &Path) -> Result<Self, Failure> {
         use std::os::fd::AsRawFd;
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -116,6 +116,9 @@ pub struct DrillArgs {
     /// Do not start Prometheus even when it is on PATH.
     #[arg(long)]
     no_prometheus: bool,
+    /// On a terminal, show a progress line instead of the console.
+    #[arg(long)]
+    no_console: bool,
 }
 
 impl Default for DrillArgs {
@@ -224,17 +227,33 @@ pub fn run(mut args: DrillArgs, log_filter: &str) -> CommandResult {
         prometheus: !args.no_prometheus,
     };
     output::say(format_args!("drill directory: {}", dir.root().display()));
-    let show_progress = !args.headless && std::io::stderr().is_terminal();
-    let display = Display::new(show_progress);
+    // On a terminal the drill is the console's: it owns the screen, the
+    // drill's lines go to the drill's log, and quitting it ends the drill.
+    let console = !args.headless
+        && !args.no_console
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
+    let show_progress = !console && !args.headless && std::io::stderr().is_terminal();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let display = Display::new(show_progress, console.then_some(started_tx));
     let report_format = args.report;
+    let console_outcome: Arc<Mutex<Option<String>>> = Arc::default();
     let outcome = runtime.block_on(async {
-        let stop = stop_signal()?;
+        let signals = stop_signal()?;
+        let (stop, stopped) = watch::channel(false);
+        forward_stop(signals, stop.clone());
+        if console {
+            tokio::spawn(console_session(started_rx, stop, console_outcome.clone()));
+        }
         let notify = |notice: Notice| display.show(notice);
-        warroom::drill::run::run(options, dir, stop, &notify)
+        warroom::drill::run::run(options, dir, stopped, &notify)
             .await
             .map_err(drill_failure)
     });
     display.clear();
+    if let Some(problem) = console_outcome.lock().ok().and_then(|mut o| o.take()) {
+        output::say(format!("console: {problem}"));
+    }
     // Nothing the drill started may outlive the command.
     runtime.shutdown_timeout(Duration::from_secs(2));
     let report = outcome?;
@@ -289,6 +308,68 @@ fn stop_signal() -> Result<watch::Receiver<bool>, Failure> {
         std::process::exit(130);
     });
     Ok(stopped)
+}
+
+/// Passes a stop asked by a signal on to the drill.
+fn forward_stop(mut signals: watch::Receiver<bool>, stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        while signals.changed().await.is_ok() {
+            if *signals.borrow() {
+                let _ = stop.send(true);
+                return;
+            }
+        }
+    });
+}
+
+/// The console over a running drill: attached once everything runs, and
+/// the drill stops when it quits. Its failure, if any, is kept for after
+/// the screen is restored.
+async fn console_session(
+    started: tokio::sync::oneshot::Receiver<warroom::drill::run::Started>,
+    stop: watch::Sender<bool>,
+    problem: Arc<Mutex<Option<String>>>,
+) {
+    let Ok(started) = started.await else {
+        return;
+    };
+    let settings = match warroom::drill::playbooks::folder(&started.dir) {
+        Ok(playbooks) => warroom::console::config::Settings {
+            exporter: Some(started.metrics_url.clone()),
+            prometheus: started.prometheus_url.clone(),
+            timeline: Some(started.journal.clone()),
+            playbooks,
+            log_file: started.dir.join("console.log"),
+            ..Default::default()
+        },
+        Err(e) => {
+            if let Ok(mut p) = problem.lock() {
+                *p = Some(e.to_string());
+            }
+            let _ = stop.send(true);
+            return;
+        }
+    };
+    let options = warroom::console::ConsoleOptions {
+        kube: warroom::kube::KubeTarget {
+            kubeconfig: Some(started.kubeconfig.clone()),
+            context: None,
+            namespace: None,
+        },
+        settings,
+        read_only: false,
+    };
+    // Anything written to standard error while the console owns the
+    // screen goes to the console's log instead.
+    let redirect = super::console::LogRedirect::to(&started.dir.join("console.log"));
+    let result = warroom::console::run(options).await;
+    drop(redirect);
+    if let Err(e) = result
+        && let Ok(mut p) = problem.lock()
+    {
+        *p = Some(warroom::redact::redact_text(&e.to_string()).into_owned());
+    }
+    let _ = stop.send(true);
 }
 
 /// Drill logs go to the drill's log file, redacted.
@@ -353,13 +434,20 @@ impl Drop for FileLine {
 struct Display {
     progress: bool,
     drawn: Mutex<bool>,
+    /// With the console on screen: where the drill's addresses go, and
+    /// every other notice goes to the log, not the screen.
+    console: Option<Mutex<Option<tokio::sync::oneshot::Sender<warroom::drill::run::Started>>>>,
 }
 
 impl Display {
-    fn new(progress: bool) -> Self {
+    fn new(
+        progress: bool,
+        console: Option<tokio::sync::oneshot::Sender<warroom::drill::run::Started>>,
+    ) -> Self {
         Self {
             progress,
             drawn: Mutex::new(false),
+            console: console.map(|c| Mutex::new(Some(c))),
         }
     }
 
@@ -378,6 +466,18 @@ impl Display {
     }
 
     fn show(&self, notice: Notice) {
+        if let Some(console) = &self.console {
+            match notice {
+                Notice::Started(s) => {
+                    if let Some(tx) = console.lock().ok().and_then(|mut c| c.take()) {
+                        let _ = tx.send(s);
+                    }
+                }
+                Notice::Progress(_) => {}
+                other => tracing::info!("{other:?}"),
+            }
+            return;
+        }
         match notice {
             Notice::Started(s) => {
                 let mut lines = vec![
