@@ -244,6 +244,11 @@ fn the_bench_reports_counts_per_cycle_for_both_sides_behind_proxies() {
     );
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON report");
     assert_eq!(report["node_delay_ms"], 2);
+    let round_trip = report["node_round_trip_ms"].as_f64().expect("a round trip");
+    assert!(
+        round_trip >= 4.0,
+        "PING through 2 ms proxies took {round_trip} ms"
+    );
     assert_eq!(report["nodes"], 3);
     for run in [&report["run"], &report["compare"]["run"]] {
         let name = run["name"].as_str().expect("a name");

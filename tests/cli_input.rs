@@ -80,6 +80,7 @@ const BENCH_CLUSTER: &[&str] = &["bench", "cluster"];
 const BENCH_EXPORTER: &[&str] = &["bench", "exporter"];
 const BENCH_PLAYBOOK: &[&str] = &["bench", "playbook"];
 const EXPORTER: &[&str] = &["exporter"];
+const DRILL: &[&str] = &["drill"];
 
 /// Every numeric flag of the commands above. (`warroom cluster` has none
 /// but the port of `--listen`, checked below.)
@@ -118,6 +119,25 @@ const FLAGS: &[Flag] = &[
     ),
     whole(BENCH_PLAYBOOK, "--runs", 1, 1_000, "1 to 1,000"),
     whole(EXPORTER, "--top-keys", 0, 1_000, "0 to 1,000"),
+    Flag {
+        command: DRILL,
+        flag: "--speed",
+        range: Range::Seconds(0.1, 1000.0),
+        documented: "0.1 to 1,000",
+    },
+    Flag {
+        command: DRILL,
+        flag: "--spike",
+        range: Range::Seconds(1.0, 1000.0),
+        documented: "1 to 1,000",
+    },
+    whole(DRILL, "--replicas", 1, 64, "1 to 64"),
+    Flag {
+        command: DRILL,
+        flag: "--duration",
+        range: Range::Seconds(1.0, 86400.0),
+        documented: "1 to 86,400",
+    },
 ];
 
 impl Flag {

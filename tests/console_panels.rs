@@ -328,6 +328,7 @@ fn a_typed_gate_shows_the_word_to_type() {
             step: "confirm-scale-down".into(),
             prompt: "1/3 Scale order-service to 1 replica(s)? Order throughput drops to what one worker can do.".into(),
             answer: Some("scale order-service".into()),
+            default_yes: false,
         },
         reply: GateReply::detached(),
     }));

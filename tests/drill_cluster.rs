@@ -785,3 +785,214 @@ async fn kubectl_delete_pod_stops_its_worker_and_a_new_one_replaces_it() {
     assert_eq!(listed, names);
     drill.stop().await;
 }
+
+/// The pids of the running (not terminating) workers.
+fn pids(pods: &[PodInfo]) -> BTreeSet<u32> {
+    pods.iter()
+        .filter(|p| !p.terminating)
+        .filter_map(|p| p.pid)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_undo_pause_and_resume_work_as_on_a_cluster() {
+    let drill = Drill::start("undo", 2).await;
+    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+        return drill.stop().await;
+    };
+    let deploy = format!("deploy/{DEPLOY}");
+    let first = drill.settled(2).await;
+    let first_rs = first[0]
+        .name
+        .rsplit_once('-')
+        .expect("pod name")
+        .0
+        .to_string();
+    kubectl.ok(&["rollout", "restart", &deploy, "-n", NS]).await;
+    kubectl
+        .ok(&["rollout", "status", &deploy, "-n", NS, "--timeout=60s"])
+        .await;
+    let history = kubectl.ok(&["rollout", "history", &deploy, "-n", NS]).await;
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    // Undo: the first template's ReplicaSet runs the pods again, as revision 3.
+    let undone = kubectl.ok(&["rollout", "undo", &deploy, "-n", NS]).await;
+    assert!(undone.contains("rolled back"), "{undone}");
+    kubectl
+        .ok(&["rollout", "status", &deploy, "-n", NS, "--timeout=60s"])
+        .await;
+    let back = common::wait_until_async("the first ReplicaSet's pods", SETTLES, || async {
+        let pods = drill.settled(2).await;
+        pods.iter()
+            .all(|p| p.name.starts_with(&format!("{first_rs}-")))
+            .then_some(pods)
+    })
+    .await;
+    assert!(pids(&back).is_disjoint(&pids(&first)), "new processes");
+    let rs = drill
+        .server
+        .store()
+        .get("apps/v1", "ReplicaSet", Some(NS), &first_rs)
+        .expect("kept");
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    // Paused: a template change waits; resumed: it rolls out.
+    kubectl.ok(&["rollout", "pause", &deploy, "-n", NS]).await;
+    kubectl
+        .ok(&[
+            "set",
+            "image",
+            &deploy,
+            "-n",
+            NS,
+            &format!("{DEPLOY}=registry.local/orders/order-service:2.14.4"),
+        ])
+        .await;
+    common::wait_until("the pause observed", SETTLES, || {
+        let d = drill
+            .server
+            .store()
+            .get("apps/v1", "Deployment", Some(NS), DEPLOY)?;
+        let observed = d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        let paused = d["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["reason"] == "DeploymentPaused");
+        (observed && paused).then_some(())
+    });
+    assert_eq!(
+        pids(&drill.supervisor.pods()),
+        pids(&back),
+        "nothing rolled while paused"
+    );
+    kubectl.ok(&["rollout", "resume", &deploy, "-n", NS]).await;
+    kubectl
+        .ok(&["rollout", "status", &deploy, "-n", NS, "--timeout=60s"])
+        .await;
+    common::wait_until_async("the resumed rollout's pods", SETTLES, || async {
+        let pods = drill.settled(2).await;
+        pids(&pods).is_disjoint(&pids(&back)).then_some(())
+    })
+    .await;
+    drill.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_logs_over_http_answer_as_a_real_server_does() {
+    // No supervisor: a stored pod's log is empty, an unknown pod is 404.
+    let server = ClusterServer::start_seeded("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("cluster server starts");
+    server
+        .store()
+        .put(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "order-service-abc-x1", "namespace": NS },
+            "spec": { "containers": [{ "name": "order-service" }] },
+        }))
+        .expect("pod stored");
+    let http = reqwest::Client::new();
+    let log = |pod: &str, query: &str| {
+        let url = format!(
+            "{}/api/v1/namespaces/{NS}/pods/{pod}/log{query}",
+            server.url()
+        );
+        let http = http.clone();
+        async move {
+            let response = tokio::time::timeout(KUBECTL_RUNS, http.get(url).send())
+                .await
+                .expect("answers in time")
+                .expect("answers");
+            let status = response.status().as_u16();
+            let body = response.text().await.expect("body");
+            (status, body)
+        }
+    };
+    assert_eq!(log("order-service-abc-x1", "").await, (200, String::new()));
+    assert_eq!(
+        log("order-service-abc-x1", "?follow=true").await,
+        (200, String::new()),
+        "nothing to follow: the answer ends"
+    );
+    let (status, body) = log("nosuch", "").await;
+    assert_eq!(status, 404);
+    let body: Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(body["reason"], "NotFound");
+    assert_eq!(body["message"], "pods \"nosuch\" not found");
+    for (query, code) in [
+        ("?tailLines=-1", 422),
+        ("?tailLines=many", 400),
+        ("?limitBytes=0", 422),
+        ("?follow=perhaps", 400),
+        ("?container=sidecar", 400),
+        ("?previous=true", 400),
+    ] {
+        let (status, body) = log("order-service-abc-x1", query).await;
+        assert_eq!(status, code, "{query}: {body}");
+        let body: Value = serde_json::from_str(&body).expect("a Status");
+        assert_eq!(body["kind"], "Status", "{query}");
+    }
+    let refused = tokio::time::timeout(
+        KUBECTL_RUNS,
+        http.delete(format!(
+            "{}/api/v1/namespaces/{NS}/pods/order-service-abc-x1/log",
+            server.url()
+        ))
+        .send(),
+    )
+    .await
+    .expect("answers in time")
+    .expect("answers");
+    let status = refused.status().as_u16();
+    assert_eq!(status, 405);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_logs_over_http_tail_and_limit_a_workers_log() {
+    let drill = Drill::start("http-logs", 1).await;
+    let pods = drill.settled(1).await;
+    let pod = &pods[0].name;
+    // More lines, appended the way the worker's own output is.
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(drill.supervisor.log_path(pod))
+            .expect("log opens");
+        writeln!(file, "LOCK ACQUIRED order_id=1 worker={pod}").expect("written");
+        writeln!(file, "LOCK RELEASED order_id=1 worker={pod}").expect("written");
+    }
+    let url = |query: &str| {
+        format!(
+            "{}/api/v1/namespaces/{NS}/pods/{pod}/log{query}",
+            drill.server.url()
+        )
+    };
+    let get = |query: &'static str| {
+        let url = url(query);
+        async move {
+            reqwest::get(url)
+                .await
+                .expect("answers")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    assert_eq!(
+        get("").await,
+        format!(
+            "worker ready pod={pod}\nLOCK ACQUIRED order_id=1 worker={pod}\n\
+             LOCK RELEASED order_id=1 worker={pod}\n"
+        )
+    );
+    assert_eq!(
+        get("?tailLines=1").await,
+        format!("LOCK RELEASED order_id=1 worker={pod}\n")
+    );
+    assert_eq!(get("?tailLines=0").await, "");
+    assert_eq!(get("?limitBytes=6").await, "worker");
+    drill.stop().await;
+}

@@ -16,8 +16,8 @@ use warroom::kube::{KubeAccess, KubeError, KubeTarget, ObjectRef};
 use warroom::playbook::event::ConfirmFuture;
 use warroom::playbook::record::{PREVIOUS_ANNOTATION, RunOutcome, StepOutcome};
 use warroom::playbook::{
-    AutoApprove, BoundPlaybook, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, Outcome,
-    RunOptions, StepPhase,
+    AutoApprove, BoundPlaybook, Cancel, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog,
+    Outcome, RunOptions, StepPhase,
 };
 
 const NS: &str = "orders";
@@ -1083,7 +1083,7 @@ async fn a_gate_nobody_can_answer_stops_the_run_and_changes_nothing_further() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_at_a_prompt_stops_keeps_what_was_applied_and_frees_the_lease() {
+async fn ctrl_c_at_a_prompt_asks_to_undo_undoes_by_default_and_frees_the_lease() {
     let drill = Drill::start().await;
     let lock = playbook_path("lock-contention.yaml");
     let run = warroom_command(&format!("run '{}'", lock.display()), &drill.kubeconfig);
@@ -1093,18 +1093,30 @@ async fn ctrl_c_at_a_prompt_stops_keeps_what_was_applied_and_frees_the_lease() {
         &[
             ("Type \"scale order-service\"", "scale order-service\n"),
             ("[y/N]", "\u{3}"),
+            ("Undo the 1 applied change(s) (scale-down)? [Y/n]", "\n"),
         ],
     )
     .await;
-    assert_eq!(code, 3, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("interrupted at the confirmation (Ctrl-C)"),
+        out.contains("cancelled by the operator (Ctrl-C) at step `confirm-rate-limit`"),
         "{out}"
     );
-    assert_eq!(state(&drill), (1, None, "legacy".into()));
+    assert!(
+        out.contains("the 1 applied step(s) were undone (scale-down)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("undo with: "),
+        "nothing is left to undo: {out}"
+    );
+    assert!(out.contains(" undone "), "{out}");
+    assert_eq!(state(&drill), original());
     let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
     let records = engine.records(NS).await.unwrap();
-    assert_eq!(records.last().unwrap().outcome, RunOutcome::Declined);
+    let record = records.last().unwrap();
+    assert_eq!(record.outcome, RunOutcome::Cancelled, "{record:?}");
+    assert!(!record.undoable(), "{record:?}");
     // The lease was given back: the next run is not refused.
     let again = engine
         .run(&bind("lock-contention.yaml"), RunOptions::default())
@@ -1117,41 +1129,85 @@ async fn ctrl_c_at_a_prompt_stops_keeps_what_was_applied_and_frees_the_lease() {
 /// A change, then a wait that never ends.
 const WAITS_FOREVER: &str = "name: t\ndescription: d\nsteps:\n  - name: confirm\n    confirm: {prompt: go?}\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: never-there}\n      until: exists\n      timeout: 1h\n  - name: after\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_during_a_wait_stops_before_the_next_change() {
-    let drill = Drill::start().await;
+/// Runs WAITS_FOREVER on a terminal, presses Ctrl-C during the wait and
+/// answers the undo question with `answer`.
+async fn cancel_during_the_wait_answering(drill: &Drill, answer: &str) -> (i32, String) {
     let file = drill._dir.path().join("waits.yaml");
     std::fs::write(&file, WAITS_FOREVER).unwrap();
     let run = warroom_command(&format!("run '{}'", file.display()), &drill.kubeconfig);
-    let (code, out) = terminal_conversation(
+    terminal_conversation(
         &run,
         drill._dir.path(),
-        &[("[y/N]", "y\n"), ("verified ", "\u{3}")],
+        &[
+            ("[y/N]", "y\n"),
+            ("verified ", "\u{3}"),
+            ("Undo the 1 applied change(s) (scale)? [Y/n]", answer),
+        ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_wait_then_declining_the_undo_keeps_the_change_and_prints_the_undo() {
+    let drill = Drill::start().await;
+    let (code, out) = cancel_during_the_wait_answering(&drill, "n\n").await;
     assert_eq!(code, 1, "{out}");
     // Before the wait or during it, depending on when the key arrives.
+    assert!(out.contains("cancelled by the operator (Ctrl-C)"), "{out}");
     assert!(
-        out.contains("interrupted by the operator (Ctrl-C)"),
+        out.contains("the undo was declined: the 1 applied step(s) are kept (scale)"),
         "{out}"
     );
+    assert!(out.contains("undo with: "), "{out}");
     assert_eq!(drill.replicas(), 2, "the applied change is kept");
     assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
     let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
     let records = engine.records(NS).await.unwrap();
-    assert_eq!(records.last().unwrap().outcome, RunOutcome::Stopped);
+    let record = records.last().unwrap();
+    assert_eq!(record.outcome, RunOutcome::Cancelled);
+    assert!(
+        record.undoable(),
+        "`warroom undo` can still act: {record:?}"
+    );
     drill.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_cuts_a_wait_short_and_keeps_what_was_applied() {
+async fn a_second_ctrl_c_stops_the_undo_and_says_what_is_left() {
     let drill = Drill::start().await;
-    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let (code, out) = cancel_during_the_wait_answering(&drill, "\u{3}").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("stopping the undo"), "{out}");
+    assert!(
+        out.contains("the undo was stopped: the 1 applied step(s) are kept (scale)"),
+        "{out}"
+    );
+    assert!(out.contains("undo with: "), "{out}");
+    assert_eq!(drill.replicas(), 2, "what is left is as the run set it");
     let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
-    let engine = engine.with_cancel(cancelled);
+    let records = engine.records(NS).await.unwrap();
+    let record = records.last().unwrap();
+    assert_eq!(
+        record.outcome,
+        RunOutcome::Cancelled,
+        "never left `running`"
+    );
+    assert!(record.undoable());
+    let undo = engine.undo(NS, Some(&record.id)).await.unwrap();
+    assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
+    assert_eq!(drill.replicas(), 8);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_cuts_a_wait_short_and_undoes_what_was_applied() {
+    let drill = Drill::start().await;
+    let cancel = Cancel::new();
+    let (engine, log) = drill.engine(Arc::new(AutoApprove)).await;
+    let engine = engine.with_cancel(cancel.clone());
     let requests = drill.server.requests();
     let waiting = tokio::spawn(async move {
-        // Once the wait is polling for its object, interrupt.
+        // Once the wait is polling for its object, cancel.
         common::wait_until_async(
             "the wait to poll",
             std::time::Duration::from_secs(30),
@@ -1167,26 +1223,41 @@ async fn cancelling_cuts_a_wait_short_and_keeps_what_was_applied() {
             },
         )
         .await;
-        cancel.send(true).unwrap();
-        cancel
+        cancel.cancel("the console");
     });
     let started = std::time::Instant::now();
     let report = engine
         .run(&bind_text(WAITS_FOREVER), RunOptions::default())
         .await
         .unwrap();
-    let _cancel = waiting.await.unwrap();
+    waiting.await.unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
-    assert_eq!(report.outcome, Outcome::Stopped, "{}", report.message);
+    assert_eq!(report.outcome, Outcome::Cancelled, "{}", report.message);
     assert!(
         report
             .message
-            .contains("interrupted by the operator (Ctrl-C) while waiting"),
+            .contains("cancelled by the operator (the console) at step `wait`"),
         "{}",
         report.message
     );
-    assert_eq!(drill.replicas(), 2, "the applied change is kept");
+    assert_eq!(drill.replicas(), 8, "the applied change is undone");
     assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
+    let phases: Vec<(String, StepPhase)> = log
+        .events()
+        .into_iter()
+        .map(|e| (e.step, e.phase))
+        .collect();
+    let cancelled = phases
+        .iter()
+        .position(|p| p.1 == StepPhase::Cancelled)
+        .expect("the cancellation is an event");
+    let undone = phases
+        .iter()
+        .position(|p| *p == ("scale".to_owned(), StepPhase::Undone))
+        .expect("the undo is an event");
+    assert!(cancelled < undone, "{phases:?}");
+    let records = engine.records(NS).await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, RunOutcome::Cancelled);
     drill.server.stop().await;
 }
 
@@ -2412,5 +2483,131 @@ async fn a_lease_holder_name_cannot_rewrite_the_terminal() {
         !format!("{stdout}{stderr}").contains('\u{1b}'),
         "{stderr:?}"
     );
+    drill.server.stop().await;
+}
+
+// ---- the event stream and the Lease during waits -------------------------
+
+/// Scales down, then waits for the rollout.
+const SCALE_AND_WAIT_FOR_ROLLOUT: &str = "name: t\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 3}\n  - name: rollout\n    wait:\n      object: {apiVersion: apps/v1, kind: Deployment, name: order-service}\n      until: rollout-complete\n      timeout: 60s\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_progress_during_a_rollout_wait() {
+    let drill = Drill::start().await;
+    let store = drill.server.store();
+    // Status moves only when this test moves it, as a controller would.
+    store.set_status_mode(warroom::cluster::StatusMode::External);
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let mut run =
+        Arc::new(engine).start(bind_text(SCALE_AND_WAIT_FOR_ROLLOUT), RunOptions::default());
+    let status = |ready: i64| {
+        json!({"observedGeneration": 99, "replicas": 3, "updatedReplicas": 3,
+               "readyReplicas": ready, "availableReplicas": ready})
+    };
+    let mut seen = Vec::new();
+    let mut ready = 0;
+    let deadline = std::time::Duration::from_secs(30);
+    while let Ok(Some(event)) = tokio::time::timeout(deadline, run.events.recv()).await {
+        seen.push((event.step.clone(), event.phase, event.message.clone()));
+        if event.step == "rollout" && event.phase == StepPhase::Progress {
+            // Each observation is reported before the next one is made.
+            ready += 1;
+            store
+                .set_status(
+                    "apps/v1",
+                    "Deployment",
+                    Some(NS),
+                    "order-service",
+                    status(ready),
+                )
+                .unwrap();
+        }
+    }
+    let report = run.report.await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Done, "{}", report.message);
+    let progress: Vec<&str> = seen
+        .iter()
+        .filter(|(step, phase, _)| step == "rollout" && *phase == StepPhase::Progress)
+        .map(|(_, _, message)| message.as_str())
+        .collect();
+    for (index, want) in ["rollout 1/3 ready", "rollout 2/3 ready"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            progress.iter().any(|p| p.starts_with(want)),
+            "progress {index} {want:?} in {progress:?}"
+        );
+    }
+    let verified = seen
+        .iter()
+        .position(|(step, phase, _)| step == "rollout" && *phase == StepPhase::Verified)
+        .expect("the wait ends verified");
+    let last_progress = seen
+        .iter()
+        .rposition(|(step, phase, _)| step == "rollout" && *phase == StepPhase::Progress)
+        .unwrap();
+    assert!(last_progress < verified, "{seen:?}");
+    assert_eq!(drill.replicas(), 3);
+    drill.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_away_during_a_wait_stops_the_run() {
+    let drill = Drill::start().await;
+    let (engine, _) = drill.engine(Arc::new(AutoApprove)).await;
+    let engine = engine.with_lease_duration(std::time::Duration::from_secs(3));
+    let store = drill.server.store();
+    let requests = drill.server.requests();
+    let thief = tokio::spawn(async move {
+        common::wait_until_async(
+            "the wait to poll",
+            std::time::Duration::from_secs(30),
+            || {
+                let requests = requests.clone();
+                async move {
+                    requests
+                        .entries()
+                        .iter()
+                        .any(|r| r.path_and_query.contains("/configmaps/never-there"))
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        // Another operator takes the Lease over.
+        let mut lease = store
+            .get(
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some(NS),
+                "warroom-playbook",
+            )
+            .expect("the run holds the lease");
+        lease["spec"]["holderIdentity"] = json!("bo on laptop-2");
+        lease["spec"]["renewTime"] = json!(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+                .to_string()
+        );
+        store.put(lease).unwrap();
+    });
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        engine.run(&bind_text(WAITS_FOREVER), RunOptions::default()),
+    )
+    .await
+    .expect("the one-hour wait is cut short")
+    .unwrap();
+    thief.await.unwrap();
+    assert_eq!(report.outcome, Outcome::FailedUndone, "{}", report.message);
+    assert!(
+        report.message.contains("the run lease was lost"),
+        "{}",
+        report.message
+    );
+    assert_eq!(drill.lock_mode(), "legacy", "nothing after the wait ran");
+    let records = engine.records(NS).await.unwrap();
+    assert_ne!(records.last().unwrap().outcome, RunOutcome::Running);
     drill.server.stop().await;
 }

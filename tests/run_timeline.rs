@@ -4,13 +4,14 @@
 //! then lists the steps taken. A journal that cannot be written stops the run
 //! before its next change.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
 use warroom::cluster::ClusterServer;
 use warroom::kube::{KubeAccess, KubeTarget};
-use warroom::playbook::event::Observers;
 use warroom::playbook::journal::TimelineRecorder;
 use warroom::playbook::record::RunOutcome;
 use warroom::playbook::{AutoApprove, Engine, Outcome, RunOptions, StepEvent, StepObserver};
@@ -179,7 +180,8 @@ async fn an_unwritable_timeline_refuses_the_run_before_anything_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_that_cannot_be_written_stops_the_run_before_it_changes_anything() {
     let (server, _dir, kubeconfig) = local_cluster().await;
-    // /dev/full opens, and every write to it fails (ENOSPC).
+    // /dev/full opens, and every write to it fails (ENOSPC): it is not a
+    // regular file, so it is refused as a journal before anything runs.
     let (code, stdout, stderr) = warroom(&[
         "run",
         "playbooks/lock-contention.yaml",
@@ -192,7 +194,7 @@ async fn a_journal_that_cannot_be_written_stops_the_run_before_it_changes_anythi
     .await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
-        stderr.contains("the incident journal could not be written"),
+        stderr.contains("/dev/full is not an incident journal"),
         "{stderr}"
     );
     assert!(stderr.contains("nothing was changed"), "{stderr}");
@@ -232,9 +234,8 @@ async fn a_journal_that_stops_answering_mid_run_stops_the_run_before_its_next_ch
     let (server, dir, kubeconfig) = local_cluster().await;
     let path = dir.path().join("PM-004.jsonl");
     let journal = warroom::timeline::Journal::open_or_create(&path).expect("journal");
-    let recorder = Arc::new(
-        TimelineRecorder::new(journal).with_timeout(std::time::Duration::from_millis(300)),
-    );
+    let recorder =
+        Arc::new(TimelineRecorder::new(journal).with_timeout(std::time::Duration::from_secs(2)));
     let lock = Arc::new(LockJournalAfter {
         step: "scale-down",
         path: path.clone(),
@@ -249,11 +250,10 @@ async fn a_journal_that_stops_answering_mid_run_stops_the_run_before_its_next_ch
         .await
         .expect("connects"),
     );
-    let engine = Engine::new(
-        kube,
-        Arc::new(Observers(vec![lock.clone(), recorder.clone()])),
-        Arc::new(AutoApprove),
-    );
+    // The lock is taken as the event is sent; the recorder, a subscriber,
+    // then finds the journal locked.
+    let engine = Engine::new(kube, lock.clone(), Arc::new(AutoApprove));
+    tokio::spawn(recorder.clone().record(engine.subscribe_acknowledged()));
     let bound = warroom::playbook::load_file(Path::new("playbooks/lock-contention.yaml"))
         .expect("valid")
         .bind(&[], None, "orders")
@@ -297,5 +297,191 @@ async fn a_journal_that_stops_answering_mid_run_stops_the_run_before_its_next_ch
     let records = engine.records("orders").await.unwrap();
     assert_eq!(records.last().unwrap().outcome, RunOutcome::Stopped);
     drop(lock.held.lock().unwrap().take());
+    server.stop().await;
+}
+
+/// A change, a wait that only ends when cancelled, then a second change.
+const CHANGE_WAIT_CHANGE: &str = "name: cancel-window\ndescription: d\nsteps:\n  - name: scale\n    scale: {deployment: order-service, replicas: 2}\n  - name: wait\n    wait:\n      object: {apiVersion: v1, kind: ConfigMap, name: never-there}\n      until: exists\n      timeout: 1h\n  - name: after\n    set-config: {configmap: order-service-lock, key: LOCK_MODE, value: watch}\n";
+
+/// Starts `warroom run` (no terminal, `--yes`) on CHANGE_WAIT_CHANGE, sends
+/// `signal` once the first change is on the cluster and the wait polls,
+/// and checks that the run undid the change, ended `cancelled` in its
+/// record and recorded the cancellation and the undo in the timeline.
+async fn signal_between_two_changes_undoes_the_first(signal: i32, who: &str) {
+    let (server, dir, kubeconfig) = local_cluster().await;
+    let playbook = dir.path().join("cancel-window.yaml");
+    std::fs::write(&playbook, CHANGE_WAIT_CHANGE).unwrap();
+    let journal = dir.path().join("PM-004.jsonl");
+    let journal_arg = journal.to_str().unwrap();
+    let (code, _, stderr) = warroom(&[
+        "timeline",
+        "new",
+        journal_arg,
+        "--id",
+        "PM-004",
+        "--severity",
+        "SEV-1",
+    ])
+    .await;
+    assert_eq!(code, 0, "timeline new: {stderr}");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+        .args([
+            "run",
+            playbook.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--yes",
+            "--timeline",
+            journal.to_str().unwrap(),
+        ])
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("warroom runs");
+    let store = server.store();
+    let requests = server.requests();
+    let replicas = || {
+        store
+            .get("apps/v1", "Deployment", Some("orders"), "order-service")
+            .expect("deployment exists")["spec"]["replicas"]
+            .as_i64()
+    };
+    common::wait_until(
+        "the first change applied and the wait polling",
+        std::time::Duration::from_secs(30),
+        || {
+            (replicas() == Some(2)
+                && requests
+                    .entries()
+                    .iter()
+                    .any(|r| r.path_and_query.contains("/configmaps/never-there")))
+            .then_some(())
+        },
+    );
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: kill(2) on the pid of a child this test started and has not
+    // yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("warroom exits after the signal")
+        .expect("warroom exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("cancelled by the operator ({who}) at step `wait`")),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        !stderr.contains("[Y/n]"),
+        "no terminal, so nobody is asked: {stderr}"
+    );
+    assert!(!stderr.contains("undo with:"), "nothing is left: {stderr}");
+    assert_eq!(replicas(), Some(8), "the applied change was undone");
+    let lock_mode = store
+        .get("v1", "ConfigMap", Some("orders"), "order-service-lock")
+        .expect("configmap")["data"]["LOCK_MODE"]
+        .clone();
+    assert_eq!(lock_mode, "legacy", "the second change never ran");
+
+    let kube = Arc::new(
+        KubeAccess::connect(&KubeTarget {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            namespace: None,
+        })
+        .await
+        .expect("connects"),
+    );
+    let engine = Engine::new(
+        kube,
+        Arc::new(warroom::playbook::EventLog::default()),
+        Arc::new(AutoApprove),
+    );
+    let records = engine.records("orders").await.unwrap();
+    let record = records.last().expect("the run is recorded");
+    assert_eq!(record.outcome, RunOutcome::Cancelled, "{record:?}");
+    assert!(record.finished.is_some());
+    assert!(!record.undoable(), "nothing left to undo: {record:?}");
+
+    let recorded = steps(&journal);
+    let phases: Vec<(&str, StepPhase)> = recorded
+        .iter()
+        .map(|(_, s)| (s.step.as_str(), s.phase))
+        .collect();
+    let at = |want: (&str, StepPhase)| {
+        phases
+            .iter()
+            .position(|p| *p == want)
+            .unwrap_or_else(|| panic!("{want:?} is in the timeline: {phases:?}"))
+    };
+    let applied = at(("scale", StepPhase::Applied));
+    let cancelled = at(("wait", StepPhase::Cancelled));
+    let undone = at(("scale", StepPhase::Undone));
+    assert!(applied < cancelled && cancelled < undone, "{phases:?}");
+    assert!(
+        recorded
+            .iter()
+            .all(|(actor, _)| actor == "warroom-operator"),
+        "every step has its actor"
+    );
+    let (code, markdown, stderr) =
+        warroom(&["timeline", "export", journal_arg, "--format", "md"]).await;
+    assert_eq!(code, 0, "export: {stderr}");
+    assert!(
+        markdown.contains("Step wait (wait, playbook cancel-window) cancelled")
+            && markdown.contains("Step scale (scale, playbook cancel-window) undone"),
+        "the postmortem shows the cancellation and the undo:\n{markdown}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_between_two_changes_undoes_the_first_and_the_run_ends_cancelled() {
+    signal_between_two_changes_undoes_the_first(libc::SIGINT, "Ctrl-C").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_between_two_changes_undoes_the_first_and_the_run_ends_cancelled() {
+    signal_between_two_changes_undoes_the_first(libc::SIGTERM, "SIGTERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_into_a_missing_journal_starts_the_incident_named_after_the_file() {
+    let (server, dir, kubeconfig) = local_cluster().await;
+    let journal = dir.path().join("incidents/PM-006.jsonl");
+    let (code, stdout, stderr) = warroom(&[
+        "run",
+        "playbooks/scale-to-one.yaml",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--yes",
+        "--timeline",
+        journal.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "run: {stdout}\n{stderr}");
+    let contents = read_journal(&journal).expect("journal");
+    assert!(
+        matches!(&contents.events[0].entry, Entry::Incident(i) if i.id == "PM-006"),
+        "the journal starts with its incident: {:?}",
+        contents.events[0]
+    );
+    let figures = warroom::timeline::Figures::from_events(&contents.events);
+    assert_eq!(figures.id.as_deref(), Some("PM-006"));
+    let started = figures.milestones[&warroom::timeline::Milestone::Started];
+    let first_step = contents
+        .events
+        .iter()
+        .find(|e| matches!(e.entry, Entry::Step(_)))
+        .expect("steps recorded");
+    assert!(started <= first_step.at, "started before the first step");
+    // The next note goes into the same incident.
+    let (code, _, stderr) = warroom(&["timeline", "note", journal.to_str().unwrap(), "ok"]).await;
+    assert_eq!(code, 0, "{stderr}");
     server.stop().await;
 }

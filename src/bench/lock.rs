@@ -22,6 +22,12 @@
 //!
 //! Latency is per completed cycle (acquire to release), excluding the
 //! deliberate pause.
+//!
+//! [`LockBench::run_across`] puts every node behind a [`DelayProxy`], for the
+//! peer library as well, so that the nodes behave as if on other hosts. Each
+//! run reports its Redis work per completed cycle ([`PerCycle`]): commands
+//! the nodes ran (`INFO commandstats`) and, behind proxies, requests the
+//! clients sent.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,6 +242,11 @@ pub struct LockBenchReport {
     /// One-way delay added in each direction between clients and every
     /// node, milliseconds (`None`: direct connections).
     pub node_delay_ms: Option<u64>,
+    /// Median of 20 sequential `PING` round trips to the first node through
+    /// its proxy before the runs, milliseconds: the delay as the clients
+    /// experience it (twice the one-way delay, plus forwarding and
+    /// scheduling). `None` without a node delay.
+    pub node_round_trip_ms: Option<f64>,
     /// Completed cycles.
     pub cycles: u64,
     /// Completed cycles per second.
@@ -362,6 +373,14 @@ impl LockBench {
         } else {
             routes.clone_from(&self.nodes);
         }
+        // What a request to a node costs before any lock traffic: the
+        // modelled network (and on a busy machine, the scheduling delays the
+        // proxies add to it).
+        let round_trip = if proxies.is_empty() {
+            None
+        } else {
+            ping_round_trip(&routes[0]).await
+        };
         let network = Network {
             routes,
             proxies: &proxies,
@@ -402,6 +421,7 @@ impl LockBench {
             pause_ms: self.pauses.map(|p| p.pause.as_millis() as u64),
             events: self.events,
             node_delay_ms: delay.map(|d| d.as_millis() as u64),
+            node_round_trip_ms: round_trip,
             cycles: run.cycles,
             cycles_per_sec: run.cycles_per_sec,
             latency_ms: run.latency_ms,
@@ -630,6 +650,22 @@ impl LockBench {
     }
 }
 
+/// The median of 20 sequential `PING`s to `url`, in milliseconds; `None`
+/// if the node does not answer.
+async fn ping_round_trip(url: &str) -> Option<f64> {
+    let mut conn = crate::lock::connect(url, Some(RESPONSE_TIMEOUT), false)
+        .await
+        .ok()?;
+    let mut samples = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let start = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    Some(samples[samples.len() / 2])
+}
+
 /// Longest one-way node delay: a second each way already makes every cycle
 /// take seconds; beyond it only the acquire waits time out.
 pub const MAX_NODE_DELAY: Duration = Duration::from_secs(1);
@@ -648,14 +684,14 @@ struct Network<'a> {
 fn behind_proxy(url: &str, delay: Duration) -> Result<(DelayProxy, String), BenchError> {
     let client =
         crate::redis_url::parse(url).map_err(|e| BenchError::Invalid(format!("--redis: {e}")))?;
-    let upstream = match client.get_connection_info().addr() {
-        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+    let (host, port) = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
         redis::ConnectionAddr::TcpTls {
             host,
             port,
             insecure: true,
             ..
-        } => format!("{host}:{port}"),
+        } => (host.clone(), *port),
         redis::ConnectionAddr::TcpTls { .. } => {
             return Err(BenchError::Invalid(format!(
                 "{}: behind the delaying proxy a TLS node is reached as 127.0.0.1, which its \
@@ -670,10 +706,12 @@ fn behind_proxy(url: &str, delay: Duration) -> Result<(DelayProxy, String), Benc
             )));
         }
     };
-    let host = upstream.trim_start_matches('[');
-    let host = host
-        .rsplit_once(':')
-        .map_or(host, |(h, _)| h.trim_end_matches(']'));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let upstream = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     // A node that cannot be reached is reported as such, not as a
     // connection the proxy accepted and then closed.
     let reachable = std::net::ToSocketAddrs::to_socket_addrs(&upstream.as_str())
@@ -1260,5 +1298,81 @@ async fn cleanup(nodes: &[String], prefix: &str) {
             }
             cursor = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_replaces_only_host_and_port() {
+        let cases = [
+            (
+                "redis://127.0.0.1:6379",
+                "127.0.0.1",
+                "redis://127.0.0.1:40001",
+            ),
+            (
+                "redis://:pa%40ss@h1.example:6380/2",
+                "h1.example",
+                "redis://:pa%40ss@127.0.0.1:40001/2",
+            ),
+            (
+                "rediss://user:p@ss@db-2:6390/#insecure",
+                "db-2",
+                "rediss://user:p@ss@127.0.0.1:40001/#insecure",
+            ),
+            ("redis://H3", "h3", "redis://127.0.0.1:40001"),
+            ("redis://[::1]:7000", "::1", "redis://127.0.0.1:40001"),
+        ];
+        for (url, host, expected) in cases {
+            assert_eq!(
+                replace_host(url, host, "127.0.0.1:40001").as_deref(),
+                Some(expected),
+                "{url}"
+            );
+        }
+        assert_eq!(replace_host("redis://a:1", "b", "127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn commandstats_lines_give_calls_by_name() {
+        let info = "# Commandstats\r\n\
+            cmdstat_set:calls=12,usec=30,usec_per_call=2.50,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_client|setinfo:calls=2,usec=1,usec_per_call=0.50,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_evalsha:calls=7,usec=70,usec_per_call=10.00,rejected_calls=1,failed_calls=0\r\n\
+            garbage\r\n";
+        let calls = parse_commandstats(info);
+        assert_eq!(calls.get("set"), Some(&12));
+        assert_eq!(calls.get("client|setinfo"), Some(&2));
+        assert_eq!(calls.get("evalsha"), Some(&7));
+        assert_eq!(calls.len(), 3);
+    }
+
+    #[test]
+    fn per_cycle_counts_are_deltas_divided_by_cycles() {
+        let counts = |set: u64, evalsha: u64, info: u64, requests: u64| Counts {
+            calls: Some(BTreeMap::from([
+                ("set".to_string(), set),
+                ("evalsha".to_string(), evalsha),
+                ("info".to_string(), info),
+            ])),
+            traffic: Some(Traffic {
+                requests,
+                scripts: evalsha,
+                ..Traffic::default()
+            }),
+        };
+        let before = counts(10, 4, 1, 14);
+        let after = counts(30, 14, 2, 44);
+        let per = after.per_cycle_since(&before, 10);
+        assert_eq!(per.commands_run, Some(3.0));
+        assert_eq!(per.scripts_run, Some(1.0));
+        assert_eq!(per.requests_sent, Some(3.0));
+        assert_eq!(per.scripts_sent, Some(1.0));
+        assert!(!per.by_command.contains_key("info"));
+        assert_eq!(per.by_command.get("set"), Some(&2.0));
+        assert!(after.per_cycle_since(&before, 0).commands_run.is_none());
     }
 }

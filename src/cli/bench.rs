@@ -376,9 +376,12 @@ fn render(r: &LockBenchReport) -> String {
         (Some(every), Some(ms)) => format!(", every {every}th grant stalls {ms} ms"),
         _ => String::new(),
     };
-    let delay = match r.node_delay_ms {
-        Some(ms) => format!(" behind {ms} ms proxies (each way)"),
-        None => String::new(),
+    let delay = match (r.node_delay_ms, r.node_round_trip_ms) {
+        (Some(ms), Some(rtt)) => {
+            format!(" behind {ms} ms proxies (each way; PING round trip {rtt:.2} ms)")
+        }
+        (Some(ms), None) => format!(" behind {ms} ms proxies (each way)"),
+        (None, _) => String::new(),
     };
     let _ = writeln!(
         out,

@@ -38,7 +38,7 @@ pub struct WorkerArgs {
     lock_ttl_ms: u64,
     /// Milliseconds an order stays unacknowledged before another worker
     /// takes it over, 10 to 600,000.
-    #[arg(long, default_value_t = 150, value_parser = whole::<u64>(10..=600_000), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 50, value_parser = whole::<u64>(10..=600_000), allow_negative_numbers = true)]
     claim_idle_ms: u64,
     /// Milliseconds each of the pipeline's three service calls takes, 0 to 10,000.
     #[arg(long, default_value_t = 3, value_parser = whole::<u64>(0..=10_000), allow_negative_numbers = true)]

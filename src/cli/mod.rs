@@ -12,6 +12,7 @@ mod cluster;
 mod completions;
 mod config;
 mod console;
+mod drill;
 mod drill_worker;
 mod exporter;
 mod numbers;
@@ -117,12 +118,13 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
     Man(completions::ManArgs),
+    /// PM-003 on this machine: Redis, worker processes, GC pauses, the
+    /// spike, the local cluster, exporter, alerting and timeline (the
+    /// default command).
+    Drill(drill::DrillArgs),
     /// Find the drill's orders whose records disagree; repair what the
     /// audit log makes unambiguous.
     Reconcile(reconcile::ReconcileArgs),
-    /// PM-003 reproduced on this machine.
-    #[command(subcommand, hide = true)]
-    Drill(drill_worker::DrillCommand),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -149,7 +151,13 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    if let Err(failure) = init_logging(&cli.log) {
+    // A drill logs to a file in its directory.
+    let drill = match &cli.command {
+        Some(Command::Drill(args)) => !args.is_worker(),
+        None => true,
+        _ => false,
+    };
+    if let Err(failure) = init_logging(&cli.log, !drill) {
         output::report(&failure.report);
         return ExitCode::from(failure.exit as u8);
     }
@@ -163,13 +171,9 @@ pub fn main() -> ExitCode {
         Some(Command::Config(cmd)) => config::run(cmd),
         Some(Command::Completions(args)) => completions::completions(args),
         Some(Command::Man(args)) => completions::man(args),
-        Some(Command::Drill(cmd)) => drill_worker::run(cmd),
+        Some(Command::Drill(args)) => drill::run(args, &cli.log),
         Some(Command::Reconcile(args)) => reconcile::run(args),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            Ok(Exit::Done)
-        }
+        None => drill::run(drill::DrillArgs::default(), &cli.log),
     };
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
@@ -181,8 +185,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to standard error through the redactor, each line once, in
-/// colour only on a terminal without `NO_COLOR`.
-fn init_logging(filter: &str) -> Result<(), Failure> {
+/// colour only on a terminal without `NO_COLOR` (when `install`; otherwise
+/// the filter is only checked).
+fn init_logging(filter: &str, install: bool) -> Result<(), Failure> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         Failure::msg(
             Exit::Invalid,
@@ -192,6 +197,9 @@ fn init_logging(filter: &str) -> Result<(), Failure> {
             ),
         )
     })?;
+    if !install {
+        return Ok(());
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(output::use_color())

@@ -105,6 +105,42 @@ impl TypedValueParser for Seconds {
     }
 }
 
+/// A decimal number (`2.5`), finite and in `low..=high`.
+pub fn decimal(low: f64, high: f64) -> Decimal {
+    Decimal { low, high }
+}
+
+/// Parser for a decimal flag; see [`decimal`].
+#[derive(Clone, Copy)]
+pub struct Decimal {
+    low: f64,
+    high: f64,
+}
+
+impl TypedValueParser for Decimal {
+    type Value = f64;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<f64, clap::Error> {
+        value
+            .to_str()
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .filter(|x| x.is_finite() && (self.low..=self.high).contains(x))
+            .ok_or_else(|| {
+                refused(
+                    cmd,
+                    arg,
+                    value,
+                    format!("a number in {}..={} is needed", self.low, self.high),
+                )
+            })
+    }
+}
+
 /// The parse error for `value` given to `arg`: what was given, and `needed`.
 fn refused(
     cmd: &clap::Command,

@@ -3,23 +3,25 @@
 //! for scripts.
 //!
 //! Results go to stdout (the plan, the steps, "done", the undo command);
-//! refusals and failures go to stderr. Ctrl-C stops a run before its next
-//! step (at a prompt it declines), keeping what was applied; a second Ctrl-C
-//! quits at once.
+//! refusals and failures go to stderr. Ctrl-C or SIGTERM cancels a run: it
+//! stops before its next write and undoes what it applied (asking first on a
+//! terminal, default yes); a second one stops that undo before its next
+//! write and says what is left and how to put it back; a third quits at once.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use clap::{Args, Subcommand, ValueEnum};
-use tokio::sync::watch;
+use tokio::signal::unix::{SignalKind, signal};
 use warroom::kube::{KubeAccess, KubeError, KubeTarget, names};
-use warroom::playbook::event::{ConfirmFuture, Observers};
+use warroom::playbook::event::{AckedEvents, ConfirmFuture};
 use warroom::playbook::journal::{APPEND_TIMEOUT, TimelineRecorder};
 use warroom::playbook::record::display_path;
 use warroom::playbook::{
-    AutoApprove, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, LoadError, Outcome,
-    RunOptions, RunReport, StepEvent, StepObserver, StepPhase,
+    AutoApprove, Cancel, ConfirmRequest, Confirmation, Confirmer, Engine, EventLog, LoadError,
+    Outcome, RunOptions, RunReport, StepEvent, StepPhase,
 };
 
 use super::{CommandResult, Exit, Failure};
@@ -224,26 +226,71 @@ fn kube_failure(err: KubeError) -> Failure {
     Failure::msg(exit, warroom::redact::redact_text(&err.to_string()))
 }
 
-/// Ctrl-C, as a signal the engine watches: the first one asks the run to
-/// stop before its next step (a prompt counts as declined), the second
-/// quits at once.
-fn interrupt_signal() -> watch::Receiver<bool> {
-    let (interrupt, interrupted) = watch::channel(false);
+/// What Ctrl-C and SIGTERM do to the command they interrupt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interrupts {
+    /// `warroom run`: cancel and undo, then stop the undo, then quit.
+    Run,
+    /// `warroom undo`: stop before the next step, then quit.
+    Undo,
+}
+
+/// Ctrl-C and SIGTERM, turned into a [`Cancel`] the engine watches. The
+/// first asks the run to stop before its next write and undo what it
+/// applied (an undo just stops); for a run, the second stops that undo
+/// before its next write (the report then lists what is left and the undo
+/// command); the last quits at once.
+fn interrupt_signal(kind: Interrupts) -> Result<Cancel, Failure> {
+    let cancel = Cancel::new();
+    let listen = |which: SignalKind| {
+        signal(which)
+            .map_err(|e| Failure::msg(Exit::Failed, format!("cannot listen for signals: {e}")))
+    };
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
+    let watched = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        let _ = interrupt.send(true);
-        eprintln!(
-            "\ninterrupted: stopping before the next step and keeping what was applied \
-             (Ctrl-C again to quit at once)"
-        );
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("quitting: the run record may still say `running`; check it before going on");
-            std::process::exit(130);
+        let mut count = 0;
+        loop {
+            let who = tokio::select! {
+                Some(()) = interrupt.recv() => "Ctrl-C",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => return,
+            };
+            count += 1;
+            match (kind, count) {
+                (Interrupts::Run, 1) => {
+                    watched.cancel(who);
+                    super::output::say(format_args!(
+                        "\n{who}: cancelling: stopping before the next change and undoing what \
+                         was applied ({who} again to stop the undo)"
+                    ));
+                }
+                (Interrupts::Run, 2) => {
+                    watched.abandon(who);
+                    super::output::say(format_args!(
+                        "\n{who}: stopping the undo before its next change; what is left is \
+                         listed below with the command that puts it back ({who} again to quit \
+                         at once)"
+                    ));
+                }
+                (Interrupts::Undo, 1) => {
+                    watched.cancel(who);
+                    super::output::say(format_args!(
+                        "\n{who}: stopping before the next step ({who} again to quit at once)"
+                    ));
+                }
+                _ => {
+                    super::output::say(format_args!(
+                        "\n{who}: quitting at once: the run record may still say `running` and \
+                         list changes still applied; `warroom undo --last` puts them back"
+                    ));
+                    std::process::exit(130);
+                }
+            }
         }
     });
-    interrupted
+    Ok(cancel)
 }
 
 /// Where a run's commands go, to print an undo command that works as it is.
@@ -287,7 +334,7 @@ fn run_playbook(args: RunArgs) -> CommandResult {
             ));
         }
         let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
-        let engine = engine.with_cancel(interrupt_signal());
+        let engine = engine.with_cancel(interrupt_signal(Interrupts::Run)?);
         let report = engine
             .run(
                 &bound,
@@ -340,7 +387,7 @@ fn undo(args: UndoArgs) -> CommandResult {
             ));
         }
         let (engine, log) = engine_for(&kube, args.output, args.yes, recorder.as_ref());
-        let engine = engine.with_cancel(interrupt_signal());
+        let engine = engine.with_cancel(interrupt_signal(Interrupts::Undo)?);
         let run_id = if args.last {
             None
         } else {
@@ -403,8 +450,9 @@ fn shown_value(value: Option<&serde_json::Value>) -> String {
 }
 
 /// The engine for a run or an undo: events kept for the report, printed as
-/// they happen in text mode and recorded in the timeline when asked; gates
-/// answered by `--yes` or on the terminal.
+/// they happen in text mode and recorded in the timeline when asked (both
+/// subscribers the engine waits for); gates answered by `--yes` or on the
+/// terminal.
 fn engine_for(
     kube: &Arc<KubeAccess>,
     output: Output,
@@ -412,19 +460,18 @@ fn engine_for(
     recorder: Option<&Arc<TimelineRecorder>>,
 ) -> (Engine, Arc<EventLog>) {
     let log = Arc::new(EventLog::default());
-    let mut observers: Vec<Arc<dyn StepObserver>> = vec![log.clone()];
-    if output == Output::Text {
-        observers.push(Arc::new(TextEvents));
-    }
-    if let Some(recorder) = recorder {
-        observers.push(recorder.clone());
-    }
     let confirmer: Arc<dyn Confirmer> = if yes {
         Arc::new(AutoApprove)
     } else {
         Arc::new(TerminalConfirmer)
     };
-    let engine = Engine::new(kube.clone(), Arc::new(Observers(observers)), confirmer);
+    let engine = Engine::new(kube.clone(), log.clone(), confirmer);
+    if output == Output::Text {
+        tokio::spawn(print_events(engine.subscribe_acknowledged()));
+    }
+    if let Some(recorder) = recorder {
+        tokio::spawn(recorder.clone().record(engine.subscribe_acknowledged()));
+    }
     (engine, log)
 }
 
@@ -450,7 +497,29 @@ fn open_recorder(path: Option<&std::path::Path>) -> Result<Option<Arc<TimelineRe
     std::thread::Builder::new()
         .name("journal-open".into())
         .spawn(move || {
-            let _ = opened.send(warroom::timeline::Journal::open_or_create(&owned));
+            // A missing journal is created with its incident (named after
+            // the file), as `timeline note` does.
+            let start = warroom::timeline::IncidentStart::for_journal(
+                &owned,
+                None,
+                warroom::timeline::AUTOMATIC_ACTOR,
+                jiff::Timestamp::now(),
+            );
+            let lock = warroom::timeline::LockWait {
+                timeout: APPEND_TIMEOUT,
+                on_wait: Some(Arc::new(|held: &warroom::timeline::LockHeld| {
+                    super::output::say(format_args!(
+                        "waiting for the lock on the journal {} (held by {}), at most {:?}",
+                        held.path.display(),
+                        held.holder
+                            .map_or_else(|| "another process".into(), |p| format!("process {p}")),
+                        held.timeout
+                    ));
+                })),
+            };
+            let _ = opened.send(
+                warroom::timeline::Journal::open_incident(&owned, &start, &lock).map(|(j, _)| j),
+            );
         })
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot open the journal: {e}")))?;
     let journal = match answer.recv_timeout(APPEND_TIMEOUT) {
@@ -505,9 +574,12 @@ fn exit_of(report: &RunReport) -> Exit {
             Exit::Failed
         }
         Outcome::Done | Outcome::DryRun | Outcome::Undone => Exit::Done,
-        Outcome::PlanFailed | Outcome::FailedUndone | Outcome::Failed | Outcome::Stopped => {
-            Exit::Failed
-        }
+        Outcome::PlanFailed
+        | Outcome::FailedUndone
+        | Outcome::Failed
+        | Outcome::Stopped
+        | Outcome::Cancelled
+        | Outcome::Running => Exit::Failed,
         Outcome::Refused | Outcome::Declined => Exit::Refused,
     }
 }
@@ -612,6 +684,8 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output, context: &Co
                 Outcome::Refused => "refused",
                 Outcome::Declined => "declined",
                 Outcome::Stopped => "stopped",
+                Outcome::Cancelled => "cancelled",
+                Outcome::Running => "still running",
             };
             let mut lines = vec![format!(
                 "{verb}: {} (run {}, {} ms, {} ms waiting)",
@@ -639,41 +713,44 @@ fn finish(report: &RunReport, events: &[StepEvent], output: Output, context: &Co
     exit
 }
 
-/// Prints each event as one line.
-struct TextEvents;
-
-impl StepObserver for TextEvents {
-    fn on_event(&self, e: &StepEvent) {
-        let target = e.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
-        let fields = match (&e.before, &e.after) {
-            (Some(serde_json::Value::Object(before)), Some(serde_json::Value::Object(after))) => {
-                before
-                    .iter()
-                    .map(|(path, b)| {
-                        let a = after.get(path).cloned().unwrap_or(serde_json::Value::Null);
-                        format!("{}: {b} -> {a}", display_path(path))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-            _ => String::new(),
-        };
-        let detail = if fields.is_empty() {
-            e.message.clone()
-        } else {
-            fields
-        };
-        let phase = format!("{:?}", e.phase).to_lowercase();
-        let when = if e.phase == StepPhase::Planned {
-            "plan".to_owned()
-        } else {
-            e.at.strftime("%H:%M:%S%.3f").to_string()
-        };
-        super::output::line(format_args!(
-            "  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}",
-            e.step, e.kind
-        ));
+/// Prints each event as one line, acknowledging it once printed (so that
+/// the lines come before the next prompt).
+async fn print_events(mut events: AckedEvents) {
+    while let Some(event) = events.recv().await {
+        print_event(&event);
+        events.acknowledge(Ok(()));
     }
+}
+
+/// One event as one line.
+fn print_event(e: &StepEvent) {
+    let target = e.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
+    let fields = match (&e.before, &e.after) {
+        (Some(serde_json::Value::Object(before)), Some(serde_json::Value::Object(after))) => before
+            .iter()
+            .map(|(path, b)| {
+                let a = after.get(path).cloned().unwrap_or(serde_json::Value::Null);
+                format!("{}: {b} -> {a}", display_path(path))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    let detail = if fields.is_empty() {
+        e.message.clone()
+    } else {
+        fields
+    };
+    let phase = format!("{:?}", e.phase).to_lowercase();
+    let when = if e.phase == StepPhase::Planned {
+        "plan".to_owned()
+    } else {
+        e.at.strftime("%H:%M:%S%.3f").to_string()
+    };
+    super::output::line(format_args!(
+        "  {when:<12} {phase:<10} {:<24} {:<16} {target}  {detail}",
+        e.step, e.kind
+    ));
 }
 
 /// Asks on the terminal; refuses when stdin is not one.
@@ -693,28 +770,54 @@ impl Confirmer for TerminalConfirmer {
             if let Err(reason) = self.can_ask() {
                 return Confirmation::Unavailable(reason);
             }
-            // A plain thread, not the runtime's blocking pool: when the
-            // prompt is interrupted the read is abandoned, and the process
-            // must not wait for it on the way out.
-            let (answer, answered) = tokio::sync::oneshot::channel();
-            let request = request.clone();
-            let spawned = std::thread::Builder::new()
-                .name("prompt".into())
-                .spawn(move || {
-                    let _ = answer.send(ask(&request));
-                });
-            if spawned.is_err() {
-                return Confirmation::Unavailable("cannot read the terminal".into());
+            match terminal_lines() {
+                Some(lines) => ask(request, lines).await,
+                None => Confirmation::Unavailable("cannot read the terminal".into()),
             }
-            answered.await.unwrap_or(Confirmation::Declined)
         })
     }
 }
 
+/// Lines typed on the terminal, read by one plain thread for the whole
+/// process: a prompt cut short by Ctrl-C leaves its read to the next prompt
+/// instead of a second reader racing the first for the same line. A plain
+/// thread, not the runtime's blocking pool, so the process never waits for
+/// a read on its way out.
+fn terminal_lines() -> Option<&'static tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>> {
+    static LINES: OnceLock<Option<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>>> =
+        OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            let (line, lines) = tokio::sync::mpsc::channel(16);
+            std::thread::Builder::new()
+                .name("terminal".into())
+                .spawn(move || {
+                    let stdin = std::io::stdin();
+                    loop {
+                        let mut text = String::new();
+                        match stdin.lock().read_line(&mut text) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line.blocking_send(text).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .ok()?;
+            Some(tokio::sync::Mutex::new(lines))
+        })
+        .as_ref()
+}
+
 /// Asks one question on the terminal. A typed answer must match exactly:
-/// anything else but an empty line, `n` or `no` asks again; end of input
-/// declines.
-fn ask(request: &ConfirmRequest) -> Confirmation {
+/// anything else but an empty line, `n` or `no` asks again. Otherwise `y`
+/// or `n`, an empty line giving the request's default. End of input
+/// declines, except where an empty reply would approve.
+async fn ask(
+    request: &ConfirmRequest,
+    lines: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>,
+) -> Confirmation {
     let mut stderr = std::io::stderr();
     let prompt = super::output::redacted(&request.prompt);
     let _ = match &request.answer {
@@ -723,19 +826,25 @@ fn ask(request: &ConfirmRequest) -> Confirmation {
             "\n[{}] {prompt}\nType {answer:?} to go on (Enter or n to stop here): ",
             request.step
         ),
+        None if request.default_yes => write!(stderr, "\n[{}] {prompt} [Y/n] ", request.step),
         None => write!(stderr, "\n[{}] {prompt} [y/N] ", request.step),
     };
+    let mut lines = lines.lock().await;
     loop {
         let _ = stderr.flush();
-        let mut line = String::new();
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(0) | Err(_) => return Confirmation::Declined,
-            Ok(_) => {}
-        }
+        let Some(line) = lines.recv().await else {
+            return if request.default_yes && request.answer.is_none() {
+                Confirmation::Approved
+            } else {
+                Confirmation::Declined
+            };
+        };
         let line = line.trim();
+        let no = matches!(line, "n" | "N" | "no" | "NO" | "No");
+        let yes = matches!(line, "y" | "Y" | "yes" | "YES" | "Yes");
         match &request.answer {
             Some(answer) if line == answer => return Confirmation::Approved,
-            Some(_) if line.is_empty() || matches!(line, "n" | "N" | "no" | "NO" | "No") => {
+            Some(_) if line.is_empty() || no => {
                 return Confirmation::Declined;
             }
             Some(answer) => {
@@ -746,13 +855,10 @@ fn ask(request: &ConfirmRequest) -> Confirmation {
                     names::shown(line)
                 );
             }
-            None => {
-                return if matches!(line, "y" | "Y" | "yes" | "YES" | "Yes") {
-                    Confirmation::Approved
-                } else {
-                    Confirmation::Declined
-                };
+            None if yes || (line.is_empty() && request.default_yes) => {
+                return Confirmation::Approved;
             }
+            None => return Confirmation::Declined,
         }
     }
 }

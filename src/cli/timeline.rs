@@ -14,12 +14,12 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use warroom::timeline::export::{self, Format};
 use warroom::timeline::{
-    AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, IncidentOpened, Journal, JournalContents,
-    MetricSnapshot, Milestone, NewEvent, StepPhase, StepReport, StepTarget, TimelineError,
-    default_path, read_journal,
+    AUTOMATIC_ACTOR, AlertChange, AlertState, Entry, IncidentOpened, IncidentStart, Journal,
+    LockWait, MetricSnapshot, Milestone, NewEvent, Opened, Started, StepPhase, StepReport,
+    StepTarget, TimelineError, default_path,
 };
 
-use super::{CommandResult, Exit, Failure};
+use super::{CommandResult, Exit, Failure, numbers};
 
 /// Incident timeline commands.
 #[derive(Subcommand)]
@@ -57,6 +57,42 @@ pub struct Target {
     /// When it happened (RFC 3339 with offset, e.g. 2026-11-26T09:41:00Z); default now.
     #[arg(long)]
     at: Option<String>,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// How long to wait for a journal another process is writing to.
+#[derive(Args)]
+pub struct LockArgs {
+    /// Seconds to wait for the journal's lock while another process holds
+    /// it (0 to 3600; 0 gives up at once). Waiting is announced on stderr.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = numbers::seconds(0.0, 3600.0)
+    )]
+    lock_timeout: std::time::Duration,
+}
+
+impl LockArgs {
+    /// The wait: bounded, and said on stderr with what is waited on.
+    fn wait(&self) -> LockWait {
+        LockWait {
+            timeout: self.lock_timeout,
+            on_wait: Some(std::sync::Arc::new(|held: &warroom::timeline::LockHeld| {
+                super::output::say(format_args!(
+                    "waiting for the lock on the journal {}, held by {}; giving up after {:?}",
+                    held.path.display(),
+                    match held.holder {
+                        Some(pid) => format!("process {pid}"),
+                        None => "another process".to_string(),
+                    },
+                    held.timeout
+                ));
+            })),
+        }
+    }
 }
 
 /// `timeline new`.
@@ -79,12 +115,15 @@ pub struct NewArgs {
     /// Who records the event (default: kubeconfig user, else $USER).
     #[arg(long)]
     actor: Option<String>,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 /// `timeline note`.
 #[derive(Args)]
 pub struct NoteArgs {
-    /// [FILE] TEXT (FILE may be left out with --id).
+    /// [FILE] TEXT (FILE may be left out with --id); TEXT `-` reads the
+    /// note from standard input (at most 1 MiB).
     #[arg(num_args = 1..=2, value_names = ["FILE", "TEXT"], required = true)]
     args: Vec<String>,
     #[command(flatten)]
@@ -126,8 +165,8 @@ pub struct AlertArgs {
     /// Fired or resolved.
     #[arg(long, value_enum)]
     state: AlertStateArg,
-    /// The alert expression's value.
-    #[arg(long)]
+    /// The alert expression's value: a finite number within ±1e15.
+    #[arg(long, allow_hyphen_values = true, value_parser = alert_value)]
     value: Option<f64>,
     /// Labels, key=value (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -162,12 +201,17 @@ pub struct ExportArgs {
     /// Incident id; reads incidents/<id>.jsonl.
     #[arg(long)]
     id: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "md")]
+    /// Export format: md (postmortem), json (figures and events) or html
+    /// (self-contained page with a chart). `--output` is the same flag, as
+    /// `--output` names the format in every command.
+    #[arg(long, visible_alias = "output", value_enum, default_value = "md")]
     format: FormatArg,
-    /// Write to this file instead of standard output.
-    #[arg(short, long)]
-    output: Option<PathBuf>,
+    /// Write the export to this file (atomically: a temporary file beside
+    /// it, synced, then renamed) instead of standard output. Never a
+    /// journal: a file that holds journal events, or the input itself (also
+    /// through a symlink or a hard link), is refused.
+    #[arg(short = 'o', long = "out", value_name = "PATH")]
+    out: Option<PathBuf>,
 }
 
 /// `timeline bench-append`.
@@ -175,12 +219,22 @@ pub struct ExportArgs {
 pub struct BenchAppendArgs {
     /// Journal file.
     file: PathBuf,
-    /// Appends per writer thread.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Appends per writer thread (1 to 10,000,000).
+    #[arg(long, default_value_t = 1_000_000, value_parser = numbers::whole::<u64>(1..=10_000_000))]
     count: u64,
-    /// Concurrent writer threads.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent writer threads (1 to 256).
+    #[arg(long, default_value_t = 8, value_parser = numbers::whole::<usize>(1..=256))]
     writers: usize,
+}
+
+/// `--value` of an alert: finite and within ±1e15 (JSON has no NaN or
+/// infinity, and no alert expression reaches that far).
+fn alert_value(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && v.abs() <= 1e15)
+        .ok_or_else(|| "a finite number between -1e15 and 1e15 is needed".to_string())
 }
 
 /// Runs a timeline command.
@@ -189,8 +243,13 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
         TimelineCommand::New(args) => new(args),
         TimelineCommand::Note(args) => {
             let (file, text) = file_and_value(args.args, args.target.id.as_deref())?;
-            let at = args.target.at.as_deref().map(parse_time).transpose()?;
-            record(&file, at, args.target.actor, Entry::note(text))
+            let text = if text == "-" {
+                note_from_stdin()?
+            } else {
+                text
+            };
+            let at = parse_at(&args.target)?;
+            record(&file, &args.target, at, Entry::note(text))
         }
         TimelineCommand::Mark(args) => {
             let (file, name) = file_and_value(args.args, args.target.id.as_deref())?;
@@ -214,20 +273,22 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                     ));
                 }
             };
-            let at = args.target.at.as_deref().map(parse_time).transpose()?;
-            record(&file, at, args.target.actor, Entry::milestone(milestone))
+            let at = parse_at(&args.target)?;
+            record(&file, &args.target, at, Entry::milestone(milestone))
         }
         TimelineCommand::Severity(args) => {
             let (file, severity) = file_and_value(args.args, args.target.id.as_deref())?;
+            non_empty("the severity", &severity)?;
             record(
                 &file,
+                &args.target,
                 parse_at(&args.target)?,
-                args.target.actor,
                 Entry::severity(severity),
             )
         }
         TimelineCommand::Alert(args) => {
             let (file, alert) = file_and_value(args.args, args.target.id.as_deref())?;
+            non_empty("the alert name", &alert)?;
             let mut labels = std::collections::BTreeMap::new();
             for label in &args.labels {
                 let Some((k, v)) = label.split_once('=') else {
@@ -247,7 +308,7 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
                 value: args.value,
                 labels,
             });
-            record(&file, parse_at(&args.target)?, args.target.actor, entry)
+            record(&file, &args.target, parse_at(&args.target)?, entry)
         }
         TimelineCommand::Step(args) => {
             let (file, payload) = file_and_value(args.args, args.target.id.as_deref())?;
@@ -259,8 +320,8 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
             })?;
             record(
                 &file,
+                &args.target,
                 parse_at(&args.target)?,
-                args.target.actor,
                 Entry::Step(report),
             )
         }
@@ -270,82 +331,133 @@ pub fn run(cmd: TimelineCommand) -> CommandResult {
 }
 
 fn new(args: NewArgs) -> CommandResult {
-    if args.id.trim().is_empty() || args.id.contains(['/', '\\']) {
-        return Err(Failure::msg(
-            Exit::Invalid,
-            format!(
-                "--id `{}` must be a non-empty name without slashes",
-                args.id
-            ),
-        ));
-    }
+    check_id(&args.id)?;
+    non_empty("--severity", &args.severity)?;
     let file = args.file.unwrap_or_else(|| default_path(&args.id));
     let started = args.started.as_deref().map(parse_time).transpose()?;
-    if std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
-        return Err(Failure::msg(
-            Exit::Refused,
-            format!(
-                "{} already holds a journal; a journal is never rewritten (record into it with `timeline note`/`mark`)",
-                file.display()
-            ),
-        ));
-    }
-    let actor = actor(args.actor);
-    let journal = open(&file)?;
-    let now = Timestamp::now();
-    let at = started.unwrap_or(now);
-    let events = vec![
-        NewEvent::at(
-            at,
-            &actor,
-            Entry::Incident(IncidentOpened {
-                id: args.id.clone(),
-                title: args.title,
-            }),
-        ),
-        NewEvent::at(at, &actor, Entry::severity(args.severity)),
-        NewEvent::at(at, &actor, Entry::milestone(Milestone::Started)),
-    ];
-    let recorded = journal.append_many(events).map_err(failure)?;
-    if let Some(last) = recorded.last() {
-        println!(
-            "{}: incident {} started at {} (#{})",
+    let start = IncidentStart {
+        id: args.id.clone(),
+        title: args.title,
+        severity: Some(args.severity),
+        started,
+        actor: actor(args.actor),
+    };
+    let (journal, how) =
+        Journal::start_incident(&file, &start, &args.lock.wait()).map_err(failure)?;
+    let at = start
+        .started
+        .or(journal.earliest())
+        .map(warroom::timeline::event::rfc3339_millis)
+        .unwrap_or_default();
+    match how {
+        Started::Created => println!("{}: incident {} started at {at}", file.display(), args.id),
+        Started::Adopted => println!(
+            "{}: adopted: incident {} (started at {at}) recorded after the events already in \
+             it; nothing in it was rewritten",
             file.display(),
-            args.id,
-            warroom::timeline::event::rfc3339_millis(last.at),
-            last.seq
-        );
+            args.id
+        ),
     }
     Ok(Exit::Done)
 }
 
-fn record(
-    file: &Path,
-    at: Option<Timestamp>,
-    actor_arg: Option<String>,
-    entry: Entry,
-) -> CommandResult {
-    if !file.exists() {
+/// Longest note read from standard input.
+const MAX_NOTE_BYTES: u64 = 1 << 20;
+
+/// `timeline note FILE -`: the note's text from standard input (a note too
+/// long for one command-line argument), at most [`MAX_NOTE_BYTES`].
+fn note_from_stdin() -> Result<String, Failure> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_NOTE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::msg(Exit::Invalid, format!("cannot read the note: {e}")))?;
+    if bytes.len() as u64 > MAX_NOTE_BYTES {
         return Err(Failure::msg(
             Exit::Invalid,
             format!(
-                "{} does not exist; start it with `warroom timeline new {} --id ID --severity SEV`",
-                file.display(),
-                file.display()
+                "the note on standard input is longer than {MAX_NOTE_BYTES} bytes; nothing was written"
             ),
         ));
     }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Failure::msg(
+            Exit::Invalid,
+            "the note on standard input is not UTF-8 text; nothing was written",
+        )
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// An incident id names a file: non-empty, without slashes.
+fn check_id(id: &str) -> Result<(), Failure> {
+    let bad = id.trim().is_empty()
+        || id.contains(['/', '\\'])
+        || id.chars().any(char::is_control)
+        || id == "."
+        || id == ".."
+        || id.len() > MAX_ID_BYTES;
+    if bad {
+        let shown: String = id.chars().take(40).collect();
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "--id `{}{}` must be a non-empty name of at most {MAX_ID_BYTES} bytes, without \
+                 slashes or control characters",
+                shown.escape_debug(),
+                if shown.len() < id.len() { "…" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an empty (or blank) value.
+fn non_empty(what: &str, value: &str) -> Result<(), Failure> {
+    if value.trim().is_empty() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!("{what} is empty; nothing was written"),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest incident id (it names a file).
+const MAX_ID_BYTES: usize = 128;
+
+/// Records one event: into the incident's journal, creating it (with the
+/// incident header) when missing; see [`Journal::open_incident`].
+fn record(file: &Path, target: &Target, at: Option<Timestamp>, entry: Entry) -> CommandResult {
     let kind = entry.kind();
     let what = match &entry {
         Entry::Milestone(m) => m.milestone.name().to_string(),
         _ => kind.to_string(),
     };
-    let journal = open(file)?;
-    let event = NewEvent {
-        at,
-        actor: actor(actor_arg),
-        entry,
-    };
+    let actor = actor(target.actor.clone());
+    let start = IncidentStart::for_journal(
+        file,
+        target.id.as_deref(),
+        &actor,
+        at.unwrap_or_else(Timestamp::now),
+    );
+    let (journal, opened) =
+        Journal::open_incident(file, &start, &target.lock.wait()).map_err(failure)?;
+    warn_recovered(file, &journal);
+    if opened == Opened::Created {
+        println!(
+            "{}: created incident {} (started at {})",
+            file.display(),
+            start.id,
+            start
+                .started
+                .map(warroom::timeline::event::rfc3339_millis)
+                .unwrap_or_default()
+        );
+    }
+    let event = NewEvent { at, actor, entry };
     let recorded = journal.append(event).map_err(failure)?;
     println!(
         "{}: #{} {what} at {}",
@@ -359,7 +471,10 @@ fn record(
 fn export_cmd(args: ExportArgs) -> CommandResult {
     let file = match (args.file, args.id) {
         (Some(file), _) => file,
-        (None, Some(id)) => default_path(&id),
+        (None, Some(id)) => {
+            check_id(&id)?;
+            default_path(&id)
+        }
         (None, None) => {
             return Err(Failure::msg(
                 Exit::Invalid,
@@ -367,32 +482,148 @@ fn export_cmd(args: ExportArgs) -> CommandResult {
             ));
         }
     };
-    let contents = read_journal(&file).map_err(|e| match &e {
-        TimelineError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Failure::msg(Exit::Invalid, e)
-        }
-        _ => Failure::msg(Exit::Failed, e),
-    })?;
-    warn_skipped(&file, &contents);
     let format = match args.format {
         FormatArg::Md => Format::Markdown,
         FormatArg::Json => Format::Json,
         FormatArg::Html => Format::Html,
     };
-    let text = export::render(&contents, format);
-    match args.output {
-        Some(out) => std::fs::write(&out, text).map_err(|e| {
-            Failure::msg(Exit::Failed, format!("cannot write {}: {e}", out.display()))
-        })?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failure::msg(Exit::Failed, format!("cannot write the export: {e}")))?;
-        }
+    let target = match &args.out {
+        Some(out) => Some(export_target(out, &file)?),
+        None => None,
+    };
+    let export = |out: &mut dyn std::io::Write| {
+        export::export_file(&file, format, out).map_err(|e| match &e {
+            export::ExportError::Read(TimelineError::NotAJournal { .. }) => {
+                Failure::msg(Exit::Invalid, e)
+            }
+            export::ExportError::Read(TimelineError::Read { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                Failure::msg(Exit::Invalid, e)
+            }
+            _ => Failure::msg(Exit::Failed, e),
+        })
+    };
+    let exported = match target {
+        Some(out) => write_atomically(&out, export)?,
+        None => export(&mut std::io::stdout().lock())?,
+    };
+    for skipped in &exported.skipped {
+        eprintln!(
+            "warning: {} line {}: skipped: {}",
+            file.display(),
+            skipped.line,
+            skipped.reason
+        );
+    }
+    let unlisted = exported.skipped_count - exported.skipped.len() as u64;
+    if unlisted > 0 {
+        eprintln!(
+            "warning: {}: {unlisted} more unreadable line(s) skipped",
+            file.display()
+        );
     }
     Ok(Exit::Done)
+}
+
+/// Where `-o PATH` writes: the file PATH names (through symlinks), checked
+/// before anything is read or written. Refused: the journal itself (same
+/// device and inode, so also a symlink or hard link to it), any file that
+/// holds journal events, and anything but a regular file (a directory, a
+/// device such as /dev/full, a FIFO): a temporary file renamed over those
+/// would replace them.
+fn export_target(out: &Path, journal: &Path) -> Result<PathBuf, Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let target = match std::fs::symlink_metadata(out) {
+        Ok(_) => std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf()),
+        Err(_) => out.to_path_buf(),
+    };
+    let Ok(meta) = std::fs::metadata(&target) else {
+        return Ok(target);
+    };
+    if !meta.is_file() {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "-o {}: not a regular file; an export is written to a regular file (or to \
+                 standard output: leave out -o)",
+                out.display()
+            ),
+        ));
+    }
+    if let Ok(input) = std::fs::metadata(journal)
+        && input.dev() == meta.dev()
+        && input.ino() == meta.ino()
+    {
+        return Err(Failure::msg(
+            Exit::Refused,
+            format!(
+                "-o {} is the journal {} itself; an export never writes over a journal \
+                 (choose another file)",
+                out.display(),
+                journal.display()
+            ),
+        ));
+    }
+    if warroom::timeline::journal::holds_journal(&target) {
+        return Err(Failure::msg(
+            Exit::Refused,
+            format!(
+                "-o {} holds an incident journal; an export never writes over a journal \
+                 (choose another file)",
+                out.display()
+            ),
+        ));
+    }
+    Ok(target)
+}
+
+/// Writes a file whole or not at all: a temporary file in the same
+/// directory, synced, then renamed over `path`; the directory is synced so
+/// the rename survives a crash. On failure the temporary file is removed
+/// and `path` is as it was.
+fn write_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let fail = |e: std::io::Error| {
+        Failure::msg(
+            Exit::Failed,
+            format!("cannot write {}: {e}; it is unchanged", path.display()),
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(fail)?;
+    let result = (|| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+        let value = write(&mut out)?;
+        let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+        file.sync_all().map_err(fail)?;
+        std::fs::rename(&temp, path).map_err(fail)?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(value)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 fn bench_append(args: BenchAppendArgs) -> CommandResult {
@@ -426,6 +657,11 @@ fn bench_append(args: BenchAppendArgs) -> CommandResult {
 
 fn open(file: &Path) -> Result<Journal, Failure> {
     let journal = Journal::open_or_create(file).map_err(failure)?;
+    warn_recovered(file, &journal);
+    Ok(journal)
+}
+
+fn warn_recovered(file: &Path, journal: &Journal) {
     for skipped in journal.recovered() {
         eprintln!(
             "warning: {} line {}: {} (left in place, skipped)",
@@ -438,23 +674,13 @@ fn open(file: &Path) -> Result<Journal, Failure> {
             }
         );
     }
-    Ok(journal)
-}
-
-fn warn_skipped(file: &Path, contents: &JournalContents) {
-    for skipped in &contents.skipped {
-        eprintln!(
-            "warning: {} line {}: skipped: {}",
-            file.display(),
-            skipped.line,
-            skipped.reason
-        );
-    }
 }
 
 fn failure(e: TimelineError) -> Failure {
     let exit = if e.is_refusal() {
         Exit::Refused
+    } else if e.is_bad_event() {
+        Exit::Invalid
     } else {
         Exit::Failed
     };
@@ -473,7 +699,10 @@ fn file_and_value(mut args: Vec<String>, id: Option<&str>) -> Result<(PathBuf, S
             let file = args.pop().unwrap_or_default();
             Ok((PathBuf::from(file), value))
         }
-        (1, Some(id)) => Ok((default_path(id), args.pop().unwrap_or_default())),
+        (1, Some(id)) => {
+            check_id(id)?;
+            Ok((default_path(id), args.pop().unwrap_or_default()))
+        }
         _ => Err(Failure::msg(
             Exit::Invalid,
             "give the journal FILE (or --id ID) before the value",
@@ -572,20 +801,22 @@ pub struct BenchArgs {
     /// Directory for the benchmark's journals (on the disk being measured).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// Appends by the single sequential writer.
-    #[arg(long, default_value_t = 2000)]
+    /// Appends by the single sequential writer (1 to 1,000,000; each waits
+    /// for its own sync).
+    #[arg(long, default_value_t = 2000, value_parser = numbers::whole::<u64>(1..=1_000_000))]
     single: u64,
-    /// Concurrent writer threads (and async tasks) for the batched run.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent writer threads (and async tasks) for the batched run (1 to
+    /// 1024: one thread each).
+    #[arg(long, default_value_t = 64, value_parser = numbers::whole::<u64>(1..=1024))]
     writers: u64,
-    /// Appends in total for each batched run.
-    #[arg(long, default_value_t = 50_000)]
+    /// Appends in total for each batched run (1 to 10,000,000).
+    #[arg(long, default_value_t = 50_000, value_parser = numbers::whole::<u64>(1..=10_000_000))]
     batched: u64,
     /// Events in the journal used to time the exports (at most 10 million).
     #[arg(
         long,
         default_value_t = 100_000,
-        value_parser = clap::value_parser!(u64).range(1..=MAX_EXPORT_EVENTS)
+        value_parser = numbers::whole::<u64>(1..=MAX_EXPORT_EVENTS)
     )]
     export_events: u64,
 }
@@ -711,18 +942,14 @@ fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
     );
     drop(journal);
 
-    // 4. Exports of a large journal.
+    // 4. Exports of a large journal, each streamed from the file.
     let path = dir.join("export.jsonl");
     write_incident(&path, args.export_events).map_err(fail)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let start = Instant::now();
-    let contents = read_journal(&path).map_err(fail)?;
-    let read = start.elapsed();
     println!(
-        "export of {} events ({:.1} MB journal): read {:.3} s",
-        contents.events.len(),
-        bytes as f64 / 1e6,
-        read.as_secs_f64()
+        "export of {} events ({:.1} MB journal):",
+        args.export_events,
+        bytes as f64 / 1e6
     );
     for (name, format) in [
         ("md", Format::Markdown),
@@ -730,17 +957,20 @@ fn bench_in(dir: &Path, args: &BenchArgs) -> CommandResult {
         ("html", Format::Html),
     ] {
         let start = Instant::now();
-        let contents = read_journal(&path).map_err(fail)?;
-        let text = export::render(&contents, format);
         let out = dir.join(format!("export.{name}"));
-        std::fs::write(&out, &text).map_err(|e| {
+        let file = std::fs::File::create(&out).map_err(|e| {
             Failure::msg(Exit::Failed, format!("cannot write {}: {e}", out.display()))
         })?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
+        export::export_file(&path, format, &mut writer)
+            .map_err(|e| Failure::msg(Exit::Failed, e))?;
+        drop(writer);
         let total = start.elapsed();
+        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         println!(
             "  {name:<5} read + render + write {:.3} s ({:.1} MB)",
             total.as_secs_f64(),
-            text.len() as f64 / 1e6
+            size as f64 / 1e6
         );
     }
     Ok(Exit::Done)

@@ -419,12 +419,36 @@ fn prune_unknown(given: &mut Value, known: &Value, path: &str, unknown: &mut Vec
     }
 }
 
+/// Removes null values and empty maps and lists from maps, depth first.
+fn prune_empty(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for v in map.values_mut() {
+                prune_empty(v);
+            }
+            map.retain(|_, v| match v {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            });
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_empty),
+        _ => {}
+    }
+}
+
 /// A short stable hash of a pod template, in the alphabet Kubernetes uses
-/// for ReplicaSet name suffixes (`order-service-<hash>`).
+/// for ReplicaSet name suffixes (`order-service-<hash>`). Nulls and empty
+/// maps and lists are left out first, so spellings of the same template (a
+/// `creationTimestamp: null` or `resources: {}` kubectl adds, an empty
+/// list) hash alike, as Go's `omitempty` makes them alike.
 pub fn template_hash(template: &Value) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut normal = template.clone();
+    prune_empty(&mut normal);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in template.to_string().bytes() {
+    for byte in normal.to_string().bytes() {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -608,6 +632,17 @@ mod tests {
         );
         assert_eq!(d["metadata"]["labels"]["any"], "label");
         assert!(drop_unknown_fields(rt, &mut d).is_empty());
+    }
+
+    #[test]
+    fn template_hashes_ignore_how_the_template_is_spelled() {
+        let plain =
+            json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "x"}]}});
+        let spelled = json!({"metadata": {"labels": {"app": "x"}, "creationTimestamp": null}, "spec": {"containers": [{"name": "x", "resources": {}, "env": []}]}});
+        assert_eq!(template_hash(&plain), template_hash(&spelled));
+        let other =
+            json!({"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "x"}]}});
+        assert_ne!(template_hash(&plain), template_hash(&other));
     }
 
     #[test]

@@ -366,6 +366,32 @@ impl Store {
         Ok(stored)
     }
 
+    /// Sets one annotation of an object, and nothing else, in one step (as
+    /// a controller records `deployment.kubernetes.io/revision`). A value
+    /// already set keeps the object and its resourceVersion. Returns the
+    /// stored object.
+    pub fn set_annotation(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Value, ClusterError> {
+        let rt =
+            resources::by_kind(api_version, kind).ok_or_else(|| ClusterError::UnknownKind {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            })?;
+        let stored = self.modify(rt, namespace, name, Target::Main, false, |current| {
+            let mut next = current.clone();
+            kinds::set_field(&mut next, &["metadata", "annotations", key], json!(value))?;
+            Ok(next)
+        })?;
+        Ok(stored)
+    }
+
     /// Deletes an object, returning it as it was; None if it did not exist.
     /// Deleting a namespace deletes everything in it.
     pub fn delete(

@@ -17,12 +17,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::store::{PlaybookEntry, RunState, RunView, StepLine, StepStatus};
 use crate::kube::KubeAccess;
+use crate::playbook::cancel::Cancel;
 use crate::playbook::engine::{Outcome, PlannedAction, PlannedStep, RunOptions, RunReport};
-use crate::playbook::event::Observers;
 use crate::playbook::journal::TimelineRecorder;
 use crate::playbook::{ConfirmRequest, Confirmation, Confirmer, Engine, StepEvent, StepObserver};
 use crate::timeline::{Entry, Journal, Milestone, NewEvent};
@@ -113,7 +113,7 @@ pub struct Actions {
     journal_path: Option<PathBuf>,
     actor: String,
     events: mpsc::UnboundedSender<ActionEvent>,
-    cancel: Arc<Mutex<Option<watch::Sender<bool>>>>,
+    cancel: Arc<Mutex<Option<Cancel>>>,
 }
 
 impl Actions {
@@ -158,21 +158,21 @@ impl Actions {
         self.cancel.lock().map(|c| c.is_some()).unwrap_or(false)
     }
 
-    fn engine(&self, kube: &Arc<KubeAccess>) -> (Engine, watch::Sender<bool>) {
-        let mut observers: Vec<Arc<dyn StepObserver>> =
-            vec![Arc::new(Forward(self.events.clone()))];
-        if let Some(recorder) = &self.recorder {
-            observers.push(recorder.clone());
-        }
-        let (cancel, cancelled) = watch::channel(false);
+    fn engine(&self, kube: &Arc<KubeAccess>) -> (Engine, Cancel) {
+        let cancel = Cancel::new();
         let engine = Engine::new(
             kube.clone(),
-            Arc::new(Observers(observers)),
+            Arc::new(Forward(self.events.clone())),
             Arc::new(ConsoleConfirmer {
                 events: self.events.clone(),
             }),
         )
-        .with_cancel(cancelled);
+        .with_cancel(cancel.clone());
+        // The journal's recorder is acknowledged: the engine waits for each
+        // event to be durable before its next write.
+        if let Some(recorder) = &self.recorder {
+            tokio::spawn(recorder.clone().record(engine.subscribe_acknowledged()));
+        }
         (engine, cancel)
     }
 
@@ -234,30 +234,9 @@ impl Actions {
         let events = self.events.clone();
         tokio::spawn(async move {
             let result = engine.run(&bound, RunOptions { dry_run }).await;
-            let cancelled = slot
-                .lock()
-                .ok()
-                .and_then(|s| s.as_ref().map(|c| *c.borrow()))
-                .unwrap_or(false);
-            let mut finished = finished(result);
-            // Cancelled half-way: put back what the run applied.
-            if cancelled && let Some(run_id) = finished.1.clone() {
-                let _ = events.send(ActionEvent::Status(format!(
-                    "run {run_id} cancelled: undoing what it applied"
-                )));
-                let undo = Engine::new(
-                    kube.clone(),
-                    Arc::new(Forward(events.clone())),
-                    Arc::new(crate::playbook::AutoApprove),
-                );
-                finished = self::finished(undo.undo(&bound.namespace, Some(&run_id)).await);
-                if let ActionEvent::Finished {
-                    outcome, message, ..
-                } = &mut finished.0
-                {
-                    *message = format!("cancelled, then {outcome}: {message}");
-                }
-            }
+            // A cancelled run stops before its next write and the engine
+            // undoes what it applied, under the run's Lease.
+            let finished = finished(result);
             if let Ok(mut s) = slot.lock() {
                 *s = None;
             }
@@ -295,7 +274,12 @@ impl Actions {
             .cancel
             .lock()
             .ok()
-            .and_then(|s| s.as_ref().map(|c| c.send(true).is_ok()))
+            .and_then(|s| {
+                s.as_ref().map(|c| {
+                    c.cancel("the console");
+                    true
+                })
+            })
             .unwrap_or(false);
         self.status(if sent {
             "cancelling: the run stops before its next change, then what it applied is undone"
@@ -483,10 +467,10 @@ pub fn step_status(phase: crate::playbook::StepPhase) -> StepStatus {
     use crate::playbook::StepPhase as P;
     match phase {
         P::Planned => StepStatus::Planned,
-        P::DryRun | P::Applied => StepStatus::Running,
+        P::DryRun | P::Applied | P::Progress | P::Gate => StepStatus::Running,
         P::Verified | P::Unchanged | P::Confirmed | P::Noted => StepStatus::Done,
         P::Skipped => StepStatus::Skipped,
-        P::Failed => StepStatus::Failed,
+        P::Failed | P::Cancelled => StepStatus::Failed,
         P::Undone => StepStatus::Undone,
     }
 }

@@ -96,7 +96,7 @@ pub fn replica_set(
             "labels": labels,
             "annotations": {
                 "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
-                "deployment.kubernetes.io/max-replicas": (replicas + max_surge(replicas)).to_string(),
+                "deployment.kubernetes.io/max-replicas": (replicas + super::rollout::max_surge(replicas)).to_string(),
                 "deployment.kubernetes.io/revision": revision.to_string(),
             },
             "ownerReferences": owner("apps/v1", "Deployment", deployment),
@@ -114,16 +114,6 @@ pub fn replica_set(
             "observedGeneration": 1,
         },
     })
-}
-
-/// How many pods a rolling update may add above `replicas` (25%, at least 1).
-pub fn max_surge(replicas: i64) -> i64 {
-    ((replicas + 3) / 4).max(1)
-}
-
-/// How many pods a rolling update may take away below `replicas` (25%, rounded down).
-pub fn max_unavailable(replicas: i64) -> i64 {
-    replicas / 4
 }
 
 /// The last time a pod's container ended.
@@ -265,14 +255,6 @@ pub fn pod(template: &Value, replica_set: &Value, view: &PodView<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rolling_update_bounds_follow_the_defaults() {
-        assert_eq!((max_surge(0), max_unavailable(0)), (1, 0));
-        assert_eq!((max_surge(3), max_unavailable(3)), (1, 0));
-        assert_eq!((max_surge(8), max_unavailable(8)), (2, 2));
-        assert_eq!((max_surge(10), max_unavailable(10)), (3, 2));
-    }
 
     #[test]
     fn pods_are_named_after_their_replica_set() {

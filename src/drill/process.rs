@@ -24,8 +24,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// What to run for each worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to run for each worker. Its `Debug` form names the environment
+/// variables but never shows their values (the Redis URL may hold a
+/// password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct WorkerCommand {
     /// The program (absolute path, or a name looked up on `PATH`).
     pub program: PathBuf,
@@ -33,6 +35,17 @@ pub struct WorkerCommand {
     pub args: Vec<String>,
     /// Extra environment, on top of the drill's own (secrets go here).
     pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for WorkerCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("WorkerCommand")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &names)
+            .finish()
+    }
 }
 
 /// Why a worker process could not be started or signalled.
@@ -259,6 +272,21 @@ mod tests {
             !worker.signal(libc::SIGTERM),
             "a reaped child is never signalled"
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_environment_values() {
+        let command = WorkerCommand {
+            program: "warroom".into(),
+            args: vec!["drill".into(), "worker".into()],
+            env: vec![(
+                "WARROOM_REDIS_URL".into(),
+                "redis://:hunter2@127.0.0.1:6379".into(),
+            )],
+        };
+        let shown = format!("{command:?}");
+        assert!(shown.contains("WARROOM_REDIS_URL"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -351,7 +351,11 @@ async fn read_orders(
     conn: &mut ConnectionManager,
     ids: &[String],
 ) -> Result<Vec<OrderRecords>, redis::RedisError> {
+    // One transaction per batch: each order's hash, lists and audit log are
+    // read as of one instant, so a worker writing meanwhile is never seen
+    // half-way.
     let mut pipe = redis::pipe();
+    pipe.atomic();
     for id in ids {
         pipe.cmd("HMGET")
             .arg(keys::order(id))
@@ -359,34 +363,43 @@ async fn read_orders(
             .arg("lot")
             .arg("fulfillment")
             .lrange(keys::reservations(id), 0, -1)
-            .lrange(keys::fulfillments(id), 0, -1);
+            .lrange(keys::fulfillments(id), 0, -1)
+            .cmd("XRANGE")
+            .arg(keys::audit(id))
+            .arg("-")
+            .arg("+");
     }
-    #[allow(clippy::type_complexity)]
-    let replies: Vec<(Vec<Option<String>>, Vec<String>, Vec<String>)> = {
-        let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut it = flat.into_iter();
-        while let (Some(a), Some(b), Some(c)) = (it.next(), it.next(), it.next()) {
-            out.push((
-                redis::from_redis_value(a)?,
-                redis::from_redis_value(b)?,
-                redis::from_redis_value(c)?,
-            ));
-        }
-        out
-    };
-    let mut records: Vec<OrderRecords> = replies
-        .into_iter()
-        .map(|(fields, reservations, fulfillments)| OrderRecords {
+    let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let mut records = Vec::with_capacity(ids.len());
+    let mut it = flat.into_iter();
+    while let (Some(a), Some(b), Some(c), Some(d)) = (it.next(), it.next(), it.next(), it.next()) {
+        let fields: Vec<Option<String>> = redis::from_redis_value(a)?;
+        let audit: redis::streams::StreamRangeReply = redis::from_redis_value(d)?;
+        records.push(OrderRecords {
             status: fields.first().cloned().flatten(),
             lot: fields.get(1).cloned().flatten(),
             fulfillment: fields.get(2).cloned().flatten(),
-            reservations,
-            fulfillments,
+            reservations: redis::from_redis_value(b)?,
+            fulfillments: redis::from_redis_value(c)?,
+            audit: audit
+                .ids
+                .into_iter()
+                .map(|e| {
+                    let f = |k: &str| text(e.map.get(k)).unwrap_or_default();
+                    AuditEntry {
+                        table: f("table"),
+                        event: f("event"),
+                        value: f("value"),
+                        holder: f("holder"),
+                        token: f("token"),
+                    }
+                })
+                .collect(),
             ..OrderRecords::default()
-        })
-        .collect();
-    // Fulfillment records, then the audit log of the orders that need it.
+        });
+    }
+    // Fulfillment records (their lot never changes; their state only by a
+    // repair).
     let mut pipe = redis::pipe();
     let mut asked = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -404,45 +417,6 @@ async fn read_orders(
             records[i]
                 .records
                 .insert(fid, (lot.unwrap_or_default(), state.unwrap_or_default()));
-        }
-    }
-    let mut pipe = redis::pipe();
-    let mut asked = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let simple = r.reservations.len() <= 1
-            && r.fulfillments.len() <= 1
-            && r.status.as_deref() == Some(OrderStatus::Fulfilled.as_str());
-        // A fulfilled order with one of each is checked without its audit
-        // log unless its records already disagree.
-        let quick = OrderRecords {
-            audit: Vec::new(),
-            ..r.clone()
-        };
-        if !simple || !problems(&quick).is_empty() {
-            pipe.cmd("XRANGE")
-                .arg(keys::audit(&ids[i]))
-                .arg("-")
-                .arg("+");
-            asked.push(i);
-        }
-    }
-    if !asked.is_empty() {
-        let replies: Vec<redis::streams::StreamRangeReply> = pipe.query_async(conn).await?;
-        for (i, reply) in asked.into_iter().zip(replies) {
-            records[i].audit = reply
-                .ids
-                .into_iter()
-                .map(|e| {
-                    let f = |k: &str| text(e.map.get(k)).unwrap_or_default();
-                    AuditEntry {
-                        table: f("table"),
-                        event: f("event"),
-                        value: f("value"),
-                        holder: f("holder"),
-                        token: f("token"),
-                    }
-                })
-                .collect();
         }
     }
     Ok(records)

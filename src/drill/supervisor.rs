@@ -35,12 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use super::pods::{self, LastExit, PodView, ReplicaSetCounts};
 pub use super::process::WorkerCommand;
 use super::process::{ProcessError, Spawner, Worker, WorkerSpec};
+use super::rollout::{self, Candidate, plan};
 use crate::cluster::{
     EventKind, EventRecorder, LogSpan, PodLogs, StatusMode, Store, seed, template_hash,
 };
@@ -528,54 +529,21 @@ async fn run(
     }
 }
 
-/// What one pass decided for the pods.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Plan {
-    /// New pods to start.
-    start: usize,
-    /// Pods to stop.
-    stop: Vec<String>,
-}
+/// Annotation carrying the Deployment's and each ReplicaSet's revision.
+const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
-/// A pod as the rollout arithmetic sees it.
-#[derive(Debug, Clone)]
-struct Candidate {
-    name: String,
-    ready: bool,
-    serial: u64,
-}
-
-/// The Deployment controller's arithmetic for one pass: `current` are the
-/// pods of the current template, `old` those of earlier ones (none
-/// terminating). Scale-down stops not-ready pods first, then the newest;
-/// a rollout surges new pods and stops old ones only while enough pods stay
-/// ready.
-fn plan(desired: usize, mut current: Vec<Candidate>, mut old: Vec<Candidate>) -> Plan {
-    let surge = pods::max_surge(desired as i64) as usize;
-    let unavailable = pods::max_unavailable(desired as i64) as usize;
-    let by_stop_order =
-        |a: &Candidate, b: &Candidate| a.ready.cmp(&b.ready).then(b.serial.cmp(&a.serial));
-    let mut stop = Vec::new();
-    current.sort_by(by_stop_order);
-    let excess = current.len().saturating_sub(desired);
-    stop.extend(current.drain(..excess).map(|c| c.name));
-    let start = if old.is_empty() {
-        desired - current.len()
-    } else {
-        (desired - current.len()).min((desired + surge).saturating_sub(current.len() + old.len()))
-    };
-    let mut ready = current.iter().chain(&old).filter(|c| c.ready).count();
-    let min_available = desired.saturating_sub(unavailable);
-    old.sort_by(by_stop_order);
-    for candidate in old {
-        if !candidate.ready {
-            stop.push(candidate.name);
-        } else if ready > min_available {
-            ready -= 1;
-            stop.push(candidate.name);
-        }
+/// The template hash the pods should have: the Deployment's template, or
+/// while its rollout is paused, the newest ReplicaSet already running.
+fn active_hash(state: &State, deployment: &Value) -> String {
+    let wanted = template_hash(deployment.pointer("/spec/template").unwrap_or(&Value::Null));
+    if !rollout::is_paused(deployment) {
+        return wanted;
     }
-    Plan { start, stop }
+    state
+        .replica_sets
+        .iter()
+        .max_by_key(|(_, rs)| rs.revision)
+        .map_or(wanted, |(hash, _)| hash.clone())
 }
 
 impl Inner {
@@ -877,20 +845,26 @@ impl Inner {
 
     /// The ReplicaSet of `hash`, created (and recorded) if new.
     fn ensure_replica_set(&self, state: &mut State, deployment: &Value, hash: &str) {
-        if state.replica_sets.contains_key(hash) {
+        let latest = state
+            .replica_sets
+            .values()
+            .map(|rs| rs.revision)
+            .max()
+            .unwrap_or(0);
+        if let Some(rs) = state.replica_sets.get_mut(hash) {
+            // A template seen before (`kubectl rollout undo`) becomes the
+            // latest revision again, as the Deployment controller does.
+            if rs.revision != latest {
+                rs.revision = latest + 1;
+                self.write_replica_set(state, deployment, hash);
+            }
             return;
         }
         let template = deployment
             .pointer("/spec/template")
             .cloned()
             .unwrap_or_default();
-        let revision = state
-            .replica_sets
-            .values()
-            .map(|rs| rs.revision)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let revision = latest + 1;
         state.replica_sets.insert(
             hash.to_string(),
             ReplicaSetState {
@@ -966,14 +940,33 @@ impl Inner {
                     .and_then(Value::as_i64)
                     .unwrap_or(1)
                     .max(0) as usize,
-                Some(template_hash(
-                    d.pointer("/spec/template").unwrap_or(&Value::Null),
-                )),
+                Some(active_hash(state, d)),
             ),
             None => (0, None),
         };
         if let (Some(d), Some(hash)) = (deployment, &hash) {
             self.ensure_replica_set(state, d, hash);
+            if let Some(rs) = state.replica_sets.get(hash) {
+                let revision = rs.revision.to_string();
+                let recorded = d
+                    .pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+                    .and_then(Value::as_str);
+                if recorded != Some(revision.as_str())
+                    && let Err(e) = self.store.set_annotation(
+                        "apps/v1",
+                        "Deployment",
+                        Some(self.ns()),
+                        &self.config.deployment,
+                        REVISION_ANNOTATION,
+                        &revision,
+                    )
+                {
+                    tracing::warn!(
+                        "cannot record the revision of {}: {e}",
+                        self.config.deployment
+                    );
+                }
+            }
         }
         let live = |p: &&PodState| p.terminating.is_none();
         let candidate = |p: &PodState| Candidate {
@@ -1176,16 +1169,7 @@ impl Inner {
         let Some(deployment) = self.deployment() else {
             return;
         };
-        let desired = deployment
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1)
-            .max(0);
-        let generation = deployment
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let hash = template_hash(deployment.pointer("/spec/template").unwrap_or(&Value::Null));
+        let hash = active_hash(state, &deployment);
         let live: Vec<&PodState> = state
             .pods
             .values()
@@ -1195,69 +1179,16 @@ impl Inner {
         let updated = live.iter().filter(|p| p.hash == hash).count() as i64;
         let ready = live.iter().filter(|p| p.ready).count() as i64;
         let rs_name = format!("{}-{hash}", self.config.deployment);
-        let available_ok = ready >= desired - pods::max_unavailable(desired);
-        let complete = updated == desired && total == desired && ready == desired;
-        let previous = deployment.pointer("/status/conditions").cloned();
-        let now = now();
-        let condition = |kind: &str, status: bool, reason: &str, message: String| {
-            let status = if status { "True" } else { "False" };
-            let same = previous
-                .as_ref()
-                .and_then(Value::as_array)
-                .and_then(|conds| {
-                    conds.iter().find(|c| {
-                        c.get("type").and_then(Value::as_str) == Some(kind)
-                            && c.get("status").and_then(Value::as_str) == Some(status)
-                    })
-                });
-            let transition = same
-                .and_then(|c| c.get("lastTransitionTime").cloned())
-                .unwrap_or_else(|| json!(now));
-            let update = same
-                .filter(|c| c.get("reason").and_then(Value::as_str) == Some(reason))
-                .and_then(|c| c.get("lastUpdateTime").cloned())
-                .unwrap_or_else(|| json!(now));
-            json!({
-                "type": kind,
-                "status": status,
-                "lastUpdateTime": update,
-                "lastTransitionTime": transition,
-                "reason": reason,
-                "message": message,
-            })
-        };
-        let mut status = json!({
-            "observedGeneration": generation,
-            "replicas": total,
-            "updatedReplicas": updated,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "conditions": [
-                condition(
-                    "Available",
-                    available_ok,
-                    if available_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
-                    if available_ok {
-                        "Deployment has minimum availability.".to_string()
-                    } else {
-                        "Deployment does not have minimum availability.".to_string()
-                    },
-                ),
-                condition(
-                    "Progressing",
-                    true,
-                    if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                    if complete {
-                        format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
-                    } else {
-                        format!("ReplicaSet \"{rs_name}\" is progressing.")
-                    },
-                ),
-            ],
-        });
-        if desired > ready {
-            status["unavailableReplicas"] = json!(desired - ready);
-        }
+        let status = rollout::deployment_status(
+            &deployment,
+            rollout::Counts {
+                total,
+                updated,
+                ready,
+            },
+            &rs_name,
+            &now(),
+        );
         if deployment.get("status") == Some(&status) {
             return;
         }
@@ -1287,67 +1218,5 @@ impl Drop for Inner {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pods(spec: &[(&str, bool, u64)]) -> Vec<Candidate> {
-        spec.iter()
-            .map(|(name, ready, serial)| Candidate {
-                name: (*name).to_string(),
-                ready: *ready,
-                serial: *serial,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn scaling_starts_and_stops_the_difference() {
-        assert_eq!(plan(3, vec![], vec![]).start, 3);
-        let down = plan(
-            1,
-            pods(&[("a", true, 1), ("b", false, 2), ("c", true, 3)]),
-            vec![],
-        );
-        assert_eq!(down.start, 0);
-        assert_eq!(down.stop, ["b", "c"], "not ready first, then newest");
-        assert_eq!(plan(0, pods(&[("a", true, 1)]), vec![]).stop, ["a"]);
-    }
-
-    #[test]
-    fn a_rollout_surges_then_stops_old_pods_while_enough_stay_ready() {
-        let old = pods(&[("o1", true, 1), ("o2", true, 2), ("o3", true, 3)]);
-        let first = plan(3, vec![], old.clone());
-        assert_eq!(
-            first,
-            Plan {
-                start: 1,
-                stop: vec![]
-            }
-        );
-        // The surged pod is not ready yet: nothing old may go.
-        let waiting = plan(3, pods(&[("n1", false, 4)]), old.clone());
-        assert_eq!(
-            waiting,
-            Plan {
-                start: 0,
-                stop: vec![]
-            }
-        );
-        // Once it is ready, one old pod goes.
-        let next = plan(3, pods(&[("n1", true, 4)]), old);
-        assert_eq!(next.stop, ["o3"]);
-        // Old pods that are not ready go at once.
-        let broken = plan(3, vec![], pods(&[("o1", false, 1)]));
-        assert_eq!(
-            broken,
-            Plan {
-                start: 3,
-                stop: vec!["o1".into()]
-            }
-        );
     }
 }

@@ -10,7 +10,8 @@
 //! **Redelivery, as at-least-once delivery does.** An entry a worker has
 //! read stays pending under it until acknowledged. Every worker also takes
 //! over (`XAUTOCLAIM`) entries that have stayed pending longer than the claim
-//! idle time (150 ms by default, less than the 200 ms lock TTL): the entries
+//! idle time (50 ms by default, well under the 200 ms lock TTL, so that the
+//! orders a frozen worker had taken wait little longer than that): the entries
 //! of a worker that is frozen. A worker frozen (SIGSTOP: a GC pause) while
 //! it holds an order's lock loses the lock when the TTL passes; another
 //! worker has meanwhile claimed the entry, waits for the lock, gets it and
@@ -85,7 +86,7 @@ impl WorkerConfig {
             redlock_urls: Vec::new(),
             concurrency: 8,
             lock_ttl: Duration::from_millis(200),
-            claim_idle: Duration::from_millis(150),
+            claim_idle: Duration::from_millis(50),
             work: Duration::from_millis(3),
             lock_wait: Duration::from_secs(2),
         }
@@ -168,6 +169,7 @@ struct Shared {
     sink: EventSink,
     mode: AtomicU8,
     last_mode: Mutex<Option<LockMode>>,
+    modes_used: Mutex<HashSet<u8>>,
     in_flight: Mutex<HashSet<String>>,
 }
 
@@ -190,7 +192,26 @@ impl Shared {
         ));
     }
 
+    /// Records the first use of a mode by this worker (for the drill's
+    /// `lock_modes`).
     fn note_mode(&self, mode: LockMode) {
+        let mut used = self.modes_used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.insert(mode_code(mode)) {
+            let mut conn = self.conn.clone();
+            let mode = mode.as_str();
+            tokio::spawn(async move {
+                let _: Result<(), _> = redis::cmd("HSETNX")
+                    .arg(stats::MODES)
+                    .arg(mode)
+                    .arg(now_us())
+                    .query_async(&mut conn)
+                    .await;
+            });
+        }
+    }
+
+    /// Applies the mode read from Redis; logs a switch.
+    fn set_mode(&self, mode: LockMode) {
         let mut last = self.last_mode.lock().unwrap_or_else(|e| e.into_inner());
         if *last != Some(mode) {
             match *last {
@@ -203,16 +224,7 @@ impl Shared {
                 None => log(format!("LOCK MODE {} worker={}", mode.as_str(), self.name)),
             }
             *last = Some(mode);
-            let mut conn = self.conn.clone();
-            let mode = mode.as_str();
-            tokio::spawn(async move {
-                let _: Result<(), _> = redis::cmd("HSETNX")
-                    .arg(stats::MODES)
-                    .arg(mode)
-                    .arg(now_us())
-                    .query_async(&mut conn)
-                    .await;
-            });
+            self.mode.store(mode_code(mode), Ordering::Release);
         }
     }
 
@@ -282,6 +294,7 @@ pub async fn run(
         sink,
         mode: AtomicU8::new(0),
         last_mode: Mutex::new(None),
+        modes_used: Mutex::new(HashSet::new()),
         in_flight: Mutex::new(HashSet::new()),
         config,
     });
@@ -425,7 +438,7 @@ async fn refresh_mode(shared: &Shared) {
         redis::AsyncCommands::get(&mut conn, keys::LOCK_MODE).await;
     match value {
         Ok(Some(text)) => match parse_mode(&text) {
-            Some(mode) => shared.mode.store(mode_code(mode), Ordering::Release),
+            Some(mode) => shared.set_mode(mode),
             None => {
                 let previous = mode_of(shared.mode.load(Ordering::Acquire));
                 let text: String = text.chars().take(40).collect();
@@ -439,7 +452,16 @@ async fn refresh_mode(shared: &Shared) {
                 );
             }
         },
-        Ok(None) => {}
+        Ok(None) => {
+            if shared
+                .last_mode
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+            {
+                shared.set_mode(LockMode::Legacy);
+            }
+        }
         Err(e) => shared.error("lock mode read failed", "-", e),
     }
 }
@@ -490,28 +512,47 @@ async fn handle_entry(shared: &Shared, entry: &StreamId) {
     }
 }
 
+/// Acknowledges an entry and, only if this acknowledgement removed it from
+/// the pending list (an entry handled twice is counted once), counts it.
+/// KEYS: stream, processed, outcome counter, latency hash. ARGV: group, id,
+/// latency bucket ('' when unknown).
+static ACK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCR', KEYS[2])
+  redis.call('INCR', KEYS[3])
+  if ARGV[3] ~= '' then
+    redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+  end
+  return 1
+end
+return 0
+",
+    )
+});
+
 async fn ack(shared: &Shared, id: &str, offered_us: Option<u64>, outcome: Outcome) {
-    let mut pipe = redis::pipe();
-    pipe.xack(keys::ORDERS_STREAM, keys::CONSUMER_GROUP, &[id])
-        .ignore()
-        .incr(stats::PROCESSED, 1)
-        .ignore();
-    match outcome {
-        Outcome::Fulfilled => {
-            pipe.incr(stats::FULFILLED, 1).ignore();
-        }
-        Outcome::Skipped => {
-            pipe.incr(stats::SKIPPED, 1).ignore();
-        }
-        _ => {}
-    }
-    if let Some(offered) = offered_us {
-        let latency = now_us().saturating_sub(offered);
-        pipe.hincr(stats::LATENCY, stats::latency_bucket(latency), 1)
-            .ignore();
-    }
+    let counter = match outcome {
+        Outcome::Fulfilled => stats::FULFILLED,
+        Outcome::Skipped => stats::SKIPPED,
+        Outcome::Fenced | Outcome::Failed => stats::ERRORS,
+    };
+    let bucket = offered_us
+        .map(|offered| stats::latency_bucket(now_us().saturating_sub(offered)).to_string())
+        .unwrap_or_default();
     let mut conn = shared.conn.clone();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+    let acked: Result<i64, _> = ACK
+        .key(keys::ORDERS_STREAM)
+        .key(stats::PROCESSED)
+        .key(counter)
+        .key(stats::LATENCY)
+        .arg(keys::CONSUMER_GROUP)
+        .arg(id)
+        .arg(bucket)
+        .invoke_async(&mut conn)
+        .await;
+    if let Err(e) = acked {
         shared.error("ack failed", id, e);
     }
 }

@@ -169,6 +169,9 @@ pub struct Snapshot {
     pub app_errors: u64,
     /// Keys currently tracked.
     pub keys_tracked: u64,
+    /// Stream time (Unix ms, the Redis server's clock) of the grant that
+    /// made the first collision, if any.
+    pub first_collision_ms: Option<u64>,
     /// Whether the stream connection is up.
     pub stream_connected: bool,
     /// Whether expired-key notifications are on and subscribed.
@@ -225,6 +228,8 @@ pub(crate) struct State {
     /// The position at which a reply with no usable entry ID was last
     /// counted, so that the same reply coming again is not.
     stuck_at: Option<String>,
+    /// Stream time of the grant that made the first collision.
+    first_collision_ms: Option<u64>,
 }
 
 impl State {
@@ -257,6 +262,9 @@ impl State {
             EventKind::Extended | EventKind::Lost => {}
         }
         let findings = self.ledger.apply(at_ms, &event);
+        if !findings.collisions.is_empty() && self.first_collision_ms.is_none() {
+            self.first_collision_ms = Some(at_ms);
+        }
         self.count(findings);
     }
 
@@ -423,6 +431,7 @@ impl Exporter {
                     logged_bad: HashSet::new(),
                     last_id: None,
                     stuck_at: None,
+                    first_collision_ms: None,
                 }),
                 trouble: Mutex::new(None),
             }),
@@ -479,6 +488,7 @@ impl Exporter {
             fencing_rejections: m.rejections.total(),
             app_errors: m.app_errors_total(),
             keys_tracked: state.ledger.keys_tracked() as u64,
+            first_collision_ms: state.first_collision_ms,
             stream_connected: m.connected(Connection::Stream),
             keyspace_enabled: m.keyspace_enabled.get() == 1,
             last_id: state.last_id.clone(),

@@ -1,26 +1,30 @@
 //! Recording a run in the incident timeline.
 //!
-//! [`TimelineRecorder`] is a [`StepObserver`] that appends every step event
-//! to an incident journal ([`crate::timeline::Journal`]) as it happens, with
-//! the operator as actor and the values before and after. `note` steps become
-//! timeline notes. Appends are durable before the engine goes on, so a crash
-//! mid-run leaves the journal saying how far the run got.
+//! [`TimelineRecorder::record`] is a task subscribed to a run's events
+//! ([`super::Engine::subscribe_acknowledged`]): it appends every step event
+//! to an incident journal ([`crate::timeline::Journal`]) with
+//! [`Journal::append_async`] (the fdatasync happens on the journal's writer
+//! thread, never on a runtime worker), with the operator as actor and the
+//! values before and after; `note` steps become timeline notes. Each event
+//! is acknowledged once durable, and the engine waits for that before its
+//! next write, so a crash mid-run leaves the journal saying how far the run
+//! got.
 //!
-//! A failed append is kept here: [`StepObserver::failure`] tells the engine,
-//! which stops the run before its next change (a change the journal cannot
-//! record would be missing from the postmortem), and
-//! [`TimelineRecorder::failures`] counts what is missing. An append that does
-//! not come back within [`APPEND_TIMEOUT`] (another process holding the
-//! journal's lock, a hung disk) counts as failed, and the events after it
-//! are not attempted, so a stuck journal can neither hang a run nor let it
-//! go on changing the cluster unrecorded.
+//! A failed append is acknowledged as failed: the engine stops the run
+//! before its next change (a change the journal cannot record would be
+//! missing from the postmortem), and [`TimelineRecorder::failures`] counts
+//! what is missing. An append that does not come back within
+//! [`APPEND_TIMEOUT`] (another process holding the journal's lock, a hung
+//! disk) counts as failed, and the events after it are not attempted, so a
+//! stuck journal can neither hang a run nor let it go on changing the
+//! cluster unrecorded.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::event::{StepEvent, StepObserver, StepPhase};
+use super::event::{AckedEvents, StepEvent, StepPhase};
 use crate::timeline::{Entry, Journal, NewEvent, StepReport, StepTarget};
 
 /// How long one append may take before it counts as failed.
@@ -57,14 +61,15 @@ impl TimelineRecorder {
         self
     }
 
-    fn failed(&self, why: String, stuck: bool) {
+    fn failed(&self, why: String, stuck: bool) -> String {
         if let Ok(mut failures) = self.failures.lock() {
             failures.count += 1;
             failures.stuck |= stuck;
             if failures.first.is_none() {
-                failures.first = Some(why);
+                failures.first = Some(why.clone());
             }
         }
+        why
     }
 
     /// The journal written to.
@@ -77,6 +82,37 @@ impl TimelineRecorder {
         match self.failures.lock() {
             Ok(f) => (f.count, f.first.clone()),
             Err(_) => (0, None),
+        }
+    }
+
+    /// Records `events` until the engine is gone, acknowledging each once
+    /// it is durable (or failed). Spawn it:
+    /// `tokio::spawn(recorder.clone().record(engine.subscribe_acknowledged()))`.
+    pub async fn record(self: Arc<Self>, mut events: AckedEvents) {
+        while let Some(event) = events.recv().await {
+            let result = self.append(&event).await;
+            events.acknowledge(result);
+        }
+    }
+
+    /// Appends one event; returns once it is durable, or why it is not.
+    async fn append(&self, event: &StepEvent) -> Result<(), String> {
+        if self.failures.lock().map(|f| f.stuck).unwrap_or(true) {
+            return Err(self.failed("an earlier append never completed".into(), true));
+        }
+        let event = NewEvent::at(event.at, event.actor.clone(), entry_of(event));
+        match tokio::time::timeout(self.timeout, self.journal.append_async(event)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(self.failed(err.to_string(), false)),
+            Err(_) => Err(self.failed(
+                format!(
+                    "appending to {} took longer than {:?} (another process may hold its \
+                     lock, or the disk is not answering)",
+                    self.journal.path().display(),
+                    self.timeout
+                ),
+                true,
+            )),
         }
     }
 }
@@ -150,49 +186,6 @@ fn insert_at(node: &mut Map<String, Value>, tokens: &[String], value: &Value) {
             if let Value::Object(children) = child {
                 insert_at(children, rest, value);
             }
-        }
-    }
-}
-
-impl StepObserver for TimelineRecorder {
-    fn failure(&self) -> Option<String> {
-        match self.failures.lock() {
-            Ok(failures) => failures.first.clone(),
-            Err(_) => Some("the journal recorder failed".into()),
-        }
-    }
-
-    fn on_event(&self, event: &StepEvent) {
-        if self.failures.lock().map(|f| f.stuck).unwrap_or(true) {
-            self.failed("an earlier append never completed".into(), true);
-            return;
-        }
-        let event = NewEvent::at(event.at, event.actor.clone(), entry_of(event));
-        let journal = self.journal.clone();
-        let (done, answer) = std::sync::mpsc::channel();
-        // The append blocks (fdatasync, the journal's lock): wait for it on
-        // the side, with a deadline.
-        let spawned = std::thread::Builder::new()
-            .name("journal-append".into())
-            .spawn(move || {
-                let _ = done.send(journal.append(event).map(|_| ()));
-            });
-        if let Err(err) = spawned {
-            self.failed(format!("cannot start the append: {err}"), false);
-            return;
-        }
-        match answer.recv_timeout(self.timeout) {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => self.failed(err.to_string(), false),
-            Err(_) => self.failed(
-                format!(
-                    "appending to {} took longer than {:?} (another process may hold its \
-                     lock, or the disk is not answering)",
-                    self.journal.path().display(),
-                    self.timeout
-                ),
-                true,
-            ),
         }
     }
 }

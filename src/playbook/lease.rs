@@ -12,8 +12,9 @@
 //! to agree within a few seconds; the lease duration is far larger.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use serde_json::{Value, json};
 
@@ -45,7 +46,7 @@ pub struct RunLease {
     kube: Arc<KubeAccess>,
     object: ObjectRef,
     holder: String,
-    lost: Arc<AtomicBool>,
+    lost: watch::Receiver<bool>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -166,14 +167,14 @@ impl RunLease {
             match result {
                 Ok(_) => {
                     let taken = Instant::now();
-                    let lost = Arc::new(AtomicBool::new(false));
+                    let (lose, lost) = watch::channel(false);
                     let renewal = tokio::spawn(renew(
                         kube.clone(),
                         object.clone(),
                         holder.to_owned(),
                         duration,
                         taken,
-                        lost.clone(),
+                        lose,
                     ));
                     return Ok(RunLease {
                         kube,
@@ -197,7 +198,16 @@ impl RunLease {
 
     /// True once a renewal found the lease taken by someone else.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        *self.lost.borrow()
+    }
+
+    /// Resolves once the lease is lost (never while it is held and renewed).
+    pub async fn until_lost(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            // Renewal stopped without losing the lease (released).
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The holder identity.
@@ -250,7 +260,7 @@ async fn renew(
     holder: String,
     duration: Duration,
     taken: Instant,
-    lost: Arc<AtomicBool>,
+    lost: watch::Sender<bool>,
 ) {
     let every = (duration / 3).max(Duration::from_millis(200));
     // When the last successful write of the lease was sent.
@@ -260,13 +270,13 @@ async fn renew(
         tokio::time::sleep(every).await;
         if expired(renewed) {
             tracing::warn!("the run lease expired without being renewed");
-            lost.store(true, Ordering::SeqCst);
+            lost.send_replace(true);
             return;
         }
         let lease = match kube.get(&object).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
-                lost.store(true, Ordering::SeqCst);
+                lost.send_replace(true);
                 return;
             }
             Err(err) => {
@@ -279,7 +289,7 @@ async fn renew(
             .and_then(Value::as_str)
             != Some(&holder)
         {
-            lost.store(true, Ordering::SeqCst);
+            lost.send_replace(true);
             return;
         }
         let mut body = lease;

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::outcome::Outcome;
+pub use super::outcome::StepOutcome;
 use super::step::Edit;
 use crate::kube::ObjectRef;
 
@@ -360,61 +362,9 @@ pub fn with_record(
     out
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunOutcome {
-    /// Still running (or its process died; `undo` still works).
-    Running,
-    /// Every step done.
-    Applied,
-    /// A step failed; applied steps were undone.
-    FailedUndone,
-    /// A step failed; applied steps were left in place (`on-failure: stop`
-    /// or `continue`).
-    Failed,
-    /// Refused (lease held, precondition) before anything changed.
-    Refused,
-    /// The operator declined a gate (or nobody could be asked): the run
-    /// stopped there and kept the steps applied before it.
-    Declined,
-    /// The run stopped before finishing and kept the steps applied so far:
-    /// the incident journal could not be written, or it was interrupted.
-    Stopped,
-    /// Undone later with `warroom undo`.
-    Undone,
-}
-
-/// What happened to one step in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepOutcome {
-    /// Changed and verified.
-    Applied,
-    /// Already in place.
-    Unchanged,
-    /// Skipped by `when-changed`.
-    Skipped,
-    /// Gate passed, note written or wait satisfied.
-    Done,
-    /// The operator declined this gate; the run stopped here.
-    Declined,
-    /// Failed.
-    Failed,
-    /// Changed, then reverted.
-    Undone,
-    /// The write landed but the step failed afterwards (read-back did not
-    /// match, or the answer to the write was lost): the change is in place
-    /// and is undone like an applied one.
-    AppliedUnverified,
-}
-
-impl StepOutcome {
-    /// True when the step left changes on the cluster that undo must revert.
-    pub fn left_changes(self) -> bool {
-        matches!(self, StepOutcome::Applied | StepOutcome::AppliedUnverified)
-    }
-}
+/// How a run ended, as its record says: the one [`Outcome`] vocabulary
+/// (`applied` in records written before it is read as [`Outcome::Done`]).
+pub type RunOutcome = Outcome;
 
 /// One step of a run record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -452,7 +402,7 @@ pub struct RunRecord {
     /// End.
     #[serde(default)]
     pub finished: Option<jiff::Timestamp>,
-    /// Outcome.
+    /// How the run ended ([`Outcome::Running`] while it runs).
     pub outcome: RunOutcome,
     /// Parameter values.
     #[serde(default)]
@@ -656,7 +606,7 @@ mod tests {
                 namespace: "orders".into(),
                 started: jiff::Timestamp::from_second(1_700_000_000 + n).unwrap(),
                 finished: None,
-                outcome: RunOutcome::Applied,
+                outcome: RunOutcome::Done,
                 params: BTreeMap::new(),
                 steps: Vec::new(),
                 message: String::new(),

@@ -77,6 +77,10 @@ pub struct NodeOptions {
     pub keyspace_events: Option<String>,
     /// Extra `--name value` arguments passed to the server as they are.
     pub extra_args: Vec<(String, String)>,
+    /// Create the node's working directory under this one (and keep it
+    /// when the node is dropped) instead of a fresh one in the temporary
+    /// directory that is removed with the node.
+    pub parent_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -100,6 +104,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("tls", &self.tls)
             .field("keyspace_events", &self.keyspace_events)
             .field("extra_args", &extra_args)
+            .field("parent_dir", &self.parent_dir)
             .finish()
     }
 }
@@ -126,11 +131,14 @@ impl RedisNode {
         // A port found free can be taken before the server binds it; try a few.
         for _ in 0..5 {
             let port = free_port()?;
-            let dir = std::env::temp_dir().join(format!(
-                "warroom-redis-{}-{port}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
+            let dir = match &options.parent_dir {
+                Some(parent) => parent.join(format!("redis-{port}")),
+                None => std::env::temp_dir().join(format!(
+                    "warroom-redis-{}-{port}-{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                )),
+            };
             fs::create_dir_all(&dir)?;
             let mut node = RedisNode {
                 child: None,
@@ -286,6 +294,7 @@ impl RedisNode {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| NodeError::Spawn {
             bin: bin.clone(),
             source,
@@ -354,7 +363,44 @@ impl Drop for RedisNode {
     fn drop(&mut self) {
         let _ = self.signal(libc::SIGCONT);
         let _ = self.kill();
-        let _ = fs::remove_dir_all(&self.dir);
+        if self.options.parent_dir.is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Makes the process `cmd` starts die (`SIGKILL`) when the thread that
+/// starts it ends, the owning process included, even when that process is
+/// itself killed with `SIGKILL` and can clean nothing up (Linux
+/// `PR_SET_PDEATHSIG`). A child whose parent is already gone by the time
+/// it runs refuses to start.
+///
+/// The signal follows the starting *thread*: start long-lived children from
+/// a thread that lives as long as they should (the main thread, a runtime
+/// worker), not from a short-lived helper thread.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid is async-signal-safe; read here, before the fork.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only calls prctl and getppid, both
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the parent process is gone"));
+            }
+            Ok(())
+        });
     }
 }
 

@@ -131,6 +131,14 @@ pub enum StepPhase {
     Failed,
     /// The change was reverted.
     Undone,
+    /// A wait (or another long step) reports how far it got, e.g.
+    /// "rollout 3/8 ready".
+    Progress,
+    /// The step's gate is asking a human.
+    Gate,
+    /// The run was cancelled here (Ctrl-C, SIGTERM, the console); what it
+    /// applied is undone next.
+    Cancelled,
 }
 
 impl StepPhase {
@@ -147,6 +155,9 @@ impl StepPhase {
             StepPhase::Noted => "noted",
             StepPhase::Failed => "failed",
             StepPhase::Undone => "undone",
+            StepPhase::Progress => "progress",
+            StepPhase::Gate => "gate",
+            StepPhase::Cancelled => "cancelled",
         }
     }
 }

@@ -37,7 +37,7 @@ impl Interval {
 }
 
 /// The figures of an incident, from its journal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Figures {
     /// Incident identifier, if recorded.
     pub id: Option<String>,
@@ -45,6 +45,9 @@ pub struct Figures {
     pub title: Option<String>,
     /// Latest severity, if recorded.
     pub severity: Option<String>,
+    /// Highest severity recorded (`SEV-1` is higher than `SEV-2`; severities
+    /// without a number count below those with one), if any.
+    pub peak_severity: Option<String>,
     /// Each milestone's time (first record wins).
     #[serde(serialize_with = "milestone_times")]
     pub milestones: BTreeMap<Milestone, Timestamp>,
@@ -67,66 +70,11 @@ pub struct Figures {
 impl Figures {
     /// Computes the figures from events (in any order).
     pub fn from_events(events: &[Event]) -> Figures {
-        let mut figures = Figures {
-            id: None,
-            title: None,
-            severity: None,
-            milestones: BTreeMap::new(),
-            time_to_detect: None,
-            time_to_mitigate: None,
-            duration: None,
-            ongoing: false,
-            first_event: None,
-            last_event: None,
-        };
-        let mut severity: Option<(Timestamp, u64, String)> = None;
+        let mut builder = FiguresBuilder::default();
         for event in events {
-            figures.first_event = Some(figures.first_event.map_or(event.at, |t| t.min(event.at)));
-            figures.last_event = Some(figures.last_event.map_or(event.at, |t| t.max(event.at)));
-            match &event.entry {
-                Entry::Incident(inc) => {
-                    figures.id.get_or_insert_with(|| inc.id.clone());
-                    if figures.title.is_none() {
-                        figures.title = inc.title.clone();
-                    }
-                }
-                Entry::Milestone(m) => {
-                    figures.milestones.entry(m.milestone).or_insert(event.at);
-                }
-                Entry::Severity(s) => {
-                    let newer = severity
-                        .as_ref()
-                        .is_none_or(|(at, seq, _)| (event.at, event.seq) >= (*at, *seq));
-                    if newer {
-                        severity = Some((event.at, event.seq, s.severity.clone()));
-                    }
-                }
-                _ => {}
-            }
+            builder.add(event);
         }
-        figures.severity = severity.map(|(_, _, s)| s);
-        let between = |from: Milestone, to: &[Milestone]| -> Option<Interval> {
-            let start = figures.milestones.get(&from)?;
-            to.iter().find_map(|m| {
-                figures.milestones.get(m).map(|end| Interval {
-                    from,
-                    to: *m,
-                    millis: end.as_millisecond() - start.as_millisecond(),
-                })
-            })
-        };
-        figures.time_to_detect = between(
-            Milestone::Started,
-            &[Milestone::Detected, Milestone::Declared],
-        );
-        figures.time_to_mitigate = between(
-            Milestone::Started,
-            &[Milestone::Mitigated, Milestone::Resolved],
-        );
-        figures.duration = between(Milestone::Started, &[Milestone::Resolved]);
-        figures.ongoing = figures.milestones.contains_key(&Milestone::Started)
-            && !figures.milestones.contains_key(&Milestone::Resolved);
-        figures
+        builder.finish()
     }
 
     /// When the incident started, or else its first event.
@@ -164,6 +112,92 @@ impl Figures {
             (None, false) => "not recorded (no started milestone)".to_string(),
         }
     }
+}
+
+/// Computes [`Figures`] one event at a time (in any order), holding only
+/// the figures: exports read a journal of any size through it.
+#[derive(Debug, Default)]
+pub struct FiguresBuilder {
+    figures: Figures,
+    severity: Option<(Timestamp, u64, String)>,
+    peak: Option<(u64, String)>,
+}
+
+impl FiguresBuilder {
+    /// Takes one event into account.
+    pub fn add(&mut self, event: &Event) {
+        let figures = &mut self.figures;
+        figures.first_event = Some(figures.first_event.map_or(event.at, |t| t.min(event.at)));
+        figures.last_event = Some(figures.last_event.map_or(event.at, |t| t.max(event.at)));
+        match &event.entry {
+            Entry::Incident(inc) => {
+                figures.id.get_or_insert_with(|| inc.id.clone());
+                if figures.title.is_none() {
+                    figures.title = inc.title.clone();
+                }
+            }
+            Entry::Milestone(m) => {
+                let at = figures.milestones.entry(m.milestone).or_insert(event.at);
+                // The first record in time wins when one was recorded twice.
+                *at = (*at).min(event.at);
+            }
+            Entry::Severity(s) => {
+                let newer = self
+                    .severity
+                    .as_ref()
+                    .is_none_or(|(at, seq, _)| (event.at, event.seq) >= (*at, *seq));
+                if newer {
+                    self.severity = Some((event.at, event.seq, s.severity.clone()));
+                }
+                let rank = severity_rank(&s.severity);
+                if self.peak.as_ref().is_none_or(|(best, _)| rank < *best) {
+                    self.peak = Some((rank, s.severity.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The figures of every event added.
+    pub fn finish(self) -> Figures {
+        let mut figures = self.figures;
+        figures.severity = self.severity.map(|(_, _, s)| s);
+        figures.peak_severity = self.peak.map(|(_, s)| s);
+        let between = |from: Milestone, to: &[Milestone]| -> Option<Interval> {
+            let start = figures.milestones.get(&from)?;
+            to.iter().find_map(|m| {
+                figures.milestones.get(m).map(|end| Interval {
+                    from,
+                    to: *m,
+                    millis: end.as_millisecond() - start.as_millisecond(),
+                })
+            })
+        };
+        figures.time_to_detect = between(
+            Milestone::Started,
+            &[Milestone::Detected, Milestone::Declared],
+        );
+        figures.time_to_mitigate = between(
+            Milestone::Started,
+            &[Milestone::Mitigated, Milestone::Resolved],
+        );
+        figures.duration = between(Milestone::Started, &[Milestone::Resolved]);
+        figures.ongoing = figures.milestones.contains_key(&Milestone::Started)
+            && !figures.milestones.contains_key(&Milestone::Resolved);
+        figures
+    }
+}
+
+/// `SEV-1`, `sev1`, `P1`, `S 2` → 1, 2; lower is more severe. A severity
+/// without a number ranks below every numbered one.
+fn severity_rank(severity: &str) -> u64 {
+    let digits: String = severity
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    digits.parse().unwrap_or(u64::MAX)
 }
 
 /// Formats milliseconds as `2d 3h 4m`, `6h 15m`, `14m`, `14m 30s` or `45s`.

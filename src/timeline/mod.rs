@@ -33,8 +33,12 @@ pub use event::{
     StepTarget,
 };
 pub use figures::{Figures, Interval};
-pub use journal::Journal;
-pub use read::{JournalContents, SkippedLine, parse_journal, read_journal};
+pub use journal::{
+    DEFAULT_LOCK_TIMEOUT, IncidentStart, Journal, LockHeld, LockWait, Opened, Started,
+};
+pub use read::{
+    JournalContents, MAX_DEPTH, MAX_LINE_BYTES, SkippedLine, parse_journal, read_journal,
+};
 
 /// The default journal path for an incident: `incidents/<incident-id>.jsonl`.
 pub fn default_path(incident_id: &str) -> PathBuf {
@@ -134,6 +138,58 @@ pub enum TimelineError {
         /// The largest sequence number found.
         last: u64,
     },
+    /// The file is not a journal (not a regular file, or its first line is
+    /// not a journal event); nothing was written to it.
+    #[error("{} is not an incident journal: {why}; nothing was written to it", path.display())]
+    NotAJournal {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        why: String,
+    },
+    /// The file has no incident header: empty, or events recorded before the
+    /// incident was started. Nothing was written to it.
+    #[error(
+        "{} {}; nothing was written to it (start the incident in it with `warroom timeline new {} --id ID --severity SEV`)",
+        path.display(),
+        if *empty { "is an empty file, not an incident journal" } else { "holds journal events but no incident header" },
+        path.display()
+    )]
+    NoIncident {
+        /// The path.
+        path: PathBuf,
+        /// The file is empty.
+        empty: bool,
+    },
+    /// `timeline new` on a journal that already holds an incident.
+    #[error(
+        "{} already holds incident {id}; a journal is never rewritten (record into it with `timeline note`/`mark`)",
+        path.display()
+    )]
+    AlreadyStarted {
+        /// The path.
+        path: PathBuf,
+        /// The incident recorded in it.
+        id: String,
+    },
+    /// Another process held the journal's lock for longer than allowed.
+    #[error(
+        "gave up after {waited:?} waiting for the lock on the journal {}, held by {}; nothing was written (try again, or raise --lock-timeout)",
+        path.display(),
+        match holder { Some(pid) => format!("process {pid}"), None => "another process".to_string() }
+    )]
+    LockTimeout {
+        /// The journal path.
+        path: PathBuf,
+        /// How long was waited.
+        waited: std::time::Duration,
+        /// The holder's process id, when known.
+        holder: Option<u32>,
+    },
+    /// The event cannot be stored so that every reader reads it back (too
+    /// large or nested too deep); refused before anything was written.
+    #[error("the event was refused: {0}; nothing was written")]
+    EventRefused(String),
 }
 
 impl TimelineError {
@@ -144,7 +200,15 @@ impl TimelineError {
             TimelineError::MilestoneOutOfOrder { .. }
                 | TimelineError::MilestoneEarlier { .. }
                 | TimelineError::MilestoneRepeated { .. }
+                | TimelineError::NotAJournal { .. }
+                | TimelineError::NoIncident { .. }
+                | TimelineError::AlreadyStarted { .. }
         )
+    }
+
+    /// Whether the error is an event refused for its content (bad input).
+    pub fn is_bad_event(&self) -> bool {
+        matches!(self, TimelineError::EventRefused(_))
     }
 
     /// A copy for answering every request of a failed batch.
@@ -206,6 +270,28 @@ impl TimelineError {
                 path: path.clone(),
                 last: *last,
             },
+            TimelineError::NotAJournal { path, why } => TimelineError::NotAJournal {
+                path: path.clone(),
+                why: why.clone(),
+            },
+            TimelineError::NoIncident { path, empty } => TimelineError::NoIncident {
+                path: path.clone(),
+                empty: *empty,
+            },
+            TimelineError::AlreadyStarted { path, id } => TimelineError::AlreadyStarted {
+                path: path.clone(),
+                id: id.clone(),
+            },
+            TimelineError::LockTimeout {
+                path,
+                waited,
+                holder,
+            } => TimelineError::LockTimeout {
+                path: path.clone(),
+                waited: *waited,
+                holder: *holder,
+            },
+            TimelineError::EventRefused(why) => TimelineError::EventRefused(why.clone()),
         }
     }
 }

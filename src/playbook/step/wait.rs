@@ -77,7 +77,8 @@ impl Check {
                 (
                     done,
                     format!(
-                        "desired {desired}, updated {updated}, ready {ready}, available {available}, total {total}, generation {observed}/{generation}"
+                        "rollout {ready}/{desired} ready (updated {updated}, available \
+                         {available}, total {total}, generation {observed}/{generation})"
                     ),
                 )
             }

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use plotters::prelude::*;
 
-use crate::timeline::event::{Entry, Event, StepPhase};
+use crate::timeline::event::{Entry, Event, StepPhase, StepReport};
 
 /// Largest number of points drawn per series; longer series are reduced to
 /// the maximum of each bucket so spikes stay visible.
@@ -27,37 +27,114 @@ pub const COLLISIONS_CSS: &str = "#c81e2d";
 /// Colour of the errors series, as CSS, for the page's legend.
 pub const ERRORS_CSS: &str = "#1e5ab4";
 
-/// Draws the chart as an `<svg>` element (without an XML namespace URL, so
-/// the page holds no `http` address at all). `events` must be in time order.
-pub fn svg(events: &[&Event], width: u32, height: u32) -> Result<String, String> {
-    let mut metrics: Vec<(Timestamp, f64, f64)> = Vec::new();
-    let mut milestones: Vec<(Timestamp, String)> = Vec::new();
-    let mut steps: Vec<(Timestamp, String, StepPhase)> = Vec::new();
-    let mut step_numbers: std::collections::HashMap<(&str, &str, &str), usize> =
-        std::collections::HashMap::new();
-    for event in events {
+/// Most metric buckets held while a journal is read: when there would be
+/// more, buckets twice as wide replace them (each keeping its maximum), so a
+/// journal of any length is drawn from a bounded number of points.
+const MAX_BUCKETS: usize = 4 * MAX_POINTS;
+
+/// What the chart draws, gathered while the journal is read: metric points
+/// (at most [`MAX_BUCKETS`], each the maximum of its time bucket),
+/// milestones and the steps that changed something.
+#[derive(Debug)]
+pub struct ChartData {
+    /// Bucket (time / `width_ms`) → earliest time, largest rates.
+    metrics: std::collections::BTreeMap<i64, (Timestamp, f64, f64)>,
+    width_ms: i64,
+    metric_count: usize,
+    milestones: Vec<(Timestamp, String)>,
+    steps: Vec<(Timestamp, String, StepPhase)>,
+}
+
+impl Default for ChartData {
+    fn default() -> Self {
+        Self {
+            metrics: std::collections::BTreeMap::new(),
+            width_ms: 1000,
+            metric_count: 0,
+            milestones: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// The later maximum of two rates; NaN (a rate no snapshot means) loses.
+fn larger(a: f64, b: f64) -> f64 {
+    if a.is_nan() {
+        b
+    } else if b.is_nan() {
+        a
+    } else {
+        a.max(b)
+    }
+}
+
+impl ChartData {
+    /// Takes what the chart needs from one event (in any order); steps are
+    /// added with [`ChartData::step`] once they are numbered.
+    pub fn add(&mut self, event: &Event) {
         match &event.entry {
-            Entry::Metric(m) => metrics.push((
-                event.at,
-                chart_rate(m.collisions_per_min),
-                chart_rate(m.errors_per_min),
-            )),
-            Entry::Milestone(m) => milestones.push((event.at, m.milestone.name().to_string())),
-            Entry::Step(s) => {
-                let next = step_numbers.len() + 1;
-                let n = *step_numbers
-                    .entry((s.playbook.as_str(), s.run_id.as_str(), s.step.as_str()))
-                    .or_insert(next);
-                if matches!(
-                    s.phase,
-                    StepPhase::Applied | StepPhase::Failed | StepPhase::Undone
-                ) {
-                    steps.push((event.at, format!("{n}. {} {}", s.step, s.phase), s.phase));
+            Entry::Metric(m) => {
+                self.metric_count += 1;
+                self.put(
+                    event.at,
+                    chart_rate(m.collisions_per_min),
+                    chart_rate(m.errors_per_min),
+                );
+                if self.metrics.len() > MAX_BUCKETS {
+                    self.widen();
                 }
             }
+            Entry::Milestone(m) => self
+                .milestones
+                .push((event.at, m.milestone.name().to_string())),
             _ => {}
         }
     }
+
+    /// A step event numbered `n` as in the steps section; only changes
+    /// (applied, failed, undone) are marked.
+    pub fn step(&mut self, at: Timestamp, n: usize, step: &StepReport) {
+        if matches!(
+            step.phase,
+            StepPhase::Applied | StepPhase::Failed | StepPhase::Undone
+        ) {
+            self.steps
+                .push((at, format!("{n}. {} {}", step.step, step.phase), step.phase));
+        }
+    }
+
+    /// How many metric snapshots were seen.
+    pub fn metric_count(&self) -> usize {
+        self.metric_count
+    }
+
+    fn put(&mut self, at: Timestamp, c: f64, e: f64) {
+        let bucket = at.as_millisecond().div_euclid(self.width_ms);
+        let slot = self.metrics.entry(bucket).or_insert((at, c, e));
+        slot.0 = slot.0.min(at);
+        slot.1 = larger(slot.1, c);
+        slot.2 = larger(slot.2, e);
+    }
+
+    /// Doubles the bucket width, merging neighbours, until few enough.
+    fn widen(&mut self) {
+        while self.metrics.len() > MAX_BUCKETS / 2 && self.width_ms < i64::MAX / 4 {
+            self.width_ms *= 2;
+            let old = std::mem::take(&mut self.metrics);
+            for (at, c, e) in old.into_values() {
+                self.put(at, c, e);
+            }
+        }
+    }
+}
+
+/// Draws the chart as an `<svg>` element (without an XML namespace URL, so
+/// the page holds no `http` address at all).
+pub fn svg(data: &mut ChartData, width: u32, height: u32) -> Result<String, String> {
+    data.milestones.sort_by_key(|m| m.0);
+    data.steps.sort_by_key(|s| s.0);
+    let metrics: Vec<(Timestamp, f64, f64)> = data.metrics.values().copied().collect();
+    let (metrics, milestones, steps) = (&metrics, &data.milestones, &data.steps);
     let times = metrics
         .iter()
         .map(|m| m.0)
@@ -290,6 +367,31 @@ fn reduce(points: Vec<(f64, f64, f64)>, span: f64) -> Vec<(f64, f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_series_is_held_in_bounded_buckets_that_keep_the_spike() {
+        let mut data = ChartData::default();
+        let t0 = Timestamp::from_second(1_700_000_000).expect("time");
+        for i in 0..200_000i64 {
+            let at = t0 + jiff::SignedDuration::from_secs(i * 10);
+            let spike = if i == 123_457 { 9_999.0 } else { 1.0 };
+            data.add(&Event {
+                seq: i as u64 + 1,
+                at,
+                logged_at: None,
+                actor: "t".into(),
+                entry: Entry::Metric(crate::timeline::MetricSnapshot {
+                    collisions_per_min: spike,
+                    errors_per_min: 2.0,
+                    ..Default::default()
+                }),
+            });
+            assert!(data.metrics.len() <= MAX_BUCKETS);
+        }
+        assert_eq!(data.metric_count(), 200_000);
+        let peak = data.metrics.values().map(|m| m.1).fold(0.0, f64::max);
+        assert_eq!(peak, 9_999.0);
+    }
 
     #[test]
     fn axis_bounds_stay_finite() {

@@ -1,14 +1,10 @@
 //! HTML export: one self-contained page (inline CSS and SVG, no scripts, no
 //! network fetches) that reads well on screen and on paper.
 
-use std::fmt::Write;
+use std::io::{self, Write};
 
-use super::{
-    chart, chronological, describe, diff, skipped_notice, step_histories, time_cell, utc_date,
-};
-use crate::timeline::event::{Entry, Milestone};
-use crate::timeline::figures::Figures;
-use crate::timeline::read::JournalContents;
+use super::{RowSource, Surveyed, chart, diff, time_cell, utc_date};
+use crate::timeline::event::Entry;
 
 const STYLE: &str = r#"
 :root { color-scheme: light; }
@@ -44,169 +40,146 @@ pre.diff { background: #f8f8f8; border: 1px solid #e0e0e0; padding: .5rem; overf
 }
 "#;
 
-/// Renders the HTML page.
-pub fn html(contents: &JournalContents) -> String {
-    let figures = Figures::from_events(&contents.events);
-    let events = chronological(&contents.events);
-    let date = figures.start().map(utc_date);
-    let mut out = String::with_capacity(64 * 1024 + contents.events.len() * 160);
-    let heading = match (&figures.title, &figures.id) {
-        (Some(title), _) => title.clone(),
-        (None, Some(id)) => format!("Incident {id}"),
-        (None, None) => "Incident".to_string(),
-    };
-    let _ = write!(
+/// Writes the HTML page.
+pub(super) fn write(
+    mut survey: Surveyed,
+    source: &dyn RowSource,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let date = survey.figures.start().map(utc_date);
+    let heading = survey.heading();
+    write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>Postmortem: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         esc(&heading)
-    );
-    let _ = writeln!(out, "<h1>Postmortem: {}</h1>", esc(&heading));
-    out.push_str("<table class=\"fields\">\n");
-    let rows = [
-        ("ID", figures.id.clone().unwrap_or_else(|| "—".into())),
-        (
-            "Date",
-            date.map(|d| d.to_string()).unwrap_or_else(|| "—".into()),
-        ),
-        (
-            "Severity",
-            figures.severity.clone().unwrap_or_else(|| "—".into()),
-        ),
-        ("Duration", figures.describe_duration()),
-        (
-            "Time to Detect",
-            figures.describe(figures.time_to_detect.as_ref(), Milestone::Detected),
-        ),
-        (
-            "Time to Mitigate",
-            figures.describe(figures.time_to_mitigate.as_ref(), Milestone::Mitigated),
-        ),
-    ];
-    for (field, value) in rows {
-        let _ = writeln!(out, "<tr><th>{field}</th><td>{}</td></tr>", esc(&value));
+    )?;
+    writeln!(out, "<h1>Postmortem: {}</h1>", esc(&heading))?;
+    out.write_all(b"<table class=\"fields\">\n")?;
+    for (field, value) in survey.header_rows() {
+        writeln!(out, "<tr><th>{field}</th><td>{}</td></tr>", esc(&value))?;
     }
-    out.push_str("</table>\n");
-    if let Some(notice) = skipped_notice(contents) {
-        let _ = writeln!(out, "<p class=\"notice\">{}</p>", esc(&notice));
+    out.write_all(b"</table>\n")?;
+    if let Some(notice) = survey.skipped_notice() {
+        writeln!(out, "<p class=\"notice\">{}</p>", esc(&notice))?;
     }
 
-    out.push_str("<h2>Lock collisions and errors per minute</h2>\n<figure>\n");
-    match chart::svg(&events, 1100, 440) {
-        Ok(svg) => out.push_str(&svg),
-        Err(err) => {
-            let _ = write!(out, "<p>The chart could not be drawn: {}</p>", esc(&err));
-        }
+    out.write_all(b"<h2>Lock collisions and errors per minute</h2>\n<figure>\n")?;
+    let metric_count = survey.chart.metric_count();
+    match chart::svg(&mut survey.chart, 1100, 440) {
+        Ok(svg) => out.write_all(svg.as_bytes())?,
+        Err(err) => write!(out, "<p>The chart could not be drawn: {}</p>", esc(&err))?,
     }
-    let metric_count = events
-        .iter()
-        .filter(|e| matches!(e.entry, Entry::Metric(_)))
-        .count();
-    let _ = writeln!(
+    writeln!(
         out,
         "\n<figcaption><span class=\"key\" style=\"border-color: {}\"></span>lock collisions / min (left axis) \
          <span class=\"key\" style=\"border-color: {}\"></span>errors / min (right axis). \
          From {metric_count} metric snapshot(s). Dashed lines: milestones. \
-         Triangles: playbook steps applied (green) or failed/undone (orange), numbered as in Steps taken.</figcaption>\n</figure>",
+         Triangles: playbook steps applied (green) or failed/undone (orange), numbered as in Changes made.</figcaption>\n</figure>",
         chart::COLLISIONS_CSS,
         chart::ERRORS_CSS
-    );
+    )?;
 
     match date {
-        Some(d) => {
-            let _ = writeln!(out, "<h2>Timeline (all times UTC, {d} unless dated)</h2>");
-        }
-        None => out.push_str("<h2>Timeline (all times UTC)</h2>\n"),
+        Some(d) => writeln!(out, "<h2>Timeline (all times UTC, {d} unless dated)</h2>")?,
+        None => out.write_all(b"<h2>Timeline (all times UTC)</h2>\n")?,
     }
-    out.push_str("<table class=\"timeline\">\n<tr><th>Time</th><th>Event</th></tr>\n");
-    let mut severity: Option<&str> = None;
-    for event in &events {
-        let Some(text) = describe(event, severity) else {
-            continue;
-        };
-        if let Entry::Severity(s) = &event.entry {
-            severity = Some(&s.severity);
-        }
+    out.write_all(b"<table class=\"timeline\">\n<tr><th>Time</th><th>Event</th></tr>\n")?;
+    survey.each_row(source, &mut |event, text| {
         let class = match &event.entry {
             Entry::Milestone(_) | Entry::Severity(_) | Entry::Incident(_) => "milestone",
             Entry::Alert(_) => "alert",
             Entry::Step(_) => "step",
             _ => "note",
         };
-        let _ = writeln!(
+        writeln!(
             out,
             "<tr class=\"{class}\"><td class=\"time\">{}</td><td>{} <span class=\"actor\">— {}</span></td></tr>",
             time_cell(event.at, date),
-            esc(&text),
+            esc(text),
             esc(&event.actor)
-        );
-    }
-    out.push_str("</table>\n");
+        )
+    })?;
+    out.write_all(b"</table>\n")?;
 
-    out.push_str("<h2>Steps taken</h2>\n");
-    let steps = step_histories(&events);
-    if steps.is_empty() {
-        out.push_str("<p>No playbook steps were recorded.</p>\n");
-    }
-    for (n, step) in steps.iter().enumerate() {
-        let s = step.first;
-        let _ = writeln!(
+    out.write_all(b"<h2>Changes made</h2>\n")?;
+    let mut changes = 0usize;
+    for (n, step) in survey.changes() {
+        changes += 1;
+        let Some(s) = step.first() else { continue };
+        writeln!(
             out,
-            "<h3>{}. {} — {} {} <span class=\"actor\">(playbook {}, run {})</span></h3>",
-            n + 1,
+            "<h3>{n}. {} — {} {} <span class=\"actor\">(playbook {}, run {})</span></h3>",
             esc(&s.step),
             esc(&s.kind),
             esc(&s.target.to_string()),
             esc(&s.playbook),
             esc(&s.run_id)
-        );
-        out.push_str("<table>\n<tr><th>Time</th><th>Phase</th><th>By</th><th>Message</th></tr>\n");
-        for (event, report) in &step.phases {
-            let _ = writeln!(
+        )?;
+        out.write_all(
+            b"<table>\n<tr><th>Time</th><th>Phase</th><th>By</th><th>Message</th></tr>\n",
+        )?;
+        for (event, report) in step.reports() {
+            writeln!(
                 out,
                 "<tr><td class=\"time\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 time_cell(event.at, date),
                 report.phase,
                 esc(&event.actor),
                 esc(report.message.as_deref().unwrap_or(""))
-            );
+            )?;
         }
-        out.push_str("</table>\n");
+        out.write_all(b"</table>\n")?;
         for (label, report) in [("Change", step.change()), ("Undo", step.undo())] {
             let Some(report) = report else { continue };
             let lines = diff(&report.before, &report.after);
             if lines.is_empty() {
                 continue;
             }
-            let _ = write!(
+            write!(
                 out,
                 "<p>{label} ({}):</p>\n<pre class=\"diff\">",
                 report.phase
-            );
+            )?;
             for line in lines {
                 let class = if line.sign == '-' { "del" } else { "add" };
-                let _ = writeln!(
+                writeln!(
                     out,
                     "<span class=\"{class}\">{} {}: {}</span>",
                     line.sign,
                     esc(&line.path),
                     esc(&line.value)
-                );
+                )?;
             }
-            out.push_str("</pre>\n");
+            out.write_all(b"</pre>\n")?;
         }
     }
-
-    out.push_str("<h2>Action items</h2>\n<table>\n");
-    out.push_str(
-        "<tr><th>ID</th><th>Action</th><th>Priority</th><th>Owner</th><th>Status</th><th>Due Date</th></tr>\n",
-    );
-    for _ in 0..3 {
-        out.push_str("<tr><td>&nbsp;</td><td></td><td></td><td></td><td></td><td></td></tr>\n");
+    if changes == 0 {
+        out.write_all(b"<p>No playbook step changed anything.</p>\n")?;
     }
-    out.push_str("</table>\n</body>\n</html>\n");
-    out
+    let not_run: Vec<String> = survey
+        .not_run()
+        .iter()
+        .filter_map(|s| s.first().map(|f| format!("{} ({})", f.step, f.playbook)))
+        .collect();
+    if !not_run.is_empty() {
+        writeln!(
+            out,
+            "<p>Planned but not applied (not changes): {}.</p>",
+            esc(&not_run.join("; "))
+        )?;
+    }
+
+    out.write_all(b"<h2>Action items</h2>\n<table>\n")?;
+    out.write_all(
+        b"<tr><th>ID</th><th>Action</th><th>Priority</th><th>Owner</th><th>Status</th><th>Due Date</th></tr>\n",
+    )?;
+    for _ in 0..3 {
+        out.write_all(b"<tr><td>&nbsp;</td><td></td><td></td><td></td><td></td><td></td></tr>\n")?;
+    }
+    out.write_all(b"</table>\n</body>\n</html>\n")?;
+    Ok(())
 }
 
 /// Escapes text for HTML element content and attribute values.
