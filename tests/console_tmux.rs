@@ -379,7 +379,9 @@ fn a_cancelled_run_is_undone() {
         (env.replicas() == 1).then_some(())
     });
     tmux.keys(&["c"]);
-    tmux.wait_for(&["cancelled, then undone"], "the cancelled run undone");
+    tmux.wait_for(&["step undo", "Confirm: y/enter"], "the undo asked for");
+    tmux.keys(&["y"]);
+    tmux.wait_for(&["✕ cancelled"], "the cancelled run undone");
     assert_eq!(env.replicas(), 8, "the scale-down was put back");
     tmux.keys(&["q"]);
     tmux.wait_for(&["EXITED=0"], "the console to quit");

@@ -28,6 +28,27 @@ pub enum BenchCommand {
     /// Collision exporter: detection latency (second grant to /metrics),
     /// events/s on one core, memory over many keys.
     Exporter(ExporterArgs),
+    /// Console: render time per frame at 200x60 with 100k timeline events
+    /// and an hour of samples; with tmux and redis-server, the live
+    /// console's collision-to-screen time, idle CPU and resident memory.
+    Console(ConsoleBenchArgs),
+}
+
+/// `warroom bench console` arguments.
+#[derive(Args)]
+pub struct ConsoleBenchArgs {
+    /// Frames drawn per chart window, 10 to 100,000.
+    #[arg(long, default_value_t = 300, value_parser = whole::<usize>(10..=100_000), allow_negative_numbers = true)]
+    frames: usize,
+    /// Collision-to-screen trials against the live console, 0 to 100.
+    #[arg(long, default_value_t = 10, value_parser = whole::<usize>(0..=100), allow_negative_numbers = true)]
+    trials: usize,
+    /// Seconds the idle CPU is measured over, 2 to 600.
+    #[arg(long, default_value_t = 10, value_parser = whole::<u64>(2..=600), allow_negative_numbers = true)]
+    idle_seconds: u64,
+    /// Playbook folder the live console lists.
+    #[arg(long, default_value = "playbooks")]
+    playbooks: std::path::PathBuf,
 }
 
 /// `warroom bench exporter` arguments.
@@ -171,6 +192,51 @@ pub fn run(cmd: BenchCommand) -> CommandResult {
         BenchCommand::Playbook(args) => super::playbook::bench(args),
         BenchCommand::Timeline(args) => super::timeline::bench(args),
         BenchCommand::Exporter(args) => exporter(args),
+        BenchCommand::Console(args) => console(args),
+    }
+}
+
+fn console(args: ConsoleBenchArgs) -> CommandResult {
+    use warroom::console::bench;
+    for window in [300, 3_600] {
+        let n = bench::render(args.frames, window).map_err(|e| Failure::msg(Exit::Failed, e))?;
+        println!(
+            "render 200x60, 100000 timeline events, 1 h of 1 s samples, {} s window: \
+             p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms per frame over {} frames (target <= 2 ms)",
+            n.window_s, n.p50_ms, n.p99_ms, n.mean_ms, n.frames
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    match runtime.block_on(bench::live(args.trials, args.idle_seconds, &args.playbooks)) {
+        Err(e) => Err(Failure::msg(Exit::Failed, e)),
+        Ok(Err(skipped)) => {
+            println!("live console: not measured ({skipped})");
+            Ok(Exit::Done)
+        }
+        Ok(Ok(live)) => {
+            let mut ms = live.collision_to_screen_ms.clone();
+            ms.sort_by(f64::total_cmp);
+            if let (Some(first), Some(last)) = (ms.first(), ms.last()) {
+                println!(
+                    "collision in Redis -> alert on the live console (1 s poll), {} trials: \
+                     median {:.0} ms, min {:.0} ms, max {:.0} ms (target < 1000 ms)",
+                    ms.len(),
+                    ms[ms.len() / 2],
+                    first,
+                    last
+                );
+            }
+            println!(
+                "live console idle (data polled every 1 s, {} journal events): CPU {:.2} % of \
+                 one core over {} s (target <= 2 %), resident memory {:.1} MB (target <= 50 MB)",
+                live.journal_events, live.idle_cpu_percent, live.idle_seconds, live.resident_mb
+            );
+            Ok(Exit::Done)
+        }
     }
 }
 

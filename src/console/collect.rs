@@ -23,6 +23,10 @@ use crate::timeline::Event;
 /// The largest `/metrics` body or journal chunk read at once.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// The most of a journal read per poll: a long journal is caught up with
+/// over a few polls instead of held in memory at once.
+pub const JOURNAL_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+
 /// Something a collector or an action found; the app loop folds it into
 /// the store.
 // Updates are moved once from a collector into the store; boxing the
@@ -472,7 +476,7 @@ impl JournalFollower {
         file.seek(SeekFrom::Start(self.offset))
             .map_err(|e| e.to_string())?;
         let mut chunk = Vec::new();
-        file.take(MAX_BODY_BYTES as u64)
+        file.take(JOURNAL_CHUNK_BYTES)
             .read_to_end(&mut chunk)
             .map_err(|e| e.to_string())?;
         self.offset += chunk.len() as u64;

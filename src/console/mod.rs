@@ -14,6 +14,7 @@
 
 pub mod action;
 pub mod app;
+pub mod bench;
 pub mod collect;
 pub mod config;
 pub mod metrics;
@@ -193,9 +194,11 @@ pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
     }
     drop(updates_tx);
 
-    let mut terminal = ratatui::try_init().map_err(|e| ConsoleError::Terminal(e.to_string()))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ConsoleError::Terminal(e.to_string()))?;
+    // From here every way out restores the terminal: `restore` below, and
+    // the panic hook `try_init` installs.
+    let mut terminal = ratatui::try_init().map_err(|e| ConsoleError::Terminal(e.to_string()))?;
     let mut keys = crossterm::event::EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -250,7 +253,6 @@ pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
 
 /// Hands an intent to the adapter.
 pub fn dispatch(actions: &action::Actions, intent: Intent) {
-    use crate::timeline::export::Format;
     match intent {
         Intent::Plan(name) => actions.plan(&name),
         Intent::Run { playbook, dry_run } => actions.run(&playbook, dry_run),
@@ -264,7 +266,6 @@ pub fn dispatch(actions: &action::Actions, intent: Intent) {
             for format in formats {
                 actions.export(format);
             }
-            let _ = Format::Markdown;
         }
         Intent::Quit => {}
     }

@@ -423,7 +423,7 @@ pub struct Store {
 
 impl Store {
     /// Timeline lines kept in memory (the journal keeps them all).
-    pub const TIMELINE_TAIL: usize = 10_000;
+    pub const TIMELINE_TAIL: usize = 5_000;
 
     /// An empty store: samples every `poll_ms`, `retention_ms` of history.
     pub fn new(poll_ms: i64, retention_ms: i64) -> Self {
