@@ -387,3 +387,131 @@ fn a_cancelled_run_is_undone() {
     tmux.wait_for(&["EXITED=0"], "the console to quit");
     assert_terminal_usable(&tmux);
 }
+
+/// The sum of every sample of `family` on the exporter at `addr`.
+fn scrape_sum(addr: &str, family: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the drill's exporter answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `warroom drill` on a terminal is the console: collisions appear, the
+/// lock-contention playbook runs from its alert by keystrokes, the
+/// collisions stop while orders keep being granted, and quitting ends the
+/// drill with its report and leaves the terminal usable.
+#[test]
+fn the_drill_in_its_console_stops_collisions_with_the_playbook() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = warroom::redis_node::free_port().unwrap();
+    let exporter = format!("127.0.0.1:{port}");
+    let tmux = Tmux::start(dir.path());
+    // The working directory has no playbooks/: the built-in ones are used.
+    tmux.type_text(&format!(
+        "{} drill --speed 120 --seed 3 --no-prometheus --exporter-listen {exporter} --dir {}; echo EXITED=$?",
+        env!("CARGO_BIN_EXE_warroom"),
+        dir.path().display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &[
+            "Lock collisions",
+            "order-service  8/8 ready",
+            "lock mode      legacy",
+        ],
+        "the drill's console with live data",
+    );
+    // The collisions alert holds for five minutes (`increase(...[5m])`),
+    // and the combined PM-003 playbook is the first that answers it.
+    tmux.wait_for(
+        &["● LockCollisionsIncreasing", "→ lock-contention"],
+        "the drill's collision alert offering the lock-contention playbook",
+    );
+    assert!(scrape_sum(&exporter, "warroom_lock_collisions_total") > 0.0);
+    tmux.keys(&["r"]);
+    tmux.wait_for(&["Run lock-contention?", "Confirm: y/enter"], "the plan");
+    tmux.keys(&["y"]);
+    tmux.wait_for(&["type scale order-service"], "the typed gate");
+    tmux.type_text("scale order-service");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["step confirm-rate-limit", "Confirm: y/enter"],
+        "the rate-limit gate",
+    );
+    tmux.keys(&["y"]);
+    tmux.wait_for(&["type watch"], "the lock-mode gate");
+    tmux.type_text("watch");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["✓ done", "order-service  1/1 ready", "lock mode      watch"],
+        "the run done and the drill mitigated",
+    );
+    // Collisions stop: the counter stands still while the one worker left
+    // commits 50 more orders under WATCH (its pod log says so).
+    let committed = || -> usize {
+        let Some(pods) = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("pods"))
+            .find(|p| p.is_dir())
+        else {
+            return 0;
+        };
+        std::fs::read_dir(pods)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .map(|log| log.matches("WATCH COMMITTED").count())
+            .sum()
+    };
+    let collisions = scrape_sum(&exporter, "warroom_lock_collisions_total");
+    let before = committed();
+    common::wait_until(
+        "50 more orders committed after the mitigation",
+        Duration::from_secs(60),
+        || (committed() >= before + 50).then_some(()),
+    );
+    assert_eq!(
+        scrape_sum(&exporter, "warroom_lock_collisions_total"),
+        collisions,
+        "no collision after the mitigation"
+    );
+    tmux.keys(&["m"]);
+    tmux.type_text("mitigated");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["milestone mitigated marked"], "the milestone");
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for(&["EXITED=0"], "the drill to end with its report");
+    assert!(screen.contains("corrupted orders"), "{screen}");
+    assert_terminal_usable(&tmux);
+    // The export beside the journal holds every step with its actor.
+    let export = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("incident.md"))
+        .find(|p| p.is_file())
+        .expect("the drill wrote its export");
+    let markdown = std::fs::read_to_string(export).unwrap();
+    for step in ["scale-down", "limit-ingress", "set-lock-mode"] {
+        assert!(markdown.contains(step), "{step} in the export:\n{markdown}");
+    }
+}
