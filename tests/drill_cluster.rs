@@ -8,11 +8,12 @@
 
 mod common;
 
+use common::kubectl::{KUBECTL_RUNS, Kubectl};
+
 use tokio::io::AsyncBufReadExt;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,74 +25,13 @@ const DEPLOY: &str = seed::DRILL_DEPLOYMENT;
 /// Bound for processes to start or stop (generous for a loaded machine).
 const SETTLES: Duration = Duration::from_secs(30);
 
-/// Bound for one kubectl command (a hang is a failure).
-const KUBECTL_RUNS: Duration = Duration::from_secs(90);
-
-/// The real kubectl pointed at one drill cluster, with its own HOME (so its
-/// discovery cache belongs to this test alone).
-struct Kubectl {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    /// None (after saying why) when kubectl is missing and this is not CI.
-    fn for_server(server: &ClusterServer) -> Option<Self> {
-        let bin = common::require_tool("kubectl", "kubectl")?;
-        let home = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = home.path().join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig)
-            .expect("kubeconfig written");
-        Some(Self {
-            bin,
-            home,
-            kubeconfig,
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.bin);
-        command
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(KUBECTL_RUNS, self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {KUBECTL_RUNS:?}"))
-            .expect("kubectl runs")
-    }
-
-    /// Runs kubectl, expects success, returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Runs kubectl, expects failure, returns stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} should fail but printed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
+/// kubectl for `server`: None (after saying why) when kubectl is missing
+/// and this is not CI.
+fn kubectl_for(server: &ClusterServer) -> Option<Kubectl> {
+    Some(Kubectl::new(
+        common::require_tool("kubectl", "kubectl")?,
+        server,
+    ))
 }
 
 /// The stand-in worker; `marker` goes into its environment so the test can
@@ -519,7 +459,7 @@ async fn running_pods(kubectl: &Kubectl) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_scale_changes_the_number_of_worker_processes() {
     let drill = Drill::start("kubectl-scale", 3).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     drill.settled(3).await;
@@ -556,7 +496,7 @@ async fn kubectl_scale_changes_the_number_of_worker_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_restart_replaces_every_worker_and_rollout_status_completes() {
     let drill = Drill::start("rollout", 3).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     let before: BTreeSet<u32> = drill
@@ -611,7 +551,7 @@ async fn rollout_restart_replaces_every_worker_and_rollout_status_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_shows_the_workers_lines() {
     let drill = Drill::start("logs", 2).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     let pods = drill.settled(2).await;
@@ -674,7 +614,7 @@ async fn kubectl_logs_shows_the_workers_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_previous_shows_the_run_before_a_restart() {
     let drill = Drill::start("logs-previous", 1).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     let pods = drill.settled(1).await;
@@ -711,7 +651,7 @@ async fn kubectl_logs_previous_shows_the_run_before_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_shows_scaling_and_pause_events() {
     let drill = Drill::start("events", 2).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     let pods = drill.settled(2).await;
@@ -761,7 +701,7 @@ async fn kubectl_shows_scaling_and_pause_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_pod_stops_its_worker_and_a_new_one_replaces_it() {
     let drill = Drill::start("delete-pod", 2).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     let before = drill.settled(2).await;
@@ -797,7 +737,7 @@ fn pids(pods: &[PodInfo]) -> BTreeSet<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_undo_pause_and_resume_work_as_on_a_cluster() {
     let drill = Drill::start("undo", 2).await;
-    let Some(kubectl) = Kubectl::for_server(&drill.server) else {
+    let Some(kubectl) = kubectl_for(&drill.server) else {
         return drill.stop().await;
     };
     let deploy = format!("deploy/{DEPLOY}");

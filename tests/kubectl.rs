@@ -7,8 +7,9 @@
 
 mod common;
 
+use common::kubectl::Kubectl;
+
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -44,66 +45,10 @@ fn kubectl_bin() -> Option<PathBuf> {
     None
 }
 
-/// kubectl pointed at one server, with its own HOME (so its discovery cache
-/// belongs to this test alone).
-struct Kubectl {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    /// None (after saying why) when kubectl cannot be run here and this is
-    /// not CI.
-    fn for_server(server: &ClusterServer) -> Option<Self> {
-        let bin = kubectl_bin()?;
-        let home = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = home.path().join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig)
-            .expect("kubeconfig written");
-        Some(Self {
-            bin,
-            home,
-            kubeconfig,
-        })
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(&self.bin)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path())
-            .env_remove("KUBECTL_EXTERNAL_DIFF")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("kubectl runs")
-    }
-
-    /// Runs kubectl, expects success, returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Runs kubectl, expects failure, returns stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} should fail but printed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
+/// kubectl for `server`: None (after saying why) when kubectl cannot be
+/// run here and this is not CI.
+fn kubectl_for(server: &ClusterServer) -> Option<Kubectl> {
+    Some(Kubectl::new(kubectl_bin()?, server))
 }
 
 async fn seeded() -> ClusterServer {
@@ -122,7 +67,7 @@ fn stored(server: &ClusterServer, api_version: &str, kind: &str, name: &str) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_lists_and_reads_the_drill_objects() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let listing = kubectl.ok(&["get", "deploy,cm,ing", "-n", NS]).await;
@@ -196,7 +141,7 @@ async fn kubectl_lists_and_reads_the_drill_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_scale_annotate_and_patch_change_what_the_api_serves() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let out = kubectl
@@ -340,7 +285,7 @@ async fn kubectl_scale_annotate_and_patch_change_what_the_api_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_restart_and_status_report_a_finished_rollout() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let out = kubectl
@@ -374,7 +319,7 @@ async fn kubectl_rollout_restart_and_status_report_a_finished_rollout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_status_waits_for_the_status_to_catch_up() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let store = server.store();
@@ -431,7 +376,7 @@ async fn kubectl_rollout_status_waits_for_the_status_to_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_prints_forbidden_and_not_found_verbatim() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let err = kubectl.fails(&["get", "deploy", "payment-service"]).await;
@@ -465,7 +410,7 @@ async fn kubectl_prints_forbidden_and_not_found_verbatim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_reads_leases_and_applies_manifests_with_server_validation() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let none = kubectl.run(&["get", "lease"]).await;
@@ -569,7 +514,7 @@ async fn kubectl_reads_leases_and_applies_manifests_with_server_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_server_dry_run_changes_nothing() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let revision = server.store().revision();
@@ -618,7 +563,7 @@ async fn kubectl_server_dry_run_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_selects_deletes_and_watches_pods() {
     let server = seeded().await;
-    let Some(kubectl) = Kubectl::for_server(&server) else {
+    let Some(kubectl) = kubectl_for(&server) else {
         return;
     };
     let store = server.store();

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod kubectl;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
