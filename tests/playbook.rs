@@ -867,7 +867,7 @@ async fn kubeconfig_env_context_and_namespace_work_as_in_kubectl() {
 async fn warroom_on_terminal(args: &str, kubeconfig: &Path, input: &str) -> (i32, String) {
     use tokio::io::AsyncWriteExt;
     let command = format!(
-        "'{}' {args} --kubeconfig '{}'",
+        "exec '{}' {args} --kubeconfig '{}'",
         env!("CARGO_BIN_EXE_warroom"),
         kubeconfig.display()
     );
@@ -893,8 +893,12 @@ async fn warroom_on_terminal(args: &str, kubeconfig: &Path, input: &str) -> (i32
 /// then types `typed`. Returns the exit status and everything shown.
 async fn terminal_conversation(command: &str, dir: &Path, turns: &[(&str, &str)]) -> (i32, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // `exec`: no shell stays between the terminal and warroom. A shell that
+    // is not bash (dash, when SHELL is unset) would itself die of the Ctrl-C
+    // typed to warroom and report 130 whatever warroom exits with.
+    let command = format!("exec {command}");
     let mut child = tokio::process::Command::new("script")
-        .args(["-qec", command, "/dev/null"])
+        .args(["-qec", &command, "/dev/null"])
         .current_dir(dir)
         .env_remove("KUBECONFIG")
         .stdin(std::process::Stdio::piped())
