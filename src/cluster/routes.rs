@@ -345,6 +345,8 @@ struct Params {
     watch: bool,
     /// Streaming list: current objects, then a bookmark, then changes.
     send_initial_events: bool,
+    /// `allowWatchBookmarks=true`.
+    bookmarks: bool,
     resource_version: Option<String>,
     labels: Selector,
     fields: Selector,
@@ -389,6 +391,7 @@ impl Params {
             field_validation,
             watch,
             send_initial_events: query.get("sendInitialEvents").map(String::as_str) == Some("true"),
+            bookmarks: query.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
             resource_version: query
                 .get("resourceVersion")
                 .filter(|rv| !rv.is_empty())
@@ -680,6 +683,7 @@ impl Call<'_> {
             table: table_rows,
             since,
             send_initial_events: params.send_initial_events,
+            bookmarks: params.bookmarks,
             timeout: params.timeout,
         };
         request.open(self.store, app.shutdown.clone())

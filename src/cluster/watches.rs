@@ -33,8 +33,16 @@ pub(crate) struct WatchRequest {
     pub since: Option<u64>,
     /// Streaming list: after the current objects, a bookmark marks their end.
     pub send_initial_events: bool,
+    /// `allowWatchBookmarks=true`: a `BOOKMARK` carrying the latest
+    /// resourceVersion every [`BOOKMARK_EVERY`] and when the watch times out,
+    /// so the client resumes from there instead of listing again.
+    pub bookmarks: bool,
     pub timeout: Duration,
 }
+
+/// How often a watch that allows bookmarks gets one (the real API server
+/// sends one about every minute).
+pub(crate) const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
 fn json_lines(body: Body) -> Response {
     let mut response = Response::new(body);
@@ -78,6 +86,7 @@ impl WatchRequest {
             labels: self.labels,
             fields: self.fields,
             table: self.table.map(|include| (self.rt, include)),
+            bookmarks: self.bookmarks.then(|| (self.rt, store.clone())),
             sender,
         };
         tokio::spawn(stream.run(start, initial_events_end, shutdown, self.timeout));
@@ -110,6 +119,8 @@ struct WatchStream {
     fields: Selector,
     /// Send each object as a one-row `Table` (what `kubectl get -w` asks for).
     table: Option<(&'static ResourceType, table::Include)>,
+    /// Bookmarks asked for: the kind they name and where the revision is.
+    bookmarks: Option<(&'static ResourceType, Store)>,
     sender: mpsc::Sender<Bytes>,
 }
 
@@ -140,6 +151,19 @@ impl WatchStream {
             .is_ok()
     }
 
+    /// Sends a bookmark at the store's latest revision, if asked for.
+    async fn bookmark(&self) -> bool {
+        let Some((rt, store)) = &self.bookmarks else {
+            return true;
+        };
+        let object = json!({
+            "kind": rt.kind,
+            "apiVersion": rt.api_version(),
+            "metadata": { "resourceVersion": store.revision().to_string() },
+        });
+        self.send("BOOKMARK", &object).await
+    }
+
     async fn run(
         self,
         start: WatchStart,
@@ -164,9 +188,21 @@ impl WatchStream {
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        let mut bookmarks =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         loop {
             tokio::select! {
-                _ = &mut deadline => return,
+                _ = &mut deadline => {
+                    // As the real server does: a last bookmark before the
+                    // watch ends, to resume from.
+                    self.bookmark().await;
+                    return;
+                }
+                _ = bookmarks.tick() => {
+                    if !self.bookmark().await {
+                        return;
+                    }
+                }
                 _ = shutdown.changed() => return,
                 _ = self.sender.closed() => return,
                 received = receiver.recv() => match received {

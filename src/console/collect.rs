@@ -5,7 +5,8 @@
 //! - the exporter's `/metrics` (OpenMetrics asked for, the classic format
 //!   accepted), parsed by [`super::metrics`], rates from two scrapes;
 //! - a Prometheus server's HTTP API (`/api/v1/query`) when configured;
-//! - the cluster objects the playbooks act on, read through [`crate::kube`];
+//! - the cluster objects the playbooks act on, followed through kube-rs
+//!   watches (no polling), reopened when the API server comes back;
 //! - the incident journal, followed as it grows.
 
 use std::path::PathBuf;
@@ -85,6 +86,15 @@ pub struct ClusterObjects {
 }
 
 impl ClusterObjects {
+    /// Whether every name can be sent in a request as it is.
+    pub fn check(&self) -> Result<(), crate::kube::KubeError> {
+        watched(self)
+            .iter()
+            .try_for_each(|(api_version, kind, name)| {
+                ObjectRef::namespaced(api_version, kind, &self.namespace, name).check()
+            })
+    }
+
     /// The PM-003 objects in `namespace`.
     pub fn pm003(namespace: &str) -> Self {
         Self {
@@ -292,7 +302,62 @@ pub fn instant_value(body: &str) -> Result<f64, String> {
         .map_or(Ok(0.0), Ok)
 }
 
-/// Reads the cluster objects every `every` until cancelled.
+/// The four objects of the cluster panel, in [`ClusterObjects`] order:
+/// apiVersion, kind, and which name of `objects` it is.
+fn watched(objects: &ClusterObjects) -> [(&'static str, &'static str, String); 4] {
+    [
+        ("apps/v1", "Deployment", objects.deployment.clone()),
+        ("networking.k8s.io/v1", "Ingress", objects.ingress.clone()),
+        ("v1", "ConfigMap", objects.configmap.clone()),
+        (
+            "coordination.k8s.io/v1",
+            "Lease",
+            crate::playbook::lease::LEASE_NAME.to_owned(),
+        ),
+    ]
+}
+
+/// The first wait before watches are opened again after a failure; it
+/// doubles up to [`WATCH_RETRY_MAX`].
+pub const WATCH_RETRY_MIN: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts to open the watches again.
+pub const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+type WatchItem = (
+    usize,
+    Result<kube::runtime::watcher::Event<kube::api::DynamicObject>, kube::runtime::watcher::Error>,
+);
+
+/// One watch per object (`kube::runtime::watcher`: a list, then a watch
+/// from its resourceVersion with bookmarks, resumed as the server allows),
+/// merged into one stream tagged with the object's index.
+fn cluster_watches(
+    kube: &KubeAccess,
+    objects: &ClusterObjects,
+) -> futures::stream::SelectAll<futures::stream::BoxStream<'static, WatchItem>> {
+    use futures::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject};
+    use kube::runtime::watcher;
+    let streams = watched(objects)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (api_version, kind, name))| {
+            let object = ObjectRef::namespaced(api_version, kind, &objects.namespace, &name);
+            let resource = ApiResource::from_gvk(&object.gvk());
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(kube.client(), &objects.namespace, &resource);
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher(api, config).map(move |event| (i, event)).boxed()
+        });
+    futures::stream::select_all(streams)
+}
+
+/// Follows the cluster objects through watches until cancelled: every
+/// change is sent as it arrives, nothing is polled. Every `every` the view
+/// is sent again from what the watches hold (no request; a lease expires
+/// with time). When a watch fails (the server went away) the source is
+/// reported down and the watches are opened again, waiting
+/// [`WATCH_RETRY_MIN`] doubling to [`WATCH_RETRY_MAX`] between attempts.
 pub async fn cluster(
     kube: Arc<KubeAccess>,
     objects: ClusterObjects,
@@ -300,50 +365,98 @@ pub async fn cluster(
     updates: mpsc::Sender<Update>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    use futures::StreamExt;
+    use kube::runtime::watcher::Event as Watched;
+    let mut retry = WATCH_RETRY_MIN;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+        if objects.check().is_err() {
+            let _ = updates
+                .send(Update::Cluster {
+                    at_ms: now_ms(),
+                    result: Err("the object names cannot be watched".into()),
+                })
+                .await;
+            return;
         }
-        let result = read_cluster(&kube, &objects).await;
+        let mut watches = cluster_watches(&kube, &objects);
+        // Objects as last seen; None until the watch's first list is done.
+        let mut seen: [Option<Option<serde_json::Value>>; 4] = Default::default();
+        let mut listing: [Option<serde_json::Value>; 4] = Default::default();
+        let mut refresh = tokio::time::interval(every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let failure = loop {
+            let changed = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = refresh.tick() => true,
+                item = watches.next() => match item {
+                    None => break "the watches ended".to_owned(),
+                    Some((_, Err(e))) => {
+                        break crate::redact::redact_text(&e.to_string()).into_owned();
+                    }
+                    Some((i, Ok(event))) => {
+                        match event {
+                            Watched::Init => listing[i] = None,
+                            Watched::InitApply(object) => listing[i] = json_of(&object),
+                            Watched::InitDone => seen[i] = Some(listing[i].take()),
+                            Watched::Apply(object) => seen[i] = Some(json_of(&object)),
+                            Watched::Delete(_) => seen[i] = Some(None),
+                        }
+                        true
+                    }
+                },
+            };
+            let Some(all) = all_listed(&seen) else {
+                continue;
+            };
+            if !changed {
+                continue;
+            }
+            retry = WATCH_RETRY_MIN;
+            let view = cluster_view(
+                all[0].as_ref(),
+                all[1].as_ref(),
+                all[2].as_ref(),
+                all[3].as_ref(),
+                now_ms(),
+            );
+            let update = Update::Cluster {
+                at_ms: now_ms(),
+                result: Ok(view),
+            };
+            if updates.send(update).await.is_err() {
+                return;
+            }
+        };
+        drop(watches);
         let update = Update::Cluster {
             at_ms: now_ms(),
-            result,
+            result: Err(failure),
         };
         if updates.send(update).await.is_err() {
             return;
         }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(WATCH_RETRY_MAX);
     }
 }
 
-async fn read_cluster(kube: &KubeAccess, objects: &ClusterObjects) -> Result<ClusterView, String> {
-    let ns = &objects.namespace;
-    let get = |api: &str, kind: &str, name: &str| {
-        let object = ObjectRef::namespaced(api, kind, ns, name);
-        async move {
-            kube.get(&object)
-                .await
-                .map_err(|e| crate::redact::redact_text(&e.to_string()).into_owned())
-        }
-    };
-    let deployment = get("apps/v1", "Deployment", &objects.deployment).await?;
-    let ingress = get("networking.k8s.io/v1", "Ingress", &objects.ingress).await?;
-    let configmap = get("v1", "ConfigMap", &objects.configmap).await?;
-    let lease = get(
-        "coordination.k8s.io/v1",
-        "Lease",
-        crate::playbook::lease::LEASE_NAME,
-    )
-    .await?;
-    Ok(cluster_view(
-        deployment.as_ref(),
-        ingress.as_ref(),
-        configmap.as_ref(),
-        lease.as_ref(),
-        now_ms(),
-    ))
+/// The four objects once every watch has listed, else None.
+fn all_listed(
+    seen: &[Option<Option<serde_json::Value>>; 4],
+) -> Option<[&Option<serde_json::Value>; 4]> {
+    Some([
+        seen[0].as_ref()?,
+        seen[1].as_ref()?,
+        seen[2].as_ref()?,
+        seen[3].as_ref()?,
+    ])
+}
+
+fn json_of(object: &kube::api::DynamicObject) -> Option<serde_json::Value> {
+    serde_json::to_value(object).ok()
 }
 
 /// What the cluster panel shows of the four objects (`None`: missing).

@@ -340,6 +340,11 @@ impl KubeAccess {
         &self.server
     }
 
+    /// The kube-rs client, for watches (`kube::runtime::watcher`).
+    pub fn client(&self) -> ::kube::Client {
+        self.client.clone()
+    }
+
     /// Checks that the API server answers (`/version`).
     pub async fn ping(&self) -> Result<(), KubeError> {
         self.client
