@@ -143,6 +143,13 @@ impl Actions {
         }
     }
 
+    /// Acts against `kube` from now on (another context); the actor is
+    /// that context's user.
+    pub fn set_kube(&mut self, kube: Arc<KubeAccess>) {
+        self.actor = kube.user().to_owned();
+        self.kube = Some(kube);
+    }
+
     /// Who actions are recorded as.
     pub fn actor(&self) -> &str {
         &self.actor

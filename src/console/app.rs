@@ -136,6 +136,8 @@ pub enum Intent {
     Severity(String),
     /// Export the timeline.
     Export(Vec<Format>),
+    /// Attach to another kubeconfig context (a name the kubeconfig has).
+    SwitchContext(String),
     /// Leave (cancelling a run in progress first).
     Quit,
 }
@@ -176,8 +178,14 @@ pub struct App {
     pub queued: VecDeque<(ConfirmRequest, GateReply)>,
     /// The line being typed.
     pub input: Option<Input>,
-    /// Timeline and playbook filter.
+    /// The filter typed after `/` (empty: none), as typed.
     pub filter: String,
+    /// The list the filter applies to (the focused one when `/` was typed).
+    pub filter_focus: Focus,
+    /// The filter in lower case, for case-insensitive matching.
+    filter_lower: String,
+    /// Quitting: waiting for a cancelled run's undo before leaving.
+    pub quitting: Option<Quitting>,
     /// Help shown.
     pub help: bool,
     /// Leave after this frame.
@@ -187,6 +195,22 @@ pub struct App {
     /// Guardrails.
     pub guard: Guardrails,
 }
+
+/// How long quitting waits for a cancelled run's undo.
+pub const QUIT_WAIT_MS: i64 = 30_000;
+
+/// The console is leaving; a run in progress was cancelled and its undo
+/// is awaited (at most [`QUIT_WAIT_MS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quitting {
+    /// When quitting was confirmed (Unix ms).
+    pub since_ms: i64,
+    /// Whether a run was in progress then (its undo is awaited).
+    pub waiting: bool,
+}
+
+/// Kinds of step that change nothing in the cluster.
+const NO_CHANGE_KINDS: [&str; 3] = ["confirm", "note", "wait"];
 
 /// Chart windows `+`/`-` step through.
 pub const WINDOWS: [i64; 7] = [30, 60, 120, 300, 900, 1_800, 3_600];
@@ -210,6 +234,9 @@ impl App {
             queued: VecDeque::new(),
             input: None,
             filter: String::new(),
+            filter_focus: Focus::Alerts,
+            filter_lower: String::new(),
+            quitting: None,
             help: false,
             quit: false,
             color,
@@ -273,6 +300,7 @@ impl App {
                 }
                 Err(e) => store.prometheus.failed(at_ms, e),
             },
+            Update::Alerts { at_ms, result } => store.record_prometheus_alerts(at_ms, result),
             Update::Cluster { at_ms, result } => match result {
                 Ok(view) => {
                     store.cluster_source.ok(at_ms);
@@ -289,6 +317,7 @@ impl App {
             },
             Update::Action(event) => self.apply_action(event),
         }
+        self.keep_selection_visible();
     }
 
     fn apply_action(&mut self, event: ActionEvent) {
@@ -473,8 +502,12 @@ impl App {
             KeyCode::Char(':') => self.open(Prompt::Command),
             KeyCode::Char('/') => self.open(Prompt::Filter),
             KeyCode::Esc => {
-                self.filter.clear();
-                self.view = View::Main;
+                // As in k9s: esc clears the filter first, then leaves the view.
+                if self.filter.is_empty() {
+                    self.view = View::Main;
+                } else {
+                    self.set_filter(String::new());
+                }
             }
             KeyCode::Tab => {
                 self.focus = match self.focus {
@@ -547,8 +580,11 @@ impl App {
     }
 
     fn ask_quit(&mut self) -> Option<Intent> {
+        if self.quitting.is_some() {
+            return None;
+        }
         if !self.running() {
-            self.quit = true;
+            self.begin_quit();
             return Some(Intent::Quit);
         }
         if self.popup.is_none() {
@@ -569,29 +605,194 @@ impl App {
     }
 
     fn open(&mut self, prompt: Prompt) {
-        self.input = Some(Input {
-            prompt,
-            text: if prompt == Prompt::Filter {
-                self.filter.clone()
-            } else {
-                String::new()
-            },
+        let text = if prompt == Prompt::Filter {
+            // One filter at a time, on the focused list.
+            if self.filter_focus != self.focus {
+                self.set_filter(String::new());
+                self.filter_focus = self.focus;
+            }
+            self.filter.clone()
+        } else {
+            String::new()
+        };
+        self.input = Some(Input { prompt, text });
+    }
+
+    /// Leaves: at once, or after the cancelled run's undo (at most
+    /// [`QUIT_WAIT_MS`]); the loop cancels the run.
+    fn begin_quit(&mut self) {
+        self.quit = true;
+        self.quitting = Some(Quitting {
+            since_ms: self.now_ms,
+            waiting: self.running(),
         });
     }
 
-    fn move_by(&mut self, delta: isize) {
-        let step = |value: usize, len: usize| -> usize {
-            if len == 0 {
-                return 0;
+    /// SIGTERM or the end of input: leave without asking (a run in
+    /// progress is cancelled and its undo awaited, as after `q`).
+    pub fn on_terminate(&mut self) {
+        self.popup = None;
+        self.begin_quit();
+    }
+
+    /// Whether the loop may leave now: quitting, and the run is no longer
+    /// `busy` or the wait is over.
+    pub fn quit_ready(&self, busy: bool) -> bool {
+        match &self.quitting {
+            // The run's end is awaited as the engine reports it, so that
+            // what it undid is known before leaving.
+            Some(q) => {
+                (!busy && !(q.waiting && self.running()))
+                    || self.now_ms - q.since_ms >= QUIT_WAIT_MS
             }
-            value.saturating_add_signed(delta).min(len - 1)
+            None => false,
+        }
+    }
+
+    /// Steps of the run on screen that changed something and are not put
+    /// back (yet): what a quit waits for, and what it leaves behind.
+    pub fn applied_steps(&self) -> Vec<&StepLine> {
+        self.store
+            .run
+            .as_ref()
+            .map(|run| {
+                run.steps
+                    .iter()
+                    .filter(|s| {
+                        matches!(s.status, StepStatus::Done | StepStatus::Running)
+                            && !NO_CHANGE_KINDS.contains(&s.kind.as_str())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What to print once the terminal is restored after quitting: what
+    /// the run left, and the command that undoes it (`undo_flags`: the
+    /// kubeconfig, context and namespace flags). Empty when no run was
+    /// cancelled.
+    pub fn quit_report(&self, undo_flags: &str) -> Vec<String> {
+        let Some(quitting) = &self.quitting else {
+            return Vec::new();
+        };
+        if !quitting.waiting {
+            return Vec::new();
+        }
+        let Some(run) = &self.store.run else {
+            return Vec::new();
+        };
+        let id = run.run_id.as_deref().unwrap_or("(not started)");
+        let left = self.applied_steps();
+        let ended = matches!(run.state, RunState::Ended { .. });
+        if left.is_empty() {
+            return vec![format!(
+                "Run {id} of {} was cancelled; nothing it changed is left.",
+                run.playbook
+            )];
+        }
+        let mut lines = vec![if ended {
+            format!(
+                "Run {id} of {} was cancelled, but its undo did not put everything back. Left applied:",
+                run.playbook
+            )
+        } else {
+            format!(
+                "Run {id} of {} was cancelled, but its undo did not finish within {} s. Possibly left applied:",
+                run.playbook,
+                QUIT_WAIT_MS / 1_000
+            )
+        }];
+        for step in left {
+            lines.push(format!("  {} ({}) {}", step.name, step.kind, step.what));
+        }
+        let target = if run.run_id.is_some() { id } else { "--last" };
+        lines.push(format!("Undo it with: warroom undo {target} {undo_flags}"));
+        lines
+    }
+
+    /// Sets the filter (case-insensitive) and keeps the selection visible.
+    pub fn set_filter(&mut self, text: String) {
+        self.filter_lower = text.to_lowercase();
+        self.filter = text;
+        self.scroll = 0;
+        self.keep_selection_visible();
+    }
+
+    /// The lower-case filter on the list `focus`, if it has one.
+    pub fn filter_on(&self, focus: Focus) -> Option<&str> {
+        (!self.filter_lower.is_empty() && self.filter_focus == focus)
+            .then_some(self.filter_lower.as_str())
+    }
+
+    /// Indexes of the playbooks the filter shows.
+    pub fn visible_playbooks(&self) -> Vec<usize> {
+        let filter = self.filter_on(Focus::Playbooks);
+        self.store
+            .playbooks
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                filter.is_none_or(|f| {
+                    contains_lower(&p.name, f)
+                        || contains_lower(&p.description, f)
+                        || p.alerts.iter().any(|a| contains_lower(a, f))
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Indexes of the alerts the filter shows.
+    pub fn visible_alerts(&self) -> Vec<usize> {
+        let filter = self.filter_on(Focus::Alerts);
+        self.store
+            .alerts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| {
+                filter.is_none_or(|f| contains_lower(&a.name, f) || contains_lower(&a.detail, f))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Moves each selection onto a row its filter shows: kept when
+    /// visible, else the next visible row, else the last one.
+    fn keep_selection_visible(&mut self) {
+        let nearest = |visible: &[usize], at: usize| -> usize {
+            if visible.contains(&at) {
+                return at;
+            }
+            visible
+                .iter()
+                .copied()
+                .find(|&i| i > at)
+                .or_else(|| visible.last().copied())
+                .unwrap_or(at)
+        };
+        let playbooks = self.visible_playbooks();
+        self.selected = nearest(&playbooks, self.selected);
+        let alerts = self.visible_alerts();
+        self.alert_selected = nearest(&alerts, self.alert_selected);
+    }
+
+    fn move_by(&mut self, delta: isize) {
+        // Among the rows the filter shows.
+        let step = |visible: &[usize], value: usize| -> usize {
+            let Some(at) = visible.iter().position(|&i| i == value) else {
+                return visible.first().copied().unwrap_or(value);
+            };
+            let next = at.saturating_add_signed(delta).min(visible.len() - 1);
+            visible[next]
         };
         match self.focus {
             Focus::Alerts => {
-                self.alert_selected = step(self.alert_selected, self.store.alerts.len())
+                let visible = self.visible_alerts();
+                self.alert_selected = step(&visible, self.alert_selected);
             }
             Focus::Playbooks => {
-                self.selected = step(self.selected, self.store.playbooks.len());
+                let visible = self.visible_playbooks();
+                self.selected = step(&visible, self.selected);
             }
             Focus::Timeline => {
                 // Up scrolls back in time.
@@ -647,7 +848,7 @@ impl App {
             (Pending::Run { playbook, dry_run }, true) => Some(Intent::Run { playbook, dry_run }),
             (Pending::Undo, true) => Some(Intent::Undo),
             (Pending::Quit, true) => {
-                self.quit = true;
+                self.begin_quit();
                 Some(Intent::Quit)
             }
             (Pending::Gate(reply), answer) => {
@@ -676,20 +877,26 @@ impl App {
         let input = self.input.as_mut()?;
         match key.code {
             KeyCode::Esc => {
+                let prompt = input.prompt;
                 self.input = None;
+                if prompt == Prompt::Filter {
+                    self.set_filter(String::new());
+                }
                 None
             }
             KeyCode::Backspace => {
                 input.text.pop();
                 if input.prompt == Prompt::Filter {
-                    self.filter = input.text.clone();
+                    let text = input.text.clone();
+                    self.set_filter(text);
                 }
                 None
             }
             KeyCode::Char(c) if !c.is_control() && input.text.chars().count() < 500 => {
                 input.text.push(c);
                 if input.prompt == Prompt::Filter {
-                    self.filter = input.text.clone();
+                    let text = input.text.clone();
+                    self.set_filter(text);
                 }
                 None
             }
@@ -705,7 +912,7 @@ impl App {
         let text = input.text.trim().to_owned();
         match input.prompt {
             Prompt::Filter => {
-                self.filter = text;
+                self.set_filter(text);
                 None
             }
             Prompt::Note if text.is_empty() => None,
@@ -746,17 +953,50 @@ impl App {
                 self.focus = Focus::Timeline;
             }
             ("main" | "alerts" | "", _) => self.view = View::Main,
-            ("ctx" | "context", _) => {
-                let text = format!(
-                    "context {}{}",
-                    self.store.context,
+            ("ctx" | "context", None) => {
+                let listed = if self.store.contexts.is_empty() {
+                    "none listed (no kubeconfig)".to_owned()
+                } else {
+                    self.store
+                        .contexts
+                        .iter()
+                        .map(|c| {
+                            if self.store.context_name() == c {
+                                format!("{c} (current)")
+                            } else {
+                                c.clone()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                self.say(format!(
+                    "contexts: {listed} · :ctx NAME switches{}",
                     if self.guard.read_only {
-                        " (read-only)"
+                        " · this one is read-only"
                     } else {
                         ""
                     }
-                );
-                self.say(text);
+                ));
+            }
+            ("ctx" | "context", Some(name)) => {
+                if !self.store.contexts.iter().any(|c| c == name) {
+                    let name = crate::redact::redact_text(name).into_owned();
+                    self.say(format!(
+                        "no context {name:?} in the kubeconfig (:ctx lists them); still on {}",
+                        self.store.context
+                    ));
+                    return None;
+                }
+                if self.running() {
+                    self.say("a run is in progress: wait for it or cancel it (c) before :ctx");
+                    return None;
+                }
+                if self.store.context_name() == name {
+                    self.say(format!("already on context {name}"));
+                    return None;
+                }
+                return Some(Intent::SwitchContext(name.to_owned()));
             }
             ("export", format) => {
                 let formats = match format {
@@ -777,10 +1017,37 @@ impl App {
             },
             ("q" | "quit", _) => return self.ask_quit(),
             (other, _) => self.say(format!(
-                "no command :{other} (:playbooks :timeline :main :ctx :export md|html :milestone NAME :quit)"
+                "no command :{other} (:playbooks :timeline :main :ctx [NAME] :export md|html :milestone NAME :quit)"
             )),
         }
         None
+    }
+
+    /// Now attached to `context` (shown as context/namespace) with
+    /// `guard`: the cluster view of the previous context is dropped and the
+    /// guardrails apply from this key on.
+    pub fn switched_context(&mut self, context: String, guard: Guardrails) {
+        self.store.context = context;
+        self.store.cluster = None;
+        let poll = self.store.cluster_source.poll_ms;
+        self.store.cluster_source = super::store::Source::new("cluster", true, poll);
+        self.store.read_only = guard.read_only;
+        self.guard = guard;
+        if self.running() {
+            return;
+        }
+        self.store.run = None;
+        self.say(format!(
+            "context {}{}",
+            self.store.context,
+            if guard.read_only {
+                " (read-only)"
+            } else if guard.typed_confirmation {
+                " (production: runs need the playbook's name typed)"
+            } else {
+                ""
+            }
+        ));
     }
 
     /// The header's word for a source.
@@ -800,6 +1067,20 @@ fn plan_lines(run: Option<&RunView>) -> Vec<String> {
             .collect(),
         None => vec!["(the plan is being computed)".into()],
     }
+}
+
+/// Whether `text` contains `lower` (already lower case), ignoring case.
+pub fn contains_lower(text: &str, lower: &str) -> bool {
+    if text.is_ascii() && lower.is_ascii() {
+        let (hay, needle) = (text.as_bytes(), lower.as_bytes());
+        return needle.is_empty()
+            || hay.windows(needle.len()).any(|w| {
+                w.iter()
+                    .zip(needle)
+                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
+            });
+    }
+    text.to_lowercase().contains(lower)
 }
 
 fn parse_milestone(text: &str) -> Option<Milestone> {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Scrape, parse_exposition};
-use super::store::{ClusterView, DeploymentView, Reading};
+use super::store::{Alert, AlertState, ClusterView, DeploymentView, Reading};
 use crate::kube::{KubeAccess, ObjectRef};
 use crate::timeline::Event;
 
@@ -48,6 +48,13 @@ pub enum Update {
         at_ms: i64,
         /// The reading, or why there is none.
         result: Result<Reading, String>,
+    },
+    /// Alerts from Prometheus' `/api/v1/alerts`.
+    Alerts {
+        /// When.
+        at_ms: i64,
+        /// Pending and firing alerts, or why there are none.
+        result: Result<Vec<Alert>, String>,
     },
     /// The cluster objects.
     Cluster {
@@ -280,6 +287,101 @@ async fn promql(client: &reqwest::Client, base: &str, query: &str) -> Result<f64
     }
     let body = bounded_body(response).await?;
     instant_value(&body)
+}
+
+/// The most alerts taken from one Prometheus answer.
+pub const MAX_ALERTS: usize = 200;
+
+/// Reads Prometheus' `/api/v1/alerts` every `every` until cancelled. Each
+/// request is bounded in time (a server that hangs is reported down).
+pub async fn prometheus_alerts(
+    url: String,
+    every: Duration,
+    updates: mpsc::Sender<Update>,
+    stop: CancellationToken,
+) {
+    let client = http_client(every);
+    let endpoint = format!("{}/api/v1/alerts", url.trim_end_matches('/'));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let at_ms = now_ms();
+        let result = match &client {
+            Ok(client) => tokio::select! {
+                _ = stop.cancelled() => return,
+                result = fetch_alerts(client, &endpoint) => result,
+            },
+            Err(e) => Err(e.clone()),
+        };
+        if updates
+            .send(Update::Alerts { at_ms, result })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn fetch_alerts(client: &reqwest::Client, url: &str) -> Result<Vec<Alert>, String> {
+    let response = client.get(url).send().await.map_err(|e| reason(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = bounded_body(response).await?;
+    alerts_answer(&body)
+}
+
+/// The pending and firing alerts of an `/api/v1/alerts` answer, firing
+/// first; every text fit for one line of the screen.
+pub fn alerts_answer(body: &str) -> Result<Vec<Alert>, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
+    if doc["status"] != "success" {
+        return Err(format!(
+            "Prometheus refused: {}",
+            doc["error"]
+                .as_str()
+                .map(shown)
+                .unwrap_or_else(|| "no reason given".into())
+        ));
+    }
+    let Some(list) = doc["data"]["alerts"].as_array() else {
+        return Err("not a Prometheus answer: no data.alerts".into());
+    };
+    let mut alerts: Vec<Alert> = list
+        .iter()
+        .filter_map(|a| {
+            let name = a["labels"]["alertname"].as_str()?;
+            let state = match a["state"].as_str()? {
+                "firing" => AlertState::Firing,
+                "pending" => AlertState::Pending,
+                _ => return None,
+            };
+            let since_ms = a["activeAt"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map_or(0, |t| t.as_millisecond());
+            let detail = a["annotations"]["summary"]
+                .as_str()
+                .or_else(|| a["value"].as_str())
+                .map(shown)
+                .unwrap_or_default();
+            Some(Alert {
+                name: shown(name),
+                state,
+                since_ms,
+                detail,
+            })
+        })
+        .take(MAX_ALERTS)
+        .collect();
+    alerts.sort_by_key(|a| (a.state != AlertState::Firing, a.since_ms));
+    Ok(alerts)
 }
 
 /// The value of an instant-vector answer (`0` when the vector is empty).

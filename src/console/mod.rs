@@ -97,6 +97,10 @@ pub fn new_app(settings: &config::Settings, attached: &Attached, color: bool) ->
     let mut store = Store::new(poll, settings.history_minutes as i64 * 60_000);
     store.exporter.configured = settings.exporter.is_some();
     store.prometheus.configured = settings.prometheus.is_some();
+    // With Prometheus, its rules decide what fires; without, the console
+    // evaluates the same rules on the readings.
+    store.alerts_source.configured = settings.prometheus.is_some();
+    store.alerts_from_prometheus = settings.prometheus.is_some();
     store.timeline_source.configured = settings.timeline.is_some();
     store.error_threshold = settings.error_threshold;
     store.context = attached.context.clone();
@@ -134,66 +138,239 @@ async fn open_journal(path: PathBuf) -> Result<crate::timeline::Journal, String>
     }
 }
 
+/// The kubeconfig's context names, in file order (several files merged,
+/// first mention wins), for `:ctx`.
+pub fn kubeconfig_contexts(kube: &KubeAccess) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for path in &kube.origin().kubeconfigs {
+        let Ok(config) = ::kube::config::Kubeconfig::read_from(path) else {
+            continue;
+        };
+        for context in config.contexts {
+            if !names.contains(&context.name) {
+                names.push(context.name);
+            }
+        }
+    }
+    names
+}
+
+/// The console without its terminal: the collectors, the actions and the
+/// channels they report on. The terminal loop ([`run`]) feeds it keys and
+/// draws the app; tests drive it directly.
+pub struct Console {
+    options: ConsoleOptions,
+    kube: Arc<KubeAccess>,
+    /// Where playbook runs and journal writes go.
+    pub actions: action::Actions,
+    updates_tx: mpsc::Sender<Update>,
+    updates: mpsc::Receiver<Update>,
+    /// The cluster collector's own channel: replaced on `:ctx`, so nothing
+    /// from the previous context arrives after the switch.
+    cluster_updates: mpsc::Receiver<Update>,
+    action_events: mpsc::UnboundedReceiver<action::ActionEvent>,
+    stop: CancellationToken,
+    cluster_stop: CancellationToken,
+}
+
+impl Console {
+    /// Attaches to the cluster, opens the journal and starts every
+    /// collector; returns the console and its app.
+    pub async fn start(options: ConsoleOptions, color: bool) -> Result<(Self, App), ConsoleError> {
+        let attached = attach(&options).await?;
+        let settings = options.settings.clone();
+        let mut app = new_app(&settings, &attached, color);
+        app.store.contexts = kubeconfig_contexts(&attached.kube);
+        let (updates_tx, updates) = mpsc::channel::<Update>(1_024);
+        let (actions_tx, action_events) = mpsc::unbounded_channel();
+        let journal = match &settings.timeline {
+            Some(path) => match open_journal(path.clone()).await {
+                Ok(journal) => Some(journal),
+                Err(e) => {
+                    app.store.status = Some(format!("journal not writable: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let actions = action::Actions::new(
+            Some(attached.kube.clone()),
+            settings.playbooks.clone(),
+            journal,
+            settings.timeline.clone(),
+            actions_tx,
+        );
+        let stop = CancellationToken::new();
+        let poll = Duration::from_millis(settings.poll_ms);
+        if let Some(url) = settings.exporter.clone() {
+            tokio::spawn(collect::exporter(
+                url,
+                poll,
+                updates_tx.clone(),
+                stop.clone(),
+            ));
+        }
+        if let Some(url) = settings.prometheus.clone() {
+            tokio::spawn(collect::prometheus(
+                url.clone(),
+                poll,
+                updates_tx.clone(),
+                stop.clone(),
+            ));
+            tokio::spawn(collect::prometheus_alerts(
+                url,
+                poll,
+                updates_tx.clone(),
+                stop.clone(),
+            ));
+        }
+        if let Some(path) = settings.timeline.clone() {
+            tokio::spawn(collect::journal(
+                path,
+                Duration::from_millis(250),
+                updates_tx.clone(),
+                stop.clone(),
+            ));
+        }
+        let cluster_stop = stop.child_token();
+        let cluster_updates = spawn_cluster(&attached.kube, poll, cluster_stop.clone());
+        Ok((
+            Self {
+                options,
+                kube: attached.kube,
+                actions,
+                updates_tx,
+                updates,
+                cluster_updates,
+                action_events,
+                stop,
+                cluster_stop,
+            },
+            app,
+        ))
+    }
+
+    /// The next update from a collector or an action (None: all ended).
+    /// Cancel-safe: nothing is lost when another branch of a `select!`
+    /// wins.
+    pub async fn next(&mut self) -> Option<Update> {
+        tokio::select! {
+            Some(update) = self.updates.recv() => Some(update),
+            Some(update) = self.cluster_updates.recv() => Some(update),
+            Some(event) = self.action_events.recv() => Some(Update::Action(event)),
+            else => None,
+        }
+    }
+
+    /// Folds everything already waiting into `app`.
+    pub fn drain(&mut self, app: &mut App) {
+        while let Ok(update) = self.updates.try_recv() {
+            app.apply(update);
+        }
+        while let Ok(update) = self.cluster_updates.try_recv() {
+            app.apply(update);
+        }
+        while let Ok(event) = self.action_events.try_recv() {
+            app.apply(Update::Action(event));
+        }
+    }
+
+    /// Carries out an intent: actions go to the adapter; quitting cancels
+    /// a run in progress; `:ctx NAME` attaches to another context.
+    pub async fn handle(&mut self, app: &mut App, intent: Intent) {
+        match intent {
+            Intent::Quit => {
+                if self.actions.busy() {
+                    self.actions.cancel();
+                }
+            }
+            Intent::SwitchContext(name) => self.switch_context(app, &name).await,
+            other => dispatch(&self.actions, other),
+        }
+    }
+
+    /// Attaches to the kubeconfig context `name`: the cluster collector
+    /// restarts against it, actions act there, its guardrails apply at
+    /// once. When it cannot be used, the screen says why and nothing
+    /// changes.
+    pub async fn switch_context(&mut self, app: &mut App, name: &str) {
+        if self.actions.busy() {
+            app.store.status =
+                Some("a run is in progress: wait for it or cancel it (c) before :ctx".into());
+            return;
+        }
+        let mut options = self.options.clone();
+        options.kube.context = Some(name.to_owned());
+        let attached = match attach(&options).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                app.store.status = Some(format!(
+                    "cannot use context {}: {}; still on {}",
+                    crate::redact::redact_text(name),
+                    crate::redact::redact_text(&e.to_string()),
+                    app.store.context
+                ));
+                return;
+            }
+        };
+        self.cluster_stop.cancel();
+        self.cluster_stop = self.stop.child_token();
+        let poll = Duration::from_millis(self.options.settings.poll_ms);
+        self.cluster_updates = spawn_cluster(&attached.kube, poll, self.cluster_stop.clone());
+        self.actions.set_kube(attached.kube.clone());
+        self.kube = attached.kube;
+        self.options = options;
+        app.switched_context(attached.context, attached.guard);
+    }
+
+    /// The kubeconfig, context and namespace flags that address the
+    /// cluster the console is attached to (for the undo command it prints).
+    pub fn undo_flags(&self) -> String {
+        let mut flags = Vec::new();
+        if let Some(path) = &self.options.kube.kubeconfig {
+            flags.push(format!("--kubeconfig {}", path.display()));
+        }
+        if let Some(context) = &self.kube.origin().context {
+            flags.push(format!("--context {context}"));
+        }
+        flags.push(format!("-n {}", self.kube.namespace()));
+        flags.join(" ")
+    }
+
+    /// Stops every collector.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// A sender of updates (what collectors use), for tests and drills.
+    pub fn updates_sender(&self) -> mpsc::Sender<Update> {
+        self.updates_tx.clone()
+    }
+}
+
+fn spawn_cluster(
+    kube: &Arc<KubeAccess>,
+    refresh: Duration,
+    stop: CancellationToken,
+) -> mpsc::Receiver<Update> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(collect::cluster(
+        kube.clone(),
+        ClusterObjects::pm003(kube.namespace()),
+        refresh,
+        tx,
+        stop,
+    ));
+    rx
+}
+
 /// Runs the console until the user quits or SIGTERM arrives. The terminal
 /// is restored on every way out, panics included (`ratatui::init`'s hook).
+/// Quitting during a run cancels it and waits for its undo (at most
+/// [`app::QUIT_WAIT_MS`]), showing what it waits for; what the run left,
+/// if anything, is printed once the terminal is restored.
 pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
-    let attached = attach(&options).await?;
-    let settings = options.settings.clone();
-    let mut app = new_app(&settings, &attached, color_allowed());
-    let (updates_tx, mut updates) = mpsc::channel::<Update>(1_024);
-    let (actions_tx, mut action_events) = mpsc::unbounded_channel();
-    let journal = match &settings.timeline {
-        Some(path) => match open_journal(path.clone()).await {
-            Ok(journal) => Some(journal),
-            Err(e) => {
-                app.store.status = Some(format!("journal not writable: {e}"));
-                None
-            }
-        },
-        None => None,
-    };
-    let actions = action::Actions::new(
-        Some(attached.kube.clone()),
-        settings.playbooks.clone(),
-        journal,
-        settings.timeline.clone(),
-        actions_tx,
-    );
-    let stop = CancellationToken::new();
-    let poll = Duration::from_millis(settings.poll_ms);
-    if let Some(url) = settings.exporter.clone() {
-        tokio::spawn(collect::exporter(
-            url,
-            poll,
-            updates_tx.clone(),
-            stop.clone(),
-        ));
-    }
-    if let Some(url) = settings.prometheus.clone() {
-        tokio::spawn(collect::prometheus(
-            url,
-            poll,
-            updates_tx.clone(),
-            stop.clone(),
-        ));
-    }
-    tokio::spawn(collect::cluster(
-        attached.kube.clone(),
-        ClusterObjects::pm003(attached.kube.namespace()),
-        poll,
-        updates_tx.clone(),
-        stop.clone(),
-    ));
-    if let Some(path) = settings.timeline.clone() {
-        tokio::spawn(collect::journal(
-            path,
-            Duration::from_millis(250),
-            updates_tx.clone(),
-            stop.clone(),
-        ));
-    }
-    drop(updates_tx);
-
+    let (mut console, mut app) = Console::start(options, color_allowed()).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ConsoleError::Terminal(e.to_string()))?;
     // From here every way out restores the terminal: `restore` below, and
@@ -202,52 +379,47 @@ pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
     let mut keys = crossterm::event::EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut quitting: Option<tokio::time::Instant> = None;
     let outcome = loop {
         app.now_ms = collect::now_ms();
         if let Err(e) = terminal.draw(|frame| ui::draw(frame, &app)) {
             break Err(ConsoleError::Terminal(e.to_string()));
         }
-        if let Some(since) = quitting
-            && (!actions.busy() || since.elapsed() > Duration::from_secs(30))
-        {
+        if app.quit_ready(console.actions.busy()) {
             break Ok(());
         }
         let mut intents = Vec::new();
         tokio::select! {
             _ = tick.tick() => {}
             _ = terminate.recv() => {
-                intents.push(Intent::Quit);
+                if app.quitting.is_none() {
+                    app.on_terminate();
+                    intents.push(Intent::Quit);
+                }
             }
-            Some(update) = updates.recv() => app.apply(update),
-            Some(event) = action_events.recv() => app.apply(Update::Action(event)),
+            Some(update) = console.next() => app.apply(update),
             event = keys.next() => match event {
                 Some(Ok(crossterm::event::Event::Key(key))) => intents.extend(app.on_key(key)),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break Err(ConsoleError::Terminal(e.to_string())),
-                None => intents.push(Intent::Quit),
+                None => {
+                    if app.quitting.is_none() {
+                        app.on_terminate();
+                        intents.push(Intent::Quit);
+                    }
+                }
             },
         }
         // Drain what else arrived, then draw once.
-        while let Ok(update) = updates.try_recv() {
-            app.apply(update);
-        }
-        while let Ok(event) = action_events.try_recv() {
-            app.apply(Update::Action(event));
-        }
+        console.drain(&mut app);
         for intent in intents {
-            if matches!(intent, Intent::Quit) {
-                if actions.busy() {
-                    actions.cancel();
-                }
-                quitting.get_or_insert_with(tokio::time::Instant::now);
-                continue;
-            }
-            dispatch(&actions, intent);
+            console.handle(&mut app, intent).await;
         }
     };
-    stop.cancel();
+    console.stop();
     ratatui::restore();
+    for line in app.quit_report(&console.undo_flags()) {
+        println!("{line}");
+    }
     outcome
 }
 
@@ -267,6 +439,6 @@ pub fn dispatch(actions: &action::Actions, intent: Intent) {
                 actions.export(format);
             }
         }
-        Intent::Quit => {}
+        Intent::Quit | Intent::SwitchContext(_) => {}
     }
 }

@@ -289,6 +289,15 @@ pub struct TimelineLine {
     pub text: String,
 }
 
+impl TimelineLine {
+    /// Whether the line contains `lower` (lower case) in its text or
+    /// actor, ignoring case.
+    pub fn matches(&self, lower: &str) -> bool {
+        super::app::contains_lower(&self.text, lower)
+            || super::app::contains_lower(&self.actor, lower)
+    }
+}
+
 /// Where a step of the shown playbook is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepStatus {
@@ -397,6 +406,11 @@ pub struct Store {
     pub cluster_source: Source,
     /// The journal.
     pub timeline_source: Source,
+    /// Prometheus' alerts (`/api/v1/alerts`), when configured.
+    pub alerts_source: Source,
+    /// Alerts come from Prometheus, not from the console's own evaluation
+    /// of the readings.
+    pub alerts_from_prometheus: bool,
     /// The cluster objects.
     pub cluster: Option<ClusterView>,
     /// Alerts, firing first.
@@ -413,6 +427,8 @@ pub struct Store {
     pub incident: Incident,
     /// Kubeconfig context and namespace, as shown.
     pub context: String,
+    /// The kubeconfig's contexts (`:ctx` lists them).
+    pub contexts: Vec<String>,
     /// Read-only (flag or context guardrail).
     pub read_only: bool,
     /// The errors-per-minute line (AI-004).
@@ -435,6 +451,8 @@ impl Store {
             prometheus: Source::new("prometheus", false, poll_ms),
             cluster_source: Source::new("cluster", true, poll_ms),
             timeline_source: Source::new("timeline", true, poll_ms),
+            alerts_source: Source::new("alerts", false, poll_ms),
+            alerts_from_prometheus: false,
             cluster: None,
             alerts: Vec::new(),
             timeline: VecDeque::new(),
@@ -443,6 +461,7 @@ impl Store {
             run: None,
             incident: Incident::default(),
             context: String::new(),
+            contexts: Vec::new(),
             read_only: false,
             error_threshold: 50.0,
             status: None,
@@ -461,7 +480,9 @@ impl Store {
             ],
         );
         self.errors.push(at_ms, &[reading.errors_per_min]);
-        self.update_alerts(at_ms, &reading);
+        if !self.alerts_from_prometheus {
+            self.update_alerts(at_ms, &reading);
+        }
         self.reading = Some(reading);
     }
 
@@ -532,6 +553,17 @@ impl Store {
             .sort_by_key(|a| (a.state != AlertState::Firing, a.since_ms));
     }
 
+    /// Takes Prometheus' alerts as they are (its rules decided them).
+    pub fn record_prometheus_alerts(&mut self, at_ms: i64, result: Result<Vec<Alert>, String>) {
+        match result {
+            Ok(alerts) => {
+                self.alerts_source.ok(at_ms);
+                self.alerts = alerts;
+            }
+            Err(e) => self.alerts_source.failed(at_ms, e),
+        }
+    }
+
     /// Appends timeline events (in journal order) and updates the incident.
     pub fn record_events(&mut self, events: &[crate::timeline::Event]) {
         use crate::timeline::{Entry, Milestone};
@@ -566,6 +598,13 @@ impl Store {
         while self.timeline.len() > Self::TIMELINE_TAIL {
             self.timeline.pop_front();
         }
+    }
+
+    /// The context's name without the namespace shown after it.
+    pub fn context_name(&self) -> &str {
+        self.context
+            .rsplit_once('/')
+            .map_or(self.context.as_str(), |(context, _)| context)
     }
 
     /// Playbooks answering `alert`, best first: those that name it first

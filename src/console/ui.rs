@@ -68,6 +68,64 @@ pub fn draw(frame: &mut Frame, app: &App) {
     if app.popup.is_some() {
         draw_popup(frame, app, area);
     }
+    if app.quitting.as_ref().is_some_and(|q| q.waiting) {
+        draw_quitting(frame, app, area);
+    }
+}
+
+/// The title of a list panel: its name, then the filter on it as k9s
+/// shows it (`</text>`) with how many rows match.
+fn list_title(app: &App, name: String, focus: Focus, shown: usize, total: usize) -> String {
+    if app.filter_on(focus).is_none() {
+        return name;
+    }
+    format!("{name} </{}> {shown}/{total}", truncate(&app.filter, 24))
+}
+
+fn draw_quitting(frame: &mut Frame, app: &App, area: Rect) {
+    let Some(quitting) = &app.quitting else {
+        return;
+    };
+    let left_s =
+        ((super::app::QUIT_WAIT_MS - (app.now_ms - quitting.since_ms)).max(0) + 999) / 1_000;
+    let mut lines = vec![
+        Line::raw("The run was cancelled; waiting for its undo before leaving."),
+        Line::raw(""),
+    ];
+    let applied = app.applied_steps();
+    if applied.is_empty() {
+        lines.push(Line::raw(
+            "Waiting for the run to stop (nothing applied yet).",
+        ));
+    } else {
+        lines.push(Line::raw("Waiting to put back:"));
+        for step in applied {
+            lines.push(Line::raw(format!(
+                "  {} {}  {}",
+                step_symbol(step.status).0,
+                step.name,
+                step.what
+            )));
+        }
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        format!(
+            "leaving in at most {left_s} s; what is left then is printed with its undo command"
+        ),
+        dim(app),
+    ));
+    let width = (area.width.saturating_sub(4)).min(90);
+    let rect = centered(area, width, lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(" Quitting ")
+                .border_style(fg(app, Color::Yellow)),
+        ),
+        rect,
+    );
 }
 
 fn draw_large(frame: &mut Frame, app: &App, body: Rect) {
@@ -642,20 +700,48 @@ fn draw_cluster(frame: &mut Frame, app: &App, area: Rect) {
 
 fn draw_alerts(frame: &mut Frame, app: &App, area: Rect) {
     let focused = app.focus == Focus::Alerts;
-    let block = block(app, "Alerts".into(), None, focused);
+    let store = &app.store;
+    let visible = app.visible_alerts();
+    let name = if store.alerts_from_prometheus {
+        "Alerts · prometheus".to_owned()
+    } else {
+        "Alerts".to_owned()
+    };
+    let title = list_title(app, name, Focus::Alerts, visible.len(), store.alerts.len());
+    let state = store
+        .alerts_from_prometheus
+        .then(|| app.source_state(&store.alerts_source));
+    let block = block(app, title, state.as_ref(), focused);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if too_small(frame, inner, 16, 1) {
         return;
     }
-    let store = &app.store;
     let mut lines = Vec::new();
-    if store.reading.is_none() {
-        lines.push(Line::styled("no readings yet", dim(app)));
-    } else if store.alerts.is_empty() {
-        lines.push(Line::styled("✓ nothing firing", fg(app, Color::Green)));
+    match &state {
+        Some(SourceState::NoData) => {
+            lines.push(Line::styled("no answer from Prometheus yet", dim(app)))
+        }
+        Some(SourceState::Down(reason, _)) if store.alerts.is_empty() => lines.push(Line::styled(
+            format!("Prometheus alerts unavailable: {reason}"),
+            dim(app),
+        )),
+        None if store.reading.is_none() => {
+            lines.push(Line::styled("no readings yet", dim(app)));
+        }
+        _ if store.alerts.is_empty() => {
+            lines.push(Line::styled("✓ nothing firing", fg(app, Color::Green)));
+        }
+        _ if visible.is_empty() => {
+            lines.push(Line::styled(
+                "no alert matches the filter (esc clears it)",
+                dim(app),
+            ));
+        }
+        _ => {}
     }
-    for (i, alert) in store.alerts.iter().enumerate() {
+    for i in visible {
+        let alert = &store.alerts[i];
         let (symbol, color, word) = match alert.state {
             AlertState::Firing => ("●", Color::Red, "firing"),
             AlertState::Pending => ("○", Color::Yellow, "pending"),
@@ -774,17 +860,23 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_playbooks(frame: &mut Frame, app: &App, area: Rect) {
-    let block = block(app, "Playbooks".into(), None, app.focus == Focus::Playbooks);
+    let visible = app.visible_playbooks();
+    let title = list_title(
+        app,
+        "Playbooks".into(),
+        Focus::Playbooks,
+        visible.len(),
+        app.store.playbooks.len(),
+    );
+    let block = block(app, title, None, app.focus == Focus::Playbooks);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if too_small(frame, inner, 16, 1) {
         return;
     }
     let mut lines = Vec::new();
-    for (i, playbook) in app.store.playbooks.iter().enumerate() {
-        if !app.filter.is_empty() && !playbook.name.contains(&app.filter) {
-            continue;
-        }
+    for &i in &visible {
+        let playbook = &app.store.playbooks[i];
         let style = if i == app.selected {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
@@ -799,7 +891,14 @@ fn draw_playbooks(frame: &mut Frame, app: &App, area: Rect) {
         }
     }
     if lines.is_empty() {
-        lines.push(Line::styled("no playbooks found", dim(app)));
+        lines.push(Line::styled(
+            if app.store.playbooks.is_empty() {
+                "no playbooks found"
+            } else {
+                "no playbook matches the filter (esc clears it)"
+            },
+            dim(app),
+        ));
     }
     frame.render_widget(Paragraph::new(lines), inner);
 }
@@ -807,10 +906,19 @@ fn draw_playbooks(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_timeline(frame: &mut Frame, app: &App, area: Rect) {
     let store = &app.store;
     let state = app.source_state(&store.timeline_source);
-    let title = if app.filter.is_empty() {
-        format!("Timeline · {} events", store.timeline_total)
-    } else {
-        format!("Timeline · filter {:?}", app.filter)
+    let filter = app.filter_on(Focus::Timeline);
+    let title = match filter {
+        None => format!("Timeline · {} events", store.timeline_total),
+        Some(f) => {
+            let shown = store.timeline.iter().filter(|l| l.matches(f)).count();
+            list_title(
+                app,
+                "Timeline".into(),
+                Focus::Timeline,
+                shown,
+                store.timeline.len(),
+            )
+        }
     };
     let block = block(app, title, Some(&state), app.focus == Focus::Timeline);
     let inner = block.inner(area);
@@ -824,9 +932,7 @@ fn draw_timeline(frame: &mut Frame, app: &App, area: Rect) {
         .timeline
         .iter()
         .rev()
-        .filter(|l| {
-            app.filter.is_empty() || l.text.contains(&app.filter) || l.actor.contains(&app.filter)
-        })
+        .filter(|l| filter.is_none_or(|f| l.matches(f)))
         .skip(app.scroll)
         .take(rows)
         .map(|l| {
@@ -844,6 +950,9 @@ fn draw_timeline(frame: &mut Frame, app: &App, area: Rect) {
             match &state {
                 SourceState::Off => "no journal (give --timeline FILE)".to_owned(),
                 SourceState::Down(reason, _) => format!("cannot read: {reason}"),
+                _ if filter.is_some() && !store.timeline.is_empty() => {
+                    "no event matches the filter (esc clears it)".to_owned()
+                }
                 _ => "no events yet".to_owned(),
             },
             dim(app),
@@ -967,7 +1076,8 @@ fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
     lines.extend([
         Line::from("↑↓ jk  move in the focused list"),
         Line::from("enter  show the plan of the selected playbook"),
-        Line::from(":playbooks :timeline :main :ctx :export md|html"),
+        Line::from("/  filter the focused list, esc clears it"),
+        Line::from(":playbooks :timeline :main :ctx [NAME] :export md|html"),
         Line::styled("any key closes this help", dim(app)),
     ]);
     let rect = centered(area, 56, lines.len() as u16 + 2);
