@@ -400,3 +400,195 @@ fn firing_alerts_are_red_unless_no_color() {
         "NO_COLOR: no colour anywhere"
     );
 }
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn more_playbooks() -> Vec<PlaybookEntry> {
+    let mut all = playbooks();
+    for (name, alerts) in [
+        ("gateway-rate-limit", vec!["AppErrorsAbove50PerMinute"]),
+        ("enable-watch-locking", vec!["LockConcurrentHolders"]),
+        ("restore", vec![]),
+    ] {
+        all.push(PlaybookEntry {
+            name: name.into(),
+            description: String::new(),
+            alerts: alerts.into_iter().map(String::from).collect(),
+        });
+    }
+    all
+}
+
+#[test]
+fn the_filter_is_in_the_title_ignores_case_and_keeps_the_selection_visible() {
+    let mut app = live();
+    app.store.playbooks = more_playbooks();
+    assert!(key(&mut app, KeyCode::Char(':')).is_none());
+    typed(&mut app, "playbooks");
+    key(&mut app, KeyCode::Enter);
+    // The last playbook is selected, then hidden by the filter.
+    for _ in 0..4 {
+        key(&mut app, KeyCode::Down);
+    }
+    assert_eq!(app.store.playbooks[app.selected].name, "restore");
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "LOCK");
+    let visible = app.visible_playbooks();
+    let names: Vec<&str> = visible
+        .iter()
+        .map(|&i| app.store.playbooks[i].name.as_str())
+        .collect();
+    assert_eq!(names, ["lock-contention", "enable-watch-locking"]);
+    assert!(visible.contains(&app.selected), "selection on a shown row");
+    key(&mut app, KeyCode::Enter);
+    // Moving stays among the shown rows.
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.store.playbooks[app.selected].name, "lock-contention");
+    snapshot("filter_playbooks", &app);
+    // esc clears it: every row again, the selection where it was.
+    key(&mut app, KeyCode::Esc);
+    assert!(app.filter.is_empty());
+    assert_eq!(app.visible_playbooks().len(), 5);
+    assert_eq!(app.store.playbooks[app.selected].name, "lock-contention");
+}
+
+#[test]
+fn the_filter_applies_to_the_focused_timeline() {
+    let mut app = live();
+    key(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "timeline");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "BASTIAN");
+    snapshot("filter_timeline", &app);
+    // esc while typing clears it too.
+    key(&mut app, KeyCode::Esc);
+    assert!(app.filter.is_empty() && app.input.is_none());
+}
+
+#[test]
+fn the_filter_applies_to_the_alerts_and_r_follows_the_shown_selection() {
+    let mut app = collisions();
+    assert_eq!(app.focus, warroom::console::app::Focus::Alerts);
+    assert!(app.store.alerts.len() >= 3);
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "errors");
+    key(&mut app, KeyCode::Enter);
+    let visible = app.visible_alerts();
+    assert_eq!(visible.len(), 1);
+    assert_eq!(
+        app.store.alerts[app.alert_selected].name,
+        "AppErrorsAbove50PerMinute"
+    );
+    snapshot("filter_alerts", &app);
+    // A filter matching nothing says so.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "zzz");
+    key(&mut app, KeyCode::Enter);
+    let terminal = draw(&app, 160, 48);
+    let text: String = terminal
+        .backend()
+        .buffer()
+        .content
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(text.contains("no alert matches the filter"), "{text}");
+}
+
+/// A run with its scale-down applied when `q` is pressed.
+fn running() -> App {
+    let mut app = collisions();
+    let mut run = plan();
+    run.run_id = Some("20261126T094130Z-7f3a".into());
+    run.state = RunState::Running;
+    for (i, step) in run.steps.iter_mut().enumerate() {
+        step.status = match i {
+            0..=2 => StepStatus::Done,
+            3 => StepStatus::Running,
+            _ => StepStatus::Planned,
+        };
+    }
+    app.store.run = Some(run);
+    app
+}
+
+#[test]
+fn quitting_during_a_run_asks_then_waits_for_the_undo_and_reports_nothing_left() {
+    use warroom::console::app::Intent;
+    use warroom::playbook::{StepEvent, StepPhase};
+    let mut app = running();
+    assert!(key(&mut app, KeyCode::Char('q')).is_none(), "asks first");
+    assert!(app.popup.is_some());
+    assert!(matches!(
+        key(&mut app, KeyCode::Char('y')),
+        Some(Intent::Quit)
+    ));
+    assert!(!app.quit_ready(true), "the undo is awaited");
+    snapshot("quitting", &app);
+    // The engine undoes the scale-down and ends the run.
+    let undone = StepEvent {
+        at: jiff::Timestamp::from_millisecond(NOW).unwrap(),
+        phase: StepPhase::Undone,
+        actor: "bastian".into(),
+        playbook: "lock-contention".into(),
+        run_id: "20261126T094130Z-7f3a".into(),
+        step: "scale-down".into(),
+        kind: "scale".into(),
+        target: None,
+        before: None,
+        after: None,
+        message: "replicas put back to 8".into(),
+    };
+    app.apply(Update::Action(ActionEvent::Step(undone)));
+    assert!(!app.quit_ready(true), "still busy");
+    app.apply(Update::Action(ActionEvent::Finished {
+        outcome: "cancelled".into(),
+        ok: false,
+        message: "cancelled by the console; applied steps undone".into(),
+    }));
+    assert!(app.quit_ready(false));
+    let report = app.quit_report("--context warroom-local -n orders");
+    assert_eq!(
+        report,
+        ["Run 20261126T094130Z-7f3a of lock-contention was cancelled; nothing it changed is left."]
+    );
+}
+
+#[test]
+fn quitting_gives_up_after_30_s_and_prints_the_undo_command() {
+    let mut app = running();
+    key(&mut app, KeyCode::Char('q'));
+    key(&mut app, KeyCode::Enter);
+    app.now_ms += 29_000;
+    assert!(!app.quit_ready(true));
+    app.now_ms += 1_000;
+    assert!(app.quit_ready(true), "30 s at most");
+    let report = app
+        .quit_report("--context warroom-local -n orders")
+        .join("\n");
+    assert!(report.contains("did not finish within 30 s"), "{report}");
+    assert!(report.contains("scale-down (scale)"), "{report}");
+    assert!(
+        report.contains(
+            "Undo it with: warroom undo 20261126T094130Z-7f3a --context warroom-local -n orders"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn quitting_without_a_run_leaves_at_once_and_prints_nothing() {
+    let mut app = live();
+    assert!(matches!(
+        key(&mut app, KeyCode::Char('q')),
+        Some(warroom::console::app::Intent::Quit)
+    ));
+    assert!(app.quit_ready(false));
+    assert!(app.quit_report("-n orders").is_empty());
+}
