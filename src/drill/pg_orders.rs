@@ -420,39 +420,41 @@ async fn write_on(
         Change::Status(status) => status.as_str(),
         _ => OrderStatus::Processing.as_str(),
     };
-    let begun = pgfence::begin_or_insert(
-        client,
-        orders_fence(),
-        &order,
-        Type::TEXT,
-        token as u64,
-        &[("status", &status, Type::TEXT)],
-    )
-    .await?;
-    let fence = match { begun } {
-        Begin::Fenced(unit) => {
-            let tx = unit.transaction();
-            if unit.created() && !matches!(change, Change::Status(_)) {
-                order_event(
-                    tx,
-                    order,
-                    "change",
-                    "status",
-                    Some(status),
-                    writer.holder,
-                    Some(token),
-                )
-                .await?;
+    let fence = {
+        let begun = pgfence::begin_or_insert(
+            client,
+            orders_fence(),
+            &order,
+            Type::TEXT,
+            token as u64,
+            &[("status", &status, Type::TEXT)],
+        )
+        .await?;
+        match begun {
+            Begin::Fenced(unit) => {
+                let tx = unit.transaction();
+                if unit.created() && !matches!(change, Change::Status(_)) {
+                    order_event(
+                        tx,
+                        order,
+                        "change",
+                        "status",
+                        Some(status),
+                        writer.holder,
+                        Some(token),
+                    )
+                    .await?;
+                }
+                apply(tx, order, writer.holder, Some(token), change).await?;
+                unit.commit().await?;
+                return Ok(Written::Accepted);
             }
-            apply(tx, order, writer.holder, Some(token), change).await?;
-            unit.commit().await?;
-            return Ok(Written::Accepted);
-        }
-        Begin::Stale { fence } => fence,
-        Begin::Missing => {
-            return Err(StoreError::Database(format!(
-                "order {order} vanished while being written"
-            )));
+            Begin::Stale { fence } => fence,
+            Begin::Missing => {
+                return Err(StoreError::Database(format!(
+                    "order {order} vanished while being written"
+                )));
+            }
         }
     };
     record_rejection(client, order, writer.holder, token, Some(change)).await?;
@@ -479,45 +481,47 @@ async fn claim_on(
         };
     };
     let processing = OrderStatus::Processing.as_str();
-    let begun = pgfence::begin_or_insert(
-        client,
-        orders_fence(),
-        &order,
-        Type::TEXT,
-        token as u64,
-        &[("status", &processing, Type::TEXT)],
-    )
-    .await?;
-    let fence = match { begun } {
-        Begin::Fenced(unit) => {
-            let found = if unit.created() {
-                // A new order: its row exists from now on, holding the fence.
-                order_event(
-                    unit.transaction(),
-                    order,
-                    "change",
-                    "status",
-                    Some(processing),
-                    writer.holder,
-                    Some(token),
-                )
-                .await?;
-                OrderView::default()
-            } else {
-                let rows = run(unit.transaction(), READ_ORDER, [(&order, Type::TEXT)]).await?;
-                match rows.first() {
-                    Some(row) => view(row)?,
-                    None => OrderView::default(),
-                }
-            };
-            unit.commit().await?;
-            return Ok(Claimed::Order(found));
-        }
-        Begin::Stale { fence } => fence,
-        Begin::Missing => {
-            return Err(StoreError::Database(format!(
-                "order {order} vanished while being claimed"
-            )));
+    let fence = {
+        let begun = pgfence::begin_or_insert(
+            client,
+            orders_fence(),
+            &order,
+            Type::TEXT,
+            token as u64,
+            &[("status", &processing, Type::TEXT)],
+        )
+        .await?;
+        match begun {
+            Begin::Fenced(unit) => {
+                let found = if unit.created() {
+                    // A new order: its row exists from now on, holding the fence.
+                    order_event(
+                        unit.transaction(),
+                        order,
+                        "change",
+                        "status",
+                        Some(processing),
+                        writer.holder,
+                        Some(token),
+                    )
+                    .await?;
+                    OrderView::default()
+                } else {
+                    let rows = run(unit.transaction(), READ_ORDER, [(&order, Type::TEXT)]).await?;
+                    match rows.first() {
+                        Some(row) => view(row)?,
+                        None => OrderView::default(),
+                    }
+                };
+                unit.commit().await?;
+                return Ok(Claimed::Order(found));
+            }
+            Begin::Stale { fence } => fence,
+            Begin::Missing => {
+                return Err(StoreError::Database(format!(
+                    "order {order} vanished while being claimed"
+                )));
+            }
         }
     };
     record_rejection(client, order, writer.holder, token, None).await?;
