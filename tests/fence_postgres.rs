@@ -374,7 +374,7 @@ async fn check(store: &PgOrderStore, client: &tokio_postgres::Client, run: u32, 
     let names: Vec<String> = (0..HOLDERS).map(|h| format!("pod-{h}")).collect();
     let orders: Vec<String> = (0..ORDERS).map(|o| format!("ord-{run}-{o}")).collect();
     let mut next = vec![vec![0usize; ORDERS]; HOLDERS];
-    let mut fence = vec![0u64; ORDERS];
+    let mut fence = [0u64; ORDERS];
     // Per order: tokens of accepted writes, in execution order, per kind.
     let mut accepted: Vec<Vec<u64>> = vec![Vec::new(); ORDERS];
     let mut reserved: Vec<Vec<u64>> = vec![Vec::new(); ORDERS];
