@@ -8,6 +8,7 @@
 //! - [`redis_node`]: `redis-server` processes started for drills and tests.
 //! - [`playbook`]: YAML playbooks (model, validation, plan, apply, verify,
 //!   undo) run through [`kube`], the only module that talks to an API server.
+//! - [`database`]: PM-003's tables in PostgreSQL (versioned migrations).
 //! - [`drill`]: PM-003 on one machine (`warroom drill`, the default command).
 //! - [`exporter`]: the collision exporter: lock events and expired-key
 //!   notices in, Prometheus metrics (`/metrics`) out.
@@ -23,6 +24,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod console;
+pub mod database;
 pub mod drill;
 pub mod exporter;
 pub use warroom_lock::fence;

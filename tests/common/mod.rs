@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod kubectl;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
