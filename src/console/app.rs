@@ -642,8 +642,7 @@ impl App {
             // The run's end is awaited as the engine reports it, so that
             // what it undid is known before leaving.
             Some(q) => {
-                (!busy && !(q.waiting && self.running()))
-                    || self.now_ms - q.since_ms >= QUIT_WAIT_MS
+                !(busy || q.waiting && self.running()) || self.now_ms - q.since_ms >= QUIT_WAIT_MS
             }
             None => false,
         }
