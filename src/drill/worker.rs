@@ -76,6 +76,10 @@ pub struct WorkerConfig {
     pub work: Duration,
     /// How long to wait for an order's lock before reporting an error.
     pub lock_wait: Duration,
+    /// PostgreSQL holding PM-003's tables: orders, reservations,
+    /// fulfillment records and the audit log go there (the lock, the orders
+    /// stream and the counters stay in Redis). `None`: all in Redis.
+    pub database_url: Option<String>,
 }
 
 impl WorkerConfig {
@@ -90,6 +94,7 @@ impl WorkerConfig {
             claim_idle: Duration::from_millis(150),
             work: Duration::from_millis(3),
             lock_wait: Duration::from_secs(2),
+            database_url: None,
         }
     }
 }
@@ -100,6 +105,9 @@ pub enum WorkerError {
     /// Redis could not be reached or refused the setup.
     #[error("cannot reach Redis: {0}")]
     Unreachable(String),
+    /// PostgreSQL could not be reached, or its schema is not current.
+    #[error("{0}")]
+    Database(String),
     /// The configuration is unusable.
     #[error("{0}")]
     Config(String),
@@ -162,11 +170,11 @@ pub fn parse_mode(text: &str) -> Option<LockMode> {
     }
 }
 
-struct Shared {
+struct Shared<S> {
     config: WorkerConfig,
     name: String,
     conn: ConnectionManager,
-    store: RedisOrderStore,
+    store: S,
     legacy: LegacyLock,
     fenced: FencedLock,
     redlock: OnceCell<Option<Redlock>>,
@@ -182,7 +190,7 @@ fn log(line: impl AsRef<str>) {
     println!("[order-svc] {}", redact_text(line.as_ref()));
 }
 
-impl Shared {
+impl<S: OrderStore> Shared<S> {
     fn error(&self, what: &str, order: &str, reason: impl std::fmt::Display) {
         let reason = redact_text(&reason.to_string()).into_owned();
         log(format!(
@@ -274,11 +282,46 @@ pub async fn run(
         .await
         .map_err(|e| unreachable(&e))?;
     // XREADGROUP blocks its connection: it gets its own.
-    let mut reader = crate::lock::connect(&config.redis_url, Some(Duration::from_secs(5)), false)
+    let reader = crate::lock::connect(&config.redis_url, Some(Duration::from_secs(5)), false)
         .await
         .map_err(|e| unreachable(&e))?;
-    let store = RedisOrderStore::new(conn.clone(), &config.redis_url);
-    store.prepare().await.map_err(|e| unreachable(&e))?;
+    // The orders stream and its consumer group are in Redis in any case.
+    let redis_store = RedisOrderStore::new(conn.clone(), &config.redis_url);
+    redis_store.prepare().await.map_err(|e| unreachable(&e))?;
+    match config.database_url.clone() {
+        None => serve(config, name, conn, reader, redis_store, shutdown).await,
+        Some(url) => {
+            let store = postgres_store(&url).await?;
+            serve(config, name, conn, reader, store, shutdown).await
+        }
+    }
+}
+
+/// The PostgreSQL order store on `url`, its schema checked.
+async fn postgres_store(url: &str) -> Result<RedisOrderStore, WorkerError> {
+    let client = super::pg_reconcile::connect(url)
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    super::pg_reconcile::check_schema(&client)
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    Err(WorkerError::Config(
+        "this warroom has no PostgreSQL order store".into(),
+    ))
+}
+
+/// Takes orders until `shutdown`, with `store`.
+async fn serve<S: OrderStore>(
+    config: WorkerConfig,
+    name: String,
+    conn: ConnectionManager,
+    mut reader: ConnectionManager,
+    store: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        WorkerError::Unreachable(redact_text(&e.to_string()).into_owned())
+    };
     let options = LockOptions::new(config.lock_ttl, &name);
     let sink = EventSink::spawn(conn.clone(), EventStream::default());
     let legacy = LegacyLock::with_connection(conn.clone(), options.clone(), Some(sink.clone()))
@@ -408,8 +451,8 @@ pub async fn run(
 }
 
 /// Takes over entries pending longer than the claim idle time.
-async fn claim_stale(
-    shared: &Shared,
+async fn claim_stale<S: OrderStore>(
+    shared: &Shared<S>,
     conn: &mut ConnectionManager,
     count: usize,
 ) -> Result<Vec<StreamId>, redis::RedisError> {
@@ -440,7 +483,7 @@ async fn claim_stale(
 }
 
 /// Reads the lock mode key once.
-async fn refresh_mode(shared: &Shared) {
+async fn refresh_mode<S: OrderStore>(shared: &Shared<S>) {
     let mut conn = shared.conn.clone();
     let value: Result<Option<String>, _> =
         redis::AsyncCommands::get(&mut conn, keys::LOCK_MODE).await;
@@ -475,14 +518,14 @@ async fn refresh_mode(shared: &Shared) {
 }
 
 /// Keeps the mode equal to the lock mode key (polled every 100 ms).
-async fn follow_mode(shared: Arc<Shared>) {
+async fn follow_mode<S: OrderStore>(shared: Arc<Shared<S>>) {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         refresh_mode(&shared).await;
     }
 }
 
-async fn handle_entry(shared: &Shared, entry: &StreamId, redelivered: bool) {
+async fn handle_entry<S: OrderStore>(shared: &Shared<S>, entry: &StreamId, redelivered: bool) {
     let Some(order) = entry.get::<String>("order") else {
         // Not an order: acknowledge it so it is not redelivered forever.
         shared.error(
@@ -543,7 +586,12 @@ return 0
     )
 });
 
-async fn ack(shared: &Shared, id: &str, offered_us: Option<u64>, outcome: Outcome) {
+async fn ack<S: OrderStore>(
+    shared: &Shared<S>,
+    id: &str,
+    offered_us: Option<u64>,
+    outcome: Outcome,
+) {
     let counter = match outcome {
         Outcome::Fulfilled => stats::FULFILLED,
         Outcome::Skipped => stats::SKIPPED,
@@ -574,8 +622,8 @@ enum Held {
     Lease(crate::lock::Lease),
 }
 
-async fn process_locked(
-    shared: &Shared,
+async fn process_locked<S: OrderStore>(
+    shared: &Shared<S>,
     order: &str,
     mode: LockMode,
     redlock: Option<&Redlock>,
@@ -667,8 +715,8 @@ async fn process_locked(
 
 /// The pipeline under a lock: decisions from the first read, each write
 /// guarded as `writer` says.
-async fn pipeline(
-    shared: &Shared,
+async fn pipeline<S: OrderStore>(
+    shared: &Shared<S>,
     order: &str,
     writer: &Writer<'_>,
 ) -> Result<Outcome, StoreError> {
@@ -722,8 +770,8 @@ async fn pipeline(
     Ok(Outcome::Fulfilled)
 }
 
-fn fenced_out(
-    shared: &Shared,
+fn fenced_out<S: OrderStore>(
+    shared: &Shared<S>,
     order: &str,
     writer: &Writer<'_>,
     fence: u64,
@@ -745,7 +793,7 @@ fn fenced_out(
     Outcome::Fenced
 }
 
-async fn process_watch(shared: &Shared, order: &str) -> Outcome {
+async fn process_watch<S: OrderStore>(shared: &Shared<S>, order: &str) -> Outcome {
     match shared
         .store
         .process_optimistic(order, &shared.name, shared.config.work)
