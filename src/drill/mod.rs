@@ -25,6 +25,7 @@ pub mod lock_mode;
 pub mod mitigate;
 pub mod orders;
 pub mod pauses;
+pub mod pg_orders;
 pub mod pg_reconcile;
 pub mod playbooks;
 pub mod pods;

@@ -208,6 +208,10 @@ pub enum StoreError {
     /// The store failed or could not be reached.
     #[error("order store: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The PostgreSQL store failed or could not be reached (the text never
+    /// holds the URL's password).
+    #[error("order database: {0}")]
+    Database(String),
     /// An optimistic update kept conflicting.
     #[error("order {order}: {attempts} optimistic attempts conflicted")]
     Conflict {

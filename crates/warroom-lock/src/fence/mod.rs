@@ -31,11 +31,15 @@
 //! ```
 //!
 //! (`fence < $2` would refuse a holder's second write under the same lease.)
+//! For a unit of work that writes several rows and tables in one
+//! transaction, see `fence::postgres` (the `postgres` feature).
 //!
 //! This module knows lock tokens and the event schema; [`colocated`] also
 //! knows how a single-node lease is stored, to combine calls. Nothing else.
 
 pub mod colocated;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::sync::LazyLock;
 

@@ -1,0 +1,339 @@
+//! Fenced units of work in PostgreSQL: a transaction that is refused, and
+//! changes nothing, when the writer's fencing token is lower than the
+//! highest token its row has seen.
+//!
+//! A unit of work (an order's status change with its audit row, a lot
+//! reservation with its stock, reservation and audit rows, …) touches
+//! several rows and tables. One of its rows carries the fence: a
+//! `fence bigint NOT NULL DEFAULT 0` column on the row every writer of the
+//! unit locks first (for PM-003's tables: the `orders` row of the order).
+//! [`begin`] opens a transaction and, in one statement, locks that row,
+//! compares the token with the fence and raises the fence to the token:
+//!
+//! ```sql
+//! UPDATE orders SET fence = CASE WHEN fence <= $2 THEN $2 ELSE fence END
+//!  WHERE order_id = $1 RETURNING fence
+//! ```
+//!
+//! A returned fence equal to the token means the writer may go on: the
+//! transaction is handed to the caller ([`FencedTransaction`]) for its
+//! writes, which it then commits. A higher fence means a newer holder has
+//! claimed or written the unit: the transaction is rolled back and the
+//! caller gets [`Begin::Stale`], so none of its writes can land. An equal
+//! token is accepted, so one holder may write several times under one
+//! lease; a lower one never is.
+//!
+//! # What it guarantees
+//!
+//! Once a transaction fenced with token `t` has committed, no transaction
+//! fenced with a token lower than `t` commits on that unit. The row lock
+//! serialises the fenced transactions of a unit: the second waits on the
+//! first's lock, and when the lock is released PostgreSQL re-reads the
+//! committed row before going on, so it compares against the fence the
+//! first one left. READ COMMITTED (PostgreSQL's default) is therefore
+//! enough; SERIALIZABLE adds nothing for this check and costs retries.
+//! The writes of a refused holder never run, and writes of a holder that
+//! becomes stale while its transaction is open are safe too: the newer
+//! holder waits for the row lock, so it starts from what the older one
+//! committed.
+//!
+//! # What it assumes
+//!
+//! - **Every write path of the unit goes through the fence.** A statement
+//!   that writes the unit's tables without first locking the fenced row
+//!   in the same transaction (a batch job, a console `UPDATE`, a second
+//!   service) is not fenced and can overwrite anything. Writers of the
+//!   same unit must also lock its rows in the same order (the fenced row
+//!   first) so that they cannot deadlock.
+//! - **The fence lives on the row every writer locks first.** A fence on a
+//!   child row (one reservation) does not protect its siblings.
+//! - **Tokens come from one lease per unit** and are strictly increasing
+//!   per grant (see the crate's safety argument), and fit in a `bigint`
+//!   (below 2^63; larger tokens are refused with
+//!   [`PgFenceError::TokenOutOfRange`]).
+//! - **A lost commit acknowledgement leaves the outcome unknown.** If the
+//!   connection fails while `COMMIT` is in flight, the transaction may or
+//!   may not have committed ([`PgFenceError::CommitOutcomeUnknown`]). The
+//!   fence does not decide this for the caller: a retry under the same
+//!   token is accepted (equal tokens are), so a retried write that is not
+//!   idempotent (a stock decrement, an appended audit row) can land twice.
+//!   Before retrying, read the unit back on a new connection and look for
+//!   the first attempt's effect (a row it inserted, an ID it wrote), or make
+//!   the write idempotent. A retry under a lower token than the unit's
+//!   fence is refused, as it should be.
+//!
+//! # The plain single-statement form
+//!
+//! A write path that is one statement on the fenced row needs no
+//! transaction of its own: put the check and the raise in the statement.
+//!
+//! ```sql
+//! UPDATE orders SET status = $3, fence = $2
+//!  WHERE order_id = $1 AND fence <= $2;
+//! -- 0 rows updated: the row is missing or a newer holder has it (stale)
+//! ```
+//!
+//! (`fence < $2` would refuse a holder's second write under the same
+//! lease.) As soon as a unit writes more than one row, use [`begin`]: two
+//! separately guarded statements can be interleaved by a newer holder
+//! between them.
+
+use std::fmt;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
+
+/// Errors of a fenced unit of work.
+#[derive(Debug, thiserror::Error)]
+pub enum PgFenceError {
+    /// The database failed or could not be reached; the transaction did not
+    /// commit.
+    #[error("postgres: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// The connection failed while `COMMIT` was in flight: the transaction
+    /// may or may not have committed. Read the unit back before retrying
+    /// (see the module's documentation).
+    #[error("postgres: commit outcome unknown (the connection failed during COMMIT): {0}")]
+    CommitOutcomeUnknown(#[source] tokio_postgres::Error),
+    /// The token does not fit in a `bigint`.
+    #[error("fencing token {0} is above the largest bigint")]
+    TokenOutOfRange(u64),
+    /// A table or column name is not a plain SQL identifier.
+    #[error("{0:?} is not a plain SQL identifier (letters, digits and _, optionally schema.name)")]
+    InvalidIdentifier(String),
+}
+
+/// Where a unit's fence lives: the table, the column holding the unit's key
+/// and the column holding the fence (`bigint NOT NULL DEFAULT 0`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FencedRow {
+    table: String,
+    key_column: String,
+    fence_column: String,
+    raise_sql: String,
+}
+
+impl fmt::Debug for FencedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FencedRow")
+            .field("table", &self.table)
+            .field("key_column", &self.key_column)
+            .field("fence_column", &self.fence_column)
+            .finish()
+    }
+}
+
+fn identifier(name: &str) -> Result<String, PgFenceError> {
+    let plain = |part: &str| {
+        let mut chars = part.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && part.len() <= 63
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| plain(p)) {
+        return Err(PgFenceError::InvalidIdentifier(name.to_string()));
+    }
+    Ok(parts
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+impl FencedRow {
+    /// The fence of `table` (optionally `schema.table`), keyed by
+    /// `key_column`, in `fence_column`. Names must be plain identifiers
+    /// (letters, digits, `_`); they are quoted in the SQL.
+    pub fn new(table: &str, key_column: &str, fence_column: &str) -> Result<Self, PgFenceError> {
+        let (table, key_column, fence_column) = (
+            identifier(table)?,
+            identifier(key_column)?,
+            identifier(fence_column)?,
+        );
+        let raise_sql = format!(
+            "UPDATE {table} SET {fence_column} = \
+             CASE WHEN {fence_column} <= $2 THEN $2 ELSE {fence_column} END \
+             WHERE {key_column} = $1 RETURNING {fence_column}"
+        );
+        Ok(Self {
+            table,
+            key_column,
+            fence_column,
+            raise_sql,
+        })
+    }
+
+    /// The table, quoted as used in SQL.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The key column, quoted.
+    pub fn key_column(&self) -> &str {
+        &self.key_column
+    }
+
+    /// The fence column, quoted.
+    pub fn fence_column(&self) -> &str {
+        &self.fence_column
+    }
+}
+
+/// What [`begin`] found.
+pub enum Begin<'a> {
+    /// The token is at least the row's fence; the fence is now the token
+    /// and the row is locked until the transaction ends.
+    Fenced(FencedTransaction<'a>),
+    /// A newer holder has the unit: the row's fence is above the token.
+    /// The transaction was rolled back; nothing changed.
+    Stale {
+        /// The row's fence.
+        fence: u64,
+    },
+    /// No row has the key (nothing changed). See [`begin_or_insert`].
+    Missing,
+}
+
+impl fmt::Debug for Begin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Begin::Fenced(tx) => f
+                .debug_struct("Fenced")
+                .field("token", &tx.token)
+                .field("created", &tx.created)
+                .finish(),
+            Begin::Stale { fence } => f.debug_struct("Stale").field("fence", fence).finish(),
+            Begin::Missing => f.write_str("Missing"),
+        }
+    }
+}
+
+/// An open transaction whose unit is fenced at the writer's token. Make the
+/// unit's writes through [`FencedTransaction::transaction`], then
+/// [`FencedTransaction::commit`]. Dropped without commit, it rolls back.
+pub struct FencedTransaction<'a> {
+    tx: Transaction<'a>,
+    token: u64,
+    created: bool,
+}
+
+impl<'a> FencedTransaction<'a> {
+    /// The transaction, for the unit's writes.
+    pub fn transaction(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+
+    /// The token the unit is fenced at.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Whether [`begin_or_insert`] created the row in this transaction.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Commits the unit. A failure of the connection during `COMMIT` is
+    /// [`PgFenceError::CommitOutcomeUnknown`]; a refusal by the server is
+    /// [`PgFenceError::Database`] (nothing committed).
+    pub async fn commit(self) -> Result<(), PgFenceError> {
+        self.tx.commit().await.map_err(|e| {
+            if e.as_db_error().is_some() {
+                PgFenceError::Database(e)
+            } else {
+                PgFenceError::CommitOutcomeUnknown(e)
+            }
+        })
+    }
+
+    /// Rolls the unit back.
+    pub async fn rollback(self) -> Result<(), PgFenceError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+fn token_param(token: u64) -> Result<i64, PgFenceError> {
+    i64::try_from(token).map_err(|_| PgFenceError::TokenOutOfRange(token))
+}
+
+/// Checks and raises the fence in an open transaction.
+async fn raise<'a>(
+    tx: Transaction<'a>,
+    row: &FencedRow,
+    key: &(dyn ToSql + Sync),
+    key_type: Type,
+    token: u64,
+    created: bool,
+) -> Result<Begin<'a>, PgFenceError> {
+    let param = token_param(token)?;
+    let found = tx
+        .query_typed_opt(&row.raise_sql, &[(key, key_type), (&param, Type::INT8)])
+        .await?;
+    let Some(found) = found else {
+        tx.rollback().await?;
+        return Ok(Begin::Missing);
+    };
+    let fence: i64 = found.try_get(0)?;
+    let fence = fence.max(0) as u64;
+    if fence > token {
+        tx.rollback().await?;
+        return Ok(Begin::Stale { fence });
+    }
+    Ok(Begin::Fenced(FencedTransaction { tx, token, created }))
+}
+
+/// Opens a fenced unit of work on the row whose key column is `key` (of SQL
+/// type `key_type`, e.g. [`Type::TEXT`]): locks the row, refuses a token
+/// lower than its fence ([`Begin::Stale`]), raises the fence to the token and
+/// returns the open transaction ([`Begin::Fenced`]). One round trip after
+/// `BEGIN`. A missing row is [`Begin::Missing`].
+pub async fn begin<'a>(
+    client: &'a mut Client,
+    row: &FencedRow,
+    key: &(dyn ToSql + Sync),
+    key_type: Type,
+    token: impl Into<u64>,
+) -> Result<Begin<'a>, PgFenceError> {
+    let token = token.into();
+    token_param(token)?;
+    let tx = client.transaction().await?;
+    raise(tx, row, key, key_type, token, false).await
+}
+
+/// As [`begin`], creating the row first when it is missing:
+/// `INSERT … (key, fence, columns…) VALUES (key, 0, values…) ON CONFLICT
+/// (key) DO NOTHING`, then the same lock, check and raise, all in one
+/// transaction. `columns` gives the values of the row's other required
+/// columns (names are plain identifiers, values with their SQL types); they
+/// are used only when the row is created. [`FencedTransaction::created`]
+/// tells whether it was.
+pub async fn begin_or_insert<'a>(
+    client: &'a mut Client,
+    row: &FencedRow,
+    key: &(dyn ToSql + Sync),
+    key_type: Type,
+    token: impl Into<u64>,
+    columns: &[(&str, &(dyn ToSql + Sync), Type)],
+) -> Result<Begin<'a>, PgFenceError> {
+    let token = token.into();
+    token_param(token)?;
+    let mut names = vec![row.key_column.clone(), row.fence_column.clone()];
+    let mut values = vec!["$1".to_string(), "0".to_string()];
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(key, key_type.clone())];
+    for (i, (name, value, ty)) in columns.iter().enumerate() {
+        names.push(identifier(name)?);
+        values.push(format!("${}", i + 2));
+        params.push((*value, ty.clone()));
+    }
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING RETURNING 1",
+        row.table,
+        names.join(", "),
+        values.join(", "),
+        row.key_column
+    );
+    let tx = client.transaction().await?;
+    let created = tx.query_typed_opt(&insert, &params).await?.is_some();
+    raise(tx, row, key, key_type, token, created).await
+}
