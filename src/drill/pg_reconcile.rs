@@ -338,10 +338,11 @@ fn token_text(row: &Row, column: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The rows and audit log of `ids`, as [`OrderRecords`]. The chains: status
-/// rows of `order_events` (kind `change`; `repair` rows as `repairs`),
-/// reservations and fulfillment records (each carries the holder and token
-/// it was written under), merged in time order.
+/// The rows and audit log of `ids`, as [`OrderRecords`]. The chains come
+/// from the audit tables (every row carries the holder and token it was
+/// written under): `status` and `fulfillment_created` rows of
+/// `order_events`, `reserved` rows of `inventory_events` (kind `change`;
+/// `repair` rows kept apart as the repairs'), merged in time order.
 async fn read_records(
     client: &impl tokio_postgres::GenericClient,
     ids: &[String],
@@ -365,67 +366,59 @@ async fn read_records(
             },
         );
     }
-    // (order, created_at µs, rank, id) → entry, merged below.
-    let mut audit: Vec<(String, i64, u8, i64, AuditEntry)> = Vec::new();
     for row in client
         .query(
-            "SELECT order_id, lot_id, state, holder, token, reservation_id, \
-             (extract(epoch FROM created_at) * 1000000)::bigint AS at \
-             FROM inventory_reservations WHERE order_id = ANY($1) ORDER BY reservation_id",
+            "SELECT order_id, lot_id, state FROM inventory_reservations \
+             WHERE order_id = ANY($1) ORDER BY reservation_id",
             &[&ids],
         )
         .await?
     {
         let order: String = row.get("order_id");
-        let lot: String = row.get("lot_id");
         let state: String = row.get("state");
         if let Some(r) = by_id.get_mut(&order)
             && state == "held"
         {
-            r.reservations.push(lot.clone());
+            r.reservations.push(row.get("lot_id"));
         }
-        audit.push((
-            order,
-            row.get("at"),
-            1,
-            row.get("reservation_id"),
-            AuditEntry {
-                table: "inventory_events".into(),
-                event: "reserve".into(),
-                value: lot,
-                holder: row.get("holder"),
-                token: token_text(&row, "token"),
-            },
-        ));
     }
-    for (n, row) in client
+    for row in client
         .query(
-            "SELECT order_id, fulfillment_id, lot_id, state, holder, token, \
-             (extract(epoch FROM created_at) * 1000000)::bigint AS at \
-             FROM fulfillment_records WHERE order_id = ANY($1) \
-             ORDER BY created_at, fulfillment_id",
+            "SELECT order_id, fulfillment_id, lot_id, state FROM fulfillment_records \
+             WHERE order_id = ANY($1) ORDER BY created_at, fulfillment_id",
             &[&ids],
         )
         .await?
-        .into_iter()
-        .enumerate()
     {
         let order: String = row.get("order_id");
         let fid: String = row.get("fulfillment_id");
         if let Some(r) = by_id.get_mut(&order) {
             r.fulfillments.push(fid.clone());
-            r.records
-                .insert(fid.clone(), (row.get("lot_id"), row.get("state")));
+            r.records.insert(fid, (row.get("lot_id"), row.get("state")));
         }
+    }
+    // The audit log: (order, created_at µs, table rank, event id) → entry,
+    // merged in time order below. Rejected rows changed nothing: left out.
+    let mut audit: Vec<(String, i64, u8, i64, AuditEntry)> = Vec::new();
+    for row in client
+        .query(
+            "SELECT order_id, lot_id, holder, token, event_id, \
+             (extract(epoch FROM created_at) * 1000000)::bigint AS at \
+             FROM inventory_events WHERE order_id = ANY($1) AND kind = 'change' \
+             AND event = 'reserved' ORDER BY event_id",
+            &[&ids],
+        )
+        .await?
+    {
         audit.push((
-            order,
+            row.get("order_id"),
             row.get("at"),
-            2,
-            n as i64,
+            1,
+            row.get("event_id"),
             AuditEntry {
-                table: "fulfillment_events".into(),
-                event: "fulfill".into(),
-                value: fid,
+                table: "inventory_events".into(),
+                event: "reserve".into(),
+                value: row.get("lot_id"),
                 holder: row.get("holder"),
                 token: token_text(&row, "token"),
             },
@@ -433,27 +426,30 @@ async fn read_records(
     }
     for row in client
         .query(
-            "SELECT order_id, kind, value, holder, token, event_id, \
+            "SELECT order_id, kind, event, value, holder, token, event_id, \
              (extract(epoch FROM created_at) * 1000000)::bigint AS at \
-             FROM order_events WHERE order_id = ANY($1) AND event = 'status' \
+             FROM order_events WHERE order_id = ANY($1) \
+             AND event IN ('status', 'fulfillment_created') \
              AND kind IN ('change', 'repair') ORDER BY event_id",
             &[&ids],
         )
         .await?
     {
         let kind: String = row.get("kind");
+        let event: String = row.get("event");
+        let (table, event) = match (kind.as_str(), event.as_str()) {
+            ("repair", _) => ("repairs", event.as_str()),
+            (_, "fulfillment_created") => ("fulfillment_events", "fulfill"),
+            _ => ("order_events", "status"),
+        };
         audit.push((
             row.get("order_id"),
             row.get("at"),
             0,
             row.get("event_id"),
             AuditEntry {
-                table: if kind == "repair" {
-                    "repairs".into()
-                } else {
-                    "order_events".into()
-                },
-                event: "status".into(),
+                table: table.into(),
+                event: event.into(),
                 value: row.get::<_, Option<String>>("value").unwrap_or_default(),
                 holder: row.get("holder"),
                 token: token_text(&row, "token"),

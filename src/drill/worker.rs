@@ -24,7 +24,12 @@
 //!
 //! The worker depends on the lock client, the order store and Redis only:
 //! nothing of Kubernetes, HTTP or the console. The Redis URL comes from the
-//! environment (never the command line: `/proc/*/cmdline` is world-readable).
+//! environment (never the command line: `/proc/*/cmdline` is world-readable),
+//! and so does the PostgreSQL URL when the orders live in PM-003's tables
+//! ([`PgOrderStore`]; the lock, the orders stream and the counters stay in
+//! Redis). PostgreSQL going away mid-drill fails each order's write with an
+//! error line (the unit of work it was in is rolled back whole); the entry
+//! stays pending and is retried.
 //!
 //! On SIGTERM it stops taking orders, finishes those in progress (releasing
 //! their locks) and exits 0.
@@ -44,6 +49,7 @@ use super::orders::{
     Claimed, Guard, Optimistic, OrderStatus, OrderStore, RedisOrderStore, StoreError, Writer, keys,
     now_us,
 };
+use super::pg_orders::PgOrderStore;
 use super::stats;
 use crate::lock::legacy::LegacyLock;
 use crate::lock::{
@@ -297,17 +303,24 @@ pub async fn run(
     }
 }
 
-/// The PostgreSQL order store on `url`, its schema checked.
-async fn postgres_store(url: &str) -> Result<RedisOrderStore, WorkerError> {
+/// The PostgreSQL order store on `url`, its schema checked (the drill
+/// applies it; a worker never changes it).
+async fn postgres_store(url: &str) -> Result<PgOrderStore, WorkerError> {
     let client = super::pg_reconcile::connect(url)
         .await
         .map_err(|e| WorkerError::Database(e.to_string()))?;
     super::pg_reconcile::check_schema(&client)
         .await
         .map_err(|e| WorkerError::Database(e.to_string()))?;
-    Err(WorkerError::Config(
-        "this warroom has no PostgreSQL order store".into(),
-    ))
+    drop(client);
+    let store = PgOrderStore::connect(url)
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    store
+        .seed_lots()
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    Ok(store)
 }
 
 /// Takes orders until `shutdown`, with `store`.
