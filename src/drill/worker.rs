@@ -189,6 +189,9 @@ struct Shared<S> {
     last_mode: Mutex<Option<LockMode>>,
     modes_used: Mutex<HashSet<u8>>,
     in_flight: Mutex<HashSet<String>>,
+    /// Whether the worker publishes the `rejected` lock events itself (the
+    /// PostgreSQL store; the Redis store's scripts write them).
+    publish_rejections: bool,
 }
 
 /// Prints one log line (stdout goes to the pod's log file), redacted.
@@ -295,10 +298,10 @@ pub async fn run(
     let redis_store = RedisOrderStore::new(conn.clone(), &config.redis_url);
     redis_store.prepare().await.map_err(|e| unreachable(&e))?;
     match config.database_url.clone() {
-        None => serve(config, name, conn, reader, redis_store, shutdown).await,
+        None => serve(config, name, conn, reader, redis_store, false, shutdown).await,
         Some(url) => {
             let store = postgres_store(&url).await?;
-            serve(config, name, conn, reader, store, shutdown).await
+            serve(config, name, conn, reader, store, true, shutdown).await
         }
     }
 }
@@ -330,6 +333,7 @@ async fn serve<S: OrderStore>(
     conn: ConnectionManager,
     mut reader: ConnectionManager,
     store: S,
+    publish_rejections: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let unreachable = |e: &dyn std::fmt::Display| {
@@ -356,6 +360,7 @@ async fn serve<S: OrderStore>(
         last_mode: Mutex::new(None),
         modes_used: Mutex::new(HashSet::new()),
         in_flight: Mutex::new(HashSet::new()),
+        publish_rejections,
         config,
     });
     refresh_mode(&shared).await;
@@ -798,6 +803,17 @@ fn fenced_out<S: OrderStore>(
         "FENCE REJECTED order_id={order} worker={} fencing_token={token} fence={fence} step={step:?}",
         shared.name
     ));
+    if shared.publish_rejections {
+        let mut event = LockEvent::new(
+            crate::lock::event::EventKind::Rejected,
+            writer.mode,
+            format!("orders:{order}"),
+            shared.name.as_str(),
+        )
+        .with_token(token);
+        event.fence = Some(fence);
+        shared.sink.publish(event);
+    }
     shared.sink.publish(LockEvent::app_error(
         OPERATION,
         SERVICE,
