@@ -4,11 +4,19 @@
 //! incident journal; prints where each can be reached; on a terminal shows
 //! a progress line; at the end prints the report.
 //!
+//! With `--database postgres://…` the orders, reservations, fulfillment
+//! records and the audit log are kept in PM-003's PostgreSQL tables (the
+//! lock stays in Redis): the drill applies the schema (and says so), stocks
+//! the lots, hands the URL to the workers in their environment only, and
+//! reconciles from those tables at the end.
+//!
 //! Exit codes: 0 the drill ran (to its `--duration`, or until Ctrl-C /
-//! SIGTERM), 1 the drill or its automatic mitigation failed, 2 invalid
-//! flags or files (a playbook that does not validate, a listen address in
-//! use), 4 Redis unreachable, missing or not starting, 130 a second Ctrl-C
-//! (or SIGTERM) quit at once without a report.
+//! SIGTERM), 1 the drill or its automatic mitigation failed (PostgreSQL
+//! stopping mid-drill included), 2 invalid flags or files (a playbook that
+//! does not validate, a listen address in use, a database that already
+//! holds orders), 4 Redis or PostgreSQL unreachable, missing or not
+//! starting, 130 a second Ctrl-C (or SIGTERM) quit at once without a
+//! report.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -68,6 +76,19 @@ pub struct DrillArgs {
     /// of starting redis-server; it must answer within 3 s.
     #[arg(long, value_name = "URL")]
     redis: Vec<String>,
+    /// Keep orders, inventory reservations, fulfillment records and the
+    /// audit log in PM-003's tables in this PostgreSQL database
+    /// (postgres://user[:password]@host[:port]/database; an empty database:
+    /// the drill applies the schema and stocks the lots); the lock stays in
+    /// Redis. The password is never shown, nor put on a command line or in
+    /// a Pod.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WARROOM_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database: Option<String>,
     /// Incident seconds per second, 0.1 to 1,000 (10 plays PM-003's 40
     /// minutes in 4).
     #[arg(long, default_value_t = 10.0, value_parser = super::numbers::decimal(0.1, 1_000.0), allow_hyphen_values = true)]
@@ -207,6 +228,11 @@ pub fn run(mut args: DrillArgs, log_filter: &str) -> CommandResult {
             .block_on(warroom::drill::run::check_redis(&args.redis))
             .map_err(drill_failure)?;
     }
+    // So does a --database that does not answer; its schema is applied and
+    // its lots stocked before anything starts.
+    if let Some(url) = &args.database {
+        runtime.block_on(prepare_database(url))?;
+    }
     let dir = DrillDir::create(args.dir.as_deref()).map_err(|e| Failure::msg(Exit::Invalid, e))?;
     init_file_logging(&dir.log(), log_filter)?;
     let options = DrillOptions {
@@ -225,6 +251,7 @@ pub fn run(mut args: DrillArgs, log_filter: &str) -> CommandResult {
         worker_program,
         operator: operator(),
         prometheus: !args.no_prometheus,
+        database: args.database.clone(),
     };
     output::say(format_args!("drill directory: {}", dir.root().display()));
     // On a terminal the drill is the console's: it owns the screen, the
@@ -266,6 +293,38 @@ pub fn run(mut args: DrillArgs, log_filter: &str) -> CommandResult {
         return Ok(Exit::Failed);
     }
     Ok(Exit::Done)
+}
+
+/// Applies PM-003's schema to `url` and stocks the lots, saying what it did.
+async fn prepare_database(url: &str) -> Result<(), Failure> {
+    use warroom::drill::pg_reconcile::{self, PgError};
+    let failure = |e: PgError| {
+        let exit = match e {
+            PgError::Unreachable { .. } | PgError::Query(_) => Exit::Unreachable,
+            PgError::Invalid { .. } | PgError::Schema(_) => Exit::Invalid,
+        };
+        Failure::msg(exit, e)
+    };
+    let mut client = pg_reconcile::connect(url).await.map_err(failure)?;
+    let prepared = pg_reconcile::prepare(&mut client).await.map_err(failure)?;
+    let shown = pg_reconcile::shown(url);
+    if prepared.applied.is_empty() {
+        output::say(format!(
+            "database: {shown}: schema current (version {})",
+            prepared.version
+        ));
+    }
+    for m in &prepared.applied {
+        output::say(format!(
+            "database: {shown}: applied migration {:04} {}",
+            m.version, m.name
+        ));
+    }
+    output::say(format!(
+        "database: {} lot(s) stocked",
+        prepared.lots_stocked
+    ));
+    Ok(())
 }
 
 fn drill_failure(err: DrillError) -> Failure {
@@ -480,8 +539,11 @@ impl Display {
         }
         match notice {
             Notice::Started(s) => {
-                let mut lines = vec![
-                    format!("redis: {}", s.redis.join(", ")),
+                let mut lines = vec![format!("redis: {}", s.redis.join(", "))];
+                if let Some(database) = &s.database {
+                    lines.push(format!("database: {database}"));
+                }
+                lines.extend([
                     format!("cluster: {}", s.cluster_url),
                     format!("kubeconfig: {}", s.kubeconfig.display()),
                     format!(
@@ -489,7 +551,7 @@ impl Display {
                         s.kubeconfig.display()
                     ),
                     format!("metrics: {}", s.metrics_url),
-                ];
+                ]);
                 if let Some(url) = s.prometheus_url {
                     lines.push(format!("prometheus: {url}"));
                 }

@@ -1,8 +1,9 @@
 //! `warroom drill worker` (hidden): one `order-service` replica of the drill,
 //! started by the drill's reconcile loop. It reads the Redis URL from
 //! `WARROOM_REDIS_URL` (never from the command line, which other users of
-//! the machine can read), the pod name from `WARROOM_POD_NAME`, and the
-//! Redlock nodes from `WARROOM_REDLOCK_URLS` (comma-separated).
+//! the machine can read), the pod name from `WARROOM_POD_NAME`, the
+//! Redlock nodes from `WARROOM_REDLOCK_URLS` (comma-separated), and, when
+//! the orders live in PostgreSQL, its URL from `WARROOM_DATABASE_URL`.
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub const ENV_REDIS_URL: &str = "WARROOM_REDIS_URL";
 pub const ENV_POD_NAME: &str = "WARROOM_POD_NAME";
 /// Environment variable holding the Redlock node URLs.
 pub const ENV_REDLOCK_URLS: &str = "WARROOM_REDLOCK_URLS";
+/// Environment variable holding the PostgreSQL URL (PM-003's tables).
+pub const ENV_DATABASE_URL: &str = "WARROOM_DATABASE_URL";
 
 /// Parts of the drill run as their own processes.
 #[derive(Subcommand)]
@@ -89,8 +92,21 @@ pub fn run_worker(args: WorkerArgs) -> CommandResult {
     for node in &redlock_urls {
         warroom::redis_url::parse(node).map_err(|e| Failure::msg(Exit::Invalid, e))?;
     }
+    let database_url = env_text(ENV_DATABASE_URL)?;
+    if let Some(url) = &database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(Failure::msg(
+            Exit::Invalid,
+            format!(
+                "{ENV_DATABASE_URL} is not a postgres:// URL: {}",
+                warroom::redact::redact_text(url)
+            ),
+        ));
+    }
     let config = WorkerConfig {
         redlock_urls,
+        database_url,
         concurrency: args.concurrency,
         lock_ttl: Duration::from_millis(args.lock_ttl_ms),
         claim_idle: Duration::from_millis(args.claim_idle_ms),
@@ -113,7 +129,9 @@ pub fn run_worker(args: WorkerArgs) -> CommandResult {
         };
         match worker::run(config, shutdown).await {
             Ok(()) => Ok(Exit::Done),
-            Err(e @ WorkerError::Unreachable(_)) => Err(Failure::msg(Exit::Unreachable, e)),
+            Err(e @ (WorkerError::Unreachable(_) | WorkerError::Database(_))) => {
+                Err(Failure::msg(Exit::Unreachable, e))
+            }
             Err(e @ WorkerError::Config(_)) => Err(Failure::msg(Exit::Invalid, e)),
         }
     })

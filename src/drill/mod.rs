@@ -26,6 +26,7 @@ pub mod mitigate;
 pub mod orders;
 pub mod pauses;
 pub mod pg_orders;
+pub mod pg_reconcile;
 pub mod playbooks;
 pub mod pods;
 pub mod process;

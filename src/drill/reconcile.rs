@@ -119,31 +119,35 @@ impl ReconcileReport {
     }
 }
 
-/// One audit log entry.
+/// One audit log entry: `table` is `order_events`, `inventory_events`,
+/// `fulfillment_events` or `repairs`.
 #[derive(Debug, Clone, Default)]
-struct AuditEntry {
-    table: String,
-    event: String,
-    value: String,
-    holder: String,
-    token: String,
+pub(crate) struct AuditEntry {
+    pub(crate) table: String,
+    pub(crate) event: String,
+    pub(crate) value: String,
+    pub(crate) holder: String,
+    pub(crate) token: String,
 }
 
 /// An order's records as read.
 #[derive(Debug, Clone, Default)]
-struct OrderRecords {
-    status: Option<String>,
-    lot: Option<String>,
-    fulfillment: Option<String>,
-    reservations: Vec<String>,
-    fulfillments: Vec<String>,
+pub(crate) struct OrderRecords {
+    pub(crate) status: Option<String>,
+    pub(crate) lot: Option<String>,
+    pub(crate) fulfillment: Option<String>,
+    /// The lots reserved (held) for it, in the order reserved.
+    pub(crate) reservations: Vec<String>,
+    /// Its fulfillment record IDs (active or cancelled).
+    pub(crate) fulfillments: Vec<String>,
     /// Fulfillment ID → (lot, state).
-    records: HashMap<String, (String, String)>,
-    audit: Vec<AuditEntry>,
+    pub(crate) records: HashMap<String, (String, String)>,
+    /// The audit log, oldest first.
+    pub(crate) audit: Vec<AuditEntry>,
 }
 
 impl OrderRecords {
-    fn active_fulfillments(&self) -> Vec<String> {
+    pub(crate) fn active_fulfillments(&self) -> Vec<String> {
         self.fulfillments
             .iter()
             .filter(|f| {
@@ -172,7 +176,7 @@ impl OrderRecords {
 
 /// The verdict on one order.
 #[derive(Debug, Clone)]
-enum Verdict {
+pub(crate) enum Verdict {
     Consistent,
     InProgress,
     Repairable {
@@ -187,13 +191,13 @@ enum Verdict {
 
 /// What a repair keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Plan {
-    lot: String,
-    fulfillment: String,
+pub(crate) struct Plan {
+    pub(crate) lot: String,
+    pub(crate) fulfillment: String,
 }
 
 /// The problems of an order, empty when its records agree.
-fn problems(r: &OrderRecords) -> Vec<String> {
+pub(crate) fn problems(r: &OrderRecords) -> Vec<String> {
     let mut out = Vec::new();
     let active = r.active_fulfillments();
     if r.reservations.len() > 1 {
@@ -249,8 +253,17 @@ fn problems(r: &OrderRecords) -> Vec<String> {
 }
 
 /// Decides what to do with an order.
-fn judge(r: &OrderRecords, stock: &HashMap<String, i64>) -> Verdict {
-    let found = problems(r);
+pub(crate) fn judge(r: &OrderRecords, stock: &HashMap<String, i64>) -> Verdict {
+    judge_found(r, stock, problems(r))
+}
+
+/// Decides what to do with an order whose problems were found (by
+/// [`problems`], or by a query applying the same rules).
+pub(crate) fn judge_found(
+    r: &OrderRecords,
+    stock: &HashMap<String, i64>,
+    found: Vec<String>,
+) -> Verdict {
     if found.is_empty() {
         return if r.status.as_deref() == Some(OrderStatus::Fulfilled.as_str()) || r.status.is_none()
         {

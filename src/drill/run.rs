@@ -72,6 +72,11 @@ pub struct DrillOptions {
     pub operator: String,
     /// Start Prometheus when it is on `PATH`.
     pub prometheus: bool,
+    /// PostgreSQL holding PM-003's tables, prepared by
+    /// [`super::pg_reconcile::prepare`]: the workers keep orders,
+    /// reservations, fulfillment records and the audit log there, and the
+    /// end's reconciliation reads them there. `None`: all in Redis.
+    pub database: Option<String>,
 }
 
 /// Where the drill's parts can be reached, announced once they run.
@@ -89,6 +94,8 @@ pub struct Started {
     pub prometheus_url: Option<String>,
     /// Redis, as shown (no password).
     pub redis: Vec<String>,
+    /// PostgreSQL, as shown (no password), when the orders live there.
+    pub database: Option<String>,
     /// The incident journal.
     pub journal: PathBuf,
     /// The drill's log file.
@@ -412,6 +419,7 @@ pub async fn run(
         spike: options.spike,
         seed: options.seed,
         pause_rate: options.pause_rate,
+        database: options.database.clone(),
     })
     .await?;
 
@@ -426,6 +434,7 @@ pub async fn run(
             .iter()
             .map(|u| crate::redis_url::shown(u))
             .collect(),
+        database: options.database.as_deref().map(super::pg_reconcile::shown),
         journal: dir.journal(),
         log: dir.log(),
         pod_logs: dir.pod_logs(),

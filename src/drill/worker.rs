@@ -24,7 +24,12 @@
 //!
 //! The worker depends on the lock client, the order store and Redis only:
 //! nothing of Kubernetes, HTTP or the console. The Redis URL comes from the
-//! environment (never the command line: `/proc/*/cmdline` is world-readable).
+//! environment (never the command line: `/proc/*/cmdline` is world-readable),
+//! and so does the PostgreSQL URL when the orders live in PM-003's tables
+//! ([`PgOrderStore`]; the lock, the orders stream and the counters stay in
+//! Redis). PostgreSQL going away mid-drill fails each order's write with an
+//! error line (the unit of work it was in is rolled back whole); the entry
+//! stays pending and is retried.
 //!
 //! On SIGTERM it stops taking orders, finishes those in progress (releasing
 //! their locks) and exits 0.
@@ -44,6 +49,7 @@ use super::orders::{
     Claimed, Guard, Optimistic, OrderStatus, OrderStore, RedisOrderStore, StoreError, Writer, keys,
     now_us,
 };
+use super::pg_orders::PgOrderStore;
 use super::stats;
 use crate::lock::legacy::LegacyLock;
 use crate::lock::{
@@ -76,6 +82,10 @@ pub struct WorkerConfig {
     pub work: Duration,
     /// How long to wait for an order's lock before reporting an error.
     pub lock_wait: Duration,
+    /// PostgreSQL holding PM-003's tables: orders, reservations,
+    /// fulfillment records and the audit log go there (the lock, the orders
+    /// stream and the counters stay in Redis). `None`: all in Redis.
+    pub database_url: Option<String>,
 }
 
 impl WorkerConfig {
@@ -90,6 +100,7 @@ impl WorkerConfig {
             claim_idle: Duration::from_millis(150),
             work: Duration::from_millis(3),
             lock_wait: Duration::from_secs(2),
+            database_url: None,
         }
     }
 }
@@ -100,6 +111,9 @@ pub enum WorkerError {
     /// Redis could not be reached or refused the setup.
     #[error("cannot reach Redis: {0}")]
     Unreachable(String),
+    /// PostgreSQL could not be reached, or its schema is not current.
+    #[error("{0}")]
+    Database(String),
     /// The configuration is unusable.
     #[error("{0}")]
     Config(String),
@@ -162,11 +176,11 @@ pub fn parse_mode(text: &str) -> Option<LockMode> {
     }
 }
 
-struct Shared {
+struct Shared<S> {
     config: WorkerConfig,
     name: String,
     conn: ConnectionManager,
-    store: RedisOrderStore,
+    store: S,
     legacy: LegacyLock,
     fenced: FencedLock,
     redlock: OnceCell<Option<Redlock>>,
@@ -175,6 +189,9 @@ struct Shared {
     last_mode: Mutex<Option<LockMode>>,
     modes_used: Mutex<HashSet<u8>>,
     in_flight: Mutex<HashSet<String>>,
+    /// Whether the worker publishes the `rejected` lock events itself (the
+    /// PostgreSQL store; the Redis store's scripts write them).
+    publish_rejections: bool,
 }
 
 /// Prints one log line (stdout goes to the pod's log file), redacted.
@@ -182,7 +199,7 @@ fn log(line: impl AsRef<str>) {
     println!("[order-svc] {}", redact_text(line.as_ref()));
 }
 
-impl Shared {
+impl<S: OrderStore> Shared<S> {
     fn error(&self, what: &str, order: &str, reason: impl std::fmt::Display) {
         let reason = redact_text(&reason.to_string()).into_owned();
         log(format!(
@@ -274,11 +291,54 @@ pub async fn run(
         .await
         .map_err(|e| unreachable(&e))?;
     // XREADGROUP blocks its connection: it gets its own.
-    let mut reader = crate::lock::connect(&config.redis_url, Some(Duration::from_secs(5)), false)
+    let reader = crate::lock::connect(&config.redis_url, Some(Duration::from_secs(5)), false)
         .await
         .map_err(|e| unreachable(&e))?;
-    let store = RedisOrderStore::new(conn.clone(), &config.redis_url);
-    store.prepare().await.map_err(|e| unreachable(&e))?;
+    // The orders stream and its consumer group are in Redis in any case.
+    let redis_store = RedisOrderStore::new(conn.clone(), &config.redis_url);
+    redis_store.prepare().await.map_err(|e| unreachable(&e))?;
+    match config.database_url.clone() {
+        None => serve(config, name, conn, reader, redis_store, false, shutdown).await,
+        Some(url) => {
+            let store = postgres_store(&url).await?;
+            serve(config, name, conn, reader, store, true, shutdown).await
+        }
+    }
+}
+
+/// The PostgreSQL order store on `url`, its schema checked (the drill
+/// applies it; a worker never changes it).
+async fn postgres_store(url: &str) -> Result<PgOrderStore, WorkerError> {
+    let client = super::pg_reconcile::connect(url)
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    super::pg_reconcile::check_schema(&client)
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    drop(client);
+    let store = PgOrderStore::connect(url)
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    store
+        .seed_lots()
+        .await
+        .map_err(|e| WorkerError::Database(e.to_string()))?;
+    Ok(store)
+}
+
+/// Takes orders until `shutdown`, with `store`.
+async fn serve<S: OrderStore>(
+    config: WorkerConfig,
+    name: String,
+    conn: ConnectionManager,
+    mut reader: ConnectionManager,
+    store: S,
+    publish_rejections: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        WorkerError::Unreachable(redact_text(&e.to_string()).into_owned())
+    };
     let options = LockOptions::new(config.lock_ttl, &name);
     let sink = EventSink::spawn(conn.clone(), EventStream::default());
     let legacy = LegacyLock::with_connection(conn.clone(), options.clone(), Some(sink.clone()))
@@ -300,6 +360,7 @@ pub async fn run(
         last_mode: Mutex::new(None),
         modes_used: Mutex::new(HashSet::new()),
         in_flight: Mutex::new(HashSet::new()),
+        publish_rejections,
         config,
     });
     refresh_mode(&shared).await;
@@ -408,8 +469,8 @@ pub async fn run(
 }
 
 /// Takes over entries pending longer than the claim idle time.
-async fn claim_stale(
-    shared: &Shared,
+async fn claim_stale<S: OrderStore>(
+    shared: &Shared<S>,
     conn: &mut ConnectionManager,
     count: usize,
 ) -> Result<Vec<StreamId>, redis::RedisError> {
@@ -440,7 +501,7 @@ async fn claim_stale(
 }
 
 /// Reads the lock mode key once.
-async fn refresh_mode(shared: &Shared) {
+async fn refresh_mode<S: OrderStore>(shared: &Shared<S>) {
     let mut conn = shared.conn.clone();
     let value: Result<Option<String>, _> =
         redis::AsyncCommands::get(&mut conn, keys::LOCK_MODE).await;
@@ -475,14 +536,14 @@ async fn refresh_mode(shared: &Shared) {
 }
 
 /// Keeps the mode equal to the lock mode key (polled every 100 ms).
-async fn follow_mode(shared: Arc<Shared>) {
+async fn follow_mode<S: OrderStore>(shared: Arc<Shared<S>>) {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         refresh_mode(&shared).await;
     }
 }
 
-async fn handle_entry(shared: &Shared, entry: &StreamId, redelivered: bool) {
+async fn handle_entry<S: OrderStore>(shared: &Shared<S>, entry: &StreamId, redelivered: bool) {
     let Some(order) = entry.get::<String>("order") else {
         // Not an order: acknowledge it so it is not redelivered forever.
         shared.error(
@@ -543,7 +604,12 @@ return 0
     )
 });
 
-async fn ack(shared: &Shared, id: &str, offered_us: Option<u64>, outcome: Outcome) {
+async fn ack<S: OrderStore>(
+    shared: &Shared<S>,
+    id: &str,
+    offered_us: Option<u64>,
+    outcome: Outcome,
+) {
     let counter = match outcome {
         Outcome::Fulfilled => stats::FULFILLED,
         Outcome::Skipped => stats::SKIPPED,
@@ -574,8 +640,8 @@ enum Held {
     Lease(crate::lock::Lease),
 }
 
-async fn process_locked(
-    shared: &Shared,
+async fn process_locked<S: OrderStore>(
+    shared: &Shared<S>,
     order: &str,
     mode: LockMode,
     redlock: Option<&Redlock>,
@@ -667,8 +733,8 @@ async fn process_locked(
 
 /// The pipeline under a lock: decisions from the first read, each write
 /// guarded as `writer` says.
-async fn pipeline(
-    shared: &Shared,
+async fn pipeline<S: OrderStore>(
+    shared: &Shared<S>,
     order: &str,
     writer: &Writer<'_>,
 ) -> Result<Outcome, StoreError> {
@@ -722,8 +788,8 @@ async fn pipeline(
     Ok(Outcome::Fulfilled)
 }
 
-fn fenced_out(
-    shared: &Shared,
+fn fenced_out<S: OrderStore>(
+    shared: &Shared<S>,
     order: &str,
     writer: &Writer<'_>,
     fence: u64,
@@ -737,6 +803,17 @@ fn fenced_out(
         "FENCE REJECTED order_id={order} worker={} fencing_token={token} fence={fence} step={step:?}",
         shared.name
     ));
+    if shared.publish_rejections {
+        let mut event = LockEvent::new(
+            crate::lock::event::EventKind::Rejected,
+            writer.mode,
+            format!("orders:{order}"),
+            shared.name.as_str(),
+        )
+        .with_token(token);
+        event.fence = Some(fence);
+        shared.sink.publish(event);
+    }
     shared.sink.publish(LockEvent::app_error(
         OPERATION,
         SERVICE,
@@ -745,7 +822,7 @@ fn fenced_out(
     Outcome::Fenced
 }
 
-async fn process_watch(shared: &Shared, order: &str) -> Outcome {
+async fn process_watch<S: OrderStore>(shared: &Shared<S>, order: &str) -> Outcome {
     match shared
         .store
         .process_optimistic(order, &shared.name, shared.config.work)

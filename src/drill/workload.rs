@@ -26,6 +26,14 @@ pub const DRILL_DIR_ENV: &str = "WARROOM_DRILL_DIR";
 pub const REDIS_URL_ENV: &str = "WARROOM_REDIS_URL";
 /// Environment variable holding the Redlock nodes' URLs (comma-separated).
 pub const REDLOCK_URLS_ENV: &str = "WARROOM_REDLOCK_URLS";
+/// Environment variable holding the PostgreSQL URL (PM-003's tables), like
+/// the Redis URL only in the workers' environment: never on a command line
+/// nor in a Pod object.
+pub const DATABASE_URL_ENV: &str = "WARROOM_DATABASE_URL";
+/// How often the drill checks that PostgreSQL still answers.
+const DATABASE_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long PostgreSQL may take to answer that check.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the workers may take to be ready before orders flow.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,6 +62,8 @@ pub struct WorkloadSetup {
     /// GC pauses per second across the workers at the baseline load
     /// (scaled by the load factor); 0: none.
     pub pause_rate: f64,
+    /// PostgreSQL holding the orders (prepared), or `None`: Redis.
+    pub database: Option<String>,
 }
 
 /// What the workload did, read back at its end.
@@ -120,6 +130,59 @@ pub struct Workload {
     parts: Mutex<Option<Parts>>,
     stats: Arc<Mutex<OrderStats>>,
     gateway_stats: Mutex<GatewayStats>,
+    database: Option<String>,
+    /// Why PostgreSQL can no longer be used, once it cannot.
+    database_failure: Arc<Mutex<Option<String>>>,
+    database_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Some(task) = &self.database_task {
+            task.abort();
+        }
+    }
+}
+
+/// Checks every [`DATABASE_CHECK_EVERY`] that PostgreSQL answers; the first
+/// failure is kept in `failure` (and the check stops).
+fn watch_database(url: String, failure: Arc<Mutex<Option<String>>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shown = super::pg_reconcile::shown(&url);
+        let mut client = None;
+        loop {
+            let problem = match &client {
+                None => match super::pg_reconcile::connect(&url).await {
+                    Ok(c) => {
+                        client = Some(c);
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                },
+                Some(c) => {
+                    let c: &tokio_postgres::Client = c;
+                    match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, c.simple_query("SELECT 1"))
+                        .await
+                    {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(super::pg_reconcile::describe(&e)),
+                        Err(_) => Some(format!("no answer within {DATABASE_CHECK_TIMEOUT:?}")),
+                    }
+                }
+            };
+            if let Some(problem) = problem {
+                if let Ok(mut f) = failure.lock() {
+                    *f = Some(format!(
+                        "PostgreSQL at {shown} stopped answering ({problem}); the workers cannot \
+                         write orders: the drill stops. Once it is back, `warroom reconcile \
+                         --database URL` shows what the drill left"
+                    ));
+                }
+                return;
+            }
+            tokio::time::sleep(DATABASE_CHECK_EVERY).await;
+        }
+    })
 }
 
 fn redis_failure(url: &str, e: &redis::RedisError) -> DrillError {
@@ -149,6 +212,9 @@ impl Workload {
         ];
         if setup.redis_urls.len() > 1 {
             env.push((REDLOCK_URLS_ENV.to_string(), setup.redis_urls.join(",")));
+        }
+        if let Some(database) = &setup.database {
+            env.push((DATABASE_URL_ENV.to_string(), database.clone()));
         }
         let command = WorkerCommand {
             program: setup.worker_program.clone(),
@@ -191,6 +257,7 @@ impl Workload {
             )
         });
         let stats = Arc::new(Mutex::new(OrderStats::default()));
+        let database_failure = Arc::new(Mutex::new(None));
         let stats_task = {
             let stats = stats.clone();
             let mut conn = conn.clone();
@@ -216,6 +283,12 @@ impl Workload {
             })),
             stats,
             gateway_stats: Mutex::new(GatewayStats::default()),
+            database_task: setup
+                .database
+                .clone()
+                .map(|url| watch_database(url, database_failure.clone())),
+            database: setup.database,
+            database_failure,
         })
     }
 
@@ -240,7 +313,7 @@ impl Workload {
 
     /// Why the workload cannot go on, if it cannot.
     pub fn failure(&self) -> Option<String> {
-        None
+        self.database_failure.lock().ok().and_then(|f| f.clone())
     }
 
     /// Stops taking orders, lets the workers process what was accepted
@@ -262,7 +335,13 @@ impl Workload {
         let mut conn = self.conn.clone();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let mut stats = OrderStats::default();
-        loop {
+        let database_failed = self.failure();
+        if let Some(failure) = &database_failed {
+            finished.warnings.push(failure.clone());
+        }
+        // Without PostgreSQL the accepted orders cannot be processed: no
+        // waiting for them.
+        while database_failed.is_none() {
             match super::stats::read(&mut conn).await {
                 Ok(read) => stats = read,
                 Err(e) => {
@@ -291,7 +370,18 @@ impl Workload {
             stats = read;
         }
         let scan_started = Instant::now();
-        match super::reconcile::scan(&mut conn).await {
+        let scan = match &self.database {
+            None => super::reconcile::scan(&mut conn)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(url) => match super::pg_reconcile::connect(url).await {
+                Ok(mut client) => super::pg_reconcile::scan(&mut client)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match scan {
             Ok(scan) => {
                 finished.corrupted = scan.inconsistent;
                 finished.ambiguous = scan.ambiguous;
