@@ -194,6 +194,8 @@ pub struct App {
     pub color: bool,
     /// Guardrails.
     pub guard: Guardrails,
+    /// Chart lines downsampled for the panels, reused until a new sample.
+    pub chart_cache: std::cell::RefCell<super::ui::ChartCache>,
 }
 
 /// How long quitting waits for a cancelled run's undo.
@@ -241,6 +243,7 @@ impl App {
             quit: false,
             color,
             guard,
+            chart_cache: Default::default(),
         }
     }
 
