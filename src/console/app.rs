@@ -645,8 +645,9 @@ impl App {
             // The run's end is awaited as the engine reports it, so that
             // what it undid is known before leaving.
             Some(q) => {
-                (!busy && !(q.waiting && self.running()))
-                    || self.now_ms - q.since_ms >= QUIT_WAIT_MS
+                let awaited = busy || (q.waiting && self.running());
+                let run_over = !awaited;
+                run_over || self.now_ms - q.since_ms >= QUIT_WAIT_MS
             }
             None => false,
         }
