@@ -299,6 +299,11 @@ fn console(args: ConsoleBenchArgs) -> CommandResult {
              p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms per frame over {} frames (target <= 2 ms)",
             n.window_s, n.p50_ms, n.p99_ms, n.mean_ms, n.frames
         );
+        println!(
+            "  CPU time of the drawing thread (without the time other processes had the core): \
+             p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms per frame",
+            n.cpu_p50_ms, n.cpu_p99_ms, n.cpu_mean_ms
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

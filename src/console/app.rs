@@ -194,6 +194,8 @@ pub struct App {
     pub color: bool,
     /// Guardrails.
     pub guard: Guardrails,
+    /// Chart lines downsampled for the panels, reused until a new sample.
+    pub chart_cache: std::cell::RefCell<super::ui::ChartCache>,
 }
 
 /// How long quitting waits for a cancelled run's undo.
@@ -241,6 +243,7 @@ impl App {
             quit: false,
             color,
             guard,
+            chart_cache: Default::default(),
         }
     }
 
@@ -642,7 +645,9 @@ impl App {
             // The run's end is awaited as the engine reports it, so that
             // what it undid is known before leaving.
             Some(q) => {
-                !(busy || q.waiting && self.running()) || self.now_ms - q.since_ms >= QUIT_WAIT_MS
+                let awaited = busy || (q.waiting && self.running());
+                let run_over = !awaited;
+                run_over || self.now_ms - q.since_ms >= QUIT_WAIT_MS
             }
             None => false,
         }

@@ -36,6 +36,12 @@ pub struct RenderNumbers {
     pub p99_ms: f64,
     /// Mean.
     pub mean_ms: f64,
+    /// Median CPU milliseconds of the drawing thread per frame.
+    pub cpu_p50_ms: f64,
+    /// 99th percentile of the CPU time.
+    pub cpu_p99_ms: f64,
+    /// Mean CPU time.
+    pub cpu_mean_ms: f64,
 }
 
 /// A store as after an hour of a SEV-1: 3,600 samples per chart column and
@@ -113,7 +119,24 @@ pub fn busy_store(now_ms: i64, events: usize) -> Store {
     store
 }
 
-/// Draws `frames` frames of the busy store at 200×60.
+/// CPU time of the calling thread (excludes time other processes had the
+/// core: on a loaded machine wall time measures the neighbours too).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// Draws `frames` frames of the busy store at 200×60, as the live console
+/// does: a new 1 s sample (and a timeline event) every third frame, so the
+/// frames that downsample the charts again are measured too.
 pub fn render(frames: usize, window_s: i64) -> Result<RenderNumbers, String> {
     let now = crate::console::collect::now_ms();
     let mut app = App::new(busy_store(now, 100_000), Guardrails::default(), true);
@@ -121,23 +144,58 @@ pub fn render(frames: usize, window_s: i64) -> Result<RenderNumbers, String> {
     app.window_s = window_s;
     let mut terminal = Terminal::new(TestBackend::new(200, 60)).map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(frames);
+    let mut cpu = Vec::with_capacity(frames);
     for i in 0..frames.max(1) {
-        // Time moves on, as it does on screen.
-        app.now_ms = now + (i as i64 % 3) * 1_000;
+        // Time moves on, as it does on screen: a sample every second,
+        // three frames a second.
+        let second = (i / 3) as i64;
+        app.now_ms = now + second * 1_000 + (i as i64 % 3) * 300;
+        if i > 0 && i % 3 == 0 {
+            let t = second as f64;
+            app.store.record_reading(
+                now + second * 1_000,
+                Reading {
+                    collisions_per_min: (t / 60.0).sin().abs() * 40.0,
+                    holders_max: 1.0 + (i % 2) as f64,
+                    overruns_per_min: (t / 90.0).cos().abs() * 10.0,
+                    rejections_per_min: (i % 17) as f64,
+                    errors_per_min: (t / 30.0).sin().abs() * 120.0,
+                    contended_key: Some("lock:ord-9927431".into()),
+                    collisions_total: t,
+                },
+            );
+            app.store.record_events(&[Event {
+                seq: 100_001 + i as u64,
+                at: jiff::Timestamp::from_millisecond(now + second * 1_000).unwrap_or_default(),
+                logged_at: None,
+                actor: "bastian".into(),
+                entry: Entry::note(format!("event at frame {i}")),
+            }]);
+        }
         let started = Instant::now();
+        let cpu_started = thread_cpu();
         terminal
             .draw(|frame| super::ui::draw(frame, &app))
             .map_err(|e| e.to_string())?;
+        cpu.push((thread_cpu().saturating_sub(cpu_started)).as_secs_f64() * 1_000.0);
         times.push(started.elapsed().as_secs_f64() * 1_000.0);
     }
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.5), at(0.99), v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (p50_ms, p99_ms, mean_ms) = stats(times);
+    let (cpu_p50_ms, cpu_p99_ms, cpu_mean_ms) = stats(cpu);
     Ok(RenderNumbers {
         window_s,
-        frames: times.len(),
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        mean_ms: times.iter().sum::<f64>() / times.len() as f64,
+        frames: frames.max(1),
+        p50_ms,
+        p99_ms,
+        mean_ms,
+        cpu_p50_ms,
+        cpu_p99_ms,
+        cpu_mean_ms,
     })
 }
 

@@ -487,32 +487,28 @@ pub async fn cluster(
         let mut refresh = tokio::time::interval(every);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let failure = loop {
-            let changed = tokio::select! {
+            // A change, or the refresh: either way the view is sent again
+            // once every watch has listed.
+            tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = refresh.tick() => true,
+                _ = refresh.tick() => {}
                 item = watches.next() => match item {
                     None => break "the watches ended".to_owned(),
                     Some((_, Err(e))) => {
                         break crate::redact::redact_text(&e.to_string()).into_owned();
                     }
-                    Some((i, Ok(event))) => {
-                        match event {
-                            Watched::Init => listing[i] = None,
-                            Watched::InitApply(object) => listing[i] = json_of(&object),
-                            Watched::InitDone => seen[i] = Some(listing[i].take()),
-                            Watched::Apply(object) => seen[i] = Some(json_of(&object)),
-                            Watched::Delete(_) => seen[i] = Some(None),
-                        }
-                        true
-                    }
+                    Some((i, Ok(event))) => match event {
+                        Watched::Init => listing[i] = None,
+                        Watched::InitApply(object) => listing[i] = json_of(&object),
+                        Watched::InitDone => seen[i] = Some(listing[i].take()),
+                        Watched::Apply(object) => seen[i] = Some(json_of(&object)),
+                        Watched::Delete(_) => seen[i] = Some(None),
+                    },
                 },
-            };
+            }
             let Some(all) = all_listed(&seen) else {
                 continue;
             };
-            if !changed {
-                continue;
-            }
             retry = WATCH_RETRY_MIN;
             let view = cluster_view(
                 all[0].as_ref(),

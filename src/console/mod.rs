@@ -10,7 +10,8 @@
 //!
 //! This module owns the screen. It knows the engine only through
 //! [`action`], the exporter only through its `/metrics` text, the cluster
-//! only through [`crate::kube`].
+//! only through [`crate::kube`] (and the kube-rs watches opened on its
+//! client).
 
 pub mod action;
 pub mod app;

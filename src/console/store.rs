@@ -18,6 +18,9 @@ pub struct TimeSeries {
     retention_ms: i64,
     times: VecDeque<i64>,
     columns: Vec<VecDeque<f64>>,
+    /// Changes with every row added or pruned: what a chart computed from
+    /// the series is valid for.
+    generation: u64,
 }
 
 impl TimeSeries {
@@ -29,6 +32,7 @@ impl TimeSeries {
             retention_ms: retention_ms.max(1),
             times: VecDeque::new(),
             columns: (0..columns).map(|_| VecDeque::new()).collect(),
+            generation: 0,
         }
     }
 
@@ -53,6 +57,7 @@ impl TimeSeries {
                 }
             }
         }
+        self.generation += 1;
         self.times.push_back(at_ms);
         for (i, column) in self.columns.iter_mut().enumerate() {
             column.push_back(values.get(i).copied().unwrap_or(f64::NAN));
@@ -68,10 +73,40 @@ impl TimeSeries {
             .is_some_and(|&t| now_ms - t > self.retention_ms)
         {
             self.times.pop_front();
+            self.generation += 1;
             for column in &mut self.columns {
                 column.pop_front();
             }
         }
+    }
+
+    /// Changes whenever a row is added or pruned.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether any row falls in `from_ms..=to_ms` (binary search, no copy).
+    pub fn any_in(&self, from_ms: i64, to_ms: i64) -> bool {
+        let start = self.times.partition_point(|&t| t < from_ms);
+        self.times.get(start).is_some_and(|&t| t <= to_ms)
+    }
+
+    /// Rows of `column` with `from_ms <= time <= to_ms`, breaks as `NaN`,
+    /// without copying them.
+    pub fn rows(
+        &self,
+        column: usize,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let values = self.columns.get(column);
+        let start = self.times.partition_point(|&t| t < from_ms);
+        let end = if values.is_some() {
+            self.times.partition_point(|&t| t <= to_ms)
+        } else {
+            start
+        };
+        (start..end).filter_map(move |i| Some((self.times[i], *values?.get(i)?)))
     }
 
     /// Number of rows (samples and breaks).
@@ -287,6 +322,8 @@ pub struct TimelineLine {
     pub actor: String,
     /// What, in one line.
     pub text: String,
+    /// `at` and `actor` as the timeline panel shows them, formatted once.
+    pub head: String,
 }
 
 impl TimelineLine {
@@ -587,10 +624,24 @@ impl Store {
                 self.timeline_total += 1;
                 continue;
             }
+            let at = event.at.strftime("%H:%M:%S%.3f").to_string();
+            let actor: String = event
+                .actor
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            let shown_actor = if actor.chars().count() > 10 {
+                let mut cut: String = actor.chars().take(9).collect();
+                cut.push('…');
+                cut
+            } else {
+                actor.clone()
+            };
             self.timeline.push_back(TimelineLine {
                 seq: event.seq,
-                at: event.at.strftime("%H:%M:%S%.3f").to_string(),
-                actor: event.actor.clone(),
+                head: format!("{at}  {shown_actor:<10} "),
+                at,
+                actor,
                 text: describe(&event.entry),
             });
             self.timeline_total += 1;

@@ -237,6 +237,15 @@ fn source_span<'a>(app: &App, state: &SourceState, compact: bool) -> Span<'a> {
     }
 }
 
+/// `text` as a span of at most `max` characters, borrowed when it fits.
+fn fitted(text: &str, max: usize) -> Span<'_> {
+    if text.len() <= max || text.chars().count() <= max {
+        Span::raw(text)
+    } else {
+        Span::raw(truncate(text, max))
+    }
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
@@ -365,50 +374,120 @@ fn too_small(frame: &mut Frame, inner: Rect, width: u16, height: u16) -> bool {
 /// Points of one unbroken stretch of a chart line.
 pub type Segment = Vec<(f64, f64)>;
 
-/// Points of one column over the window, bucketed to `buckets` (the
-/// largest value in each), split at gaps: one run of points per segment.
+/// One column of a series over a window, bucketed to the panel's width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartLine {
+    /// The latest row's time: x is in seconds from it (negative: older).
+    pub anchor_ms: i64,
+    /// Unbroken stretches, split at gaps.
+    pub segments: Vec<Segment>,
+    /// The largest value (0 when none).
+    pub max: f64,
+}
+
+/// Points of one column over the last `window_s` before its latest row,
+/// bucketed to `buckets` (the largest value in each; buckets on a fixed
+/// time grid, so a new sample moves nothing already drawn), split at gaps.
+/// x is in seconds from the latest row, never after it.
 pub fn segments(
     series: &TimeSeries,
     column: usize,
-    now_ms: i64,
     window_s: i64,
     buckets: usize,
     interval_ms: i64,
-) -> Vec<Segment> {
-    let from = now_ms - window_s * 1_000;
-    let rows = series.window(column, from, now_ms);
+) -> ChartLine {
+    let anchor = series.latest_time().unwrap_or(0);
+    let window_ms = window_s.max(1) * 1_000;
     let buckets = buckets
-        .min((window_s * 1_000 / interval_ms.max(1)) as usize)
+        .min((window_ms / interval_ms.max(1)) as usize)
         .max(1);
-    let width_ms = (window_s * 1_000) as f64 / buckets as f64;
-    // Rows in time order: a break closes the segment; samples falling in
-    // the same bucket keep their largest value.
+    let width_ms = window_ms as f64 / buckets as f64;
+    // One bucket more than the window: the left edge moves with the clock.
+    let from = anchor - window_ms - width_ms.ceil() as i64;
     let mut out = Vec::new();
     let mut current: Segment = Vec::new();
-    let mut current_bucket = usize::MAX;
-    for (t, v) in rows {
+    let mut current_bucket = i64::MIN;
+    let mut max: f64 = 0.0;
+    for (t, v) in series.rows(column, from, anchor) {
         if v.is_nan() {
             if !current.is_empty() {
                 out.push(std::mem::take(&mut current));
             }
-            current_bucket = usize::MAX;
+            current_bucket = i64::MIN;
             continue;
         }
-        let i = (((t - from) as f64 / width_ms) as usize).min(buckets - 1);
-        if i == current_bucket
+        if v.is_finite() {
+            max = max.max(v);
+        }
+        let bucket = (t as f64 / width_ms).floor() as i64;
+        if bucket == current_bucket
             && let Some(last) = current.last_mut()
         {
             last.1 = last.1.max(v);
             continue;
         }
-        let x = -(window_s as f64) + (i as f64 + 0.5) * width_ms / 1_000.0;
+        let center = (bucket as f64 + 0.5) * width_ms;
+        let x = (center.min(anchor as f64) - anchor as f64) / 1_000.0;
         current.push((x, v));
-        current_bucket = i;
+        current_bucket = bucket;
     }
     if !current.is_empty() {
         out.push(current);
     }
-    out
+    ChartLine {
+        anchor_ms: anchor,
+        segments: out,
+        max,
+    }
+}
+
+/// Which chart line a cache entry is, and what it was computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChartKey {
+    chart: &'static str,
+    column: usize,
+    window_s: i64,
+    buckets: usize,
+    generation: u64,
+}
+
+/// Chart lines downsampled to their panel's width: computed once per new
+/// sample (or new window or width), not once per frame.
+#[derive(Debug, Default)]
+pub struct ChartCache {
+    entries: Vec<(ChartKey, ChartLine)>,
+    computed: u64,
+}
+
+impl ChartCache {
+    /// How many lines were computed so far (the rest were reused).
+    pub fn computed(&self) -> u64 {
+        self.computed
+    }
+
+    fn refresh(&mut self, key: ChartKey, compute: impl FnOnce() -> ChartLine) {
+        let same = |k: &ChartKey| {
+            k.chart == key.chart
+                && k.column == key.column
+                && k.window_s == key.window_s
+                && k.buckets == key.buckets
+        };
+        match self.entries.iter_mut().find(|(k, _)| same(k)) {
+            Some((k, _)) if *k == key => {}
+            Some(entry) => {
+                *entry = (key, compute());
+                self.computed += 1;
+            }
+            None => {
+                self.entries.push((key, compute()));
+                self.computed += 1;
+            }
+        }
+    }
+
+    fn get(&self, key: &ChartKey) -> Option<&ChartLine> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, l)| l)
+    }
 }
 
 fn window_label(s: i64) -> String {
@@ -426,10 +505,12 @@ struct Line4<'a> {
     marker: Marker,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn draw_chart(
     frame: &mut Frame,
     app: &App,
     area: Rect,
+    chart: &'static str,
     title: String,
     series: &TimeSeries,
     lines: &[Line4],
@@ -442,8 +523,9 @@ fn draw_chart(
     if too_small(frame, inner, 20, 5) {
         return;
     }
-    let from = app.now_ms - app.window_s * 1_000;
-    if series.window(0, from, app.now_ms).is_empty() {
+    let window_ms = app.window_s * 1_000;
+    let from = app.now_ms - window_ms;
+    if !series.any_in(from, app.now_ms) {
         let text = match &state {
             SourceState::Down(reason, _) => format!("no samples: {}", truncate(reason, 60)),
             _ => format!(
@@ -465,56 +547,61 @@ fn draw_chart(
     }
     let [inner, legend] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
-    let mut keys: Vec<Span> = lines
-        .iter()
-        .flat_map(|l| {
-            [
-                Span::styled("━ ", fg(app, l.color)),
-                Span::raw(format!("{}  ", l.name)),
-            ]
-        })
-        .collect();
-    if let Some(t) = threshold {
-        keys.push(Span::styled("┄ ", fg(app, Color::Yellow)));
-        keys.push(Span::raw(format!("line {t:.0}")));
-    }
+    let mut fitting = Vec::with_capacity(lines.len() * 2 + 3);
     let mut used = 0;
-    let mut fitting = Vec::new();
-    for pair in keys.chunks(2) {
-        let len: usize = pair.iter().map(|s| s.content.chars().count()).sum();
+    let threshold_label = threshold.map(|t| format!("line {t:.0}"));
+    let entries = lines.iter().map(|l| (fg(app, l.color), l.name)).chain(
+        threshold_label
+            .as_deref()
+            .map(|label| (fg(app, Color::Yellow), label)),
+    );
+    for (i, (style, name)) in entries.enumerate() {
+        let (mark, gap) = if i == lines.len() {
+            ("┄ ", "")
+        } else {
+            ("━ ", "  ")
+        };
+        let len = 2 + name.chars().count() + gap.len();
         if used + len > legend.width as usize {
             fitting.push(Span::raw("…"));
             break;
         }
         used += len;
-        fitting.extend(pair.iter().cloned());
+        fitting.push(Span::styled(mark, style));
+        fitting.push(Span::raw(name));
+        if !gap.is_empty() {
+            fitting.push(Span::raw(gap));
+        }
     }
     frame.render_widget(Paragraph::new(Line::from(fitting)), legend);
     let buckets = (inner.width as usize).saturating_sub(6) * 2;
     let interval = app.store.exporter.poll_ms;
-    let mut max = threshold.map_or(1.0, |t| t * 1.2);
-    let mut all: Vec<(usize, Vec<Segment>)> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        max = max.max(series.max_in(line.column, from, app.now_ms) * 1.1);
-        all.push((
-            i,
-            segments(
-                series,
-                line.column,
-                app.now_ms,
-                app.window_s,
-                buckets,
-                interval,
-            ),
-        ));
+    let key = |column| ChartKey {
+        chart,
+        column,
+        window_s: app.window_s,
+        buckets,
+        generation: series.generation(),
+    };
+    {
+        let mut cache = app.chart_cache.borrow_mut();
+        for line in lines {
+            cache.refresh(key(line.column), || {
+                segments(series, line.column, app.window_s, buckets, interval)
+            });
+        }
     }
-    let threshold_points: Vec<(f64, f64)> = threshold
-        .map(|t| vec![(-(app.window_s as f64), t), (0.0, t)])
-        .unwrap_or_default();
+    let cache = app.chart_cache.borrow();
+    let mut max = threshold.map_or(1.0, |t| t * 1.2);
+    let mut anchor = app.now_ms;
     let mut datasets = Vec::new();
-    for (i, segs) in &all {
-        let line = &lines[*i];
-        for seg in segs {
+    for line in lines {
+        let Some(computed) = cache.get(&key(line.column)) else {
+            continue;
+        };
+        anchor = computed.anchor_ms;
+        max = max.max(computed.max * 1.1);
+        for seg in &computed.segments {
             datasets.push(
                 Dataset::default()
                     .marker(line.marker)
@@ -524,13 +611,17 @@ fn draw_chart(
             );
         }
     }
-    if threshold.is_some() {
+    // x is in seconds from the latest sample: the window ends now.
+    let left = (from - anchor) as f64 / 1_000.0;
+    let right = (app.now_ms - anchor) as f64 / 1_000.0;
+    let threshold_points = threshold.map(|t| [(left, t), (right, t)]);
+    if let Some(points) = &threshold_points {
         datasets.push(
             Dataset::default()
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(fg(app, Color::Yellow))
-                .data(&threshold_points),
+                .data(points),
         );
     }
     let short = inner.height < 6;
@@ -540,11 +631,7 @@ fn draw_chart(
         vec![Line::from(window_label(app.window_s)), Line::from("now")]
     };
     let chart = Chart::new(datasets)
-        .x_axis(
-            Axis::default()
-                .bounds([-(app.window_s as f64), 0.0])
-                .labels(x_labels),
-        )
+        .x_axis(Axis::default().bounds([left, right]).labels(x_labels))
         .y_axis(
             Axis::default()
                 .bounds([0.0, max])
@@ -570,6 +657,7 @@ fn draw_lock_chart(frame: &mut Frame, app: &App, area: Rect) {
         frame,
         app,
         area,
+        "locks",
         format!(
             "Lock collisions {}{now}",
             window_label(app.window_s).trim_start_matches('-')
@@ -616,6 +704,7 @@ fn draw_error_chart(frame: &mut Frame, app: &App, area: Rect) {
         frame,
         app,
         area,
+        "errors",
         format!(
             "Errors / min · AI-004 ≥ {:.0}{now}",
             app.store.error_threshold
@@ -936,11 +1025,10 @@ fn draw_timeline(frame: &mut Frame, app: &App, area: Rect) {
         .skip(app.scroll)
         .take(rows)
         .map(|l| {
-            let head = format!("{}  {:<10} ", l.at, truncate(&l.actor, 10));
-            let room = width.saturating_sub(head.chars().count());
+            let room = width.saturating_sub(l.head.chars().count());
             Line::from(vec![
-                Span::styled(head, dim(app)),
-                Span::raw(truncate(&l.text, room)),
+                Span::styled(l.head.as_str(), dim(app)),
+                fitted(&l.text, room),
             ])
         })
         .collect();
@@ -1171,10 +1259,42 @@ mod tests {
         for s in [1, 2, 3, 7, 8] {
             series.push(s * 1_000, &[s as f64]);
         }
-        let segs = segments(&series, 0, 10_000, 10, 10, 1_000);
+        let line = segments(&series, 0, 10, 10, 1_000);
+        let segs = &line.segments;
         assert_eq!(segs.len(), 2, "{segs:?}");
         assert_eq!(segs[0].len(), 3);
         assert_eq!(segs[1].len(), 2);
+        assert_eq!(line.anchor_ms, 8_000);
+        assert_eq!(line.max, 8.0);
+        // Nothing is drawn after the latest sample.
+        assert!(segs[1].iter().all(|&(x, _)| x <= 0.0), "{segs:?}");
+    }
+
+    #[test]
+    fn chart_lines_are_computed_once_per_new_sample_not_per_frame() {
+        let mut store = crate::console::store::Store::new(1_000, 3_600_000);
+        for s in 1..=600 {
+            store.record_reading(s * 1_000, crate::console::store::Reading::default());
+        }
+        let mut app = App::new(store, crate::console::app::Guardrails::default(), false);
+        let mut terminal =
+            ratatui::Terminal::new(ratatui::backend::TestBackend::new(200, 60)).unwrap();
+        let mut draw_at = |app: &App| terminal.draw(|frame| draw(frame, app)).map(|_| ());
+        app.now_ms = 600_200;
+        draw_at(&app).unwrap();
+        let first = app.chart_cache.borrow().computed();
+        assert_eq!(first, 5, "four lock lines and the error line");
+        // Frames without a new sample reuse them, however the clock moves.
+        for ms in [600_400, 600_700, 600_900] {
+            app.now_ms = ms;
+            draw_at(&app).unwrap();
+        }
+        assert_eq!(app.chart_cache.borrow().computed(), first);
+        app.store
+            .record_reading(601_000, crate::console::store::Reading::default());
+        app.now_ms = 601_100;
+        draw_at(&app).unwrap();
+        assert_eq!(app.chart_cache.borrow().computed(), first + 5);
     }
 
     #[test]
