@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -24,6 +25,11 @@ pub(crate) struct RedlockShared {
     nodes: Vec<ConnectionManager>,
     options: LockOptions,
     sink: Option<EventSink>,
+    /// When the sink appends to a stream on the first node: that stream's
+    /// key and `MAXLEN` argument, so that release appends its own event in
+    /// the first node's compare-and-delete script instead of flushing the
+    /// sink first (one round trip instead of two).
+    first_node_stream: Option<(String, String)>,
 }
 
 impl RedlockShared {
@@ -91,9 +97,15 @@ impl RedlockShared {
             .count()
     }
 
-    fn publish(&self, event: LockEvent) {
-        if let Some(sink) = &self.sink {
-            sink.publish(event);
+    /// Queues an event; its sequence number in the sink, if there is one.
+    fn publish(&self, event: LockEvent) -> Option<u64> {
+        self.sink.as_ref().map(|sink| sink.publish(event))
+    }
+
+    /// Remembers the last event published about `lease`.
+    fn published(lease: &LeaseInner, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            lease.event_seq.fetch_max(seq, Ordering::AcqRel);
         }
     }
 
@@ -184,11 +196,11 @@ impl RedlockShared {
             self.unlock_all(key, &value).await;
             return Ok(None);
         }
-        self.publish(
+        let seq = self.publish(
             self.event(EventKind::Acquired, key, token)
                 .with_ttl_ms(ttl_ms),
         );
-        Ok(Some(Lease::new(LeaseInner::new(
+        let inner = LeaseInner::new(
             key.to_string(),
             value,
             token,
@@ -196,7 +208,9 @@ impl RedlockShared {
             drift,
             started,
             Issuer::Redlock(self.clone()),
-        ))))
+        );
+        Self::published(&inner, seq);
+        Ok(Some(Lease::new(inner)))
     }
 
     fn no_grant(&self, key: &str, answered: usize) -> Result<Option<Lease>, LockError> {
@@ -239,7 +253,7 @@ impl RedlockShared {
         if held {
             event = event.with_ttl_ms(ttl_ms);
         }
-        self.publish(event);
+        Self::published(lease, self.publish(event));
         let answered = answers
             .iter()
             .filter(|a| matches!(a, Answer::Value(_)))
@@ -255,19 +269,69 @@ impl RedlockShared {
         Ok(held)
     }
 
-    /// Publishes `released` (or `lost`) and waits for it before deleting, so
-    /// that a successor's `acquired` event can never come first.
+    /// Gives the lease back on every node, with its `released` (or `lost`)
+    /// event written before any key is deleted, so that a successor's
+    /// `acquired` event cannot come first.
+    ///
+    /// When the events go to a stream on the first node, that node's
+    /// compare-and-delete script appends the event itself, in the same
+    /// round trip as the other nodes' deletes (after the lease's earlier
+    /// events, which are normally in the stream long before). A successor
+    /// needs a quorum, then its write-back round, before it publishes; its
+    /// `acquired` can only come first if the first node's request takes more
+    /// than a round and a half longer than the others'. Otherwise the event
+    /// is published through the sink, which is flushed before deleting.
     pub(crate) async fn release(&self, lease: &LeaseInner, valid: bool) -> Result<bool, LockError> {
         let kind = if valid {
             EventKind::Released
         } else {
             EventKind::Lost
         };
-        self.publish(self.event(kind, &lease.key, lease.token));
-        if let Some(sink) = &self.sink {
-            sink.flush(self.options.node_timeout() * 4).await;
-        }
-        let deleted = self.unlock_all(&lease.key, &lease.value).await;
+        let deleted = match (&self.sink, &self.first_node_stream) {
+            (Some(sink), Some((stream, maxlen))) => {
+                let seq = lease.event_seq.load(Ordering::Acquire);
+                if seq > 0 {
+                    sink.written(seq, self.options.node_timeout() * 4).await;
+                }
+                let first = {
+                    let mut conn = self.nodes[0].clone();
+                    let mut invocation = scripts::COMPARE_DELETE_EVENT.key(&lease.key);
+                    invocation
+                        .key(stream)
+                        .arg(&lease.value)
+                        .arg(&self.options.holder)
+                        .arg(lease.token.get())
+                        .arg(maxlen)
+                        .arg(LockMode::Redlock.as_str())
+                        .arg(kind.as_str());
+                    async move { invocation.invoke_async::<i64>(&mut conn).await }.boxed()
+                };
+                let delete = || {
+                    let mut delete = scripts::COMPARE_DELETE.key(&lease.key);
+                    delete.arg(&lease.value);
+                    delete
+                };
+                let mut requests = vec![first];
+                requests.extend(self.invoke(1..self.nodes.len(), delete));
+                let answers = self.gather(requests).await;
+                if matches!(answers[0], Answer::Failed) {
+                    // The first node may never have run it: publish the
+                    // event the other way (late rather than never).
+                    self.publish(self.event(kind, &lease.key, lease.token));
+                }
+                answers
+                    .iter()
+                    .filter(|a| matches!(a, Answer::Value(1)))
+                    .count()
+            }
+            _ => {
+                self.publish(self.event(kind, &lease.key, lease.token));
+                if let Some(sink) = &self.sink {
+                    sink.flush(self.options.node_timeout() * 4).await;
+                }
+                self.unlock_all(&lease.key, &lease.value).await
+            }
+        };
         Ok(deleted > 0 && valid)
     }
 }
@@ -299,7 +363,8 @@ impl Redlock {
             (Some(stream), Some(first)) => Some(EventSink::connect(first, stream.clone()).await?),
             _ => None,
         };
-        Self::connect_with_sink(urls, options, sink).await
+        let nodes = Self::connect_nodes(urls).await?;
+        Self::build(nodes, options, sink, true)
     }
 
     /// Like [`Redlock::connect`], publishing events through `sink` (or not at
@@ -309,6 +374,13 @@ impl Redlock {
         options: LockOptions,
         sink: Option<EventSink>,
     ) -> Result<Self, LockError> {
+        let nodes = Self::connect_nodes(urls).await?;
+        Self::with_connections(nodes, options, sink)
+    }
+
+    /// Lazy connections to every node, with the scripts loaded on those
+    /// that answer within two seconds.
+    async fn connect_nodes(urls: &[String]) -> Result<Vec<ConnectionManager>, LockError> {
         let mut nodes = Vec::with_capacity(urls.len());
         for url in urls {
             nodes.push(super::connect(url, None, true).await?);
@@ -323,7 +395,7 @@ impl Redlock {
             }
         }))
         .await;
-        Self::with_connections(nodes, options, sink)
+        Ok(nodes)
     }
 
     /// Uses existing connections, one per node (several locks in one process
@@ -333,15 +405,44 @@ impl Redlock {
         options: LockOptions,
         sink: Option<EventSink>,
     ) -> Result<Self, LockError> {
+        Self::build(nodes, options, sink, false)
+    }
+
+    /// Like [`Redlock::with_connections`], for a `sink` that appends to the
+    /// stream of `options.events` on the first node (as
+    /// [`Redlock::connect`]'s does): release then writes its event in the
+    /// first node's compare-and-delete script, in the same round trip as
+    /// the deletes on the other nodes, instead of flushing the sink first.
+    pub fn with_connections_and_first_node_sink(
+        nodes: Vec<ConnectionManager>,
+        options: LockOptions,
+        sink: EventSink,
+    ) -> Result<Self, LockError> {
+        Self::build(nodes, options, Some(sink), true)
+    }
+
+    fn build(
+        nodes: Vec<ConnectionManager>,
+        options: LockOptions,
+        sink: Option<EventSink>,
+        sink_on_first_node: bool,
+    ) -> Result<Self, LockError> {
         options.validate()?;
         if nodes.is_empty() {
             return Err(LockError::Options("redlock needs at least one node".into()));
         }
+        let first_node_stream = match (&options.events, &sink) {
+            (Some(stream), Some(_)) if sink_on_first_node => {
+                Some((stream.key.clone(), stream.maxlen_arg()))
+            }
+            _ => None,
+        };
         Ok(Self {
             shared: Arc::new(RedlockShared {
                 nodes,
                 options,
                 sink,
+                first_node_stream,
             }),
         })
     }

@@ -103,6 +103,25 @@ return 0
     )
 });
 
+/// Redlock release on the node that holds the event stream: compare-and-
+/// delete, and the `released` or `lost` event (the client decides which,
+/// from the lease's validity), in one script. KEYS: lock, stream.
+/// ARGV: value, holder, token, maxlen, mode, kind. Returns 1 if deleted.
+pub(crate) static COMPARE_DELETE_EVENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local deleted = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  deleted = redis.call('DEL', KEYS[1])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+  'v', '1', 'kind', ARGV[6], 'mode', ARGV[5], 'key', KEYS[1],
+  'holder', ARGV[2], 'token', ARGV[3])
+return deleted
+",
+    )
+});
+
 /// Compare-and-`PEXPIRE` without events (Redlock nodes). KEYS: lock.
 /// ARGV: value, ttl ms.
 pub(crate) static COMPARE_PEXPIRE: LazyLock<Script> = LazyLock::new(|| {
@@ -117,8 +136,12 @@ return 0
 });
 
 /// Scripts a Redlock node runs.
-pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] =
-    &[&REDLOCK_COMMIT, &COMPARE_DELETE, &COMPARE_PEXPIRE];
+pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] = &[
+    &REDLOCK_COMMIT,
+    &COMPARE_DELETE,
+    &COMPARE_DELETE_EVENT,
+    &COMPARE_PEXPIRE,
+];
 
 /// Scripts a single fenced node runs.
 pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&ACQUIRE, &RELEASE, &EXTEND];
