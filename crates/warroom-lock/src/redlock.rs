@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 
 use super::event::{EventKind, LockEvent, LockMode};
@@ -55,6 +56,51 @@ impl RedlockShared {
             }
         }))
         .await
+    }
+
+    /// Sends one request per node in parallel, each bounded by the per-node
+    /// timeout, and returns as soon as `enough` says the answers so far
+    /// decide the outcome: one slot per request, in the order given, `None`
+    /// for those still in flight. With `finish_rest`, those go on in the
+    /// background (their answers are dropped); otherwise they are dropped
+    /// (a request already sent still runs on its node).
+    async fn gather_until<T, Fut>(
+        &self,
+        requests: impl IntoIterator<Item = Fut>,
+        enough: impl Fn(&[Option<Answer<T>>]) -> bool,
+        finish_rest: bool,
+    ) -> Vec<Option<Answer<T>>>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, redis::RedisError>> + Send + 'static,
+    {
+        let timeout = self.options.node_timeout();
+        let mut pending: FuturesUnordered<_> = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, request)| async move {
+                let answer = match tokio::time::timeout(timeout, request).await {
+                    Ok(Ok(value)) => Answer::Value(value),
+                    Ok(Err(e)) => {
+                        tracing::debug!("lock node failed: {e}");
+                        Answer::Failed
+                    }
+                    Err(_) => Answer::Failed,
+                };
+                (i, answer)
+            })
+            .collect();
+        let mut answers: Vec<Option<Answer<T>>> = (0..pending.len()).map(|_| None).collect();
+        while let Some((i, answer)) = pending.next().await {
+            answers[i] = Some(answer);
+            if enough(&answers) {
+                break;
+            }
+        }
+        if finish_rest && !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        answers
     }
 
     /// One script invocation per chosen node.
@@ -123,44 +169,64 @@ impl RedlockShared {
         // Round one, on every node: take the key, then read the fence counter
         // (a plain pipeline: while this grant owns the node's key, no other
         // grant can commit a counter there, so nothing can slip between).
+        // It ends as soon as a quorum has granted (or can no longer): the
+        // token only needs the counters of the quorum it is written back to,
+        // so the slowest node does not set the pace. A node that grants
+        // later holds the key for this grant until release (or its TTL).
+        let quorum = self.quorum();
         let claims = self
-            .gather(self.nodes.iter().map(|conn| {
-                let mut conn = conn.clone();
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .cmd("GET")
-                    .arg(&fence_key);
-                async move {
-                    pipe.query_async::<(Option<String>, Option<u64>)>(&mut conn)
-                        .await
-                }
-            }))
+            .gather_until(
+                self.nodes.iter().map(|conn| {
+                    let mut conn = conn.clone();
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .cmd("GET")
+                        .arg(&fence_key);
+                    async move {
+                        pipe.query_async::<(Option<String>, Option<u64>)>(&mut conn)
+                            .await
+                    }
+                }),
+                |answers| {
+                    let count =
+                        |f: fn(&Option<Answer<_>>) -> bool| answers.iter().filter(|a| f(a)).count();
+                    let granted = count(|a| matches!(a, Some(Answer::Value((Some(_), _)))));
+                    let answered = count(|a| matches!(a, Some(Answer::Value(_))));
+                    let open = count(Option::is_none);
+                    // A refusal is final once it is also known whether a
+                    // quorum answered (another holder) or not (no quorum).
+                    let refused =
+                        granted + open < quorum && (answered >= quorum || answered + open < quorum);
+                    granted >= quorum || refused
+                },
+                false,
+            )
             .await;
         let answered = claims
             .iter()
-            .filter(|a| matches!(a, Answer::Value(_)))
+            .filter(|a| matches!(a, Some(Answer::Value(_))))
             .count();
         let mut granted = Vec::new();
         let mut unsure = Vec::new();
         let mut highest = 0;
         for (i, answer) in claims.iter().enumerate() {
             match answer {
-                Answer::Value((Some(_), counter)) => {
+                Some(Answer::Value((Some(_), counter))) => {
                     granted.push(i);
                     highest = highest.max(counter.unwrap_or(0));
                 }
-                Answer::Value((None, _)) => {}
-                Answer::Failed => unsure.push(i),
+                Some(Answer::Value((None, _))) => {}
+                Some(Answer::Failed) | None => unsure.push(i),
             }
         }
-        if granted.len() < self.quorum() {
+        if granted.len() < quorum {
             // Give back what this attempt may hold: granted nodes, and nodes
-            // that did not answer in time (they may have set the key).
+            // that did not answer (in time): they may have set the key.
             granted.extend(unsure);
             self.unlock(&granted, key, &value).await;
             return self.no_grant(key, answered);
@@ -313,15 +379,24 @@ impl RedlockShared {
                 };
                 let mut requests = vec![first];
                 requests.extend(self.invoke(1..self.nodes.len(), delete));
-                let answers = self.gather(requests).await;
-                if matches!(answers[0], Answer::Failed) {
+                // Once a quorum has answered, the key is free for the next
+                // holder; the other deletes finish in the background.
+                let quorum = self.quorum();
+                let answers = self
+                    .gather_until(
+                        requests,
+                        |answers| answers.iter().filter(|a| a.is_some()).count() >= quorum,
+                        true,
+                    )
+                    .await;
+                if matches!(answers[0], Some(Answer::Failed)) {
                     // The first node may never have run it: publish the
                     // event the other way (late rather than never).
                     self.publish(self.event(kind, &lease.key, lease.token));
                 }
                 answers
                     .iter()
-                    .filter(|a| matches!(a, Answer::Value(1)))
+                    .filter(|a| matches!(a, Some(Answer::Value(1))))
                     .count()
             }
             _ => {
@@ -341,6 +416,14 @@ impl RedlockShared {
 /// Grants need a quorum (N/2+1); each request to a node is bounded by
 /// [`LockOptions::node_timeout`], so a paused or lost node costs at most that
 /// long. Events go to the first node's stream unless another sink is given.
+///
+/// Per acquire, two round trips: `SET NX PX` with a read of the fence
+/// counter on every node (done once a quorum has granted), then the token
+/// write-back to that quorum, which must complete before the token exists.
+/// Per release, one: compare-and-delete on every node, done once a quorum
+/// has answered (the first node's script also appends the event when the
+/// stream is there). The `acquired` event goes through the sink, off the
+/// lock's path.
 #[derive(Clone)]
 pub struct Redlock {
     shared: Arc<RedlockShared>,

@@ -73,19 +73,20 @@ return 0
     )
 });
 
-/// Redlock round two on one node: raise the fence counter to the token, only
+/// Redlock round two on one node: set the fence counter to the token, only
 /// while this grant still owns the node's key. KEYS: lock, fence counter.
 /// ARGV: value, token. Returns 1 if the node still owned the key.
+///
+/// This only ever raises the counter, without reading it again: round one
+/// read it after taking the key, only a grant owning the key writes it,
+/// and the token exceeds every counter round one read.
 pub(crate) static REDLOCK_COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[2])
-end
+redis.call('SET', KEYS[2], ARGV[2])
 return 1
 ",
     )
