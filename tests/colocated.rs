@@ -182,3 +182,57 @@ async fn without_events_acquire_and_read_publishes_nothing_and_times_out_when_he
     // Only b's own events (it publishes); none from a.
     assert_eq!(kinds, vec![EventKind::Acquired, EventKind::Released]);
 }
+
+#[tokio::test]
+async fn a_holder_is_not_refused_for_numbers_that_refused_attempts_burned() {
+    if !redis_available() {
+        return;
+    }
+    let node = RedisNode::start().unwrap();
+    let url = node.url();
+    // Without events, an attempt is a MULTI of SET NX and INCR: a refused
+    // attempt still raises the fence counter, past the holder's token.
+    let quiet = LockOptions::new(Duration::from_secs(5), "pod-7f").without_events();
+    let a = FencedLock::connect(&url, quiet.clone()).await.unwrap();
+    let b = FencedLock::connect(&url, LockOptions::new(TTL, "pod-3c").without_events())
+        .await
+        .unwrap();
+    let lease = a.try_acquire("lock:ord-4").await.unwrap().expect("free");
+    for _ in 0..3 {
+        assert!(b.try_acquire("lock:ord-4").await.unwrap().is_none());
+    }
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let counter: u64 = conn
+        .get(warroom::lock::fence_counter_key("lock:ord-4"))
+        .await
+        .unwrap();
+    assert!(
+        counter > lease.token().get(),
+        "refused attempts should have burned numbers: counter {counter}, token {}",
+        lease.token()
+    );
+    // The lease is still held: no newer grant exists, so the write stands.
+    let outcome = colocated::write(&lease, "order:ord-4", "PAID")
+        .await
+        .unwrap();
+    assert!(outcome.is_accepted(), "{outcome:?}");
+    let (outcome, release) = colocated::write_and_release(lease, "order:ord-4", "SHIPPED")
+        .await
+        .unwrap();
+    assert!(outcome.is_accepted(), "{outcome:?}");
+    assert_eq!(release, Release::Released);
+    // The next grant still gets a token above every number handed out.
+    let fresh = b
+        .try_acquire("lock:ord-4")
+        .await
+        .unwrap()
+        .expect("released");
+    assert!(fresh.token().get() > counter);
+    let value: Option<String> = conn.hget("order:ord-4", "value").await.unwrap();
+    assert_eq!(value.as_deref(), Some("SHIPPED"));
+    fresh.release().await.unwrap();
+}

@@ -203,6 +203,18 @@ pub struct PerCycle {
     pub requests_sent: Option<f64>,
     /// Of those requests, script calls.
     pub scripts_sent: Option<f64>,
+    /// CPU time the nodes' `redis-server` processes used, in microseconds
+    /// (`INFO cpu`: `used_cpu_sys` + `used_cpu_user` deltas summed over all
+    /// nodes). On loopback a single node saturates first, so this bounds
+    /// the cycles per second: about 10⁶ / this per node-core.
+    pub redis_cpu_us: Option<f64>,
+    /// CPU time this process used (`getrusage`), in microseconds: the
+    /// clients, the runtime and, with a node delay, the proxies' threads.
+    pub client_cpu_us: Option<f64>,
+    /// Sequential round trips per cycle on the critical path, estimated as
+    /// the median cycle latency divided by the measured `PING` round trip
+    /// (only with a node delay, where the network dominates).
+    pub round_trips_p50: Option<f64>,
 }
 
 /// The comparison run, as reported next to the main one.
@@ -391,12 +403,19 @@ impl LockBench {
             BenchMode::Redlock => "redlock",
             BenchMode::Watch => "watch",
         };
-        let run = self
+        let estimate = |run: &mut RunReport| {
+            run.per_cycle.round_trips_p50 = round_trip
+                .filter(|&rtt| rtt > 0.0 && run.cycles > 0)
+                .map(|rtt| run.latency_ms.p50 / rtt);
+        };
+        let mut run = self
             .run_one(Contender::Mode(self.mode), name, &network)
             .await?;
+        estimate(&mut run);
         let compare = match self.compare {
             Some(Peer::Rslock) => {
-                let peer = self.run_one(Contender::Rslock, "rslock", &network).await?;
+                let mut peer = self.run_one(Contender::Rslock, "rslock", &network).await?;
+                estimate(&mut peer);
                 Some(PeerReport {
                     name: peer.name.clone(),
                     cycles_per_sec: peer.cycles_per_sec,
@@ -517,9 +536,18 @@ impl LockBench {
                     }
                     ClientLock::Fenced(lock)
                 }
+                // The sink appends to the first node's stream, as
+                // `Redlock::connect`'s does for a service.
                 Contender::Mode(BenchMode::Redlock) => ClientLock::Redlock(
-                    Redlock::with_connections(node_conns.clone(), options, sink.clone())
-                        .map_err(setup(first))?,
+                    match sink.clone() {
+                        Some(sink) => Redlock::with_connections_and_first_node_sink(
+                            node_conns.clone(),
+                            options,
+                            sink,
+                        ),
+                        None => Redlock::with_connections(node_conns.clone(), options, None),
+                    }
+                    .map_err(setup(first))?,
                 ),
                 Contender::Mode(BenchMode::Watch) => ClientLock::Watch(
                     WatchSession::connect(&routes[0])
@@ -778,6 +806,11 @@ struct Counts {
     calls: Option<BTreeMap<String, u64>>,
     /// Traffic through the proxies, summed; `None` without proxies.
     traffic: Option<Traffic>,
+    /// CPU seconds of the nodes' servers, summed; `None` if a node refused
+    /// `INFO cpu`.
+    server_cpu_s: Option<f64>,
+    /// CPU seconds of this process.
+    client_cpu_s: Option<f64>,
 }
 
 /// Script-calling commands as `INFO commandstats` names them.
@@ -793,16 +826,24 @@ const SCRIPT_COMMANDS: &[&str] = &[
 impl Counts {
     async fn take(nodes: &[String], proxies: &[DelayProxy]) -> Counts {
         let mut calls = Some(BTreeMap::new());
+        let mut server_cpu_s = Some(0.0);
         for url in nodes {
-            match commandstats(url).await {
-                Some(node) => {
+            match node_stats(url).await {
+                Some((node, cpu)) => {
                     if let Some(total) = calls.as_mut() {
                         for (name, n) in node {
                             *total.entry(name).or_insert(0) += n;
                         }
                     }
+                    server_cpu_s = match (server_cpu_s, cpu) {
+                        (Some(sum), Some(cpu)) => Some(sum + cpu),
+                        _ => None,
+                    };
                 }
-                None => calls = None,
+                None => {
+                    calls = None;
+                    server_cpu_s = None;
+                }
             }
         }
         let traffic = (!proxies.is_empty()).then(|| {
@@ -810,7 +851,12 @@ impl Counts {
                 .iter()
                 .fold(Traffic::default(), |sum, p| sum.plus(&p.traffic()))
         });
-        Counts { calls, traffic }
+        Counts {
+            calls,
+            traffic,
+            server_cpu_s,
+            client_cpu_s: process_cpu_seconds(),
+        }
     }
 
     fn per_cycle_since(&self, before: &Counts, cycles: u64) -> PerCycle {
@@ -845,22 +891,59 @@ impl Counts {
             out.requests_sent = Some(per(sent.requests));
             out.scripts_sent = Some(per(sent.scripts));
         }
+        let micros_per = |after: Option<f64>, before: Option<f64>| match (after, before) {
+            (Some(a), Some(b)) if a >= b => Some((a - b) * 1e6 / cycles as f64),
+            _ => None,
+        };
+        out.redis_cpu_us = micros_per(self.server_cpu_s, before.server_cpu_s);
+        out.client_cpu_us = micros_per(self.client_cpu_s, before.client_cpu_s);
         out
     }
 }
 
-/// `INFO commandstats` of one node, directly (not through a proxy): calls
-/// by command name. `None` if the node cannot be asked.
-async fn commandstats(url: &str) -> Option<BTreeMap<String, u64>> {
+/// `INFO commandstats` and `INFO cpu` of one node, directly (not through a
+/// proxy): calls by command name, and the server's CPU seconds (`None` if
+/// the section lacks them). `None` if the node cannot be asked.
+async fn node_stats(url: &str) -> Option<(BTreeMap<String, u64>, Option<f64>)> {
     let mut conn = crate::lock::connect(url, Some(Duration::from_secs(5)), false)
         .await
         .ok()?;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
+        .arg("cpu")
         .query_async(&mut conn)
         .await
         .ok()?;
-    Some(parse_commandstats(&info))
+    Some((parse_commandstats(&info), parse_server_cpu(&info)))
+}
+
+/// `used_cpu_sys` + `used_cpu_user` from `INFO cpu` text, in seconds.
+fn parse_server_cpu(info: &str) -> Option<f64> {
+    let field = |name: &str| {
+        info.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(name)?
+                .strip_prefix(':')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    Some(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
+/// CPU seconds (user and system) this process has used so far.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given
+    // and reads nothing from it; the struct lives on this stack frame.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: getrusage returned 0, so it filled the struct.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// Calls by command name from `INFO commandstats` text
@@ -1337,6 +1420,14 @@ mod tests {
     }
 
     #[test]
+    fn info_cpu_gives_system_plus_user_seconds() {
+        let info = "# CPU\r\nused_cpu_sys:1.250000\r\nused_cpu_user:0.750000\r\n\
+            used_cpu_sys_children:9.000000\r\n";
+        assert_eq!(parse_server_cpu(info), Some(2.0));
+        assert_eq!(parse_server_cpu("used_cpu_sys:1.0\r\n"), None);
+    }
+
+    #[test]
     fn commandstats_lines_give_calls_by_name() {
         let info = "# Commandstats\r\n\
             cmdstat_set:calls=12,usec=30,usec_per_call=2.50,rejected_calls=0,failed_calls=0\r\n\
@@ -1363,6 +1454,8 @@ mod tests {
                 scripts: evalsha,
                 ..Traffic::default()
             }),
+            server_cpu_s: Some(set as f64 / 1e6),
+            client_cpu_s: None,
         };
         let before = counts(10, 4, 1, 14);
         let after = counts(30, 14, 2, 44);
@@ -1373,6 +1466,8 @@ mod tests {
         assert_eq!(per.scripts_sent, Some(1.0));
         assert!(!per.by_command.contains_key("info"));
         assert_eq!(per.by_command.get("set"), Some(&2.0));
+        assert_eq!(per.redis_cpu_us, Some(2.0));
+        assert_eq!(per.client_cpu_us, None);
         assert!(after.per_cycle_since(&before, 0).commands_run.is_none());
     }
 }

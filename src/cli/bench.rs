@@ -532,16 +532,20 @@ fn render(r: &LockBenchReport) -> String {
     }
     let per_cycle = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
     type CountRow = (&'static str, fn(&PerCycle) -> Option<f64>);
-    let counts: [CountRow; 4] = [
+    let counts: [CountRow; 7] = [
+        ("round trips (p50/RTT)", |p| p.round_trips_p50),
         ("requests sent/cycle", |p| p.requests_sent),
         ("  of which scripts", |p| p.scripts_sent),
         ("commands run/cycle", |p| p.commands_run),
         ("  of which scripts", |p| p.scripts_run),
+        ("redis CPU us/cycle", |p| p.redis_cpu_us),
+        ("client CPU us/cycle", |p| p.client_cpu_us),
     ];
     let _ = writeln!(
         out,
-        "per completed cycle (requests: at the proxies; commands: INFO commandstats, \
-         including those run inside scripts)"
+        "per completed cycle (round trips: median latency / PING round trip; requests: at \
+         the proxies; commands: INFO commandstats, including those run inside scripts; \
+         CPU: INFO cpu of the nodes, getrusage of this process)"
     );
     for (label, value) in counts {
         let _ = write!(out, "{label:<24}");

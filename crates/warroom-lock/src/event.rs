@@ -25,9 +25,14 @@
 //! The entry's stream id carries the Redis server time of the event in
 //! milliseconds. `acquired` and `released` of the single-node fenced lock and
 //! `rejected` of the fenced store are written by the same script that changes
-//! the key, so they are exactly ordered with the change; other modes publish
-//! through an [`EventSink`](super::EventSink) that sends `released` before the
-//! key is deleted, so a successor's `acquired` never precedes it.
+//! the key, so they are exactly ordered with the change. Redlock with its
+//! stream on the first node appends `released` (or `lost`) in that node's
+//! compare-and-delete script, sent with the other nodes' deletes: a
+//! successor's `acquired` follows its own two rounds, so it can only come
+//! first if that one request is more than a round and a half slower than
+//! the others. Other modes publish through an
+//! [`EventSink`](super::EventSink) that sends `released` before the key is
+//! deleted, so a successor's `acquired` never precedes it.
 //!
 //! Consumers must treat unknown fields as absent and unknown kinds as bad
 //! events, never as errors that stop them.

@@ -2,7 +2,7 @@
 //! it or give it back.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ pub(crate) struct LeaseInner {
     pub(crate) drift: Duration,
     deadline: Mutex<Instant>,
     lost: AtomicBool,
+    /// Sequence number, in the issuer's [`crate::EventSink`], of the last
+    /// event published about this lease (0: none): a release that appends
+    /// its own event waits until this one is in the stream.
+    pub(crate) event_seq: AtomicU64,
     issuer: Issuer,
 }
 
@@ -55,6 +59,7 @@ impl LeaseInner {
             drift,
             deadline: Mutex::new(started + ttl - drift),
             lost: AtomicBool::new(false),
+            event_seq: AtomicU64::new(0),
             issuer,
         }
     }

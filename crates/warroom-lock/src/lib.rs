@@ -59,6 +59,11 @@
 //! while it owned Z, and G2 read Z's counter when it took Z afterwards, so
 //! G2's token exceeds G1's. Taking the maximum of independent `INCR`s would
 //! not be monotonic: two quorums can share only a node whose counter is low.
+//! The write-back cannot share a round trip with anything that uses the
+//! token: until a quorum holds it, a later grant may compute the same or a
+//! lower one. Release is one round of compare-and-deletes on every node;
+//! when the event stream is on the first node, that node's script also
+//! appends the `released` event (see [`Redlock`]).
 //!
 //! **Assumptions.** Clock rates on clients and Redis nodes differ by less than
 //! the drift allowance (1 % of the TTL plus 2 ms); Redis expires keys on time.

@@ -3,10 +3,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 
 use super::event::{EventKind, LockEvent, LockMode};
@@ -24,6 +26,11 @@ pub(crate) struct RedlockShared {
     nodes: Vec<ConnectionManager>,
     options: LockOptions,
     sink: Option<EventSink>,
+    /// When the sink appends to a stream on the first node: that stream's
+    /// key and `MAXLEN` argument, so that release appends its own event in
+    /// the first node's compare-and-delete script instead of flushing the
+    /// sink first (one round trip instead of two).
+    first_node_stream: Option<(String, String)>,
 }
 
 impl RedlockShared {
@@ -49,6 +56,51 @@ impl RedlockShared {
             }
         }))
         .await
+    }
+
+    /// Sends one request per node in parallel, each bounded by the per-node
+    /// timeout, and returns as soon as `enough` says the answers so far
+    /// decide the outcome: one slot per request, in the order given, `None`
+    /// for those still in flight. With `finish_rest`, those go on in the
+    /// background (their answers are dropped); otherwise they are dropped
+    /// (a request already sent still runs on its node).
+    async fn gather_until<T, Fut>(
+        &self,
+        requests: impl IntoIterator<Item = Fut>,
+        enough: impl Fn(&[Option<Answer<T>>]) -> bool,
+        finish_rest: bool,
+    ) -> Vec<Option<Answer<T>>>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, redis::RedisError>> + Send + 'static,
+    {
+        let timeout = self.options.node_timeout();
+        let mut pending: FuturesUnordered<_> = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, request)| async move {
+                let answer = match tokio::time::timeout(timeout, request).await {
+                    Ok(Ok(value)) => Answer::Value(value),
+                    Ok(Err(e)) => {
+                        tracing::debug!("lock node failed: {e}");
+                        Answer::Failed
+                    }
+                    Err(_) => Answer::Failed,
+                };
+                (i, answer)
+            })
+            .collect();
+        let mut answers: Vec<Option<Answer<T>>> = (0..pending.len()).map(|_| None).collect();
+        while let Some((i, answer)) = pending.next().await {
+            answers[i] = Some(answer);
+            if enough(&answers) {
+                break;
+            }
+        }
+        if finish_rest && !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        answers
     }
 
     /// One script invocation per chosen node.
@@ -91,9 +143,15 @@ impl RedlockShared {
             .count()
     }
 
-    fn publish(&self, event: LockEvent) {
-        if let Some(sink) = &self.sink {
-            sink.publish(event);
+    /// Queues an event; its sequence number in the sink, if there is one.
+    fn publish(&self, event: LockEvent) -> Option<u64> {
+        self.sink.as_ref().map(|sink| sink.publish(event))
+    }
+
+    /// Remembers the last event published about `lease`.
+    fn published(lease: &LeaseInner, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            lease.event_seq.fetch_max(seq, Ordering::AcqRel);
         }
     }
 
@@ -111,44 +169,64 @@ impl RedlockShared {
         // Round one, on every node: take the key, then read the fence counter
         // (a plain pipeline: while this grant owns the node's key, no other
         // grant can commit a counter there, so nothing can slip between).
+        // It ends as soon as a quorum has granted (or can no longer): the
+        // token only needs the counters of the quorum it is written back to,
+        // so the slowest node does not set the pace. A node that grants
+        // later holds the key for this grant until release (or its TTL).
+        let quorum = self.quorum();
         let claims = self
-            .gather(self.nodes.iter().map(|conn| {
-                let mut conn = conn.clone();
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .cmd("GET")
-                    .arg(&fence_key);
-                async move {
-                    pipe.query_async::<(Option<String>, Option<u64>)>(&mut conn)
-                        .await
-                }
-            }))
+            .gather_until(
+                self.nodes.iter().map(|conn| {
+                    let mut conn = conn.clone();
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .cmd("GET")
+                        .arg(&fence_key);
+                    async move {
+                        pipe.query_async::<(Option<String>, Option<u64>)>(&mut conn)
+                            .await
+                    }
+                }),
+                |answers| {
+                    let count =
+                        |f: fn(&Option<Answer<_>>) -> bool| answers.iter().filter(|a| f(a)).count();
+                    let granted = count(|a| matches!(a, Some(Answer::Value((Some(_), _)))));
+                    let answered = count(|a| matches!(a, Some(Answer::Value(_))));
+                    let open = count(Option::is_none);
+                    // A refusal is final once it is also known whether a
+                    // quorum answered (another holder) or not (no quorum).
+                    let refused =
+                        granted + open < quorum && (answered >= quorum || answered + open < quorum);
+                    granted >= quorum || refused
+                },
+                false,
+            )
             .await;
         let answered = claims
             .iter()
-            .filter(|a| matches!(a, Answer::Value(_)))
+            .filter(|a| matches!(a, Some(Answer::Value(_))))
             .count();
         let mut granted = Vec::new();
         let mut unsure = Vec::new();
         let mut highest = 0;
         for (i, answer) in claims.iter().enumerate() {
             match answer {
-                Answer::Value((Some(_), counter)) => {
+                Some(Answer::Value((Some(_), counter))) => {
                     granted.push(i);
                     highest = highest.max(counter.unwrap_or(0));
                 }
-                Answer::Value((None, _)) => {}
-                Answer::Failed => unsure.push(i),
+                Some(Answer::Value((None, _))) => {}
+                Some(Answer::Failed) | None => unsure.push(i),
             }
         }
-        if granted.len() < self.quorum() {
+        if granted.len() < quorum {
             // Give back what this attempt may hold: granted nodes, and nodes
-            // that did not answer in time (they may have set the key).
+            // that did not answer (in time): they may have set the key.
             granted.extend(unsure);
             self.unlock(&granted, key, &value).await;
             return self.no_grant(key, answered);
@@ -184,11 +262,11 @@ impl RedlockShared {
             self.unlock_all(key, &value).await;
             return Ok(None);
         }
-        self.publish(
+        let seq = self.publish(
             self.event(EventKind::Acquired, key, token)
                 .with_ttl_ms(ttl_ms),
         );
-        Ok(Some(Lease::new(LeaseInner::new(
+        let inner = LeaseInner::new(
             key.to_string(),
             value,
             token,
@@ -196,7 +274,9 @@ impl RedlockShared {
             drift,
             started,
             Issuer::Redlock(self.clone()),
-        ))))
+        );
+        Self::published(&inner, seq);
+        Ok(Some(Lease::new(inner)))
     }
 
     fn no_grant(&self, key: &str, answered: usize) -> Result<Option<Lease>, LockError> {
@@ -239,7 +319,7 @@ impl RedlockShared {
         if held {
             event = event.with_ttl_ms(ttl_ms);
         }
-        self.publish(event);
+        Self::published(lease, self.publish(event));
         let answered = answers
             .iter()
             .filter(|a| matches!(a, Answer::Value(_)))
@@ -255,19 +335,78 @@ impl RedlockShared {
         Ok(held)
     }
 
-    /// Publishes `released` (or `lost`) and waits for it before deleting, so
-    /// that a successor's `acquired` event can never come first.
+    /// Gives the lease back on every node, with its `released` (or `lost`)
+    /// event written before any key is deleted, so that a successor's
+    /// `acquired` event cannot come first.
+    ///
+    /// When the events go to a stream on the first node, that node's
+    /// compare-and-delete script appends the event itself, in the same
+    /// round trip as the other nodes' deletes (after the lease's earlier
+    /// events, which are normally in the stream long before). A successor
+    /// needs a quorum, then its write-back round, before it publishes; its
+    /// `acquired` can only come first if the first node's request takes more
+    /// than a round and a half longer than the others'. Otherwise the event
+    /// is published through the sink, which is flushed before deleting.
     pub(crate) async fn release(&self, lease: &LeaseInner, valid: bool) -> Result<bool, LockError> {
         let kind = if valid {
             EventKind::Released
         } else {
             EventKind::Lost
         };
-        self.publish(self.event(kind, &lease.key, lease.token));
-        if let Some(sink) = &self.sink {
-            sink.flush(self.options.node_timeout() * 4).await;
-        }
-        let deleted = self.unlock_all(&lease.key, &lease.value).await;
+        let deleted = match (&self.sink, &self.first_node_stream) {
+            (Some(sink), Some((stream, maxlen))) => {
+                let seq = lease.event_seq.load(Ordering::Acquire);
+                if seq > 0 {
+                    sink.written(seq, self.options.node_timeout() * 4).await;
+                }
+                let first = {
+                    let mut conn = self.nodes[0].clone();
+                    let mut invocation = scripts::COMPARE_DELETE_EVENT.key(&lease.key);
+                    invocation
+                        .key(stream)
+                        .arg(&lease.value)
+                        .arg(&self.options.holder)
+                        .arg(lease.token.get())
+                        .arg(maxlen)
+                        .arg(LockMode::Redlock.as_str())
+                        .arg(kind.as_str());
+                    async move { invocation.invoke_async::<i64>(&mut conn).await }.boxed()
+                };
+                let delete = || {
+                    let mut delete = scripts::COMPARE_DELETE.key(&lease.key);
+                    delete.arg(&lease.value);
+                    delete
+                };
+                let mut requests = vec![first];
+                requests.extend(self.invoke(1..self.nodes.len(), delete));
+                // Once a quorum has answered, the key is free for the next
+                // holder; the other deletes finish in the background.
+                let quorum = self.quorum();
+                let answers = self
+                    .gather_until(
+                        requests,
+                        |answers| answers.iter().filter(|a| a.is_some()).count() >= quorum,
+                        true,
+                    )
+                    .await;
+                if matches!(answers[0], Some(Answer::Failed)) {
+                    // The first node may never have run it: publish the
+                    // event the other way (late rather than never).
+                    self.publish(self.event(kind, &lease.key, lease.token));
+                }
+                answers
+                    .iter()
+                    .filter(|a| matches!(a, Some(Answer::Value(1))))
+                    .count()
+            }
+            _ => {
+                self.publish(self.event(kind, &lease.key, lease.token));
+                if let Some(sink) = &self.sink {
+                    sink.flush(self.options.node_timeout() * 4).await;
+                }
+                self.unlock_all(&lease.key, &lease.value).await
+            }
+        };
         Ok(deleted > 0 && valid)
     }
 }
@@ -277,6 +416,14 @@ impl RedlockShared {
 /// Grants need a quorum (N/2+1); each request to a node is bounded by
 /// [`LockOptions::node_timeout`], so a paused or lost node costs at most that
 /// long. Events go to the first node's stream unless another sink is given.
+///
+/// Per acquire, two round trips: `SET NX PX` with a read of the fence
+/// counter on every node (done once a quorum has granted), then the token
+/// write-back to that quorum, which must complete before the token exists.
+/// Per release, one: compare-and-delete on every node, done once a quorum
+/// has answered (the first node's script also appends the event when the
+/// stream is there). The `acquired` event goes through the sink, off the
+/// lock's path.
 #[derive(Clone)]
 pub struct Redlock {
     shared: Arc<RedlockShared>,
@@ -299,7 +446,8 @@ impl Redlock {
             (Some(stream), Some(first)) => Some(EventSink::connect(first, stream.clone()).await?),
             _ => None,
         };
-        Self::connect_with_sink(urls, options, sink).await
+        let nodes = Self::connect_nodes(urls).await?;
+        Self::build(nodes, options, sink, true)
     }
 
     /// Like [`Redlock::connect`], publishing events through `sink` (or not at
@@ -309,6 +457,13 @@ impl Redlock {
         options: LockOptions,
         sink: Option<EventSink>,
     ) -> Result<Self, LockError> {
+        let nodes = Self::connect_nodes(urls).await?;
+        Self::with_connections(nodes, options, sink)
+    }
+
+    /// Lazy connections to every node, with the scripts loaded on those
+    /// that answer within two seconds.
+    async fn connect_nodes(urls: &[String]) -> Result<Vec<ConnectionManager>, LockError> {
         let mut nodes = Vec::with_capacity(urls.len());
         for url in urls {
             nodes.push(super::connect(url, None, true).await?);
@@ -323,7 +478,7 @@ impl Redlock {
             }
         }))
         .await;
-        Self::with_connections(nodes, options, sink)
+        Ok(nodes)
     }
 
     /// Uses existing connections, one per node (several locks in one process
@@ -333,15 +488,44 @@ impl Redlock {
         options: LockOptions,
         sink: Option<EventSink>,
     ) -> Result<Self, LockError> {
+        Self::build(nodes, options, sink, false)
+    }
+
+    /// Like [`Redlock::with_connections`], for a `sink` that appends to the
+    /// stream of `options.events` on the first node (as
+    /// [`Redlock::connect`]'s does): release then writes its event in the
+    /// first node's compare-and-delete script, in the same round trip as
+    /// the deletes on the other nodes, instead of flushing the sink first.
+    pub fn with_connections_and_first_node_sink(
+        nodes: Vec<ConnectionManager>,
+        options: LockOptions,
+        sink: EventSink,
+    ) -> Result<Self, LockError> {
+        Self::build(nodes, options, Some(sink), true)
+    }
+
+    fn build(
+        nodes: Vec<ConnectionManager>,
+        options: LockOptions,
+        sink: Option<EventSink>,
+        sink_on_first_node: bool,
+    ) -> Result<Self, LockError> {
         options.validate()?;
         if nodes.is_empty() {
             return Err(LockError::Options("redlock needs at least one node".into()));
         }
+        let first_node_stream = match (&options.events, &sink) {
+            (Some(stream), Some(_)) if sink_on_first_node => {
+                Some((stream.key.clone(), stream.maxlen_arg()))
+            }
+            _ => None,
+        };
         Ok(Self {
             shared: Arc::new(RedlockShared {
                 nodes,
                 options,
                 sink,
+                first_node_stream,
             }),
         })
     }

@@ -73,19 +73,20 @@ return 0
     )
 });
 
-/// Redlock round two on one node: raise the fence counter to the token, only
+/// Redlock round two on one node: set the fence counter to the token, only
 /// while this grant still owns the node's key. KEYS: lock, fence counter.
 /// ARGV: value, token. Returns 1 if the node still owned the key.
+///
+/// This only ever raises the counter, without reading it again: round one
+/// read it after taking the key, only a grant owning the key writes it,
+/// and the token exceeds every counter round one read.
 pub(crate) static REDLOCK_COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[2])
-end
+redis.call('SET', KEYS[2], ARGV[2])
 return 1
 ",
     )
@@ -99,6 +100,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+",
+    )
+});
+
+/// Redlock release on the node that holds the event stream: compare-and-
+/// delete, and the `released` or `lost` event (the client decides which,
+/// from the lease's validity), in one script. KEYS: lock, stream.
+/// ARGV: value, holder, token, maxlen, mode, kind. Returns 1 if deleted.
+pub(crate) static COMPARE_DELETE_EVENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local deleted = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  deleted = redis.call('DEL', KEYS[1])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+  'v', '1', 'kind', ARGV[6], 'mode', ARGV[5], 'key', KEYS[1],
+  'holder', ARGV[2], 'token', ARGV[3])
+return deleted
 ",
     )
 });
@@ -117,8 +137,12 @@ return 0
 });
 
 /// Scripts a Redlock node runs.
-pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] =
-    &[&REDLOCK_COMMIT, &COMPARE_DELETE, &COMPARE_PEXPIRE];
+pub(crate) static REDLOCK_SCRIPTS: &[&LazyLock<Script>] = &[
+    &REDLOCK_COMMIT,
+    &COMPARE_DELETE,
+    &COMPARE_DELETE_EVENT,
+    &COMPARE_PEXPIRE,
+];
 
 /// Scripts a single fenced node runs.
 pub(crate) static SINGLE_SCRIPTS: &[&LazyLock<Script>] = &[&ACQUIRE, &RELEASE, &EXTEND];

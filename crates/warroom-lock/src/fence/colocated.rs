@@ -52,13 +52,22 @@ return {token, record[1], tonumber(record[2] or '0')}
 /// KEYS: record, lock, fence counter, stream.
 /// ARGV: token, value, grant value, holder, maxlen, mode, release ('1'/'0').
 /// Returns {accepted, fence, released (-1 when not asked)}.
+///
+/// While the lock key still holds this grant's value, no newer lease can
+/// have been granted (a grant needs the key free), so the fence counter
+/// holds nothing newer than the token and is not read: the record's fence
+/// alone decides, and the same `GET` serves the release. Once the key is
+/// gone or another grant's, the counter is read as well.
 static GUARDED_WRITE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local publish = ARGV[5] ~= '0'
 local token = tonumber(ARGV[1])
-local fence = math.max(tonumber(redis.call('HGET', KEYS[1], 'fence') or '0'),
-                       tonumber(redis.call('GET', KEYS[3]) or '0'))
+local held = redis.call('GET', KEYS[2]) == ARGV[3]
+local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+if not held then
+  fence = math.max(fence, tonumber(redis.call('GET', KEYS[3]) or '0'))
+end
 local accepted = 0
 if token < fence then
   if publish then
@@ -74,7 +83,7 @@ local released = -1
 if ARGV[7] == '1' then
   local kind = 'lost'
   released = 0
-  if redis.call('GET', KEYS[2]) == ARGV[3] then
+  if held then
     redis.call('DEL', KEYS[2])
     kind = 'released'
     released = 1
