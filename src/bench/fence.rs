@@ -6,13 +6,15 @@
 //! orders and duration:
 //!
 //! - **unguarded**: `BEGIN`, the two writes, `COMMIT` (PM-003's path);
-//! - **fenced**: [`warroom_lock::fence::postgres::write_unit`]: `BEGIN`;
-//!   the fence statement on the order's row (lock, check and raise its
-//!   fence) pipelined with the same two writes; `COMMIT` (or `ROLLBACK` when
+//! - **fenced**: [`warroom_lock::fence::postgres::write_unit_prepared`]:
+//!   `BEGIN`; the fence statement (prepared once per connection, as the
+//!   writes are) on the order's row (lock, check and raise its fence)
+//!   pipelined with the same two writes; `COMMIT` (or `ROLLBACK` when
 //!   stale). Three round trips, as unguarded;
 //! - **fenced-begin**: [`warroom_lock::fence::postgres::begin`] (`BEGIN`, the
-//!   fence statement, answered), then the two writes, `COMMIT`: one round
-//!   trip more, for writes that depend on what the row holds.
+//!   fence statement unprepared, answered), then the two writes, `COMMIT`:
+//!   one round trip and one statement plan more, for writes that depend on
+//!   what the row holds.
 //!
 //! Each writer takes a fresh token from one counter (as lease grants do), so
 //! a fenced unit is refused only when a newer token has written the order in
@@ -361,6 +363,7 @@ impl Shared {
 /// A writer's connection with the unit's statements prepared.
 struct UnitWriter {
     client: Client,
+    fence: pgfence::PreparedFence,
     status: Statement,
     event: Statement,
 }
@@ -390,8 +393,13 @@ impl UnitWriter {
             )
             .await
             .map_err(|e| db_error("prepare", e))?;
+        let fence = orders_row()
+            .prepare(&client, Type::TEXT)
+            .await
+            .map_err(|e| db_error("prepare", e))?;
         Ok(Self {
             client,
+            fence,
             status,
             event,
         })
@@ -434,11 +442,10 @@ impl UnitWriter {
             Path::Fenced => {
                 let set: [&(dyn ToSql + Sync); 2] = [&order, &status];
                 let audit: [&(dyn ToSql + Sync); 4] = [&order, &status, &holder, &token_param];
-                let outcome = pgfence::write_unit(
+                let outcome = pgfence::write_unit_prepared(
                     &mut self.client,
-                    orders_row(),
+                    &self.fence,
                     &order,
-                    Type::TEXT,
                     token,
                     &[(&self.status, &set), (&self.event, &audit)],
                 )

@@ -274,7 +274,10 @@ fn fence(args: FenceBenchArgs) -> CommandResult {
                     p.path, p.units_per_sec, p.p50_ms, p.p99_ms, p.units, p.refused, p.seconds
                 );
             }
-            println!("  fenced / unguarded = {:.3} (target >= 0.9)", report.ratio);
+            println!(
+                "  fenced / unguarded = {:.3} (target >= 0.9); fenced-begin / unguarded = {:.3}",
+                report.ratio, report.ratio_begin
+            );
             println!(
                 "pauses: a holder pauses {} ms past its lease, the next holder writes, the paused one wakes and writes",
                 report.pause_ms

@@ -343,4 +343,27 @@ async fn a_pipelined_unit_commits_its_writes_only_when_the_token_is_fresh() {
         .await
         .unwrap();
     assert_eq!(missing, pgfence::UnitOutcome::Missing);
+    // The same with the fence statement prepared on the connection.
+    let fence = accounts().prepare(&client, Type::TEXT).await.unwrap();
+    let stale = pgfence::write_unit_prepared(
+        &mut client,
+        &fence,
+        &"a",
+        2u64,
+        &[(&credit, &[&"a", &5i64])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale, pgfence::UnitOutcome::Stale { fence: 4 });
+    let fresh = pgfence::write_unit_prepared(
+        &mut client,
+        &fence,
+        &"a",
+        6u64,
+        &[(&credit, &[&"a", &5i64])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh, pgfence::UnitOutcome::Committed { rows: vec![1] });
+    assert_eq!(state(&observer, "a").await, (16, 6, 2));
 }

@@ -385,12 +385,83 @@ pub async fn write_unit(
     token: impl Into<u64>,
     writes: &[(&Statement, &[&(dyn ToSql + Sync)])],
 ) -> Result<UnitOutcome, PgFenceError> {
-    let token = token.into();
+    write_unit_with(
+        client,
+        Fence::Typed(row, key_type),
+        key,
+        token.into(),
+        writes,
+    )
+    .await
+}
+
+/// As [`write_unit`], with the fence statement prepared on this connection
+/// by [`FencedRow::prepare`] (the server then plans it once per connection
+/// rather than once per unit).
+pub async fn write_unit_prepared(
+    client: &mut Client,
+    fence: &PreparedFence,
+    key: &(dyn ToSql + Sync),
+    token: impl Into<u64>,
+    writes: &[(&Statement, &[&(dyn ToSql + Sync)])],
+) -> Result<UnitOutcome, PgFenceError> {
+    write_unit_with(
+        client,
+        Fence::Prepared(&fence.statement),
+        key,
+        token.into(),
+        writes,
+    )
+    .await
+}
+
+/// The fence statement of a [`FencedRow`], prepared on one connection (use
+/// it on that connection only).
+#[derive(Debug, Clone)]
+pub struct PreparedFence {
+    statement: Statement,
+}
+
+impl FencedRow {
+    /// Prepares the fence statement on `client`'s connection, for a key of
+    /// SQL type `key_type`.
+    pub async fn prepare(
+        &self,
+        client: &Client,
+        key_type: Type,
+    ) -> Result<PreparedFence, PgFenceError> {
+        let statement = client
+            .prepare_typed(&self.raise_sql, &[key_type, Type::INT8])
+            .await?;
+        Ok(PreparedFence { statement })
+    }
+}
+
+enum Fence<'a> {
+    Typed(&'a FencedRow, Type),
+    Prepared(&'a Statement),
+}
+
+async fn write_unit_with(
+    client: &mut Client,
+    fence_statement: Fence<'_>,
+    key: &(dyn ToSql + Sync),
+    token: u64,
+    writes: &[(&Statement, &[&(dyn ToSql + Sync)])],
+) -> Result<UnitOutcome, PgFenceError> {
     let param = token_param(token)?;
     let tx = client.transaction().await?;
-    let fence_params: [(&(dyn ToSql + Sync), Type); 2] = [(key, key_type), (&param, Type::INT8)];
+    let raise = async {
+        match fence_statement {
+            Fence::Typed(row, key_type) => {
+                tx.query_typed_opt(&row.raise_sql, &[(key, key_type), (&param, Type::INT8)])
+                    .await
+            }
+            Fence::Prepared(statement) => tx.query_opt(statement, &[key, &param]).await,
+        }
+    };
     let (found, written) = join(
-        tx.query_typed_opt(&row.raise_sql, &fence_params),
+        raise,
         try_join_all(
             writes
                 .iter()
