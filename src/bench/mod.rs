@@ -11,9 +11,12 @@
 //!   host" for the lock benchmark, and counts the requests sent through it.
 //! - [`exporter`]: collision detection latency, stream throughput on one
 //!   core and memory of the collision exporter.
+//! - [`fence`]: fenced against unguarded units of work in PostgreSQL
+//!   (throughput ratio, latency) and the stale writes each lets through.
 
 pub mod cluster;
 pub mod exporter;
+pub mod fence;
 pub mod lock;
 pub mod playbook;
 pub mod proxy;

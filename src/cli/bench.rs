@@ -32,6 +32,43 @@ pub enum BenchCommand {
     /// and an hour of samples; with tmux and redis-server, the live
     /// console's collision-to-screen time, idle CPU and resident memory.
     Console(ConsoleBenchArgs),
+    /// Fenced against unguarded units of work in PostgreSQL: units/s of
+    /// each, their ratio (target >= 0.9), latency, and the stale writes of
+    /// paused holders each lets through. Runs in a scratch database it
+    /// creates on the server and drops.
+    Fence(FenceBenchArgs),
+}
+
+/// `warroom bench fence` arguments.
+#[derive(Args)]
+pub struct FenceBenchArgs {
+    /// A PostgreSQL URL (postgres://user[:password]@host[:port]/db). Its
+    /// database is not written: a scratch database warroom_bench_<pid> is
+    /// created on the same server (the user needs CREATEDB) and dropped at
+    /// the end.
+    #[arg(long, env = "WARROOM_BENCH_DATABASE", value_name = "URL")]
+    database: String,
+    /// Concurrent writers, one connection each, 1 to 64 (PostgreSQL's
+    /// default max_connections is 100).
+    #[arg(long, default_value_t = 16, value_parser = whole::<usize>(1..=64), allow_negative_numbers = true)]
+    concurrency: usize,
+    /// Distinct orders the writers pick from, 1 to 1,000,000 (fewer orders,
+    /// more contention on each row).
+    #[arg(long, default_value_t = 10_000, value_parser = whole::<usize>(1..=1_000_000), allow_negative_numbers = true)]
+    orders: usize,
+    /// Seconds each path (fenced, unguarded) runs in the throughput phase,
+    /// 0.2 to 3600.
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = seconds(0.2, MAX_BENCH_SECONDS), allow_hyphen_values = true)]
+    duration: Duration,
+    /// Paused holders per path in the second phase, 0 to 10,000.
+    #[arg(long, default_value_t = 64, value_parser = whole::<usize>(0..=10_000), allow_negative_numbers = true)]
+    pauses: usize,
+    /// Length of each pause in milliseconds, 1 to 60,000 (PM-003: 280-400).
+    #[arg(long, default_value_t = 300, value_parser = whole::<u64>(1..=60_000), allow_negative_numbers = true)]
+    pause_ms: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
 }
 
 /// `warroom bench console` arguments.
@@ -193,7 +230,67 @@ pub fn run(cmd: BenchCommand) -> CommandResult {
         BenchCommand::Timeline(args) => super::timeline::bench(args),
         BenchCommand::Exporter(args) => exporter(args),
         BenchCommand::Console(args) => console(args),
+        BenchCommand::Fence(args) => fence(args),
     }
+}
+
+fn fence(args: FenceBenchArgs) -> CommandResult {
+    use warroom::bench::fence::{FenceBench, FenceBenchError};
+    let bench = FenceBench {
+        database: args.database,
+        concurrency: args.concurrency,
+        orders: args.orders,
+        duration: args.duration,
+        pauses: args.pauses,
+        pause: Duration::from_millis(args.pause_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the runtime: {e}")))?;
+    let report = runtime.block_on(bench.run()).map_err(|e| match e {
+        FenceBenchError::Invalid(_) => Failure::msg(Exit::Invalid, e),
+        FenceBenchError::Database(_) => Failure::msg(Exit::Unreachable, e),
+    })?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        ),
+        Output::Text => {
+            println!(
+                "scratch database {} on {} (created for this run, dropped at its end); \
+                 {} writers, {} orders",
+                report.scratch_database, report.server, report.concurrency, report.orders
+            );
+            println!(
+                "unit of work: set an order's status + append its order_events row, one transaction"
+            );
+            for p in &report.throughput {
+                println!(
+                    "  {:<12}  {:>9.0} units/s  p50 {:>7.3} ms  p99 {:>7.3} ms  \
+                     ({} committed, {} refused by the fence, {:.1} s)",
+                    p.path, p.units_per_sec, p.p50_ms, p.p99_ms, p.units, p.refused, p.seconds
+                );
+            }
+            println!(
+                "  fenced / unguarded = {:.3} (target >= 0.9); fenced-begin / unguarded = {:.3}",
+                report.ratio, report.ratio_begin
+            );
+            println!(
+                "pauses: a holder pauses {} ms past its lease, the next holder writes, the paused one wakes and writes",
+                report.pause_ms
+            );
+            for p in &report.pauses {
+                println!(
+                    "  {:<9}  {} paused holders: {} stale writes accepted, {} found in the tables",
+                    p.path, p.paused_holders, p.accepted_by_store, p.stale_writes_in_tables
+                );
+            }
+        }
+    }
+    Ok(Exit::Done)
 }
 
 fn console(args: ConsoleBenchArgs) -> CommandResult {
