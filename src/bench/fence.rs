@@ -6,16 +6,23 @@
 //! orders and duration:
 //!
 //! - **unguarded**: `BEGIN`, the two writes, `COMMIT` (PM-003's path);
-//! - **fenced**: `BEGIN`, [`warroom_lock::fence::postgres::begin`] on the
-//!   order's row (lock, check and raise its fence: one statement), the same
-//!   two writes, `COMMIT`.
+//! - **fenced**: [`warroom_lock::fence::postgres::write_unit_prepared`]:
+//!   `BEGIN`; the fence statement (prepared once per connection, as the
+//!   writes are) on the order's row (lock, check and raise its fence)
+//!   pipelined with the same two writes; `COMMIT` (or `ROLLBACK` when
+//!   stale). Three round trips, as unguarded;
+//! - **fenced-begin**: [`warroom_lock::fence::postgres::begin`] (`BEGIN`, the
+//!   fence statement unprepared, answered), then the two writes, `COMMIT`:
+//!   one round trip and one statement plan more, for writes that depend on
+//!   what the row holds.
 //!
 //! Each writer takes a fresh token from one counter (as lease grants do), so
 //! a fenced unit is refused only when a newer token has written the order in
-//! between; those refusals are counted. The two paths alternate in rounds
-//! (unguarded, fenced, fenced, unguarded) so that neither gets the warmer
-//! cache or the smaller tables. Reported: units/s of each, their ratio
-//! (target ≥ 0.9) and per-unit latency p50/p99.
+//! between; those refusals are counted. The paths alternate in rounds
+//! (unguarded, fenced, fenced-begin, fenced-begin, fenced, unguarded) so that
+//! none gets the warmer cache or the smaller tables. Reported: units/s of
+//! each, the ratio fenced ÷ unguarded (target ≥ 0.9) and fenced-begin ÷
+//! unguarded, and per-unit latency p50/p99.
 //!
 //! A second phase adds GC pauses: a holder takes a token for an order and
 //! pauses past its lease; a newer holder takes the next token and writes
@@ -36,7 +43,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
-use warroom_lock::fence::postgres::{self as pgfence, Begin, FencedRow};
+use warroom_lock::fence::postgres::{self as pgfence, Begin, FencedRow, UnitOutcome};
 
 use crate::redact::redact_text;
 
@@ -91,7 +98,7 @@ fn db_error(context: &str, e: impl std::fmt::Display) -> FenceBenchError {
 /// One path's throughput and latency.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathReport {
-    /// `unguarded` or `fenced`.
+    /// `unguarded`, `fenced` or `fenced-begin`.
     pub path: &'static str,
     /// Units committed.
     pub units: u64,
@@ -132,10 +139,12 @@ pub struct FenceBenchReport {
     pub concurrency: usize,
     /// Distinct orders.
     pub orders: usize,
-    /// Unguarded, then fenced.
-    pub throughput: [PathReport; 2],
+    /// Unguarded, fenced, fenced-begin.
+    pub throughput: [PathReport; 3],
     /// fenced units/s ÷ unguarded units/s (target ≥ 0.9).
     pub ratio: f64,
+    /// fenced-begin units/s ÷ unguarded units/s.
+    pub ratio_begin: f64,
     /// Unguarded, then fenced.
     pub pauses: [PauseReport; 2],
     /// Pause length, milliseconds.
@@ -240,20 +249,34 @@ impl FenceBench {
             tokens: AtomicU64::new(0),
         });
 
-        // Throughput: rounds in the order U F F U.
+        // Throughput: rounds in the order U F B B F U.
         let round = self.duration / 2;
-        let mut totals = [Totals::new(), Totals::new()];
-        for fenced in [false, true, true, false] {
-            let (back, totals_round) = run_round(writers, &shared, fenced, round).await?;
+        let mut totals = [Totals::new(), Totals::new(), Totals::new()];
+        for path in [
+            Path::Unguarded,
+            Path::Fenced,
+            Path::FencedBegin,
+            Path::FencedBegin,
+            Path::Fenced,
+            Path::Unguarded,
+        ] {
+            let (back, totals_round) = run_round(writers, &shared, path, round).await?;
             writers = back;
-            totals[usize::from(fenced)].merge(&totals_round);
+            totals[path as usize].merge(&totals_round);
         }
-        let throughput = [totals[0].report("unguarded"), totals[1].report("fenced")];
-        let ratio = if throughput[0].units_per_sec > 0.0 {
-            throughput[1].units_per_sec / throughput[0].units_per_sec
-        } else {
-            0.0
+        let throughput = [
+            totals[0].report(Path::Unguarded.name()),
+            totals[1].report(Path::Fenced.name()),
+            totals[2].report(Path::FencedBegin.name()),
+        ];
+        let ratio_of = |p: &PathReport| {
+            if throughput[0].units_per_sec > 0.0 {
+                p.units_per_sec / throughput[0].units_per_sec
+            } else {
+                0.0
+            }
         };
+        let (ratio, ratio_begin) = (ratio_of(&throughput[1]), ratio_of(&throughput[2]));
 
         // Pauses: holders whose lease ran out while they were paused (a
         // trial takes two connections).
@@ -289,6 +312,7 @@ impl FenceBench {
             orders: self.orders,
             throughput,
             ratio,
+            ratio_begin,
             pauses: [unguarded, fenced],
             pause_ms: self.pause.as_millis() as u64,
         })
@@ -306,6 +330,24 @@ async fn connect(config: &tokio_postgres::Config, shown: &str) -> Result<Client,
     Ok(client)
 }
 
+/// How a unit is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Unguarded = 0,
+    Fenced = 1,
+    FencedBegin = 2,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Unguarded => "unguarded",
+            Path::Fenced => "fenced",
+            Path::FencedBegin => "fenced-begin",
+        }
+    }
+}
+
 struct Shared {
     orders: Vec<String>,
     /// The token counter (a lease grant takes the next one).
@@ -321,6 +363,7 @@ impl Shared {
 /// A writer's connection with the unit's statements prepared.
 struct UnitWriter {
     client: Client,
+    fence: pgfence::PreparedFence,
     status: Statement,
     event: Statement,
 }
@@ -350,8 +393,13 @@ impl UnitWriter {
             )
             .await
             .map_err(|e| db_error("prepare", e))?;
+        let fence = orders_row()
+            .prepare(&client, Type::TEXT)
+            .await
+            .map_err(|e| db_error("prepare", e))?;
         Ok(Self {
             client,
+            fence,
             status,
             event,
         })
@@ -364,9 +412,10 @@ impl UnitWriter {
         order: &str,
         status: &str,
         holder: &str,
-        token: Option<u64>,
+        path: Path,
+        token: u64,
     ) -> Result<Unit, FenceBenchError> {
-        let token_param = token.map(|t| t as i64);
+        let token_param = (path != Path::Unguarded).then_some(token as i64);
         let (status_stmt, event_stmt) = (self.status.clone(), self.event.clone());
         let writes = |tx| {
             unit_writes(
@@ -379,8 +428,8 @@ impl UnitWriter {
                 token_param,
             )
         };
-        match token {
-            None => {
+        match path {
+            Path::Unguarded => {
                 let tx = self
                     .client
                     .transaction()
@@ -390,7 +439,27 @@ impl UnitWriter {
                 tx.commit().await.map_err(|e| db_error("commit", e))?;
                 Ok(Unit::Committed)
             }
-            Some(token) => {
+            Path::Fenced => {
+                let set: [&(dyn ToSql + Sync); 2] = [&order, &status];
+                let audit: [&(dyn ToSql + Sync); 4] = [&order, &status, &holder, &token_param];
+                let outcome = pgfence::write_unit_prepared(
+                    &mut self.client,
+                    &self.fence,
+                    &order,
+                    token,
+                    &[(&self.status, &set), (&self.event, &audit)],
+                )
+                .await
+                .map_err(|e| db_error("fenced unit", e))?;
+                match outcome {
+                    UnitOutcome::Committed { .. } => Ok(Unit::Committed),
+                    UnitOutcome::Stale { .. } => Ok(Unit::Refused),
+                    UnitOutcome::Missing => Err(FenceBenchError::Database(format!(
+                        "order {order} is missing from the scratch database"
+                    ))),
+                }
+            }
+            Path::FencedBegin => {
                 let begun =
                     pgfence::begin(&mut self.client, orders_row(), &order, Type::TEXT, token)
                         .await
@@ -486,7 +555,7 @@ impl Totals {
 async fn run_round(
     writers: Vec<UnitWriter>,
     shared: &Arc<Shared>,
-    fenced: bool,
+    path: Path,
     length: Duration,
 ) -> Result<(Vec<UnitWriter>, Totals), FenceBenchError> {
     let start = Instant::now();
@@ -500,14 +569,14 @@ async fn run_round(
             let mut result = Ok(());
             while Instant::now() < end {
                 let order = &shared.orders[rand::random_range(0..shared.orders.len())];
-                let token = fenced.then(|| shared.token());
+                let token = shared.token();
                 let status = if rand::random::<bool>() {
                     "PROCESSING"
                 } else {
                     "FULFILLED"
                 };
                 let began = Instant::now();
-                match writer.unit(order, status, &holder, token).await {
+                match writer.unit(order, status, &holder, path, token).await {
                     Ok(Unit::Committed) => totals.units += 1,
                     Ok(Unit::Refused) => totals.refused += 1,
                     Err(e) => {
@@ -552,7 +621,12 @@ async fn run_pauses(
     fenced: bool,
     bench: &FenceBench,
 ) -> Result<(Vec<UnitWriter>, u64), FenceBenchError> {
-    let path = if fenced { "fenced" } else { "unguarded" };
+    let kind = if fenced {
+        Path::Fenced
+    } else {
+        Path::Unguarded
+    };
+    let path = kind.name();
     let pairs = (writers.len() / 2).max(1);
     let per_pair = bench.pauses.div_ceil(pairs);
     let mut tasks = Vec::new();
@@ -578,17 +652,29 @@ async fn run_pauses(
             for trial in trials {
                 let order = &shared.orders[trial % shared.orders.len()];
                 // The paused holder is granted the lease first…
-                let old = fenced.then(|| shared.token());
+                let old = shared.token();
                 // …pauses past it, while the next holder is granted and writes.
                 let sleep = tokio::time::sleep(pause);
-                let new = fenced.then(|| shared.token());
+                let new = shared.token();
                 newer
-                    .unit(order, "FULFILLED", &format!("newer-{path}-{trial}"), new)
+                    .unit(
+                        order,
+                        "FULFILLED",
+                        &format!("newer-{path}-{trial}"),
+                        kind,
+                        new,
+                    )
                     .await?;
                 sleep.await;
                 // The paused holder wakes up and writes from its stale read.
                 if let Unit::Committed = paused
-                    .unit(order, "PROCESSING", &format!("paused-{path}-{trial}"), old)
+                    .unit(
+                        order,
+                        "PROCESSING",
+                        &format!("paused-{path}-{trial}"),
+                        kind,
+                        old,
+                    )
                     .await?
                 {
                     accepted += 1;

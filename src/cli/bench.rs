@@ -269,12 +269,15 @@ fn fence(args: FenceBenchArgs) -> CommandResult {
             );
             for p in &report.throughput {
                 println!(
-                    "  {:<9}  {:>9.0} units/s  p50 {:>7.3} ms  p99 {:>7.3} ms  \
+                    "  {:<12}  {:>9.0} units/s  p50 {:>7.3} ms  p99 {:>7.3} ms  \
                      ({} committed, {} refused by the fence, {:.1} s)",
                     p.path, p.units_per_sec, p.p50_ms, p.p99_ms, p.units, p.refused, p.seconds
                 );
             }
-            println!("  fenced / unguarded = {:.3} (target >= 0.9)", report.ratio);
+            println!(
+                "  fenced / unguarded = {:.3} (target >= 0.9); fenced-begin / unguarded = {:.3}",
+                report.ratio, report.ratio_begin
+            );
             println!(
                 "pauses: a holder pauses {} ms past its lease, the next holder writes, the paused one wakes and writes",
                 report.pause_ms

@@ -122,8 +122,9 @@ enum Command {
     /// spike, the local cluster, exporter, alerting and timeline (the
     /// default command).
     Drill(drill::DrillArgs),
-    /// Find the drill's orders whose records disagree; repair what the
-    /// audit log makes unambiguous.
+    /// Find the drill's orders whose records disagree (in Redis, or in
+    /// PM-003's PostgreSQL tables); repair what the audit log makes
+    /// unambiguous.
     Reconcile(reconcile::ReconcileArgs),
 }
 

@@ -295,3 +295,75 @@ async fn bad_names_and_tokens_are_refused() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_pipelined_unit_commits_its_writes_only_when_the_token_is_fresh() {
+    let Some(db) = Scratch::create().await else {
+        return;
+    };
+    let mut client = db.client().await;
+    client
+        .execute("INSERT INTO accounts (id, balance) VALUES ('a', 0)", &[])
+        .await
+        .unwrap();
+    let credit = client
+        .prepare("UPDATE accounts SET balance = balance + $2 WHERE id = $1")
+        .await
+        .unwrap();
+    let ledger = client
+        .prepare("INSERT INTO ledger (account, amount, token) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    let mut unit = async |token: u64, amount: i64| {
+        let t = token as i64;
+        pgfence::write_unit(
+            &mut client,
+            &accounts(),
+            &"a",
+            Type::TEXT,
+            token,
+            &[(&credit, &[&"a", &amount]), (&ledger, &[&"a", &amount, &t])],
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        unit(4, 10).await,
+        pgfence::UnitOutcome::Committed { rows: vec![1, 1] }
+    );
+    assert_eq!(
+        unit(4, 1).await,
+        pgfence::UnitOutcome::Committed { rows: vec![1, 1] }
+    );
+    // Stale: the writes ran in the transaction and were rolled back.
+    assert_eq!(unit(3, 100).await, pgfence::UnitOutcome::Stale { fence: 4 });
+    let observer = db.client().await;
+    assert_eq!(state(&observer, "a").await, (11, 4, 2));
+    let missing = pgfence::write_unit(&mut client, &accounts(), &"b", Type::TEXT, 9u64, &[])
+        .await
+        .unwrap();
+    assert_eq!(missing, pgfence::UnitOutcome::Missing);
+    // The same with the fence statement prepared on the connection.
+    let fence = accounts().prepare(&client, Type::TEXT).await.unwrap();
+    let stale = pgfence::write_unit_prepared(
+        &mut client,
+        &fence,
+        &"a",
+        2u64,
+        &[(&credit, &[&"a", &5i64])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale, pgfence::UnitOutcome::Stale { fence: 4 });
+    let fresh = pgfence::write_unit_prepared(
+        &mut client,
+        &fence,
+        &"a",
+        6u64,
+        &[(&credit, &[&"a", &5i64])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh, pgfence::UnitOutcome::Committed { rows: vec![1] });
+    assert_eq!(state(&observer, "a").await, (16, 6, 2));
+}
