@@ -912,6 +912,30 @@ impl App {
         }
     }
 
+    /// Handles pasted text (bracketed paste): it goes into the open prompt
+    /// as typed text, line breaks and tabs as spaces and other control
+    /// characters dropped, never submitting it; with no prompt open it is
+    /// ignored, so pasted letters never act as command keys.
+    pub fn on_paste(&mut self, text: &str) {
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        let room = 500usize.saturating_sub(input.text.chars().count());
+        let pasted = text
+            .chars()
+            .filter_map(|c| match c {
+                '\n' | '\r' | '\t' => Some(' '),
+                c if c.is_control() => None,
+                c => Some(c),
+            })
+            .take(room);
+        input.text.extend(pasted);
+        if input.prompt == Prompt::Filter {
+            let text = input.text.clone();
+            self.set_filter(text);
+        }
+    }
+
     fn submit(&mut self, input: Input) -> Option<Intent> {
         let text = input.text.trim().to_owned();
         match input.prompt {

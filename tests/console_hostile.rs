@@ -1,0 +1,318 @@
+//! `warroom console` and `warroom config check` against what an on-call
+//! engineer does at 3 a.m.: pasting several lines into a prompt, the
+//! terminal's multiplexer hanging up, a configuration with a password in a
+//! URL or a port that cannot exist. Terminal cases run in a real terminal
+//! (tmux) attached to a local cluster server and an incident journal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use warroom::cluster::ClusterServer;
+
+/// One tmux server of the test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(dir: &Path) -> Tmux {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let tmux = Tmux {
+            socket: format!("warroom-hostile-{}-{nanos}", std::process::id()),
+        };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "war",
+            "-x",
+            "120",
+            "-y",
+            "36",
+            "-c",
+            dir.to_str().unwrap(),
+            "env -i PATH=/usr/bin:/bin TERM=xterm-256color HOME=/tmp PS1='$ ' bash --norc --noprofile",
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = common::output_within(
+            Command::new("tmux").arg("-L").arg(&self.socket).args(args),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "war"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "war"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "war", "-l", text]);
+    }
+
+    /// Pastes `text` the way a terminal does (bracketed when the program
+    /// asked for it).
+    fn paste(&self, text: &str) {
+        self.run(&["set-buffer", "-b", "hostile", "--", text]);
+        self.run(&["paste-buffer", "-p", "-b", "hostile", "-t", "war"]);
+    }
+
+    /// Waits until the screen shows every one of `texts`; returns it.
+    fn wait_for(&self, texts: &[&str], what: &str) -> String {
+        let mut last = String::new();
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            common::wait_until(what, Duration::from_secs(30), || {
+                last = self.screen();
+                texts.iter().all(|t| last.contains(t)).then(|| last.clone())
+            })
+        }));
+        match found {
+            Ok(screen) => screen,
+            Err(_) => panic!("timed out waiting for {what}; the screen was:\n{last}"),
+        }
+    }
+
+    /// The process running in the pane under its shell.
+    fn console_pid(&self) -> i32 {
+        let shell: i32 = self
+            .run(&["display-message", "-p", "-t", "war", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .unwrap();
+        common::wait_until("the console process", Duration::from_secs(10), || {
+            let children =
+                std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        })
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+/// A local cluster and a journal (no exporter: a closed port).
+struct Environment {
+    _runtime: tokio::runtime::Runtime,
+    _cluster: ClusterServer,
+    kubeconfig: PathBuf,
+    journal: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Environment {
+    fn start() -> Environment {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let cluster = runtime.block_on(async {
+            let cluster = ClusterServer::start_seeded("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            cluster.write_kubeconfig(&kubeconfig).unwrap();
+            cluster
+        });
+        let journal = dir.path().join("PM-003-drill.jsonl");
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_warroom")).args([
+                "timeline",
+                "new",
+                "--id",
+                "PM-003-drill",
+                "--severity",
+                "SEV-1",
+                journal.to_str().unwrap(),
+            ]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Environment {
+            _runtime: runtime,
+            _cluster: cluster,
+            kubeconfig,
+            journal,
+            dir,
+        }
+    }
+
+    fn console(&self) -> String {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        format!(
+            "{} console --kubeconfig {} --exporter http://127.0.0.1:{port} --timeline {} \
+             --playbooks {} --log-file {}",
+            env!("CARGO_BIN_EXE_warroom"),
+            self.kubeconfig.display(),
+            self.journal.display(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("playbooks")
+                .display(),
+            self.dir.path().join("console.log").display()
+        )
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.journal).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["kind"] == "note")
+            .map(|e| e["payload"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+fn started(tmux: &Tmux, env: &Environment) {
+    tmux.type_text(&format!("{}; echo EXITED=$?", env.console()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["order-service  8/8 ready", "? help"], "the console");
+}
+
+/// The shell reads a line and echoes it: the terminal left raw mode and
+/// the alternate screen.
+fn assert_terminal_usable(tmux: &Tmux) {
+    common::wait_until(
+        "the alternate screen to end",
+        Duration::from_secs(15),
+        || {
+            (tmux
+                .run(&["display-message", "-p", "-t", "war", "#{alternate_on}"])
+                .trim()
+                == "0")
+                .then_some(())
+        },
+    );
+    tmux.type_text(
+        "stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' +; echo ok-$((40+2))",
+    );
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["icanon+echo+ok-42"],
+        "the shell to run a command after the console",
+    );
+}
+
+#[test]
+fn text_pasted_into_the_note_prompt_stays_one_note_and_runs_no_keys() {
+    if common::require_tool("tmux", "tmux").is_none() {
+        return;
+    }
+    let env = Environment::start();
+    let tmux = Tmux::start(env.dir.path());
+    started(&tmux, &env);
+    tmux.keys(&["n"]);
+    tmux.wait_for(&["note: "], "the note prompt");
+    // Without bracketed paste the line break submits "first line" and the
+    // letters after it act as keys ("n" opens another note, "s" severity).
+    tmux.paste("first line\nns second\tline\n");
+    tmux.wait_for(&["note: first line ns second line"], "the pasted text");
+    tmux.keys(&["Enter"]);
+    let notes = common::wait_until("the note in the journal", Duration::from_secs(15), || {
+        let notes = env.notes();
+        (!notes.is_empty()).then_some(notes)
+    });
+    assert_eq!(notes, vec!["first line ns second line".to_owned()]);
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED=0"], "the console to quit");
+    assert_terminal_usable(&tmux);
+}
+
+#[test]
+fn a_hangup_restores_the_terminal() {
+    if common::require_tool("tmux", "tmux").is_none() {
+        return;
+    }
+    let env = Environment::start();
+    let tmux = Tmux::start(env.dir.path());
+    started(&tmux, &env);
+    let pid = tmux.console_pid();
+    // SAFETY: a signal to the console this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    tmux.wait_for(&["EXITED="], "the console to leave on SIGHUP");
+    assert_terminal_usable(&tmux);
+}
+
+fn config_check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warroom.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_warroom"))
+            .args(["config", "check"])
+            .arg(&file),
+        Duration::from_secs(30),
+    );
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn config_check_never_prints_a_password_in_a_source_url() {
+    let (ok, out) = config_check(
+        "sources:\n  exporter: http://scrape:hunter2@127.0.0.1:9464\n  prometheus: \
+         https://admin:s3cr3t-pw@prom.example:9090/\n",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("valid"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(!out.contains("s3cr3t-pw"), "{out}");
+}
+
+#[test]
+fn config_check_refuses_a_port_that_cannot_exist() {
+    let (ok, out) = config_check("sources:\n  exporter: http://127.0.0.1:99999\n");
+    assert!(!ok, "{out}");
+    assert!(out.contains(":2:13: sources.exporter must be"), "{out}");
+}
+
+#[test]
+fn config_check_shows_the_text_of_a_syntax_error() {
+    let (ok, out) = config_check("sources:\n  poll-interval-ms: [1000\nhistory-minutes: 60\n");
+    assert!(!ok, "{out}");
+    assert!(out.contains("warroom.yaml:"), "{out}");
+    // The message may be wrapped; the offending text is quoted.
+    assert!(out.contains(":2:21:"), "{out}");
+    assert!(
+        out.contains("in \"poll-") && out.contains("[1000\""),
+        "{out}"
+    );
+}
