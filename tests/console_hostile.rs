@@ -316,3 +316,56 @@ fn config_check_shows_the_text_of_a_syntax_error() {
         "{out}"
     );
 }
+
+fn screen_text(app: &warroom::console::app::App, width: u16, height: u16) -> String {
+    let mut terminal =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| warroom::console::ui::draw(frame, app))
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            text.push_str(buffer[(x, y)].symbol());
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn an_alert_without_a_readable_start_shows_no_age() {
+    use warroom::console::app::{App, Guardrails};
+    use warroom::console::store::Store;
+    const NOW: i64 = 1_795_686_932_000;
+    let body = r#"{"status":"success","data":{"alerts":[
+        {"labels":{"alertname":"LockConcurrentHolders"},"state":"firing","activeAt":"garbage","value":"2"},
+        5, null]}}"#;
+    let alerts = warroom::console::collect::alerts_answer(body).unwrap();
+    assert_eq!(alerts.len(), 1);
+    let mut store = Store::new(1_000, 3_600_000);
+    store.record_prometheus_alerts(NOW - 100, Ok(alerts));
+    let mut app = App::new(store, Guardrails::default(), false);
+    app.now_ms = NOW;
+    let screen = screen_text(&app, 120, 36);
+    assert!(
+        screen.contains("LockConcurrentHolders  firing —"),
+        "{screen}"
+    );
+    assert!(!screen.contains("498"), "an age since 1970:\n{screen}");
+}
+
+#[test]
+fn a_prometheus_value_that_is_not_a_count_reads_as_zero() {
+    for value in ["NaN", "+Inf", "-Inf", "-3"] {
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{value}"]}}]}}}}"#
+        );
+        assert_eq!(
+            warroom::console::collect::instant_value(&body),
+            Ok(0.0),
+            "{value}"
+        );
+    }
+}

@@ -384,7 +384,8 @@ pub fn alerts_answer(body: &str) -> Result<Vec<Alert>, String> {
     Ok(alerts)
 }
 
-/// The value of an instant-vector answer (`0` when the vector is empty).
+/// The value of an instant-vector answer (`0` when the vector is empty or
+/// the value is not a count: NaN, infinite or negative).
 pub fn instant_value(body: &str) -> Result<f64, String> {
     let doc: serde_json::Value =
         serde_json::from_str(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
@@ -400,7 +401,7 @@ pub fn instant_value(body: &str) -> Result<f64, String> {
     first["value"][1]
         .as_str()
         .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| !v.is_nan())
+        .filter(|v| v.is_finite() && *v >= 0.0)
         .map_or(Ok(0.0), Ok)
 }
 
