@@ -369,3 +369,34 @@ fn a_prometheus_value_that_is_not_a_count_reads_as_zero() {
         );
     }
 }
+
+#[test]
+fn a_truncated_journal_is_shown_once_not_appended_again() {
+    use warroom::console::app::{App, Guardrails};
+    use warroom::console::collect::Update;
+    use warroom::console::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.jsonl");
+    let line = |seq: u64, text: &str| {
+        format!(
+            "{{\"seq\":{seq},\"at\":\"2026-11-26T09:41:0{seq}.000Z\",\"actor\":\"bastian\",\"kind\":\"note\",\"payload\":{{\"text\":\"{text}\"}}}}\n"
+        )
+    };
+    std::fs::write(&path, line(1, "one") + &line(2, "two") + &line(3, "three")).unwrap();
+    let mut follower = warroom::console::collect::JournalFollower::new(path.clone());
+    let mut app = App::new(Store::new(1_000, 3_600_000), Guardrails::default(), false);
+    let mut poll = |app: &mut App, follower: &mut warroom::console::collect::JournalFollower| {
+        let result = follower.poll();
+        app.apply(Update::Timeline {
+            at_ms: 1,
+            restart: follower.take_restart(),
+            result,
+        });
+    };
+    poll(&mut app, &mut follower);
+    assert_eq!(app.store.timeline_total, 3);
+    std::fs::write(&path, line(1, "uno")).unwrap();
+    poll(&mut app, &mut follower);
+    assert_eq!(app.store.timeline_total, 1);
+    assert_eq!(app.store.timeline.len(), 1);
+}

@@ -311,13 +311,22 @@ impl App {
                 }
                 Err(e) => store.cluster_source.failed(at_ms, e),
             },
-            Update::Timeline { at_ms, result } => match result {
-                Ok(events) => {
-                    store.timeline_source.ok(at_ms);
-                    store.record_events(&events);
+            Update::Timeline {
+                at_ms,
+                restart,
+                result,
+            } => {
+                if restart {
+                    store.forget_timeline();
                 }
-                Err(e) => store.timeline_source.failed(at_ms, e),
-            },
+                match result {
+                    Ok(events) => {
+                        store.timeline_source.ok(at_ms);
+                        store.record_events(&events);
+                    }
+                    Err(e) => store.timeline_source.failed(at_ms, e),
+                }
+            }
             Update::Action(event) => self.apply_action(event),
         }
         self.keep_selection_visible();
