@@ -385,7 +385,7 @@ fn a_truncated_journal_is_shown_once_not_appended_again() {
     std::fs::write(&path, line(1, "one") + &line(2, "two") + &line(3, "three")).unwrap();
     let mut follower = warroom::console::collect::JournalFollower::new(path.clone());
     let mut app = App::new(Store::new(1_000, 3_600_000), Guardrails::default(), false);
-    let mut poll = |app: &mut App, follower: &mut warroom::console::collect::JournalFollower| {
+    let poll = |app: &mut App, follower: &mut warroom::console::collect::JournalFollower| {
         let result = follower.poll();
         app.apply(Update::Timeline {
             at_ms: 1,
