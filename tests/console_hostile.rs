@@ -400,3 +400,24 @@ fn a_truncated_journal_is_shown_once_not_appended_again() {
     assert_eq!(app.store.timeline_total, 1);
     assert_eq!(app.store.timeline.len(), 1);
 }
+
+#[test]
+fn a_note_with_an_unwritable_journal_says_which_journal() {
+    use warroom::console::action::{ActionEvent, Actions};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let actions = Actions::new(
+        None,
+        PathBuf::from("playbooks"),
+        None,
+        Some(PathBuf::from("/nonexistent/PM-003.jsonl")),
+        tx,
+    );
+    actions.note("two holders on ord-9927431");
+    match rx.try_recv() {
+        Ok(ActionEvent::Status(text)) => {
+            assert!(text.contains("/nonexistent/PM-003.jsonl"), "{text}");
+            assert!(!text.contains("give --timeline"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
