@@ -421,3 +421,55 @@ fn a_note_with_an_unwritable_journal_says_which_journal() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn every_terminal_size_from_tiny_to_huge_draws_without_panic() {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use warroom::console::app::{App, Guardrails};
+    use warroom::console::store::{Reading, Store};
+    const NOW: i64 = 1_795_686_932_000;
+    let mut store = Store::new(1_000, 3_600_000);
+    store.context = "ctx-名前-\u{202e}evil/orders".into();
+    for s in (0..400).rev() {
+        store.record_reading(
+            NOW - s * 1_000,
+            Reading {
+                collisions_per_min: 1e12,
+                holders_max: 3.0,
+                errors_per_min: (s % 90) as f64,
+                contended_key: Some("lock:ord-9927431-ＷＩＤＥ-e\u{301}".into()),
+                collisions_total: 1e15,
+                ..Reading::default()
+            },
+        );
+    }
+    let mut app = App::new(store, Guardrails::default(), false);
+    app.now_ms = NOW;
+    let states: [&[KeyCode]; 4] = [
+        &[],
+        &[KeyCode::Char('?')],
+        &[KeyCode::Char('n')],
+        &[KeyCode::Char(':'), KeyCode::Char('t')],
+    ];
+    for keys in states {
+        let mut app = App::new(app.store.clone(), Guardrails::default(), false);
+        app.now_ms = NOW;
+        for &code in keys {
+            app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+        }
+        app.on_paste(&"宽字符 e\u{301} שלום ".repeat(60));
+        for (w, h) in [
+            (1, 1),
+            (20, 5),
+            (21, 6),
+            (40, 10),
+            (80, 24),
+            (79, 23),
+            (120, 8),
+            (10, 60),
+            (300, 100),
+        ] {
+            let _ = screen_text(&app, w, h);
+        }
+    }
+}

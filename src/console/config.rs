@@ -218,6 +218,10 @@ pub fn parse(file: &str, source: &str) -> Result<Settings, ConfigError> {
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
             let mut message = message.trim().to_owned();
+            // The parser's advice is about its own API, not the file.
+            if let Some(cut) = message.find(", set DuplicateKeyPolicy") {
+                message.truncate(cut);
+            }
             if let Some(text) = offending_line(source, line) {
                 message.push_str(&format!(" in {text:?}"));
             }
@@ -380,6 +384,13 @@ mod tests {
         let source = "sources:\n  poll-interval-ms: 99999999999999999999999\n";
         let err = parse("w.yaml", source).unwrap_err().to_string();
         assert!(err.contains("99999999999999999999999"), "{err}");
+        let source = "sources:\n  exporter: http://a:1\n  exporter: http://b:2\n";
+        let err = parse("w.yaml", source).unwrap_err().to_string();
+        assert!(
+            err.starts_with("w.yaml:3:3: duplicate mapping key"),
+            "{err}"
+        );
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
         let source = "sources:\n  exporter: [http://u:hunter2@a\n";
         let err = parse("w.yaml", source).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
