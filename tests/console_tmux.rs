@@ -447,6 +447,11 @@ fn the_drill_in_its_console_stops_collisions_with_the_playbook() {
         "the drill's collision alert offering the lock-contention playbook",
     );
     assert!(scrape_sum(&exporter, "warroom_lock_collisions_total") > 0.0);
+    // The overruns alert may fire first and hold the selection: the filter
+    // keeps only the collisions alert, whatever the order they fired in.
+    tmux.keys(&["/"]);
+    tmux.type_text("LockCollisionsIncreasing");
+    tmux.keys(&["Enter"]);
     tmux.keys(&["r"]);
     tmux.wait_for(&["Run lock-contention?", "Confirm: y/enter"], "the plan");
     tmux.keys(&["y"]);

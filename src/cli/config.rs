@@ -32,8 +32,14 @@ pub fn run(command: ConfigCommand) -> CommandResult {
                 "{}: valid (exporter {}, prometheus {}, poll {} ms, errors line {}/min, {} \
                  read-only and {} typed-confirmation contexts)",
                 args.file.display(),
-                settings.exporter.as_deref().unwrap_or("none"),
-                settings.prometheus.as_deref().unwrap_or("none"),
+                settings
+                    .exporter
+                    .as_deref()
+                    .map_or("none".into(), warroom::redact::redact_text),
+                settings
+                    .prometheus
+                    .as_deref()
+                    .map_or("none".into(), warroom::redact::redact_text),
                 settings.poll_ms,
                 settings.error_threshold,
                 settings.read_only_contexts.len(),

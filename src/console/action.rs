@@ -297,7 +297,13 @@ impl Actions {
 
     fn record(&self, entry: Entry, done: String) {
         let Some(recorder) = self.recorder.clone() else {
-            return self.status("no journal to write to (give --timeline FILE)");
+            return match &self.journal_path {
+                Some(path) => self.status(format!(
+                    "not recorded: the journal {} could not be opened for writing",
+                    path.display()
+                )),
+                None => self.status("no journal to write to (give --timeline FILE)"),
+            };
         };
         let actor = self.actor.clone();
         let events = self.events.clone();

@@ -311,13 +311,22 @@ impl App {
                 }
                 Err(e) => store.cluster_source.failed(at_ms, e),
             },
-            Update::Timeline { at_ms, result } => match result {
-                Ok(events) => {
-                    store.timeline_source.ok(at_ms);
-                    store.record_events(&events);
+            Update::Timeline {
+                at_ms,
+                restart,
+                result,
+            } => {
+                if restart {
+                    store.forget_timeline();
                 }
-                Err(e) => store.timeline_source.failed(at_ms, e),
-            },
+                match result {
+                    Ok(events) => {
+                        store.timeline_source.ok(at_ms);
+                        store.record_events(&events);
+                    }
+                    Err(e) => store.timeline_source.failed(at_ms, e),
+                }
+            }
             Update::Action(event) => self.apply_action(event),
         }
         self.keep_selection_visible();
@@ -909,6 +918,30 @@ impl App {
                 self.submit(input)
             }
             _ => None,
+        }
+    }
+
+    /// Handles pasted text (bracketed paste): it goes into the open prompt
+    /// as typed text, line breaks and tabs as spaces and other control
+    /// characters dropped, never submitting it; with no prompt open it is
+    /// ignored, so pasted letters never act as command keys.
+    pub fn on_paste(&mut self, text: &str) {
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        let room = 500usize.saturating_sub(input.text.chars().count());
+        let pasted = text
+            .chars()
+            .filter_map(|c| match c {
+                '\n' | '\r' | '\t' => Some(' '),
+                c if c.is_control() => None,
+                c => Some(c),
+            })
+            .take(room);
+        input.text.extend(pasted);
+        if input.prompt == Prompt::Filter {
+            let text = input.text.clone();
+            self.set_filter(text);
         }
     }
 

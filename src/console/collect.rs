@@ -67,6 +67,9 @@ pub enum Update {
     Timeline {
         /// When.
         at_ms: i64,
+        /// The journal was truncated or replaced: what was shown of it
+        /// goes, and the events are the file's from its start.
+        restart: bool,
         /// The events, or why they could not be read.
         result: Result<Vec<Event>, String>,
     },
@@ -384,7 +387,8 @@ pub fn alerts_answer(body: &str) -> Result<Vec<Alert>, String> {
     Ok(alerts)
 }
 
-/// The value of an instant-vector answer (`0` when the vector is empty).
+/// The value of an instant-vector answer (`0` when the vector is empty or
+/// the value is not a count: NaN, infinite or negative).
 pub fn instant_value(body: &str) -> Result<f64, String> {
     let doc: serde_json::Value =
         serde_json::from_str(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
@@ -400,7 +404,7 @@ pub fn instant_value(body: &str) -> Result<f64, String> {
     first["value"][1]
         .as_str()
         .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| !v.is_nan())
+        .filter(|v| v.is_finite() && *v >= 0.0)
         .map_or(Ok(0.0), Ok)
 }
 
@@ -641,6 +645,7 @@ pub async fn journal(
         follower = back;
         let update = Update::Timeline {
             at_ms: now_ms(),
+            restart: follower.take_restart(),
             result,
         };
         if updates.send(update).await.is_err() {
@@ -655,6 +660,16 @@ pub struct JournalFollower {
     path: PathBuf,
     offset: u64,
     partial: Vec<u8>,
+    /// Device and inode of the file read, to notice a replacement.
+    identity: Option<(u64, u64)>,
+    /// Read again from the start since [`JournalFollower::take_restart`].
+    restarted: bool,
+    /// Dropping the rest of a line longer than a journal line can be.
+    discarding: bool,
+    /// Events and unreadable lines seen in this file.
+    events_seen: u64,
+    skipped_seen: u64,
+    first_skip: Option<String>,
 }
 
 impl JournalFollower {
@@ -664,11 +679,34 @@ impl JournalFollower {
             path,
             offset: 0,
             partial: Vec::new(),
+            identity: None,
+            restarted: false,
+            discarding: false,
+            events_seen: 0,
+            skipped_seen: 0,
+            first_skip: None,
         }
     }
 
+    /// True once after the file was truncated or replaced: the events of
+    /// the next read start again from its first line.
+    pub fn take_restart(&mut self) -> bool {
+        std::mem::take(&mut self.restarted)
+    }
+
+    fn restart(&mut self) {
+        self.offset = 0;
+        self.partial.clear();
+        self.discarding = false;
+        self.events_seen = 0;
+        self.skipped_seen = 0;
+        self.first_skip = None;
+        self.restarted = true;
+    }
+
     /// Events appended since the last call (a missing file is no events
-    /// yet; a file that shrank is read again from its start).
+    /// yet; a file that shrank or was replaced is read again from its
+    /// start, and [`JournalFollower::take_restart`] says so once).
     pub fn poll(&mut self) -> Result<Vec<Event>, String> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = match std::fs::File::open(&self.path) {
@@ -680,10 +718,14 @@ impl JournalFollower {
         if !meta.is_file() {
             return Err(format!("{} is not a regular file", self.path.display()));
         }
-        if meta.len() < self.offset {
-            self.offset = 0;
-            self.partial.clear();
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        if self.identity.is_some_and(|seen| seen != identity) || meta.len() < self.offset {
+            self.restart();
         }
+        self.identity = Some(identity);
         file.seek(SeekFrom::Start(self.offset))
             .map_err(|e| e.to_string())?;
         let mut chunk = Vec::new();
@@ -691,12 +733,63 @@ impl JournalFollower {
             .read_to_end(&mut chunk)
             .map_err(|e| e.to_string())?;
         self.offset += chunk.len() as u64;
-        self.partial.extend_from_slice(&chunk);
+        let mut chunk = &chunk[..];
+        if self.discarding {
+            // The rest of an overlong line, up to its newline.
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    chunk = &chunk[end + 1..];
+                    self.discarding = false;
+                }
+                None => chunk = &[],
+            }
+        }
+        self.partial.extend_from_slice(chunk);
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
-            return Ok(Vec::new());
+            if self.partial.len() > crate::timeline::MAX_LINE_BYTES {
+                // Longer than any journal line: never kept whole in memory.
+                self.partial.clear();
+                self.discarding = true;
+                self.note_skip(format!(
+                    "a line longer than {} bytes",
+                    crate::timeline::MAX_LINE_BYTES
+                ));
+            }
+            return self.verdict(Vec::new());
         };
         let whole: Vec<u8> = self.partial.drain(..=end).collect();
-        Ok(crate::timeline::parse_journal(&whole).events)
+        let contents = crate::timeline::parse_journal(&whole);
+        for skipped in &contents.skipped {
+            self.note_skip(format!("line {}: {}", skipped.line, skipped.reason));
+        }
+        self.verdict(contents.events)
+    }
+
+    fn note_skip(&mut self, why: String) {
+        self.skipped_seen += 1;
+        if self.first_skip.is_none() {
+            let why: String = why
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(120)
+                .collect();
+            self.first_skip = Some(why);
+        }
+    }
+
+    /// A file with unreadable lines and not one event is not a journal:
+    /// said on every read rather than shown as an empty, healthy one.
+    fn verdict(&mut self, events: Vec<Event>) -> Result<Vec<Event>, String> {
+        self.events_seen += events.len() as u64;
+        if self.events_seen == 0 && self.skipped_seen > 0 {
+            return Err(format!(
+                "{} is not an incident journal: {} unreadable line(s), no event ({})",
+                self.path.display(),
+                self.skipped_seen,
+                self.first_skip.as_deref().unwrap_or("")
+            ));
+        }
+        Ok(events)
     }
 }
 
@@ -759,5 +852,80 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].actor, "bastian");
         assert!(follower.poll().unwrap().is_empty());
+    }
+
+    fn note(seq: u64, text: &str) -> String {
+        format!(
+            "{{\"seq\":{seq},\"at\":\"2026-11-26T09:41:00.000Z\",\"actor\":\"bastian\",\"kind\":\"note\",\"payload\":{{\"text\":\"{text}\"}}}}\n"
+        )
+    }
+
+    #[test]
+    fn journal_follower_starts_over_on_a_truncated_or_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, note(1, "one") + &note(2, "two")).unwrap();
+        let mut follower = JournalFollower::new(path.clone());
+        assert_eq!(follower.poll().unwrap().len(), 2);
+        assert!(!follower.take_restart());
+        // Truncated to a shorter journal.
+        std::fs::write(&path, note(1, "uno")).unwrap();
+        let events = follower.poll().unwrap();
+        assert!(follower.take_restart(), "a truncation restarts");
+        assert_eq!(events.len(), 1);
+        // Replaced by a longer file (a rename over it): read from its start,
+        // not from the old offset in the middle of a line.
+        let other = dir.path().join("new.jsonl");
+        std::fs::write(&other, note(1, "a") + &note(2, "b") + &note(3, "c")).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let events = follower.poll().unwrap();
+        assert!(follower.take_restart(), "a replacement restarts");
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(!follower.take_restart());
+    }
+
+    #[test]
+    fn journal_follower_says_a_file_is_not_a_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, b"\x00\xff\x1b[2J binary\nmore\n").unwrap();
+        let mut follower = JournalFollower::new(path.clone());
+        let err = follower.poll().unwrap_err();
+        assert!(err.contains("not an incident journal"), "{err}");
+        assert!(!err.contains('\x1b'), "{err}");
+        // Still said on the next read, with nothing new.
+        assert!(follower.poll().is_err());
+    }
+
+    #[test]
+    fn journal_follower_never_holds_an_endless_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut file = std::fs::File::create(&path).unwrap();
+        use std::io::Write;
+        file.write_all(note(1, "before").as_bytes()).unwrap();
+        let mut follower = JournalFollower::new(path.clone());
+        assert_eq!(follower.poll().unwrap().len(), 1);
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..6 {
+            for _ in 0..2 {
+                file.write_all(&block).unwrap();
+            }
+            let _ = follower.poll();
+            assert!(
+                follower.partial.len() <= crate::timeline::MAX_LINE_BYTES,
+                "{} bytes held",
+                follower.partial.len()
+            );
+        }
+        file.write_all(b"\n").unwrap();
+        file.write_all(note(2, "after").as_bytes()).unwrap();
+        // Reads are bounded chunks: a few more reach the end.
+        let mut events = Vec::new();
+        for _ in 0..20 {
+            events.extend(follower.poll().unwrap());
+        }
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].seq, 2);
     }
 }

@@ -169,7 +169,8 @@ fn check_url(url: &Spanned<String>, what: &str, problems: &mut Vec<ConfigProblem
     let value = &url.value;
     let ok = (value.starts_with("http://") || value.starts_with("https://"))
         && value.len() > 8
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        && reqwest::Url::parse(value).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
     if !ok {
         problems.push(at(
             url,
@@ -179,6 +180,25 @@ fn check_url(url: &Spanned<String>, what: &str, problems: &mut Vec<ConfigProblem
             ),
         ));
     }
+}
+
+/// The most characters of an offending line repeated in a message.
+const OFFENDING_CHARS: usize = 120;
+
+/// The text of 1-based `line` in `source`, trimmed, shortened and with any
+/// secret redacted, for a parse error to show what it is about.
+fn offending_line(source: &str, line: u64) -> Option<String> {
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let text = source.lines().nth(index)?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let text = crate::redact::redact_text(text);
+    let mut short: String = text.chars().take(OFFENDING_CHARS).collect();
+    if text.chars().count() > OFFENDING_CHARS {
+        short.push('…');
+    }
+    Some(short)
 }
 
 /// Parses and validates configuration text; `file` names it in messages.
@@ -197,12 +217,20 @@ pub fn parse(file: &str, source: &str) -> Result<Settings, ConfigError> {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
+            let mut message = message.trim().to_owned();
+            // The parser's advice is about its own API, not the file.
+            if let Some(cut) = message.find(", set DuplicateKeyPolicy") {
+                message.truncate(cut);
+            }
+            if let Some(text) = offending_line(source, line) {
+                message.push_str(&format!(" in {text:?}"));
+            }
             ConfigError {
                 file: file.to_owned(),
                 problems: vec![ConfigProblem {
                     line,
                     column,
-                    message: message.trim().to_owned(),
+                    message,
                 }],
             }
         })?
@@ -345,6 +373,38 @@ mod tests {
         );
         let err = parse("w.yaml", "sourcez: {}\n").unwrap_err().to_string();
         assert!(err.starts_with("w.yaml:1:1:"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_shows_the_offending_text() {
+        let source = "sources:\n  exporter: [http://a\n  poll: 3\n";
+        let err = parse("w.yaml", source).unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:2:"), "{err}");
+        assert!(err.contains("exporter: [http://a"), "{err}");
+        let source = "sources:\n  poll-interval-ms: 99999999999999999999999\n";
+        let err = parse("w.yaml", source).unwrap_err().to_string();
+        assert!(err.contains("99999999999999999999999"), "{err}");
+        let source = "sources:\n  exporter: http://a:1\n  exporter: http://b:2\n";
+        let err = parse("w.yaml", source).unwrap_err().to_string();
+        assert!(
+            err.starts_with("w.yaml:3:3: duplicate mapping key"),
+            "{err}"
+        );
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+        let source = "sources:\n  exporter: [http://u:hunter2@a\n";
+        let err = parse("w.yaml", source).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_url_with_an_impossible_port_is_refused() {
+        let err = parse("w.yaml", "sources:\n  exporter: http://127.0.0.1:99999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("w.yaml:2:13: sources.exporter must be"),
+            "{err}"
+        );
     }
 
     #[test]

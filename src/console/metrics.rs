@@ -88,6 +88,21 @@ impl Scrape {
         let mut seen_holders = false;
         let mut top = 1.0;
         for sample in samples {
+            let charted = matches!(
+                sample.name.as_str(),
+                COLLISIONS
+                    | OVERRUNS
+                    | REJECTIONS
+                    | "warroom_lock_holders_max"
+                    | "warroom_app_errors_last_minute"
+                    | "warroom_lock_holders"
+            );
+            if charted && !(sample.value.is_finite() && sample.value >= 0.0) {
+                return Err(format!(
+                    "{} is {}: not a count (is this warroom's exporter?)",
+                    sample.name, sample.value
+                ));
+            }
             match sample.name.as_str() {
                 COLLISIONS | OVERRUNS | REJECTIONS => {
                     let series = format!("{}{:?}", sample.name, sample.labels);
@@ -160,6 +175,23 @@ impl Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_that_is_not_a_count_refuses_the_scrape() {
+        for value in ["NaN", "+Inf", "-Inf", "-5"] {
+            for name in [
+                "warroom_lock_collisions_total{mode=\"legacy\"}",
+                "warroom_lock_holders_max",
+                "warroom_app_errors_last_minute",
+                "warroom_lock_holders{key=\"k\"}",
+            ] {
+                let text = format!("warroom_lock_holders_max 1\n{name} {value}\n");
+                let samples = parse_exposition(&text).unwrap();
+                let err = Scrape::from_samples(&samples).unwrap_err();
+                assert!(err.contains("not a count"), "{name} {value}: {err}");
+            }
+        }
+    }
 
     const EXPOSITION: &str = "# HELP warroom_lock_collisions Grants while another holder held.\n\
 # TYPE warroom_lock_collisions counter\n\

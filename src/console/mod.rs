@@ -365,18 +365,19 @@ fn spawn_cluster(
     rx
 }
 
-/// Runs the console until the user quits or SIGTERM arrives. The terminal
+/// Runs the console until the user quits or SIGTERM, SIGHUP or SIGINT
+/// arrives. The terminal
 /// is restored on every way out, panics included (`ratatui::init`'s hook).
 /// Quitting during a run cancels it and waits for its undo (at most
 /// [`app::QUIT_WAIT_MS`]), showing what it waits for; what the run left,
 /// if anything, is printed once the terminal is restored.
 pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
     let (mut console, mut app) = Console::start(options, color_allowed()).await?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| ConsoleError::Terminal(e.to_string()))?;
+    let mut terminate = StopSignals::new()?;
     // From here every way out restores the terminal: `restore` below, and
     // the panic hook `try_init` installs.
     let mut terminal = ratatui::try_init().map_err(|e| ConsoleError::Terminal(e.to_string()))?;
+    paste_mode(true);
     let mut keys = crossterm::event::EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -400,6 +401,7 @@ pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
             Some(update) = console.next() => app.apply(update),
             event = keys.next() => match event {
                 Some(Ok(crossterm::event::Event::Key(key))) => intents.extend(app.on_key(key)),
+                Some(Ok(crossterm::event::Event::Paste(text))) => app.on_paste(&text),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break Err(ConsoleError::Terminal(e.to_string())),
                 None => {
@@ -417,11 +419,65 @@ pub async fn run(options: ConsoleOptions) -> Result<(), ConsoleError> {
         }
     };
     console.stop();
+    paste_mode(false);
     ratatui::restore();
     for line in app.quit_report(&console.undo_flags()) {
         println!("{line}");
     }
     outcome
+}
+
+/// SIGTERM, SIGHUP (the terminal or its multiplexer went away, or `kill
+/// -HUP`) and SIGINT from outside, as one stream: each one quits the way
+/// SIGTERM does, restoring the terminal, instead of the default action that
+/// would leave it raw on the alternate screen.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self, ConsoleError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| signal(kind).map_err(|e| ConsoleError::Terminal(e.to_string()));
+        Ok(Self {
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+            int: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next of them.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Turns bracketed paste on or off: pasted text then arrives as one
+/// event instead of keystrokes (a pasted line break would submit a prompt
+/// and the letters after it act as command keys). The panic hook turns it
+/// off too, before the terminal is restored.
+fn paste_mode(on: bool) {
+    use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
+    let mut out = std::io::stdout();
+    if on {
+        let _ = crossterm::execute!(out, EnableBracketedPaste);
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
+                previous(info);
+            }));
+        });
+    } else {
+        let _ = crossterm::execute!(out, DisableBracketedPaste);
+    }
 }
 
 /// Hands an intent to the adapter.

@@ -601,6 +601,18 @@ impl Store {
         }
     }
 
+    /// Forgets what the journal said (it was truncated or replaced; its
+    /// events follow again from its start).
+    pub fn forget_timeline(&mut self) {
+        self.timeline.clear();
+        self.timeline_total = 0;
+        // The id stays until the journal names one again.
+        self.incident = Incident {
+            id: std::mem::take(&mut self.incident.id),
+            ..Incident::default()
+        };
+    }
+
     /// Appends timeline events (in journal order) and updates the incident.
     pub fn record_events(&mut self, events: &[crate::timeline::Event]) {
         use crate::timeline::{Entry, Milestone};

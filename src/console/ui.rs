@@ -847,7 +847,13 @@ fn draw_alerts(frame: &mut Frame, app: &App, area: Rect) {
             Span::raw(truncate(
                 &format!(
                     "  {word} {}  {}",
-                    clock(app.now_ms - alert.since_ms),
+                    // Prometheus gave no readable activeAt: no age rather
+                    // than the time since 1970.
+                    if alert.since_ms > 0 {
+                        clock(app.now_ms - alert.since_ms)
+                    } else {
+                        "—".to_owned()
+                    },
                     alert.detail
                 ),
                 room,
