@@ -6,11 +6,13 @@
 //! orders and duration:
 //!
 //! - **unguarded**: `BEGIN`, the two writes, `COMMIT` (PM-003's path);
-//! - **fenced**: [`warroom_lock::fence::postgres::write_unit_prepared`]:
-//!   `BEGIN`; the fence statement (prepared once per connection, as the
-//!   writes are) on the order's row (lock, check and raise its fence)
-//!   pipelined with the same two writes; `COMMIT` (or `ROLLBACK` when
-//!   stale). Three round trips, as unguarded;
+//! - **fenced**: [`warroom_lock::fence::postgres::write_unit_guarded`]:
+//!   `BEGIN`; the same two writes pipelined, the status `UPDATE` carrying
+//!   the guard (`fence = $token … WHERE order_id = $1 AND fence <= $token`:
+//!   it locks the order's row, checks and raises its fence as it sets the
+//!   status); `COMMIT` if it updated the row, else `ROLLBACK` and one
+//!   `SELECT` of the fence (refused units only). Three round trips and two
+//!   statements, as unguarded;
 //! - **fenced-begin**: [`warroom_lock::fence::postgres::begin`] (`BEGIN`, the
 //!   fence statement unprepared, answered), then the two writes, `COMMIT`:
 //!   one round trip and one statement plan more, for writes that depend on
@@ -363,7 +365,8 @@ impl Shared {
 /// A writer's connection with the unit's statements prepared.
 struct UnitWriter {
     client: Client,
-    fence: pgfence::PreparedFence,
+    /// The status change carrying the fence's guard.
+    guarded: Statement,
     status: Statement,
     event: Statement,
 }
@@ -393,13 +396,17 @@ impl UnitWriter {
             )
             .await
             .map_err(|e| db_error("prepare", e))?;
-        let fence = orders_row()
-            .prepare(&client, Type::TEXT)
+        let guarded = client
+            .prepare_typed(
+                "UPDATE orders SET status = $2, updated_at = clock_timestamp(), fence = $3 \
+                 WHERE order_id = $1 AND fence <= $3",
+                &[Type::TEXT, Type::TEXT, Type::INT8],
+            )
             .await
             .map_err(|e| db_error("prepare", e))?;
         Ok(Self {
             client,
-            fence,
+            guarded,
             status,
             event,
         })
@@ -440,14 +447,16 @@ impl UnitWriter {
                 Ok(Unit::Committed)
             }
             Path::Fenced => {
-                let set: [&(dyn ToSql + Sync); 2] = [&order, &status];
+                let set: [&(dyn ToSql + Sync); 3] = [&order, &status, &token_param];
                 let audit: [&(dyn ToSql + Sync); 4] = [&order, &status, &holder, &token_param];
-                let outcome = pgfence::write_unit_prepared(
+                let outcome = pgfence::write_unit_guarded(
                     &mut self.client,
-                    &self.fence,
+                    orders_row(),
                     &order,
+                    Type::TEXT,
                     token,
-                    &[(&self.status, &set), (&self.event, &audit)],
+                    (&self.guarded, &set),
+                    &[(&self.event, &audit)],
                 )
                 .await
                 .map_err(|e| db_error("fenced unit", e))?;

@@ -367,3 +367,119 @@ async fn a_pipelined_unit_commits_its_writes_only_when_the_token_is_fresh() {
     assert_eq!(fresh, pgfence::UnitOutcome::Committed { rows: vec![1] });
     assert_eq!(state(&observer, "a").await, (16, 6, 2));
 }
+
+#[tokio::test]
+async fn a_guarded_unit_commits_only_when_its_own_write_passes_the_fence() {
+    let Some(db) = Scratch::create().await else {
+        return;
+    };
+    let mut client = db.client().await;
+    client
+        .execute("INSERT INTO accounts (id, balance) VALUES ('a', 0)", &[])
+        .await
+        .unwrap();
+    // The unit's own write of the fenced row carries the guard.
+    let guarded = client
+        .prepare(
+            "UPDATE accounts SET balance = balance + $2, fence = $3 \
+             WHERE id = $1 AND fence <= $3",
+        )
+        .await
+        .unwrap();
+    let ledger = client
+        .prepare("INSERT INTO ledger (account, amount, token) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    let observer = db.client().await;
+    let mut unit = async |key: &str, token: u64, amount: i64| {
+        let t = token as i64;
+        pgfence::write_unit_guarded(
+            &mut client,
+            &accounts(),
+            &key,
+            Type::TEXT,
+            token,
+            (&guarded, &[&key, &amount, &t]),
+            &[(&ledger, &[&key, &amount, &t])],
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        unit("a", 4, 10).await,
+        pgfence::UnitOutcome::Committed { rows: vec![1, 1] }
+    );
+    assert_eq!(state(&observer, "a").await, (10, 4, 1));
+    // The same holder again under the same lease: accepted.
+    assert_eq!(
+        unit("a", 4, 1).await,
+        pgfence::UnitOutcome::Committed { rows: vec![1, 1] }
+    );
+    assert_eq!(state(&observer, "a").await, (11, 4, 2));
+    // Stale: refused with the fence; its ledger row ran in the transaction
+    // and was rolled back.
+    assert_eq!(
+        unit("a", 3, 100).await,
+        pgfence::UnitOutcome::Stale { fence: 4 }
+    );
+    assert_eq!(state(&observer, "a").await, (11, 4, 2));
+    let rows: i64 = observer
+        .query_one("SELECT count(*) FROM ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
+    // A newer holder raises the fence; the older one is refused after it.
+    assert_eq!(
+        unit("a", 9, 1).await,
+        pgfence::UnitOutcome::Committed { rows: vec![1, 1] }
+    );
+    assert_eq!(
+        unit("a", 5, 1).await,
+        pgfence::UnitOutcome::Stale { fence: 9 }
+    );
+    assert_eq!(state(&observer, "a").await, (12, 9, 3));
+    // No row with the key: missing, and its ledger row never lands.
+    assert_eq!(unit("b", 9, 1).await, pgfence::UnitOutcome::Missing);
+    let rows: i64 = observer
+        .query_one("SELECT count(*) FROM ledger WHERE account = 'b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    // A guarded statement whose WHERE fails for another reason is not
+    // taken for a stale token.
+    let picky = client
+        .prepare("UPDATE accounts SET fence = $2 WHERE id = $1 AND fence <= $2 AND balance < 0")
+        .await
+        .unwrap();
+    let unmatched = pgfence::write_unit_guarded(
+        &mut client,
+        &accounts(),
+        &"a",
+        Type::TEXT,
+        10u64,
+        (&picky, &[&"a", &10i64]),
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(unmatched, Err(PgFenceError::GuardUnmatched { rows: 0 })),
+        "{unmatched:?}"
+    );
+    assert_eq!(state(&observer, "a").await, (12, 9, 3));
+    let refused = pgfence::write_unit_guarded(
+        &mut client,
+        &accounts(),
+        &"a",
+        Type::TEXT,
+        u64::MAX,
+        (&picky, &[&"a", &10i64]),
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(PgFenceError::TokenOutOfRange(u64::MAX))),
+        "{refused:?}"
+    );
+}

@@ -74,7 +74,7 @@
 //! committed (only sequence values they drew are consumed, as with any
 //! rollback). Three round trips, as many as the same writes unguarded.
 //!
-//! # The plain single-statement form
+//! # The single-statement form: the guard on the unit's own write
 //!
 //! A write path that is one statement on the fenced row needs no
 //! transaction of its own: put the check and the raise in the statement.
@@ -86,9 +86,18 @@
 //! ```
 //!
 //! (`fence < $2` would refuse a holder's second write under the same
-//! lease.) As soon as a unit writes more than one row, use [`begin`]: two
-//! separately guarded statements can be interleaved by a newer holder
-//! between them.
+//! lease.) Two separately guarded statements can be interleaved by a newer
+//! holder between them, so a unit that writes more than one row puts them
+//! in one transaction. When the unit writes the fenced row anyway (an
+//! order's status change and its audit row), [`write_unit_guarded`] lets
+//! that write carry the guard instead of a fence statement of its own:
+//! `BEGIN`; the guarded `UPDATE` of the fenced row (it locks the row,
+//! compares and raises the fence, and makes the unit's change to it) first,
+//! pipelined with the unit's other writes; `COMMIT` if it updated exactly
+//! one row, `ROLLBACK` otherwise. One statement and one row version fewer
+//! than [`write_unit`], the same three round trips; only a refused unit
+//! pays a fourth, a `SELECT` of the fence that tells
+//! [`UnitOutcome::Stale`] from [`UnitOutcome::Missing`].
 
 use std::fmt;
 
@@ -111,6 +120,19 @@ pub enum PgFenceError {
     /// The token does not fit in a `bigint`.
     #[error("fencing token {0} is above the largest bigint")]
     TokenOutOfRange(u64),
+    /// The guarded statement of [`write_unit_guarded`] updated `rows` rows
+    /// where exactly one was expected, and the row's fence does not explain
+    /// it (the row exists with a fence at most the token, or several rows
+    /// matched): its `WHERE` has conditions beyond the key and the fence
+    /// that did not hold, or the key is not unique. Rolled back; nothing of
+    /// the unit committed.
+    #[error(
+        "the guarded statement updated {rows} rows, not 1, and the fence did not refuse the token"
+    )]
+    GuardUnmatched {
+        /// Rows the guarded statement updated.
+        rows: u64,
+    },
     /// A table or column name is not a plain SQL identifier.
     #[error("{0:?} is not a plain SQL identifier (letters, digits and _, optionally schema.name)")]
     InvalidIdentifier(String),
@@ -124,6 +146,7 @@ pub struct FencedRow {
     key_column: String,
     fence_column: String,
     raise_sql: String,
+    fence_sql: String,
 }
 
 impl fmt::Debug for FencedRow {
@@ -169,11 +192,13 @@ impl FencedRow {
              CASE WHEN {fence_column} <= $2 THEN $2 ELSE {fence_column} END \
              WHERE {key_column} = $1 RETURNING {fence_column}"
         );
+        let fence_sql = format!("SELECT {fence_column} FROM {table} WHERE {key_column} = $1");
         Ok(Self {
             table,
             key_column,
             fence_column,
             raise_sql,
+            fence_sql,
         })
     }
 
@@ -351,13 +376,15 @@ pub async fn begin_or_insert<'a>(
     raise(tx, row, key, key_type, token, created).await
 }
 
-/// What [`write_unit`] did.
+/// What [`write_unit`], [`write_unit_prepared`] or [`write_unit_guarded`]
+/// did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitOutcome {
     /// The token was at least the row's fence: the fence is now the token
     /// and the writes are committed.
     Committed {
-        /// Rows each write changed, in order.
+        /// Rows each write changed, in order (for [`write_unit_guarded`],
+        /// the guarded statement's 1 first).
         rows: Vec<u64>,
     },
     /// A newer holder has the unit (the row's fence is above the token):
@@ -480,6 +507,95 @@ async fn write_unit_with(
         return Ok(UnitOutcome::Stale { fence });
     }
     let rows = written?;
+    tx.commit().await.map_err(|e| {
+        if e.as_db_error().is_some() {
+            PgFenceError::Database(e)
+        } else {
+            PgFenceError::CommitOutcomeUnknown(e)
+        }
+    })?;
+    Ok(UnitOutcome::Committed { rows })
+}
+
+/// A fenced unit whose first write of the fenced row carries the guard, in
+/// three round trips and without a fence statement of its own (see the
+/// module's documentation, "The single-statement form").
+///
+/// `guarded` is the caller's `UPDATE` of the fenced row (prepared, with its
+/// parameters), written so that it checks and raises the fence itself:
+///
+/// ```sql
+/// UPDATE orders SET status = $2, fence = $3
+///  WHERE order_id = $1 AND fence <= $3
+/// ```
+///
+/// - its `WHERE` **must** select the row of `key` by `row`'s key column and
+///   carry the condition `fence <= token` (`<=`: an equal token is
+///   accepted, so one holder may write several times under one lease);
+/// - it **must** set the fence to the token (`fence = token`);
+/// - the token it is given among its parameters must be `token`.
+///
+/// None of this can be checked here; a statement without the condition is
+/// not fenced. `BEGIN`; `guarded`, then `rest`, pipelined in one
+/// transaction (the guarded statement runs first, so it takes the row lock
+/// before any other write runs, and a unit waiting on that lock re-reads
+/// the fence the previous holder committed); `COMMIT` if the guarded
+/// statement updated exactly one row. Otherwise the unit is rolled back
+/// (the writes of `rest` ran in the transaction and are never visible) and
+/// one `SELECT` of the row's fence tells [`UnitOutcome::Stale`] (a fence
+/// above the token) from [`UnitOutcome::Missing`] (no row); a row whose
+/// fence is at most the token, or several rows updated, is
+/// [`PgFenceError::GuardUnmatched`]. A write that fails rolls the unit back
+/// and is returned as the error (unless the unit was refused, which is
+/// reported first). `key` (of SQL type `key_type`) is used by that `SELECT`
+/// only.
+pub async fn write_unit_guarded(
+    client: &mut Client,
+    row: &FencedRow,
+    key: &(dyn ToSql + Sync),
+    key_type: Type,
+    token: impl Into<u64>,
+    guarded: (&Statement, &[&(dyn ToSql + Sync)]),
+    rest: &[(&Statement, &[&(dyn ToSql + Sync)])],
+) -> Result<UnitOutcome, PgFenceError> {
+    let token = token.into();
+    token_param(token)?;
+    let tx = client.transaction().await?;
+    let (first, written) = join(
+        tx.execute(guarded.0, guarded.1),
+        try_join_all(
+            rest.iter()
+                .map(|(statement, params)| tx.execute(*statement, params)),
+        ),
+    )
+    .await;
+    let first = match first {
+        Ok(rows) => rows,
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(e.into());
+        }
+    };
+    if first != 1 {
+        tx.rollback().await?;
+        if first > 1 {
+            return Err(PgFenceError::GuardUnmatched { rows: first });
+        }
+        let found = client
+            .query_typed_opt(&row.fence_sql, &[(key, key_type)])
+            .await?;
+        let Some(found) = found else {
+            return Ok(UnitOutcome::Missing);
+        };
+        let fence: i64 = found.try_get(0)?;
+        let fence = fence.max(0) as u64;
+        if fence > token {
+            return Ok(UnitOutcome::Stale { fence });
+        }
+        return Err(PgFenceError::GuardUnmatched { rows: 0 });
+    }
+    let mut rows = vec![first];
+    rows.extend(written?);
     tx.commit().await.map_err(|e| {
         if e.as_db_error().is_some() {
             PgFenceError::Database(e)
