@@ -104,7 +104,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 /// A `postgres://` URL as it may be shown: without its password.
 pub fn shown(url: &str) -> String {
-    redact_text(url).into_owned()
+    crate::database::shown_url(url)
 }
 
 /// Connects to `url` (bounded in time); the connection runs on the current
