@@ -128,3 +128,37 @@ fn hand_written_control_characters_never_reach_the_terminal() {
         run.stdout
     );
 }
+
+#[test]
+fn another_orders_table_or_a_half_migrated_schema_is_refused_unchanged() {
+    let Some(db) = FreshDatabase::create() else {
+        return;
+    };
+    execute(
+        &db,
+        "CREATE TABLE orders (id integer PRIMARY KEY, total numeric); \
+         INSERT INTO orders VALUES (1, 9.99);",
+    );
+    for args in [vec!["--migrate"], vec![]] {
+        let mut all = vec!["--database", db.url.as_str()];
+        all.extend(args);
+        let run = reconcile(&all);
+        assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("orders"), "{}", run.stderr);
+    }
+    // Nothing was created: the migration can still be applied once the
+    // table is moved away.
+    execute(&db, "ALTER TABLE orders RENAME TO their_orders;");
+    let run = reconcile(&["--database", &db.url, "--migrate"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    // Recorded as applied, a table dropped by hand.
+    execute(&db, "DROP TABLE fulfillment_records;");
+    for args in [vec!["--migrate"], vec!["--repair"]] {
+        let mut all = vec!["--database", db.url.as_str()];
+        all.extend(args);
+        let run = reconcile(&all);
+        assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("fulfillment_records"), "{}", run.stderr);
+    }
+}

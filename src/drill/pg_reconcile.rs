@@ -168,7 +168,9 @@ pub async fn apply_schema(client: &mut Client) -> Result<Vec<Migration>, PgError
 fn migrate_error(e: MigrateError) -> PgError {
     match e {
         MigrateError::Database(e) => PgError::query(&e),
-        newer @ MigrateError::Newer { .. } => PgError::Schema(newer.to_string()),
+        refused @ (MigrateError::Newer { .. }
+        | MigrateError::Foreign { .. }
+        | MigrateError::Incomplete { .. }) => PgError::Schema(refused.to_string()),
     }
 }
 
