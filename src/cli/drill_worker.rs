@@ -100,7 +100,7 @@ pub fn run_worker(args: WorkerArgs) -> CommandResult {
             Exit::Invalid,
             format!(
                 "{ENV_DATABASE_URL} is not a postgres:// URL: {}",
-                warroom::redact::redact_text(url)
+                warroom::database::shown_url(url)
             ),
         ));
     }

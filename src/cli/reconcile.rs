@@ -182,7 +182,7 @@ fn run_database(args: &ReconcileArgs, url: &str) -> CommandResult {
 }
 
 fn print_text(report: &ReconcileReport, repairing: bool) {
-    output::line(format!(
+    text_line(format!(
         "{} orders scanned in {} ms: {} consistent, {} in progress, {} inconsistent \
          ({} repairable, {} repaired, {} ambiguous); {} lot(s) with stock not matching reservations",
         report.orders_scanned,
@@ -196,23 +196,30 @@ fn print_text(report: &ReconcileReport, repairing: bool) {
         report.lots_mismatched
     ));
     for order in &report.orders {
-        output::line(format!(
+        text_line(format!(
             "{} {}: {}",
             order.action,
             order.order,
             order.problems.join("; ")
         ));
         if let Some(repair) = &order.repair {
-            output::line(format!("  repair: {repair}"));
+            text_line(format!("  repair: {repair}"));
         }
         if let Some(decide) = &order.decide {
-            output::line(format!("  decide: {decide}"));
+            text_line(format!("  decide: {decide}"));
         }
     }
     for lot in &report.lots {
-        output::line(format!("lot {}: {}", lot.lot, lot.decide));
+        text_line(format!("lot {}: {}", lot.lot, lot.decide));
     }
     if !repairing && report.repairable > 0 {
-        output::line("run again with --repair to repair the repairable orders");
+        text_line("run again with --repair to repair the repairable orders");
     }
+}
+
+/// Prints a line of the text report. Order, lot, fulfillment and holder IDs
+/// come from the database as they were written (by hand, possibly): control
+/// characters are shown as escapes, never sent to the terminal.
+fn text_line(text: impl std::fmt::Display) {
+    output::line(warroom::playbook::check::printable(&text.to_string()));
 }

@@ -16,6 +16,9 @@ pub struct Migration {
     pub name: &'static str,
     /// The SQL it runs.
     pub sql: &'static str,
+    /// The tables it creates: present once it is recorded as applied, and
+    /// not warroom's if present before.
+    pub tables: &'static [&'static str],
 }
 
 /// Every migration, in order.
@@ -23,6 +26,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "pm003_tables",
     sql: include_str!("../../migrations/0001_pm003_tables.sql"),
+    tables: &[
+        "orders",
+        "inventory_lots",
+        "inventory_reservations",
+        "fulfillment_records",
+        "order_events",
+        "inventory_events",
+    ],
 }];
 
 /// The advisory lock key migrations hold (`warroom` in ASCII).
@@ -61,6 +72,67 @@ pub enum MigrateError {
         /// The newest version known here.
         known: i32,
     },
+    /// Tables a migration creates exist already, but the migration is not
+    /// recorded: they are someone else's (or a failed hand-made copy).
+    #[error(
+        "the database already holds table(s) {} that warroom's schema (version {version}) \
+         would create, but no warroom migration is recorded: nothing was changed; use another \
+         database, or move those tables away",
+        tables.join(", ")
+    )]
+    Foreign {
+        /// The migration that would create them.
+        version: i32,
+        /// The tables found.
+        tables: Vec<String>,
+    },
+    /// A migration is recorded as applied but tables it creates are missing
+    /// (dropped by hand, or the record written by hand).
+    #[error(
+        "the database's schema is recorded at version {version} but table(s) {} are missing: \
+         nothing was changed; restore them, or use another database",
+        missing.join(", ")
+    )]
+    Incomplete {
+        /// The version recorded.
+        version: i32,
+        /// The tables missing.
+        missing: Vec<String>,
+    },
+}
+
+/// The tables of `migration` that exist (`present`) or not (`!present`),
+/// as the search path resolves them.
+async fn tables_where(
+    client: &impl tokio_postgres::GenericClient,
+    migration: &Migration,
+    present: bool,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let names: Vec<String> = migration.tables.iter().map(|t| t.to_string()).collect();
+    Ok(client
+        .query(
+            "SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) \
+             WHERE (to_regclass(quote_ident(t)) IS NOT NULL) = $2 ORDER BY n",
+            &[&names, &present],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Checks that the tables of every applied migration exist.
+async fn check_applied(
+    client: &impl tokio_postgres::GenericClient,
+    version: i32,
+) -> Result<(), MigrateError> {
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
+        let missing = tables_where(client, migration, false).await?;
+        if !missing.is_empty() {
+            return Err(MigrateError::Incomplete { version, missing });
+        }
+    }
+    Ok(())
 }
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS warroom_migrations (\
@@ -85,7 +157,18 @@ pub async fn state(client: &Client) -> Result<SchemaState, MigrateError> {
     } else {
         0
     };
-    state_at(version)
+    let state = state_at(version)?;
+    check_applied(client, version).await?;
+    if let Some(next) = MIGRATIONS.iter().find(|m| m.version == version + 1) {
+        let tables = tables_where(client, next, true).await?;
+        if !tables.is_empty() {
+            return Err(MigrateError::Foreign {
+                version: next.version,
+                tables,
+            });
+        }
+    }
+    Ok(state)
 }
 
 fn state_at(version: i32) -> Result<SchemaState, MigrateError> {
@@ -131,8 +214,16 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<Migration>, MigrateError
             .get(0);
         state_at(newest)?;
         if done {
+            check_applied(&tx, migration.version).await?;
             tx.rollback().await?;
             continue;
+        }
+        let tables = tables_where(&tx, migration, true).await?;
+        if !tables.is_empty() {
+            return Err(MigrateError::Foreign {
+                version: migration.version,
+                tables,
+            });
         }
         tx.batch_execute(migration.sql).await?;
         tx.execute(

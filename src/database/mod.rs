@@ -8,3 +8,61 @@
 //! stops with the command that applies it.
 
 pub mod migrate;
+
+use crate::redact::{REDACTED, redact_text};
+
+/// A PostgreSQL URL as it may be shown: the password of its userinfo
+/// replaced by [`REDACTED`] whatever the host looks like (empty, a
+/// percent-encoded socket directory, a name the text redactor does not take
+/// for a host), then every other secret (`?password=…`) by
+/// [`redact_text`]. The userinfo runs to the LAST `@`, so a password
+/// holding an unencoded `@`, `:`, `/` or `?` is hidden whole; a URL with
+/// an `@` later on is redacted too far rather than not far enough.
+pub fn shown_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return redact_text(url).into_owned();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.rfind('@') else {
+        return redact_text(url).into_owned();
+    };
+    let userinfo = &rest[..at];
+    let shown_userinfo = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => userinfo.to_string(),
+    };
+    let text = format!("{}{shown_userinfo}{}", &url[..scheme_end], &rest[at..]);
+    redact_text(&text).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn the_password_is_hidden_whatever_the_host() {
+        for url in [
+            "postgres://u:Pw0rdX@/db?host=/tmp",
+            "postgres://u:Pw0rdX@%2Ftmp/db",
+            "postgres://u:Pw0rdX@-bad/db",
+            "postgres://u:Pw0rdX@_h/db",
+            "postgres://u:Pw0rdX@.h/db",
+            "postgres://u:P@w:0/rdPw0rdX@127.0.0.1/db",
+            "postgres://u:Pw0rdX?x@127.0.0.1/db",
+            "postgresql://:Pw0rdX@h/db",
+            "postgres://u@h/db?password=Pw0rdX",
+        ] {
+            let shown = shown_url(url);
+            assert!(!shown.contains("Pw0rdX"), "{url} shown as {shown}");
+            assert!(shown.contains("[REDACTED]"), "{url} shown as {shown}");
+        }
+        assert_eq!(
+            shown_url("postgres://u@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
+        assert_eq!(
+            shown_url("postgres://u:p@h:5432/db"),
+            "postgres://u:[REDACTED]@h:5432/db"
+        );
+    }
+}

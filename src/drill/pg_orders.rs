@@ -634,7 +634,7 @@ impl PgOrderStore {
     /// As [`PgOrderStore::connect`], with at most `max_connections`
     /// connections (1 to 1024).
     pub async fn connect_with(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let shown = redact_text(url).into_owned();
+        let shown = crate::database::shown_url(url);
         if !(1..=1024).contains(&max_connections) {
             return Err(StoreError::Database(format!(
                 "max connections must be between 1 and 1024, not {max_connections}"

@@ -104,7 +104,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 /// A `postgres://` URL as it may be shown: without its password.
 pub fn shown(url: &str) -> String {
-    redact_text(url).into_owned()
+    crate::database::shown_url(url)
 }
 
 /// Connects to `url` (bounded in time); the connection runs on the current
@@ -168,7 +168,9 @@ pub async fn apply_schema(client: &mut Client) -> Result<Vec<Migration>, PgError
 fn migrate_error(e: MigrateError) -> PgError {
     match e {
         MigrateError::Database(e) => PgError::query(&e),
-        newer @ MigrateError::Newer { .. } => PgError::Schema(newer.to_string()),
+        refused @ (MigrateError::Newer { .. }
+        | MigrateError::Foreign { .. }
+        | MigrateError::Incomplete { .. }) => PgError::Schema(refused.to_string()),
     }
 }
 
@@ -479,6 +481,16 @@ async fn stock(
         .collect())
 }
 
+/// A flagged order as judged in the scan's snapshot: what the report shows
+/// of it, and the verdict.
+struct Judged {
+    order: String,
+    lots: Vec<String>,
+    fulfillments: Vec<String>,
+    status: Option<String>,
+    verdict: Verdict,
+}
+
 /// What the repair of one order did.
 enum Applied {
     Repaired,
@@ -652,19 +664,34 @@ async fn run(client: &mut Client, repairing: bool) -> Result<ReconcileReport, Pg
                     found = f.flags.iter().map(|s| s.to_string()).collect();
                 }
                 let verdict = judge_found(&r, &stock, found);
-                judged.push((f.order.clone(), r, verdict));
+                // Only what the report shows is kept: the rows and audit
+                // log read (the bulk) are dropped here, batch by batch.
+                judged.push(Judged {
+                    order: f.order.clone(),
+                    fulfillments: r.active_fulfillments(),
+                    lots: r.reservations,
+                    status: r.status,
+                    verdict,
+                });
             }
         }
         lots_before = lot_findings(&tx).await.map_err(q)?;
         tx.commit().await.map_err(q)?;
     }
-    for (order, r, verdict) in judged {
+    for Judged {
+        order,
+        lots,
+        fulfillments,
+        status,
+        verdict,
+    } in judged
+    {
         let finding = |action: &str, problems: Vec<String>| OrderFinding {
             order: order.clone(),
             problems,
-            lots: r.reservations.clone(),
-            fulfillments: r.active_fulfillments(),
-            status: r.status.clone(),
+            lots: lots.clone(),
+            fulfillments: fulfillments.clone(),
+            status: status.clone(),
             action: action.to_string(),
             repair: None,
             decide: None,
@@ -694,8 +721,8 @@ async fn run(client: &mut Client, repairing: bool) -> Result<ReconcileReport, Pg
                      reservation(s), cancel {} other fulfillment(s)",
                     plan.lot,
                     plan.fulfillment,
-                    r.reservations.len().saturating_sub(1),
-                    r.active_fulfillments().len().saturating_sub(1)
+                    lots.len().saturating_sub(1),
+                    fulfillments.len().saturating_sub(1)
                 );
                 let action = if repairing {
                     match apply(client, &order, &plan).await? {
