@@ -200,8 +200,10 @@ static CLASSES: LazyLock<Vec<Class>> = LazyLock::new(|| {
         // URL userinfo: `scheme://user:password@host`, the password running
         // to the last `@` before the host (so it may hold `/`, `#`, `?`,
         // `:`); or a long bare token as the user (`https://<token>@host`).
+        // Whatever follows the `@`: a host may be empty or a socket
+        // directory (`postgres://u:pw@/db?host=/run`, `…@%2Frun/db`).
         Class::new(
-            r#"://(?:[^\s:/@"'<>`]*:(?P<s>[^\s"'<>`]*)|(?P<t>[A-Za-z0-9_.~+-]{16,}))@[A-Za-z0-9\[]"#,
+            r#"://(?:[^\s:/@"'<>`]*:(?P<s>[^\s"'<>`]*)|(?P<t>[A-Za-z0-9_.~+-]{16,}))@"#,
         ),
         // Assignments of secret-named keys. Fencing tokens first, so that
         // `fencing token: 42` is matched as a whole, and kept when the
@@ -444,6 +446,27 @@ mod tests {
             "git remote https://[REDACTED]@github.com/o/r"
         );
         assert_eq!(r("mail ops@example.com"), "mail ops@example.com");
+        for (url, shown) in [
+            (
+                "postgres://pg:Pw0rdX@/db?host=/run",
+                "postgres://pg:[REDACTED]@/db?host=/run",
+            ),
+            (
+                "postgres://pg:Pw0rdX@%2Ftmp/hp1",
+                "postgres://pg:[REDACTED]@%2Ftmp/hp1",
+            ),
+            (
+                "postgres://pg:Pw0rdX@-h/db",
+                "postgres://pg:[REDACTED]@-h/db",
+            ),
+            (
+                "postgres://pg:Pw0rdX@_h/db",
+                "postgres://pg:[REDACTED]@_h/db",
+            ),
+            ("'redis://:Pw0rdX@'", "'redis://:[REDACTED]@'"),
+        ] {
+            assert_eq!(r(url), shown, "{url}");
+        }
     }
 
     #[test]
