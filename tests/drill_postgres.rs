@@ -199,37 +199,11 @@ fn count(report: &serde_json::Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} is a count: {report:#}"))
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn reconcile(url: &str, extra: &[&str]) -> (Run, serde_json::Value) {
-    let out = common::output_within(
-        Command::new(env!("CARGO_BIN_EXE_warroom"))
-            .args(["reconcile", "--output", "json", "--database", url])
-            .args(extra)
-            .env_remove("WARROOM_REDIS_URL"),
-        Duration::from_secs(60),
-    );
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stdout.contains(PLANTED) && !run.stderr.contains(PLANTED),
-        "reconcile showed the password:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    let json = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-        panic!(
-            "reconcile printed no JSON ({e}): {}{}",
-            run.stdout, run.stderr
-        )
-    });
+fn reconcile(url: &str, extra: &[&str]) -> (common::postgres::Reconciled, serde_json::Value) {
+    let mut args = vec!["--output", "json", "--database", url];
+    args.extend_from_slice(extra);
+    let run = common::postgres::reconcile(&args, PLANTED);
+    let json = run.json();
     (run, json)
 }
 

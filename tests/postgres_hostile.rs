@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::postgres::FreshDatabase;
@@ -12,34 +11,8 @@ use common::postgres::FreshDatabase;
 /// A password planted in every URL: it must never be printed.
 const PLANTED: &str = "Pl4nted-h0stile-PW";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn reconcile(args: &[&str]) -> Run {
-    let out = common::output_within(
-        Command::new(env!("CARGO_BIN_EXE_warroom"))
-            .arg("reconcile")
-            .args(args)
-            .env_remove("WARROOM_REDIS_URL")
-            .env_remove("WARROOM_DATABASE_URL"),
-        Duration::from_secs(120),
-    );
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stdout.contains(PLANTED) && !run.stderr.contains(PLANTED),
-        "the password was shown:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    run
+fn reconcile(args: &[&str]) -> common::postgres::Reconciled {
+    common::postgres::reconcile(args, PLANTED)
 }
 
 #[test]

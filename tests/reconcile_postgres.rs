@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
 use common::postgres::FreshDatabase;
 use warroom::drill::orders::{Claimed, Guard, OrderStatus, OrderStore, Writer, Written};
 use warroom::drill::pg_orders::PgOrderStore;
@@ -29,45 +26,8 @@ fn with_password(url: &str) -> String {
     )
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "reconcile printed no JSON ({e}):\n{}\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn reconcile(args: &[&str]) -> Run {
-    let out = common::output_within(
-        Command::new(env!("CARGO_BIN_EXE_warroom"))
-            .arg("reconcile")
-            .args(args)
-            .env_remove("WARROOM_REDIS_URL")
-            .env_remove("WARROOM_DATABASE_URL"),
-        Duration::from_secs(60),
-    );
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stdout.contains(PLANTED) && !run.stderr.contains(PLANTED),
-        "the password was shown:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    run
+fn reconcile(args: &[&str]) -> common::postgres::Reconciled {
+    common::postgres::reconcile(args, PLANTED)
 }
 
 /// An error report as one line (its wrapping and frame removed).

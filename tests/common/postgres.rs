@@ -131,3 +131,52 @@ impl Drop for FreshDatabase {
         }
     }
 }
+
+/// What one `warroom reconcile` did.
+pub struct Reconciled {
+    /// Its exit code (-1: killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Reconciled {
+    /// Standard output as the JSON of `--output json`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "reconcile printed no JSON ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `warroom reconcile ARGS` (neither Redis nor a database taken from
+/// the environment), bounded in time; fails the test when `secret` shows
+/// in its output or it panicked.
+pub fn reconcile(args: &[&str], secret: &str) -> Reconciled {
+    let out = super::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warroom"))
+            .arg("reconcile")
+            .args(args)
+            .env_remove("WARROOM_REDIS_URL")
+            .env_remove("WARROOM_DATABASE_URL"),
+        Duration::from_secs(120),
+    );
+    let run = Reconciled {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stdout.contains(secret) && !run.stderr.contains(secret),
+        "reconcile showed the password:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    run
+}
