@@ -10,111 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::tmux::Tmux;
 use warroom::cluster::ClusterServer;
-
-/// One tmux server of the test's own (its own socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(dir: &Path) -> Tmux {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let tmux = Tmux {
-            socket: format!("warroom-hostile-{}-{nanos}", std::process::id()),
-        };
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "war",
-            "-x",
-            "120",
-            "-y",
-            "36",
-            "-c",
-            dir.to_str().unwrap(),
-            "env -i PATH=/usr/bin:/bin TERM=xterm-256color HOME=/tmp PS1='$ ' bash --norc --noprofile",
-        ]);
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = common::output_within(
-            Command::new("tmux").arg("-L").arg(&self.socket).args(args),
-            Duration::from_secs(10),
-        );
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "war"])
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "war"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "war", "-l", text]);
-    }
-
-    /// Pastes `text` the way a terminal does (bracketed when the program
-    /// asked for it).
-    fn paste(&self, text: &str) {
-        self.run(&["set-buffer", "-b", "hostile", "--", text]);
-        self.run(&["paste-buffer", "-p", "-b", "hostile", "-t", "war"]);
-    }
-
-    /// Waits until the screen shows every one of `texts`; returns it.
-    fn wait_for(&self, texts: &[&str], what: &str) -> String {
-        let mut last = String::new();
-        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            common::wait_until(what, Duration::from_secs(30), || {
-                last = self.screen();
-                texts.iter().all(|t| last.contains(t)).then(|| last.clone())
-            })
-        }));
-        match found {
-            Ok(screen) => screen,
-            Err(_) => panic!("timed out waiting for {what}; the screen was:\n{last}"),
-        }
-    }
-
-    /// The process running in the pane under its shell.
-    fn console_pid(&self) -> i32 {
-        let shell: i32 = self
-            .run(&["display-message", "-p", "-t", "war", "#{pane_pid}"])
-            .trim()
-            .parse()
-            .unwrap();
-        common::wait_until("the console process", Duration::from_secs(10), || {
-            let children =
-                std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
-            children.split_whitespace().next()?.parse().ok()
-        })
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .status();
-    }
-}
 
 /// A local cluster and a journal (no exporter: a closed port).
 struct Environment {
@@ -231,7 +128,7 @@ fn text_pasted_into_the_note_prompt_stays_one_note_and_runs_no_keys() {
         return;
     }
     let env = Environment::start();
-    let tmux = Tmux::start(env.dir.path());
+    let tmux = Tmux::start(env.dir.path(), 120, 36);
     started(&tmux, &env);
     tmux.keys(&["n"]);
     tmux.wait_for(&["note: "], "the note prompt");
@@ -256,9 +153,9 @@ fn a_hangup_restores_the_terminal() {
         return;
     }
     let env = Environment::start();
-    let tmux = Tmux::start(env.dir.path());
+    let tmux = Tmux::start(env.dir.path(), 120, 36);
     started(&tmux, &env);
-    let pid = tmux.console_pid();
+    let pid = tmux.foreground_pid();
     // SAFETY: a signal to the console this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     tmux.wait_for(&["EXITED="], "the console to leave on SIGHUP");

@@ -11,96 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::tmux::Tmux;
 use warroom::cluster::{ClusterServer, StatusMode};
 use warroom::exporter::{Exporter, ExporterConfig, KeyspaceEvents, StartFrom};
 use warroom::lock::LockOptions;
 use warroom::lock::legacy::LegacyLock;
 use warroom::redis_node::RedisNode;
-
-/// One tmux server of the test's own (its own socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(dir: &Path) -> Tmux {
-        let socket = format!("warroom-console-{}-{}", std::process::id(), rand_suffix());
-        let tmux = Tmux { socket };
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "war",
-            "-x",
-            "160",
-            "-y",
-            "48",
-            "-c",
-            dir.to_str().unwrap(),
-            "env -i PATH=/usr/bin:/bin TERM=xterm-256color HOME=/tmp PS1='$ ' bash --norc --noprofile",
-        ]);
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = common::output_within(
-            Command::new("tmux").arg("-L").arg(&self.socket).args(args),
-            Duration::from_secs(10),
-        );
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "war"])
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "war"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "war", "-l", text]);
-    }
-
-    /// Waits until the screen shows every one of `texts`; returns it.
-    fn wait_for(&self, texts: &[&str], what: &str) -> String {
-        let mut last = String::new();
-        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            common::wait_until(what, Duration::from_secs(30), || {
-                last = self.screen();
-                texts.iter().all(|t| last.contains(t)).then(|| last.clone())
-            })
-        }));
-        match found {
-            Ok(screen) => screen,
-            Err(_) => panic!("timed out waiting for {what}; the screen was:\n{last}"),
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .status();
-    }
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-}
 
 /// A local cluster, a Redis with the exporter reading it, and a journal.
 struct Environment {
@@ -253,7 +169,7 @@ fn lock_contention_runs_from_its_alert_by_keystrokes_and_is_recorded() {
         return;
     }
     let env = Environment::start(StatusMode::Converge);
-    let tmux = Tmux::start(env.dir.path());
+    let tmux = Tmux::start(env.dir.path(), 160, 48);
     tmux.type_text(&format!("{}; echo EXITED=$?", env.console()));
     tmux.keys(&["Enter"]);
     tmux.wait_for(
@@ -356,7 +272,7 @@ fn a_cancelled_run_is_undone() {
     }
     // Deployment status is never rolled out: the run waits on the scale-down.
     let env = Environment::start(StatusMode::External);
-    let tmux = Tmux::start(env.dir.path());
+    let tmux = Tmux::start(env.dir.path(), 160, 48);
     tmux.type_text(&format!("{}; echo EXITED=$?", env.console()));
     tmux.keys(&["Enter"]);
     tmux.wait_for(&["Lock collisions", "order-service"], "the panels");
@@ -424,7 +340,7 @@ fn the_drill_in_its_console_stops_collisions_with_the_playbook() {
     let dir = tempfile::tempdir().unwrap();
     let port = warroom::redis_node::free_port().unwrap();
     let exporter = format!("127.0.0.1:{port}");
-    let tmux = Tmux::start(dir.path());
+    let tmux = Tmux::start(dir.path(), 160, 48);
     // The working directory has no playbooks/: the built-in ones are used.
     tmux.type_text(&format!(
         "{} drill --speed 120 --seed 3 --no-prometheus --exporter-listen {exporter} --dir {}; echo EXITED=$?",

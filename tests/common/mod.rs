@@ -10,6 +10,7 @@
 
 pub mod kubectl;
 pub mod postgres;
+pub mod tmux;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
