@@ -10,132 +10,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A drill must start (Redis, cluster, exporter, Prometheus) well within this.
-const START_DEADLINE: Duration = Duration::from_secs(60);
+use common::drill::Drill;
+
 /// What the issue asks of children after the drill has gone.
 const ORPHAN_DEADLINE: Duration = Duration::from_secs(2);
-
-/// A running `warroom drill`, its output collected as it comes.
-struct Drill {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    parent: tempfile::TempDir,
-}
 
 impl Drill {
     fn start(args: &[&str]) -> Drill {
         Self::start_with(args, |_| {})
-    }
-
-    fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Drill {
-        let parent = tempfile::tempdir().expect("a temporary directory");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_warroom"));
-        command
-            .arg("drill")
-            .arg("--dir")
-            .arg(parent.path())
-            .args(args)
-            .env_remove("WARROOM_REDIS_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        adjust(&mut command);
-        let mut child = command.spawn().expect("warroom starts");
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let text = Arc::new(Mutex::new(String::new()));
-            let sink = text.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut text = sink.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            });
-            text
-        };
-        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
-        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
-        Drill {
-            child,
-            stdout,
-            stderr,
-            parent,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    /// Waits until the drill says it runs; returns its kubeconfig path.
-    fn wait_started(&mut self) -> PathBuf {
-        let start = Instant::now();
-        loop {
-            let stderr = self.stderr();
-            if let Some(line) = stderr.lines().find_map(|l| l.strip_prefix("kubeconfig: "))
-                && stderr.contains("pod logs: ")
-            {
-                return PathBuf::from(line.trim());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the drill ended ({status}) before it started:\n{stderr}\n{}",
-                    self.stdout()
-                );
-            }
-            assert!(
-                start.elapsed() < START_DEADLINE,
-                "the drill did not start within {START_DEADLINE:?}:\n{stderr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "signal {signal} delivered");
-    }
-
-    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waits") {
-                // Let the reader threads drain what is left.
-                std::thread::sleep(Duration::from_millis(50));
-                return status;
-            }
-            if start.elapsed() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "the drill did not end within {deadline:?}:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The drill directory (the only entry of the parent).
-    fn dir(&self) -> PathBuf {
-        std::fs::read_dir(self.parent.path())
-            .expect("the parent exists")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.is_dir())
-            .expect("a drill directory")
     }
 
     /// Processes other than this test naming the drill's directory.
@@ -157,15 +43,6 @@ impl Drill {
                 "left running {ORPHAN_DEADLINE:?} after the drill: {left:#?}"
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Drill {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

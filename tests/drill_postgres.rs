@@ -9,18 +9,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::drill::Drill;
 use common::postgres::FreshDatabase;
 
 /// The planted password.
 const PLANTED: &str = "Pl4nted-dr1ll-PW";
-/// A drill must start within this.
-const START_DEADLINE: Duration = Duration::from_secs(60);
 
 fn with_password(url: &str) -> String {
     url.replacen(
@@ -30,103 +27,14 @@ fn with_password(url: &str) -> String {
     )
 }
 
-/// A running `warroom drill`, its output collected as it comes.
-struct Drill {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    parent: tempfile::TempDir,
-}
-
 impl Drill {
+    /// `warroom drill --headless --report json --no-prometheus ARGS`, with
+    /// no database taken from the environment.
     fn start(args: &[&str]) -> Drill {
-        let parent = tempfile::tempdir().expect("a temporary directory");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warroom"))
-            .arg("drill")
-            .arg("--dir")
-            .arg(parent.path())
-            .args(["--headless", "--report", "json", "--no-prometheus"])
-            .args(args)
-            .env_remove("WARROOM_REDIS_SERVER")
-            .env_remove("WARROOM_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("warroom starts");
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let text = Arc::new(Mutex::new(String::new()));
-            let sink = text.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut text = sink.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            });
-            text
-        };
-        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
-        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
-        Drill {
-            child,
-            stdout,
-            stderr,
-            parent,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until the drill says it runs; returns its kubeconfig.
-    fn wait_started(&mut self) -> PathBuf {
-        let start = Instant::now();
-        loop {
-            let stderr = self.stderr();
-            if let Some(line) = stderr.lines().find_map(|l| l.strip_prefix("kubeconfig: "))
-                && stderr.contains("pod logs: ")
-            {
-                return PathBuf::from(line.trim());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the drill ended ({status}) before it started:\n{stderr}");
-            }
-            assert!(
-                start.elapsed() < START_DEADLINE,
-                "the drill did not start within {START_DEADLINE:?}:\n{stderr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waits") {
-                std::thread::sleep(Duration::from_millis(50));
-                return status;
-            }
-            if start.elapsed() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "the drill did not end within {deadline:?}:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn report(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| {
-            panic!("a JSON report ({e}):\n{}\n{}", self.stdout(), self.stderr())
+        let mut all = vec!["--headless", "--report", "json", "--no-prometheus"];
+        all.extend_from_slice(args);
+        Self::start_with(&all, |command| {
+            command.env_remove("WARROOM_DATABASE_URL");
         })
     }
 
@@ -181,15 +89,6 @@ impl Drill {
             }
         }
         assert!(files >= 5, "the drill wrote its files ({files} found)");
-    }
-}
-
-impl Drop for Drill {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

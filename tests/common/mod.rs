@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod drill;
 pub mod kubectl;
 pub mod postgres;
 pub mod tmux;
