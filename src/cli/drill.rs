@@ -307,7 +307,7 @@ async fn prepare_database(url: &str) -> Result<(), Failure> {
     };
     let mut client = pg_reconcile::connect(url).await.map_err(failure)?;
     let prepared = pg_reconcile::prepare(&mut client).await.map_err(failure)?;
-    let shown = pg_reconcile::shown(url);
+    let shown = warroom::database::shown_url(url);
     if prepared.applied.is_empty() {
         output::say(format!(
             "database: {shown}: schema current (version {})",

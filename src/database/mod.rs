@@ -9,30 +9,13 @@
 
 pub mod migrate;
 
-use crate::redact::{REDACTED, redact_text};
+use crate::redact::redact_text;
 
-/// A PostgreSQL URL as it may be shown: the password of its userinfo
-/// replaced by [`REDACTED`] whatever the host looks like (empty, a
-/// percent-encoded socket directory, a name the text redactor does not take
-/// for a host), then every other secret (`?password=…`) by
-/// [`redact_text`]. The userinfo runs to the LAST `@`, so a password
-/// holding an unencoded `@`, `:`, `/` or `?` is hidden whole; a URL with
-/// an `@` later on is redacted too far rather than not far enough.
+/// A PostgreSQL URL as it may be shown: the password of its userinfo (to the
+/// last `@`, whatever follows it: an empty host, a socket directory) and
+/// every other secret (`?password=…`) redacted by the one redactor.
 pub fn shown_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return redact_text(url).into_owned();
-    };
-    let rest = &url[scheme_end..];
-    let Some(at) = rest.rfind('@') else {
-        return redact_text(url).into_owned();
-    };
-    let userinfo = &rest[..at];
-    let shown_userinfo = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:{REDACTED}"),
-        None => userinfo.to_string(),
-    };
-    let text = format!("{}{shown_userinfo}{}", &url[..scheme_end], &rest[at..]);
-    redact_text(&text).into_owned()
+    redact_text(url).into_owned()
 }
 
 #[cfg(test)]

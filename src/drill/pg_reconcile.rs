@@ -102,27 +102,22 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     redact_text(&text).into_owned()
 }
 
-/// A `postgres://` URL as it may be shown: without its password.
-pub fn shown(url: &str) -> String {
-    crate::database::shown_url(url)
-}
-
 /// Connects to `url` (bounded in time); the connection runs on the current
 /// runtime until the client is dropped.
 pub async fn connect(url: &str) -> Result<Client, PgError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| PgError::Invalid {
-        url: shown(url),
+        url: crate::database::shown_url(url),
         detail: redact_text(&format!("{e}")).into_owned(),
     })?;
     if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
         return Err(PgError::Invalid {
-            url: shown(url),
+            url: crate::database::shown_url(url),
             detail: "expected postgres://[user[:password]@]host[:port]/database".into(),
         });
     }
     config.connect_timeout(CONNECT_TIMEOUT);
     let unreachable = |detail: String| PgError::Unreachable {
-        url: shown(url),
+        url: crate::database::shown_url(url),
         detail,
     };
     let connecting = config.connect(NoTls);

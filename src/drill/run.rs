@@ -434,7 +434,7 @@ pub async fn run(
             .iter()
             .map(|u| crate::redis_url::shown(u))
             .collect(),
-        database: options.database.as_deref().map(super::pg_reconcile::shown),
+        database: options.database.as_deref().map(crate::database::shown_url),
         journal: dir.journal(),
         log: dir.log(),
         pod_logs: dir.pod_logs(),

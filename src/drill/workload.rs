@@ -148,7 +148,7 @@ impl Drop for Workload {
 /// failure is kept in `failure` (and the check stops).
 fn watch_database(url: String, failure: Arc<Mutex<Option<String>>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let shown = super::pg_reconcile::shown(&url);
+        let shown = crate::database::shown_url(&url);
         let mut client = None;
         loop {
             let problem = match &client {
