@@ -926,20 +926,18 @@ async fn terminal_conversation(command: &str, dir: &Path, turns: &[(&str, &str)]
     };
     let mut from = 0;
     for (wait_for, typed) in turns {
-        let at = common::wait_until_async(
-            &format!("{wait_for:?} on the terminal"),
-            std::time::Duration::from_secs(60),
-            || {
-                let shown = shown.clone();
-                async move {
-                    let text = shown.lock().unwrap().clone();
-                    text.get(from..)
-                        .and_then(|rest| rest.find(wait_for))
-                        .map(|i| from + i + wait_for.len())
-                }
-            },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let at = loop {
+            let text = shown.lock().unwrap().clone();
+            if let Some(i) = text.get(from..).and_then(|rest| rest.find(wait_for)) {
+                break from + i + wait_for.len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after 60 s waiting for {wait_for:?} on the terminal, which showed:\n{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
         from = at;
         stdin.write_all(typed.as_bytes()).await.unwrap();
         stdin.flush().await.unwrap();
@@ -1200,6 +1198,73 @@ async fn a_second_ctrl_c_stops_the_undo_and_says_what_is_left() {
     let undo = engine.undo(NS, Some(&record.id)).await.unwrap();
     assert_eq!(undo.outcome, Outcome::Undone, "{}", undo.message);
     assert_eq!(drill.replicas(), 8);
+    drill.server.stop().await;
+}
+
+/// Declines the undo question after a cancellation, noting whether the
+/// printer had handled the `cancelled` event when it was asked.
+struct UndoAfterPrinted {
+    printed: Arc<Mutex<Vec<StepPhase>>>,
+    asked_after_the_cancellation: Mutex<Option<bool>>,
+}
+
+impl Confirmer for UndoAfterPrinted {
+    fn confirm<'a>(&'a self, request: &'a ConfirmRequest) -> ConfirmFuture<'a> {
+        if request.step == "undo" {
+            let printed = self.printed.lock().unwrap().contains(&StepPhase::Cancelled);
+            *self.asked_after_the_cancellation.lock().unwrap() = Some(printed);
+            return Box::pin(async { Confirmation::Declined });
+        }
+        Box::pin(async { Confirmation::Approved })
+    }
+}
+
+// One thread: the printer runs only when the engine waits for it, so a
+// question asked without waiting for the printed lines is caught every time.
+#[tokio::test(flavor = "current_thread")]
+async fn the_undo_question_comes_after_the_printed_cancellation() {
+    let drill = Drill::start().await;
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let confirmer = Arc::new(UndoAfterPrinted {
+        printed: printed.clone(),
+        asked_after_the_cancellation: Mutex::new(None),
+    });
+    let (engine, _) = drill.engine(confirmer.clone()).await;
+    let cancel = Cancel::new();
+    let engine = engine.with_cancel(cancel.clone());
+    // A printer whose lines must come before a prompt (as `warroom run`'s):
+    // it cancels the run once the change is verified, as an operator
+    // pressing Ctrl-C on seeing that line.
+    let mut events = engine.subscribe_acknowledged();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if event.step == "scale" && event.phase == StepPhase::Verified {
+                cancel.cancel("Ctrl-C");
+            }
+            printed.lock().unwrap().push(event.phase);
+            events.acknowledge(Ok(()));
+        }
+    });
+    let report = engine
+        .run(&bind_text(WAITS_FOREVER), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("the undo was declined: the 1 applied step(s) are kept (scale)"),
+        "{}",
+        report.message
+    );
+    assert_eq!(
+        *confirmer.asked_after_the_cancellation.lock().unwrap(),
+        Some(true),
+        "the undo was asked before the cancellation was printed"
+    );
+    assert_eq!(drill.replicas(), 2, "the declined undo kept the change");
+    drop(engine);
+    printer.await.unwrap();
     drill.server.stop().await;
 }
 

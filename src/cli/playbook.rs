@@ -818,20 +818,17 @@ async fn ask(
     request: &ConfirmRequest,
     lines: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>,
 ) -> Confirmation {
-    let mut stderr = std::io::stderr();
     let prompt = super::output::redacted(&request.prompt);
-    let _ = match &request.answer {
-        Some(answer) => write!(
-            stderr,
+    show_prompt(&match &request.answer {
+        Some(answer) => format!(
             "\n[{}] {prompt}\nType {answer:?} to go on (Enter or n to stop here): ",
             request.step
         ),
-        None if request.default_yes => write!(stderr, "\n[{}] {prompt} [Y/n] ", request.step),
-        None => write!(stderr, "\n[{}] {prompt} [y/N] ", request.step),
-    };
+        None if request.default_yes => format!("\n[{}] {prompt} [Y/n] ", request.step),
+        None => format!("\n[{}] {prompt} [y/N] ", request.step),
+    });
     let mut lines = lines.lock().await;
     loop {
-        let _ = stderr.flush();
         let Some(line) = lines.recv().await else {
             return if request.default_yes && request.answer.is_none() {
                 Confirmation::Approved
@@ -847,20 +844,26 @@ async fn ask(
             Some(_) if line.is_empty() || no => {
                 return Confirmation::Declined;
             }
-            Some(answer) => {
-                let _ = write!(
-                    stderr,
-                    "{} is not {answer:?}. Type {answer:?} exactly to go on (Enter or n to stop \
-                     here): ",
-                    names::shown(line)
-                );
-            }
+            Some(answer) => show_prompt(&format!(
+                "{} is not {answer:?}. Type {answer:?} exactly to go on (Enter or n to stop \
+                 here): ",
+                names::shown(line)
+            )),
             None if yes || (line.is_empty() && request.default_yes) => {
                 return Confirmation::Approved;
             }
             None => return Confirmation::Declined,
         }
     }
+}
+
+/// Writes a question on standard error in one piece: written a part at a
+/// time, another line (an event printed on standard output, say) could land
+/// between the question and its `[Y/n]`.
+fn show_prompt(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.flush();
 }
 
 /// `warroom bench playbook`.

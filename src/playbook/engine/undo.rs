@@ -128,7 +128,16 @@ impl Engine {
             answer: None,
             default_yes: true,
         };
-        let answer = if self.cancel.is_abandoned() {
+        // The lines printed so far, the cancellation above among them, come
+        // before the question, as for a gate (see `Engine::ask`): a printer
+        // still writing them would otherwise land in the middle of it. A
+        // second request does not wait for them.
+        tokio::select! {
+            _ = self.events.settle() => {}
+            _ = self.cancel.abandoned() => {}
+            _ = lease.until_lost() => {}
+        }
+        let answer = if self.cancel.is_abandoned() || lease.is_lost() {
             Confirmation::Declined
         } else if self.confirmer.can_ask().is_err() {
             Confirmation::Approved
