@@ -236,3 +236,66 @@ async fn a_holder_is_not_refused_for_numbers_that_refused_attempts_burned() {
     assert_eq!(value.as_deref(), Some("SHIPPED"));
     fresh.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn large_tokens_and_values_with_spaces_come_back_exactly() {
+    if !redis_available() {
+        return;
+    }
+    let node = RedisNode::start().unwrap();
+    let url = node.url();
+    let lock = FencedLock::connect(&url, LockOptions::new(TTL, "pod-7f"))
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Past what Lua prints without an exponent (1e14), below 2^53.
+    let counter = 4_000_000_000_000_000_u64;
+    let _: () = conn
+        .set(warroom::lock::fence_counter_key("lock:big"), counter)
+        .await
+        .unwrap();
+    let (lease, record) = colocated::try_acquire_and_read(&lock, "lock:big", "order:big")
+        .await
+        .unwrap()
+        .expect("free key");
+    assert_eq!(lease.token().get(), counter + 1);
+    assert_eq!(record.value, None);
+    let value = "  PAID by card 4 2  ";
+    let (outcome, _) = colocated::write_and_release(lease, "order:big", value)
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Accepted { previous_fence: 0 });
+
+    let (lease, record) = colocated::try_acquire_and_read(&lock, "lock:big", "order:big")
+        .await
+        .unwrap()
+        .expect("free key");
+    assert_eq!(record.value.as_deref(), Some(value));
+    assert_eq!(record.fence, counter + 1);
+    assert_eq!(lease.token().get(), counter + 2);
+    let _: () = conn.hset("order:big", "value", "").await.unwrap();
+    let (outcome, release) = colocated::write_and_release(lease, "order:big", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        WriteOutcome::Accepted {
+            previous_fence: counter + 1
+        }
+    );
+    assert_eq!(release, Release::Released);
+    let (lease, record) = colocated::try_acquire_and_read(&lock, "lock:big", "order:big")
+        .await
+        .unwrap()
+        .expect("free key");
+    assert_eq!(
+        record.value.as_deref(),
+        Some(""),
+        "an empty value is not absent"
+    );
+    lease.release().await.unwrap();
+}

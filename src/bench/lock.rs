@@ -179,6 +179,11 @@ pub struct RunReport {
     pub elapsed_s: f64,
     /// What the run sent to and ran on the nodes, per completed cycle.
     pub per_cycle: PerCycle,
+    /// Cores' worth of CPU that other processes on the machine used during
+    /// the run (`/proc/stat` minus the nodes and this process; `None`
+    /// without `/proc/stat` or `INFO cpu`). With clients and nodes sharing
+    /// a few cores, a comparison moves with it: measure with it near 0.
+    pub other_cpu_cores: Option<f64>,
 }
 
 /// Redis work per completed cycle, measured on the nodes and on the wire
@@ -674,6 +679,7 @@ impl LockBench {
             errors: s.errors.load(Ordering::Relaxed),
             elapsed_s: elapsed.as_secs_f64(),
             per_cycle: counts_after.per_cycle_since(&counts_before, cycles),
+            other_cpu_cores: counts_after.other_cpu_since(&counts_before),
         })
     }
 }
@@ -811,6 +817,11 @@ struct Counts {
     server_cpu_s: Option<f64>,
     /// CPU seconds of this process.
     client_cpu_s: Option<f64>,
+    /// CPU seconds every process on the machine has used (`/proc/stat`);
+    /// `None` where there is no `/proc/stat`.
+    machine_cpu_s: Option<f64>,
+    /// When the counts were taken.
+    at: Instant,
 }
 
 /// Script-calling commands as `INFO commandstats` names them.
@@ -856,7 +867,22 @@ impl Counts {
             traffic,
             server_cpu_s,
             client_cpu_s: process_cpu_seconds(),
+            machine_cpu_s: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|stat| parse_machine_cpu(&stat, clock_ticks_per_second()?)),
+            at: Instant::now(),
         }
+    }
+
+    /// Cores' worth of CPU that processes other than the nodes and this one
+    /// used between `before` and `self`: what else ran during the run.
+    fn other_cpu_since(&self, before: &Counts) -> Option<f64> {
+        let wall = self.at.checked_duration_since(before.at)?.as_secs_f64();
+        let delta = |after: Option<f64>, before: Option<f64>| Some(after? - before?);
+        let machine = delta(self.machine_cpu_s, before.machine_cpu_s)?;
+        let nodes = delta(self.server_cpu_s, before.server_cpu_s)?;
+        let this = delta(self.client_cpu_s, before.client_cpu_s)?;
+        (wall > 0.0).then(|| ((machine - nodes - this) / wall).max(0.0))
     }
 
     fn per_cycle_since(&self, before: &Counts, cycles: u64) -> PerCycle {
@@ -929,6 +955,31 @@ fn parse_server_cpu(info: &str) -> Option<f64> {
         })
     };
     Some(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
+/// Clock ticks per second of `/proc/stat` (`_SC_CLK_TCK`).
+fn clock_ticks_per_second() -> Option<f64> {
+    // SAFETY: sysconf reads a configuration value and touches no memory.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then_some(ticks as f64)
+}
+
+/// CPU seconds the whole machine has spent running something (user, nice,
+/// system, interrupts), from the `cpu` line of `/proc/stat`. Time stolen by
+/// a hypervisor is not counted: no process on this machine used it.
+fn parse_machine_cpu(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq …
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| fields.get(i).copied())
+        .sum::<Option<u64>>()?;
+    Some(busy as f64 / ticks_per_second)
 }
 
 /// CPU seconds (user and system) this process has used so far.
@@ -1442,6 +1493,41 @@ mod tests {
     }
 
     #[test]
+    fn proc_stat_gives_busy_seconds_without_idle_or_stolen_time() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 20 30 5000 70 4 6 900 0 0\ncpu0 50 10 15 2500 35 2 3 450 0 0\n";
+        assert_eq!(parse_machine_cpu(stat, 100.0), Some(1.6));
+        assert_eq!(parse_machine_cpu("cpu0 1 2 3\n", 100.0), None);
+        assert_eq!(parse_machine_cpu("cpu  1 2 x 4 5 6 7\n", 100.0), None);
+        assert_eq!(parse_machine_cpu("cpu  1 2 3\n", 100.0), None);
+    }
+
+    #[test]
+    fn other_cpu_is_the_machine_minus_the_nodes_and_this_process() {
+        let at = Instant::now();
+        let counts = |machine: f64, nodes: f64, this: f64, after: Duration| Counts {
+            calls: None,
+            traffic: None,
+            server_cpu_s: Some(nodes),
+            client_cpu_s: Some(this),
+            machine_cpu_s: Some(machine),
+            at: at + after,
+        };
+        let before = counts(100.0, 10.0, 5.0, Duration::ZERO);
+        let after = counts(118.0, 16.0, 9.0, Duration::from_secs(10));
+        let other = after.other_cpu_since(&before).unwrap();
+        assert!((other - 0.8).abs() < 1e-9, "{other}");
+        // Clock ticks round: never below zero.
+        let after = counts(109.0, 16.0, 9.0, Duration::from_secs(10));
+        assert_eq!(after.other_cpu_since(&before), Some(0.0));
+        let unknown = Counts {
+            machine_cpu_s: None,
+            ..counts(0.0, 16.0, 9.0, Duration::from_secs(10))
+        };
+        assert_eq!(unknown.other_cpu_since(&before), None);
+    }
+
+    #[test]
     fn per_cycle_counts_are_deltas_divided_by_cycles() {
         let counts = |set: u64, evalsha: u64, info: u64, requests: u64| Counts {
             calls: Some(BTreeMap::from([
@@ -1456,6 +1542,8 @@ mod tests {
             }),
             server_cpu_s: Some(set as f64 / 1e6),
             client_cpu_s: None,
+            machine_cpu_s: None,
+            at: Instant::now(),
         };
         let before = counts(10, 4, 1, 14);
         let after = counts(30, 14, 2, 44);

@@ -557,6 +557,14 @@ fn render(r: &LockBenchReport) -> String {
         }
         out.push('\n');
     }
+    let _ = write!(out, "{:<24}", "other CPU, cores");
+    for run in &runs {
+        let shown = run
+            .other_cpu_cores
+            .map_or_else(|| "n/a".to_string(), |c| format!("{c:.2}"));
+        let _ = write!(out, "{shown:>14}");
+    }
+    out.push('\n');
     for run in &runs {
         let by: Vec<String> = run
             .per_cycle
@@ -568,8 +576,28 @@ fn render(r: &LockBenchReport) -> String {
             let _ = writeln!(out, "  {}: {}", run.name, by.join(", "));
         }
     }
+    // Clients and nodes share this machine's cores: other work changes how
+    // requests batch, and not equally for every client (measured on 2
+    // cores: one busy loop took rslock from 43k to 72k cycles/s and the
+    // fenced lock from 53k to 50k).
+    if let Some(busiest) = runs
+        .iter()
+        .filter_map(|run| run.other_cpu_cores)
+        .reduce(f64::max)
+        .filter(|&cores| cores >= BUSY_MACHINE_CORES)
+    {
+        let _ = writeln!(
+            out,
+            "note: other processes used up to {busiest:.2} cores during the runs; clients and \
+             nodes share this machine, so the comparison moves with that work: compare on \
+             an idle machine"
+        );
+    }
     out
 }
+
+/// Other processes' CPU, in cores, from which a lock comparison is flagged.
+const BUSY_MACHINE_CORES: f64 = 0.25;
 
 /// `warroom bench cluster` arguments.
 #[derive(Args)]

@@ -106,46 +106,88 @@ pub struct Record {
 }
 
 /// Guarded write. KEYS: record, stream. ARGV: token, value, holder, maxlen, mode.
+/// Returns `"<1 if accepted, else 0> <record fence before>"` ([`split_reply`];
+/// a string, not a table: Redis converts a Lua table reply field by field,
+/// about a microsecond of its time per call).
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
-if tonumber(ARGV[1]) < fence then
+local fence = redis.call('HGET', KEYS[1], 'fence') or '0'
+if tonumber(ARGV[1]) < tonumber(fence) then
   if ARGV[4] ~= '0' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
       'v', '1', 'kind', 'rejected', 'mode', ARGV[5], 'key', KEYS[1],
-      'holder', ARGV[3], 'token', ARGV[1], 'fence', tostring(fence))
+      'holder', ARGV[3], 'token', ARGV[1], 'fence', fence)
   end
-  return {0, fence}
+  return '0 ' .. fence
 end
 redis.call('HSET', KEYS[1], 'value', ARGV[2], 'fence', ARGV[1])
-return {1, fence}
+return '1 ' .. fence
 ",
     )
 });
 
 /// Claim for update. KEYS: record, stream. ARGV: token, holder, maxlen, mode.
+/// Returns `"<1 if claimed, else 0> <record fence before>"`, followed by
+/// `" <value>"` when claimed and the record has a value ([`split_reply`]).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local record = redis.call('HMGET', KEYS[1], 'fence', 'value')
-local fence = tonumber(record[1] or '0')
-local token = tonumber(ARGV[1])
-if token < fence then
+local fence = record[1] or '0'
+if tonumber(ARGV[1]) < tonumber(fence) then
   if ARGV[3] ~= '0' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
       'v', '1', 'kind', 'rejected', 'mode', ARGV[4], 'key', KEYS[1],
-      'holder', ARGV[2], 'token', ARGV[1], 'fence', tostring(fence))
+      'holder', ARGV[2], 'token', ARGV[1], 'fence', fence)
   end
-  return {0, fence, false}
+  return '0 ' .. fence
 end
-if token > fence then
+if tonumber(ARGV[1]) > tonumber(fence) then
   redis.call('HSET', KEYS[1], 'fence', ARGV[1])
 end
-return {1, fence, record[2]}
+if record[2] then
+  return '1 ' .. fence .. ' ' .. record[2]
+end
+return '1 ' .. fence
 ",
     )
 });
+
+/// A script reply that is not what the fence scripts return: the script in
+/// Redis's cache is not this version's, or a record was written by
+/// something else. Shows the start of the reply, escaped.
+pub(crate) fn unexpected_reply(what: &'static str, reply: &[u8]) -> redis::RedisError {
+    let shown: String = String::from_utf8_lossy(reply).chars().take(80).collect();
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        what,
+        format!("{shown:?}"),
+    ))
+}
+
+/// Splits a fence script's reply `"<number> <number>[ <value>]"`: the
+/// value is everything after the second space, spaces included; no third
+/// part is no value (an empty value is `"<n> <n> "`).
+pub(crate) fn split_reply(
+    reply: &[u8],
+    what: &'static str,
+) -> Result<(u64, u64, Option<String>), redis::RedisError> {
+    let mut parts = reply.splitn(3, |b| *b == b' ');
+    let number = |part: Option<&[u8]>| {
+        part.and_then(|p| std::str::from_utf8(p).ok())
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or_else(|| unexpected_reply(what, reply))
+    };
+    let first = number(parts.next())?;
+    let second = number(parts.next())?;
+    let value = match parts.next() {
+        None => None,
+        Some(v) => Some(String::from_utf8(v.to_vec()).map_err(|_| unexpected_reply(what, reply))?),
+    };
+    Ok((first, second, value))
+}
 
 /// A record store that refuses stale holders.
 #[derive(Clone)]
@@ -215,7 +257,7 @@ impl FencedStore {
         value: &str,
     ) -> Result<WriteOutcome, FenceError> {
         let mut conn = self.conn.clone();
-        let (accepted, fence): (i64, u64) = WRITE
+        let reply: Vec<u8> = WRITE
             .key(record)
             .key(&self.stream_key)
             .arg(token.get())
@@ -225,6 +267,10 @@ impl FencedStore {
             .arg(self.mode.as_str())
             .invoke_async(&mut conn)
             .await?;
+        let (accepted, fence, rest) = split_reply(&reply, "unexpected fenced write reply")?;
+        if accepted > 1 || rest.is_some() {
+            return Err(unexpected_reply("unexpected fenced write reply", &reply).into());
+        }
         Ok(if accepted == 1 {
             WriteOutcome::Accepted {
                 previous_fence: fence,
@@ -243,7 +289,7 @@ impl FencedStore {
         token: FencingToken,
     ) -> Result<Claim, FenceError> {
         let mut conn = self.conn.clone();
-        let (claimed, fence, value): (i64, u64, Option<String>) = CLAIM
+        let reply: Vec<u8> = CLAIM
             .key(record)
             .key(&self.stream_key)
             .arg(token.get())
@@ -252,6 +298,10 @@ impl FencedStore {
             .arg(self.mode.as_str())
             .invoke_async(&mut conn)
             .await?;
+        let (claimed, fence, value) = split_reply(&reply, "unexpected claim reply")?;
+        if claimed > 1 || (claimed == 0 && value.is_some()) {
+            return Err(unexpected_reply("unexpected claim reply", &reply).into());
+        }
         Ok(if claimed == 1 {
             Claim::Claimed {
                 value,
