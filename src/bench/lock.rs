@@ -181,7 +181,8 @@ pub struct RunReport {
     pub per_cycle: PerCycle,
     /// Cores' worth of CPU that other processes on the machine used during
     /// the run (`/proc/stat` minus the nodes and this process; `None`
-    /// without `/proc/stat` or `INFO cpu`). With clients and nodes sharing
+    /// without `/proc/stat` or `INFO cpu`, or when a node is on another
+    /// host, whose CPU is not this machine's). With clients and nodes sharing
     /// a few cores, a comparison moves with it: measure with it near 0.
     pub other_cpu_cores: Option<f64>,
 }
@@ -679,7 +680,9 @@ impl LockBench {
             errors: s.errors.load(Ordering::Relaxed),
             elapsed_s: elapsed.as_secs_f64(),
             per_cycle: counts_after.per_cycle_since(&counts_before, cycles),
-            other_cpu_cores: counts_after.other_cpu_since(&counts_before),
+            other_cpu_cores: nodes_on_this_machine(&self.nodes)
+                .then(|| counts_after.other_cpu_since(&counts_before))
+                .flatten(),
         })
     }
 }
@@ -710,6 +713,28 @@ struct Network<'a> {
     routes: Vec<String>,
     /// The proxies, in node order (empty without a node delay).
     proxies: &'a [DelayProxy],
+}
+
+/// Whether every node runs on this machine (a loopback address, `localhost`
+/// or a Unix socket): only then is their CPU part of this machine's.
+fn nodes_on_this_machine(nodes: &[String]) -> bool {
+    nodes.iter().all(|url| {
+        let Ok(client) = crate::redis_url::parse(url) else {
+            return false;
+        };
+        let host = match client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            }
+            _ => return true,
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// Puts the node at `url` behind a delaying proxy; returns the proxy and
@@ -1490,6 +1515,25 @@ mod tests {
         assert_eq!(calls.get("client|setinfo"), Some(&2));
         assert_eq!(calls.get("evalsha"), Some(&7));
         assert_eq!(calls.len(), 3);
+    }
+
+    #[test]
+    fn only_loopback_and_socket_nodes_count_as_this_machine() {
+        let nodes = |urls: &[&str]| urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        assert!(nodes_on_this_machine(&nodes(&[
+            "redis://127.0.0.1:6379",
+            "redis://:pw@localhost:7000/2",
+            "redis://[::1]:6380",
+            "redis+unix:///tmp/redis.sock",
+        ])));
+        assert!(!nodes_on_this_machine(&nodes(&[
+            "redis://127.0.0.1:6379",
+            "redis://10.0.0.7:6379",
+        ])));
+        assert!(!nodes_on_this_machine(&nodes(&[
+            "redis://cache.internal:6379"
+        ])));
+        assert!(!nodes_on_this_machine(&nodes(&["not a url"])));
     }
 
     #[test]
