@@ -580,24 +580,28 @@ fn render(r: &LockBenchReport) -> String {
     // requests batch, and not equally for every client (measured on 2
     // cores: one busy loop took rslock from 43k to 72k cycles/s and the
     // fenced lock from 53k to 50k).
-    if let Some(busiest) = runs
-        .iter()
-        .filter_map(|run| run.other_cpu_cores)
-        .reduce(f64::max)
-        .filter(|&cores| cores >= BUSY_MACHINE_CORES)
-    {
-        let _ = writeln!(
-            out,
-            "note: other processes used up to {busiest:.2} cores during the runs; clients and \
-             nodes share this machine, so the comparison moves with that work: compare on \
-             an idle machine"
-        );
+    if let Some(note) = busy_machine_note(runs.iter().map(|run| run.other_cpu_cores)) {
+        let _ = writeln!(out, "{note}");
     }
     out
 }
 
 /// Other processes' CPU, in cores, from which a lock comparison is flagged.
 const BUSY_MACHINE_CORES: f64 = 0.25;
+
+/// The warning for runs during which other processes used
+/// [`BUSY_MACHINE_CORES`] or more (unknown counts as idle).
+fn busy_machine_note(other_cpu_cores: impl Iterator<Item = Option<f64>>) -> Option<String> {
+    let busiest = other_cpu_cores
+        .flatten()
+        .reduce(f64::max)
+        .filter(|&cores| cores >= BUSY_MACHINE_CORES)?;
+    Some(format!(
+        "note: other processes used up to {busiest:.2} cores during the runs; clients and \
+         nodes share this machine, so the comparison moves with that work: compare on an \
+         idle machine"
+    ))
+}
 
 /// `warroom bench cluster` arguments.
 #[derive(Args)]
@@ -639,4 +643,19 @@ fn cluster(args: ClusterBenchArgs) -> CommandResult {
         Output::Text => print!("{}", render(&report)),
     }
     Ok(Exit::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comparison_beside_other_work_says_so_and_an_idle_one_does_not() {
+        let note = busy_machine_note([Some(0.0), Some(0.98)].into_iter()).unwrap();
+        assert!(note.contains("up to 0.98 cores"), "{note}");
+        assert!(note.contains("compare on an idle machine"), "{note}");
+        assert_eq!(busy_machine_note([Some(0.0), Some(0.24)].into_iter()), None);
+        assert_eq!(busy_machine_note([None, None].into_iter()), None);
+        assert!(busy_machine_note([None, Some(0.25)].into_iter()).is_some());
+    }
 }

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use super::unexpected_reply as unexpected;
-use super::{FenceError, Record, WriteOutcome, split_reply};
+use super::{FenceError, Record, WriteOutcome, split_reply, unexpected_reply};
 use crate::event::LockMode;
 use crate::lease::{Issuer, LeaseInner, acquire_with_retry};
 use crate::{FencedLock, FencingToken, Lease, LockError, Release, fence_counter_key, grant_value};
@@ -59,9 +58,9 @@ return head
 
 /// KEYS: record, lock, fence counter, stream.
 /// ARGV: token, value, grant value, holder, maxlen, mode, release ('1'/'0').
-/// Returns the string `"<accepted> <released> <fence>"` ([`parse_write`]):
-/// accepted 1 or 0; released 1, 0, or -1 when not asked; the fence the
-/// token was checked against, as Redis stored it.
+/// Returns the string `"<accepted> <fence> <released>"` ([`parse_write`]):
+/// accepted 1 or 0; the fence the token was checked against, as Redis
+/// stored it; released 1, 0, or -1 when not asked.
 ///
 /// While the lock key still holds this grant's value, no newer lease can
 /// have been granted (a grant needs the key free), so the fence counter
@@ -109,7 +108,7 @@ if ARGV[7] == '1' then
       'holder', ARGV[4], 'token', ARGV[1])
   end
 end
-return accepted .. ' ' .. released .. ' ' .. fence_text
+return accepted .. ' ' .. fence_text .. ' ' .. released
 ",
     )
 });
@@ -123,11 +122,11 @@ fn parse_grant(
     let bytes = match reply {
         redis::Value::Int(0) => return Ok(None),
         redis::Value::BulkString(bytes) => bytes,
-        other => return Err(unexpected(WHAT, format!("{other:?}").as_bytes())),
+        other => return Err(unexpected_reply(WHAT, format!("{other:?}").as_bytes())),
     };
     let (token, fence, value) = split_reply(&bytes, WHAT)?;
     if token == 0 {
-        return Err(unexpected(WHAT, &bytes));
+        return Err(unexpected_reply(WHAT, &bytes));
     }
     Ok(Some((token, fence, value)))
 }
@@ -136,26 +135,17 @@ fn parse_grant(
 /// asked), and the fence the token was checked against.
 fn parse_write(reply: &[u8]) -> Result<(bool, i64, u64), redis::RedisError> {
     const WHAT: &str = "unexpected fenced write reply";
-    let text = std::str::from_utf8(reply).map_err(|_| unexpected(WHAT, reply))?;
-    let mut parts = text.split(' ');
-    let (Some(accepted), Some(released), Some(fence), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(unexpected(WHAT, reply));
+    let (accepted, fence, released) = split_reply(reply, WHAT)?;
+    let released = match released.as_deref() {
+        Some("1") => 1,
+        Some("0") => 0,
+        Some("-1") => -1,
+        _ => return Err(unexpected_reply(WHAT, reply)),
     };
-    let accepted = match accepted {
-        "1" => true,
-        "0" => false,
-        _ => return Err(unexpected(WHAT, reply)),
-    };
-    let released = match released {
-        "1" => 1,
-        "0" => 0,
-        "-1" => -1,
-        _ => return Err(unexpected(WHAT, reply)),
-    };
-    let fence = fence.parse::<u64>().map_err(|_| unexpected(WHAT, reply))?;
-    Ok((accepted, released, fence))
+    match accepted {
+        0 | 1 => Ok((accepted == 1, released, fence)),
+        _ => Err(unexpected_reply(WHAT, reply)),
+    }
 }
 
 /// Why a colocated write could not run.
@@ -357,14 +347,14 @@ mod tests {
 
     #[test]
     fn a_write_reply_gives_accepted_released_and_fence() {
-        assert_eq!(parse_write(b"1 -1 0").unwrap(), (true, -1, 0));
-        assert_eq!(parse_write(b"0 1 42").unwrap(), (false, 1, 42));
+        assert_eq!(parse_write(b"1 0 -1").unwrap(), (true, -1, 0));
+        assert_eq!(parse_write(b"0 42 1").unwrap(), (false, 1, 42));
         assert_eq!(
-            parse_write(b"1 0 18446744073709551615").unwrap(),
+            parse_write(b"1 18446744073709551615 0").unwrap(),
             (true, 0, u64::MAX)
         );
         for bad in [
-            "", "1", "1 1", "2 1 3", "1 2 3", "1 1 3 4", "1 1 -3", "1  1 3",
+            "", "1", "1 1", "2 3 1", "1 3 2", "1 3 1 4", "1 -3 1", "1 +3 1", "1  3 1",
         ] {
             assert!(parse_write(bad.as_bytes()).is_err(), "{bad:?}");
         }
